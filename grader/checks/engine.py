@@ -1,0 +1,108 @@
+"""The check engine: looks up each check's rule, scores it, and turns a gate failure into skips."""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from grader.assignment import Assignment, CheckSpec
+from grader.errors import ConfigError
+from grader.evidence.summary import EvidenceSummary, summarize
+from grader.manifest import Submission
+from grader.observations import Estimate, Observations
+from grader.result import CheckResult, CheckStatus
+
+
+@dataclass
+class CheckContext:
+    assignment: Assignment
+    submission: Submission
+    observations: Observations
+    figures: dict[str, Estimate]
+    summaries: dict[str, EvidenceSummary] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.summaries = {role: summarize(m.evidence) for role, m in self.observations.models.items()}
+
+
+@dataclass
+class Outcome:
+    """``fraction`` of the check's points earned (0..1); ``None`` means the check was skipped."""
+
+    fraction: float | None
+    message: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+
+Rule = Callable[[CheckSpec, CheckContext], Outcome]
+_RULES: dict[str, Rule] = {}
+
+
+def register(name: str) -> Callable[[Rule], Rule]:
+    def decorate(func: Rule) -> Rule:
+        _RULES[name] = func
+        return func
+
+    return decorate
+
+
+def rule_names() -> list[str]:
+    return sorted(_RULES)
+
+
+def load_checker(assignment: Assignment, folder: Path) -> None:
+    """Import the assignment's own checker module (trusted: it comes from the base branch)."""
+    if not assignment.checker:
+        return
+    path = folder / assignment.checker
+    spec = importlib.util.spec_from_file_location(f"grader_assignment_{assignment.id.replace('-', '_')}", path)
+    if spec is None or spec.loader is None:
+        raise ConfigError(f"cannot import checker {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+
+def _status(fraction: float | None) -> CheckStatus:
+    if fraction is None:
+        return CheckStatus.SKIPPED
+    if fraction >= 0.999:
+        return CheckStatus.PASS
+    return CheckStatus.PARTIAL if fraction > 0 else CheckStatus.FAIL
+
+
+def _result(spec: CheckSpec, outcome: Outcome) -> CheckResult:
+    fraction = None if outcome.fraction is None else min(max(outcome.fraction, 0.0), 1.0)
+    status = _status(fraction)
+    message = outcome.message
+    if status in (CheckStatus.PARTIAL, CheckStatus.FAIL) and spec.fix:
+        message = f"{message} How to fix: {spec.fix}"
+    return CheckResult(
+        id=spec.id, title=spec.title, status=status, gate=spec.gate,
+        points=round((fraction or 0.0) * spec.points, 2), max_points=spec.points,
+        message=message, evidence=outcome.evidence,
+    )
+
+
+def evaluate(ctx: CheckContext) -> list[CheckResult]:
+    """Run every check in order; after a failed gate the rest are skipped with the reason."""
+    results: list[CheckResult] = []
+    gate_failed: str | None = None
+    for spec in ctx.assignment.checks:
+        if gate_failed:
+            results.append(_result(spec, Outcome(None, f"Not graded because check '{gate_failed}' failed.")))
+            continue
+        rule = _RULES.get(spec.rule)
+        if rule is None:
+            raise ConfigError(f"check '{spec.id}' uses unknown rule '{spec.rule}' (known: {', '.join(rule_names())})")
+        result = _result(spec, rule(spec, ctx))
+        results.append(result)
+        if spec.gate and result.status is not CheckStatus.PASS:
+            gate_failed = spec.id
+    return results
+
+
+def skipped_all(assignment: Assignment, reason: str) -> list[CheckResult]:
+    """Every check skipped: used when the submission was rejected before anything ran."""
+    return [_result(spec, Outcome(None, reason)) for spec in assignment.checks]

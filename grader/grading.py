@@ -1,0 +1,165 @@
+"""The pipeline: submission folder -> manifest -> vetted artifacts -> sandboxed worker -> checks -> result.
+
+Each stage hands the next only its output. Whatever happens, a ``Result`` comes back: a student's
+mistake becomes ``rejected`` with problems that say what to fix, the grader's own fault ``error``.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from grader import __version__, exitcodes
+from grader.artifacts import Artifact, vet_inputs, vet_model
+from grader.assignment import Assignment, assignments_root, load_assignment
+from grader.checks import CheckContext, evaluate
+from grader.checks.engine import load_checker, skipped_all
+from grader.errors import ConfigError, SubmissionError
+from grader.job import Job, ModelJob
+from grader.manifest import MANIFEST_NAME, ManifestError, Submission, load_manifest
+from grader.metrics import figures
+from grader.observations import Environment
+from grader.result import AssignmentRef, CheckResult, GraderRef, Problem, Result, SubmissionRef
+from grader.sandbox import WorkerError, run_worker
+
+
+@dataclass
+class Grading:
+    result: Result
+    exit_code: int
+    internal_error: str = ""
+
+
+@dataclass
+class _State:
+    """What is known so far, so a failure at any stage still yields a complete result."""
+
+    folder: Path
+    started_at: datetime
+    t0: float
+    submission: Submission | None = None
+    assignment: Assignment | None = None
+    files: dict[str, str] | None = None
+
+
+def vet_submission(folder: Path, submission: Submission, assignment: Assignment) -> list[Artifact]:
+    """Check the manifest against the assignment, then vet every file it names."""
+    missing = [r for r, slot in assignment.models.items() if slot.required and r not in submission.models]
+    if missing:
+        raise SubmissionError(
+            f"submission.yaml names no model for role(s) {missing}.",
+            f"This assignment expects models: {', '.join(assignment.models)}.",
+            kind="manifest",
+        )
+    unknown = [r for r in submission.models if r not in assignment.models]
+    if unknown:
+        raise SubmissionError(
+            f"submission.yaml names unknown model role(s) {unknown}.",
+            f"This assignment expects models: {', '.join(assignment.models)}.",
+            kind="manifest",
+        )
+    limit = assignment.limits.model_file_mb
+    artifacts = [vet_model(folder, role, ref.path, ref.architecture, limit) for role, ref in submission.models.items()]
+    if submission.data.inputs:
+        artifacts.append(vet_inputs(folder, submission.data.inputs, assignment.limits.inputs_file_mb))
+    elif assignment.inputs_required:
+        raise SubmissionError("submission.yaml names no inputs.", "Add data: {inputs: inputs.npz}.", kind="manifest")
+    return artifacts
+
+
+def file_hashes(folder: Path, artifacts: list[Artifact]) -> dict[str, str]:
+    from grader.artifacts import sha256_file
+
+    hashes = {MANIFEST_NAME: sha256_file(folder / MANIFEST_NAME)}
+    for art in artifacts:
+        hashes[art.relpath] = art.sha256
+        hashes.update(art.extra_files)
+    return hashes
+
+
+def build_job(artifacts: list[Artifact], assignment: Assignment) -> Job:
+    models = [ModelJob(role=a.role, path=str(a.path), relpath=a.relpath, format=a.format, architecture=a.architecture)
+              for a in artifacts if a.role != "inputs"]
+    inputs = next((str(a.path) for a in artifacts if a.role == "inputs"), None)
+    return Job(models=models, inputs=inputs, measure=assignment.measure, output="")
+
+
+def grade(folder: Path, root: Path | None = None) -> Grading:
+    state = _State(folder=Path(folder), started_at=datetime.now(timezone.utc), t0=time.monotonic())
+    try:
+        return _grade(state, root or assignments_root())
+    except SubmissionError as exc:
+        return Grading(_rejected(state, exc), exitcodes.REJECTED)
+    except (ConfigError, WorkerError, Exception) as exc:  # noqa: BLE001 - never a traceback for the student
+        detail = "".join(traceback.format_exception(exc))
+        return Grading(_errored(state, exc), exitcodes.INTERNAL, detail)
+
+
+def _grade(state: _State, root: Path) -> Grading:
+    state.submission = load_manifest(state.folder)
+    state.assignment = load_assignment(state.submission.assignment, root)
+    load_checker(state.assignment, root / state.assignment.id)
+    artifacts = vet_submission(state.folder, state.submission, state.assignment)
+    state.files = file_hashes(state.folder, artifacts)
+    with tempfile.TemporaryDirectory(prefix="grader-") as work:
+        run = run_worker(build_job(artifacts, state.assignment), state.assignment.limits, Path(work),
+                         [state.folder.resolve()])
+    obs = run.observations
+    ctx = CheckContext(state.assignment, state.submission, obs, figures(obs))
+    checks = evaluate(ctx)
+    status = "rejected" if obs.failure else "graded"
+    problems = [Problem(kind=obs.failure.kind, message=obs.failure.message, hint=obs.failure.hint)] if obs.failure else []
+    result = _result(state, status, checks, problems, environment=obs.environment)
+    result.metrics = ctx.figures
+    return Grading(result, exitcodes.REJECTED if obs.failure else exitcodes.GRADED)
+
+
+def _result(state: _State, status: str, checks: list[CheckResult], problems: list[Problem],
+            environment: Environment | None = None) -> Result:
+    sub, assignment = state.submission, state.assignment
+    return Result(
+        status=status,
+        assignment=AssignmentRef(id=assignment.id if assignment else (sub.assignment if sub else "unknown"),
+                                 version=assignment.version if assignment else 0),
+        submission=SubmissionRef(
+            team=sub.team if sub else fallback_team(state.folder), members=sub.members if sub else [],
+            path=str(state.folder), files=state.files or {},
+            claims=sub.claims if sub else {}, reported=sub.reported if sub else {}, notes=sub.notes if sub else "",
+        ),
+        score=round(sum(c.points for c in checks), 2),
+        max_score=assignment.max_score if assignment else 0.0,
+        checks=checks,
+        problems=problems,
+        environment=environment or Environment(),
+        grader=GraderRef(version=__version__),
+        started_at=state.started_at,
+        duration_s=round(time.monotonic() - state.t0, 3),
+    )
+
+
+def _rejected(state: _State, exc: SubmissionError) -> Result:
+    if isinstance(exc, ManifestError):
+        problems = [Problem(kind="manifest", field=field, message=msg) for field, msg in exc.problems]
+    else:
+        problems = [Problem(kind=exc.kind, message=exc.message, hint=exc.hint)]
+    reason = f"Not graded: {problems[0].message}"
+    checks = skipped_all(state.assignment, reason) if state.assignment else []
+    return _result(state, "rejected", checks, problems)
+
+
+def _errored(state: _State, exc: BaseException) -> Result:
+    problem = Problem(kind="internal", message=f"The grader failed ({type(exc).__name__}). This is not your fault and "
+                      "is not charged to you; course staff have the details.", hint="")
+    checks = skipped_all(state.assignment, "Not graded: internal grader error.") if state.assignment else []
+    return _result(state, "error", checks, [problem])
+
+
+def fallback_team(folder: Path) -> str:
+    """A team name for a folder whose manifest could not be read: submissions/<team>/<hw>."""
+    name = Path(folder).resolve().parent.name.lower()
+    return re.sub(r"[^a-z0-9-]", "-", name)[:39] or "unknown"

@@ -1,0 +1,27 @@
+"""The host's instructions to the sandboxed worker: which vetted files to load and what to measure."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+from grader.assignment import MeasureSpec
+
+
+class ModelJob(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: str
+    path: str
+    relpath: str
+    format: str
+    architecture: str | None = None
+
+
+class Job(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    models: list[ModelJob]
+    inputs: str | None
+    measure: MeasureSpec
+    output: str
+    sandbox: str = ""

@@ -1,0 +1,1 @@
+"""Renderers: ``result.json`` -> the PR comment (Markdown) and a standalone HTML page."""

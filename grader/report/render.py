@@ -1,0 +1,120 @@
+"""Jinja2 rendering of a ``Result``; it reads only ``result.json``'s model, never earlier stages.
+
+Markdown is escaped by default (every ``{{ }}`` goes through ``md`` unless the template marks a
+value as trusted Markup); HTML uses Jinja's autoescape.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from markupsafe import Markup
+
+from grader.observations import Estimate
+from grader.report.escape import marker_value, md
+from grader.result import CheckStatus, Result
+
+STATUS_ICON = {
+    CheckStatus.PASS: "✅", CheckStatus.PARTIAL: "🟡", CheckStatus.FAIL: "❌",
+    CheckStatus.SKIPPED: "⏭️", CheckStatus.ERROR: "💥",
+}
+VERDICT = {"graded": "Graded", "rejected": "Not graded: please fix the problems below", "error": "Grader error (not charged to you)"}
+MARKER_PREFIX = "compression-grader"
+COMMENT_LIMIT = 65_536
+
+
+@dataclass
+class MetricRow:
+    name: str
+    values: dict[str, str]
+    ratio: str
+
+
+def marker(result: Result) -> str:
+    """The hidden line that lets a publisher find and update this comment in place."""
+    team = marker_value(result.submission.team)
+    assignment = marker_value(result.assignment.id)
+    return f"<!-- {MARKER_PREFIX}:v1 team={team} assignment={assignment} -->"
+
+
+def fmt(estimate: Estimate | None) -> str:
+    if estimate is None or estimate.value is None:
+        return "—"
+    value = estimate.value
+    text = f"{value:,.0f}" if abs(value) >= 10000 else f"{value:.4g}"
+    if estimate.low is not None and estimate.high is not None:
+        text += f" [{estimate.low:.3g}–{estimate.high:.3g}]"
+    return f"{text} {estimate.unit}".strip() if estimate.unit not in ("", "x") else text + (estimate.unit or "")
+
+
+def metric_table(result: Result) -> tuple[list[str], list[MetricRow]]:
+    """Side by side: one column per model role, plus the candidate-vs-reference figure if any."""
+    roles: list[str] = []
+    names: list[str] = []
+    pair_figures: dict[str, Estimate] = {}
+    for key, est in result.metrics.items():
+        owner, _, name = key.partition(".")
+        if "_vs_" in owner:
+            pair_figures[name] = est
+            continue
+        if owner not in roles:
+            roles.append(owner)
+        if name not in names:
+            names.append(name)
+    rows = [MetricRow(n, {r: fmt(result.metrics.get(f"{r}.{n}")) for r in roles}, "") for n in names]
+    ratio_for = {"size_mb": "size_ratio", "gzip_mb": "gzip_ratio"}
+    for row in rows:
+        if row.name in ratio_for:
+            row.ratio = fmt(pair_figures.get(ratio_for[row.name]))
+        elif row.name.startswith("latency_ms_b"):
+            row.ratio = fmt(pair_figures.get("speedup_b" + row.name.removeprefix("latency_ms_b")))
+    return roles, rows
+
+
+def pair_rows(result: Result) -> list[tuple[str, str]]:
+    return [(key, fmt(est)) for key, est in result.metrics.items() if "_vs_" in key.partition(".")[0]]
+
+
+def _environment(autoescape: bool) -> Environment:
+    env = Environment(
+        loader=PackageLoader("grader.report", "templates"),
+        autoescape=select_autoescape(["html.j2"]) if autoescape else False,
+        finalize=None if autoescape else md,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.globals.update(icon=lambda s: Markup(STATUS_ICON[s]), fmt=fmt, verdict=VERDICT, trusted=Markup)
+    env.filters["md"] = md
+    env.filters["jsontext"] = lambda value: json.dumps(value, ensure_ascii=False, default=str)  # plain str: escaped
+    return env
+
+
+def _context(result: Result) -> dict[str, object]:
+    roles, rows = metric_table(result)
+    return {"r": result, "roles": roles, "rows": rows, "pairs": pair_rows(result), "marker": Markup(marker(result))}
+
+
+def render_markdown(result: Result) -> str:
+    """The PR comment; if it would exceed GitHub's limit, the evidence details go first."""
+    template = _environment(autoescape=False).get_template("comment.md.j2")
+    body = template.render(**_context(result), details=True)
+    if len(body) > COMMENT_LIMIT:
+        body = template.render(**_context(result), details=False)
+    return body[:COMMENT_LIMIT]
+
+
+def render_html(result: Result) -> str:
+    return _environment(autoescape=True).get_template("report.html.j2").render(**_context(result))
+
+
+def write_reports(result: Result, out_dir: Path) -> dict[str, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"result": out_dir / "result.json", "markdown": out_dir / "report.md", "html": out_dir / "report.html"}
+    paths["result"].write_text(result.to_json(), encoding="utf-8")
+    paths["markdown"].write_text(render_markdown(result), encoding="utf-8")
+    paths["html"].write_text(render_html(result), encoding="utf-8")
+    return paths

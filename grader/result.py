@@ -1,0 +1,103 @@
+"""``result.json``: the versioned record of one grading, read by every later stage.
+
+Renderers, publishers and the gradebook depend only on this file's schema; the JSON Schema is
+exported to ``schemas/result.schema.json`` (``grader schema``) so non-Python consumers can
+validate it too.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from enum import Enum
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from grader.observations import Environment, Estimate
+
+SCHEMA_VERSION = 1
+
+
+class CheckStatus(str, Enum):
+    PASS = "pass"
+    PARTIAL = "partial"
+    FAIL = "fail"
+    SKIPPED = "skipped"
+    ERROR = "error"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CheckResult(Strict):
+    id: str
+    title: str
+    status: CheckStatus
+    points: float
+    max_points: float
+    message: str = Field(description="what was found and, on a shortfall, how to fix it")
+    evidence: dict[str, Any] = {}
+    gate: bool = False
+
+
+class AssignmentRef(Strict):
+    id: str
+    version: int
+
+
+class SubmissionRef(Strict):
+    team: str
+    members: list[str] = []
+    path: str
+    files: dict[str, str] = Field({}, description="file name -> sha256")
+    claims: dict[str, Any] = {}
+    reported: dict[str, Any] = {}
+    notes: str = ""
+
+
+class Problem(Strict):
+    """Why a submission was rejected, phrased for the student."""
+
+    kind: str
+    message: str
+    hint: str = ""
+    field: str | None = None
+
+
+class GraderRef(Strict):
+    version: str
+
+
+class Result(Strict):
+    schema_: Literal[1] = Field(SCHEMA_VERSION, alias="schema")
+    status: Literal["graded", "rejected", "error"]
+    assignment: AssignmentRef
+    submission: SubmissionRef
+    score: float
+    max_score: float
+    checks: list[CheckResult] = []
+    problems: list[Problem] = []
+    metrics: dict[str, Estimate] = {}
+    environment: Environment = Environment()
+    grader: GraderRef
+    started_at: datetime
+    duration_s: float
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    def to_json(self) -> str:
+        return self.model_dump_json(by_alias=True, indent=2)
+
+    @classmethod
+    def load(cls, path: Path) -> "Result":
+        return cls.model_validate_json(Path(path).read_text(encoding="utf-8"))
+
+
+def json_schema() -> str:
+    """The result's JSON Schema, as committed in ``schemas/result.schema.json``."""
+    schema = Result.model_json_schema(by_alias=True)
+    schema["$id"] = "https://compression-grader/schemas/result.schema.json"
+    return json.dumps(schema, indent=2, sort_keys=True) + "\n"

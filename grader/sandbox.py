@@ -1,0 +1,200 @@
+"""Run the worker in a child process the student's model cannot escape from easily.
+
+Trust boundary 2, local flavour: a cleared environment (no tokens), its own network namespace
+(bubblewrap, else ``unshare``; where neither works the result says so), the submission mounted
+read-only, rlimits on address space / file size / core dumps, its own process group killed as a
+whole on timeout, and a resident-memory watchdog. The worker's JSON is parsed as untrusted input.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from grader.assignment import Limits
+from grader.job import Job
+from grader.observations import Failure, Observations
+
+MAX_OUTPUT_BYTES = 32 * 1024 * 1024
+WORKER_FILE_LIMIT_BYTES = 64 * 1024 * 1024
+ADDRESS_SPACE_SLACK_MB = 3072  # runtimes reserve virtual memory they never touch
+POLL_S = 0.1
+PASSTHROUGH_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "LD_LIBRARY_PATH")
+
+
+class WorkerError(Exception):
+    """The worker broke in a way no student file explains: the grader's own fault."""
+
+
+@dataclass
+class WorkerRun:
+    observations: Observations
+    sandbox: str
+    stderr_tail: str
+    wall_s: float
+
+
+@lru_cache(maxsize=1)
+def isolation() -> str:
+    """The strongest isolation this machine offers: 'bwrap', 'unshare' or 'none'."""
+    if shutil.which("bwrap") and _works(["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--unshare-net", "--", "true"]):
+        return "bwrap"
+    if shutil.which("unshare") and os.geteuid() == 0 and _works(["unshare", "--net", "--mount", "--", "true"]):
+        return "unshare"
+    return "none"
+
+
+def _works(cmd: list[str]) -> bool:
+    try:
+        return subprocess.run(cmd, capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def describe(kind: str) -> str:
+    return {
+        "bwrap": "bubblewrap: no network, read-only filesystem except the output folder",
+        "unshare": "unshare: no network, submission read-only",
+        "none": "plain child process: NO network isolation on this machine (install bubblewrap)",
+    }[kind]
+
+
+def wrap(kind: str, command: list[str], workdir: Path, readonly: list[Path]) -> list[str]:
+    if kind == "bwrap":
+        args = ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--bind", str(workdir), str(workdir)]
+        for path in readonly:
+            args += ["--ro-bind", str(path), str(path)]
+        args += ["--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-pid", "--die-with-parent"]
+        return args + ["--"] + command
+    if kind == "unshare":
+        remount = " && ".join(f'mount --bind "{p}" "{p}" && mount -o remount,bind,ro "{p}" "{p}"' for p in map(str, readonly))
+        script = f"{remount} && exec \"$@\"" if remount else 'exec "$@"'
+        return ["unshare", "--net", "--mount", "--propagation", "private", "--", "sh", "-c", script, "sh"] + command
+    return command
+
+
+def clean_env(workdir: Path, threads: int) -> dict[str, str]:
+    """Only what the worker needs: no tokens, no proxies, no credentials reach the model."""
+    env = {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "HOME": str(workdir),
+        "TMPDIR": str(workdir),
+        "LANG": "C.UTF-8",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONHASHSEED": "0",
+        "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+    }
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        env[var] = str(threads)
+    env.update({k: os.environ[k] for k in PASSTHROUGH_ENV if k in os.environ})
+    return env
+
+
+def _limits(memory_mb: int) -> None:
+    """Runs in the child before exec: rlimits apply to the worker and everything it starts."""
+    address_space = (memory_mb + ADDRESS_SPACE_SLACK_MB) * 2**20
+    resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (WORKER_FILE_LIMIT_BYTES, WORKER_FILE_LIMIT_BYTES))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    resource.setrlimit(resource.RLIMIT_NPROC, (512, 512))  # note: root ignores this one
+
+
+def _tree_rss_mb(pgid: int) -> float:
+    """Resident memory of every process in the worker's process group (bwrap forks)."""
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(stat[2]) == pgid:
+                total += int(stat[21])
+        except (OSError, IndexError, ValueError):
+            continue
+    return total * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def run_worker(job: Job, limits: Limits, workdir: Path, readonly: list[Path]) -> WorkerRun:
+    kind = isolation()
+    job = job.model_copy(update={"sandbox": describe(kind), "output": str(workdir / "observations.json")})
+    job_path = workdir / "job.json"
+    job_path.write_text(job.model_dump_json())
+    command = wrap(kind, [sys.executable, "-m", "grader.worker", str(job_path)], workdir, readonly)
+    stderr_path = workdir / "worker.stderr"
+    started = time.monotonic()
+    with open(stderr_path, "wb") as stderr:
+        proc = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr, cwd=workdir,
+            env=clean_env(workdir, job.measure.timing.threads), start_new_session=True,
+            preexec_fn=lambda: _limits(limits.memory_mb),
+        )
+        verdict = _supervise(proc, limits)
+    wall = time.monotonic() - started
+    tail = _tail(stderr_path)
+    if verdict is not None:
+        return WorkerRun(Observations(failure=verdict), describe(kind), tail, wall)
+    return WorkerRun(_read_observations(workdir / "observations.json", proc.returncode, tail), describe(kind), tail, wall)
+
+
+def _supervise(proc: subprocess.Popen, limits: Limits) -> Failure | None:
+    """Wait for the worker; kill its whole process group on the time or memory limit."""
+    deadline = time.monotonic() + limits.wall_time_s
+    while proc.poll() is None:
+        if time.monotonic() > deadline:
+            _kill_group(proc)
+            return Failure(kind="time_limit",
+                           message=f"grading took longer than the {limits.wall_time_s:.0f} s limit and was stopped",
+                           hint="A model that hangs or is far too slow for the inputs cannot be graded; "
+                                "check that it finishes quickly on the submitted inputs.")
+        if _tree_rss_mb(proc.pid) > limits.memory_mb:
+            _kill_group(proc)
+            return _memory_failure(limits)
+        time.sleep(POLL_S)
+    if proc.returncode == -signal.SIGKILL:
+        return _memory_failure(limits)  # the kernel's OOM killer is the only other sender of SIGKILL
+    return None
+
+
+def _memory_failure(limits: Limits) -> Failure:
+    return Failure(kind="memory_limit",
+                   message=f"the models used more than the {limits.memory_mb} MiB memory limit and were stopped",
+                   hint="Check for huge intermediate tensors (e.g. an Expand or a large MatMul) and reduce them.")
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+def _tail(path: Path, limit: int = 4000) -> str:
+    data = path.read_bytes()[-limit:] if path.exists() else b""
+    return data.decode("utf-8", "replace")
+
+
+def _read_observations(path: Path, returncode: int, stderr_tail: str) -> Observations:
+    if returncode < 0:
+        name = signal.Signals(-returncode).name
+        return Observations(failure=Failure(
+            kind="run", message=f"the model crashed the runtime ({name}) while loading or running",
+            hint="The file is probably malformed for its runtime; re-export it and run it locally first."))
+    if returncode != 0 or not path.exists():
+        raise WorkerError(f"worker exited with {returncode}: {stderr_tail[-1500:]}")
+    if path.stat().st_size > MAX_OUTPUT_BYTES:
+        raise WorkerError("worker output is larger than allowed")
+    try:
+        return Observations.model_validate_json(path.read_bytes())
+    except ValidationError as exc:
+        raise WorkerError(f"worker output does not match the schema: {exc}") from None

@@ -1,0 +1,52 @@
+"""Terminal output with rich: the summary a student reads after ``grader check``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from grader.assignment import Assignment
+from grader.report.render import fmt
+from grader.result import CheckStatus, Result
+
+STYLE = {CheckStatus.PASS: "green", CheckStatus.PARTIAL: "yellow", CheckStatus.FAIL: "red",
+         CheckStatus.SKIPPED: "dim", CheckStatus.ERROR: "magenta"}
+KEY_FIGURES = ("size_ratio", "speedup_b1", "speedup_b64", "top1_agreement", "accuracy_drop_pts", "effective_sparsity")
+
+
+def print_summary(result: Result, paths: dict[str, Path], console: Console | None = None) -> None:
+    console = console or Console(highlight=False)
+    title = f"{result.assignment.id} · team {result.submission.team} · {result.status}"
+    table = Table(title=title, show_lines=False)
+    for column in ("check", "status", "points", "message"):
+        table.add_column(column, overflow="fold")
+    for check in result.checks:
+        table.add_row(check.id, f"[{STYLE[check.status]}]{check.status.value}[/]",
+                      f"{check.points:g}/{check.max_points:g}", _escape(check.message))
+    console.print(table)
+    for problem in result.problems:
+        console.print(f"[red]problem[/] ({problem.kind}): {_escape(problem.message)} {_escape(problem.hint)}")
+    figures = [(k, v) for k, v in result.metrics.items() if k.partition(".")[2] in KEY_FIGURES]
+    if figures:
+        console.print("  ".join(f"{k}: [bold]{fmt(v)}[/]" for k, v in figures))
+    console.print(f"score [bold]{result.score:g} / {result.max_score:g}[/] in {result.duration_s:.1f} s")
+    console.print("wrote " + ", ".join(str(p) for p in paths.values()))
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+def print_assignments(assignments: list[Assignment], console: Console | None = None) -> None:
+    console = console or Console(highlight=False)
+    table = Table(title="assignments")
+    for column in ("id", "title", "models", "checks (points)", "max"):
+        table.add_column(column, overflow="fold")
+    for a in assignments:
+        checks = ", ".join(f"{c.id} ({c.points:g})" for c in a.checks)
+        table.add_row(a.id, a.title, ", ".join(a.models), checks, f"{a.max_score:g}")
+    console.print(table)
