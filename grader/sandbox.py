@@ -44,14 +44,25 @@ class WorkerRun:
     wall_s: float
 
 
-@lru_cache(maxsize=1)
 def isolation() -> str:
-    """The strongest isolation this machine offers: 'bwrap', 'unshare' or 'none'."""
+    """The isolation to use: ``$GRADER_ISOLATION`` if set (and available), else the strongest here."""
+    wanted = os.environ.get("GRADER_ISOLATION", "")
+    if wanted:
+        if wanted not in available_isolation():
+            raise WorkerError(f"GRADER_ISOLATION={wanted} is not available here (have: {available_isolation()})")
+        return wanted
+    return available_isolation()[0]
+
+
+@lru_cache(maxsize=1)
+def available_isolation() -> list[str]:
+    """Every isolation this machine offers, strongest first; 'none' is always last."""
+    kinds = []
     if shutil.which("bwrap") and _works(["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--unshare-net", "--", "true"]):
-        return "bwrap"
+        kinds.append("bwrap")
     if shutil.which("unshare") and os.geteuid() == 0 and _works(["unshare", "--net", "--mount", "--", "true"]):
-        return "unshare"
-    return "none"
+        kinds.append("unshare")
+    return kinds + ["none"]
 
 
 def _works(cmd: list[str]) -> bool:
@@ -124,26 +135,42 @@ def _tree_rss_mb(pgid: int) -> float:
     return total * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def run_worker(job: Job, limits: Limits, workdir: Path, readonly: list[Path]) -> WorkerRun:
+@dataclass
+class Finished:
+    """How a sandboxed command ended: its exit code, or the limit that stopped it."""
+
+    returncode: int
+    stopped: Failure | None
+    output_tail: str
+    wall_s: float
+
+
+def run_sandboxed(command: list[str], limits: Limits, workdir: Path, readonly: list[Path], threads: int = 1) -> Finished:
+    """Run ``command`` isolated, limited and supervised; stdout and stderr go to ``workdir``."""
     kind = isolation()
-    job = job.model_copy(update={"sandbox": describe(kind), "output": str(workdir / "observations.json")})
+    log_path = workdir / "sandbox.log"
+    started = time.monotonic()
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            wrap(kind, command, workdir, readonly), stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=workdir,
+            env=clean_env(workdir, threads), start_new_session=True, preexec_fn=lambda: _limits(limits.memory_mb),
+        )
+        stopped = _supervise(proc, limits)
+    return Finished(proc.returncode, stopped, _tail(log_path), time.monotonic() - started)
+
+
+def run_worker(job: Job, limits: Limits, workdir: Path, readonly: list[Path]) -> WorkerRun:
+    """Run ``grader.worker`` on ``job`` in the sandbox and parse what it reports."""
+    sandbox = describe(isolation())
+    job = job.model_copy(update={"sandbox": sandbox, "output": str(workdir / "observations.json")})
     job_path = workdir / "job.json"
     job_path.write_text(job.model_dump_json())
-    command = wrap(kind, [sys.executable, "-m", "grader.worker", str(job_path)], workdir, readonly)
-    stderr_path = workdir / "worker.stderr"
-    started = time.monotonic()
-    with open(stderr_path, "wb") as stderr:
-        proc = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr, cwd=workdir,
-            env=clean_env(workdir, job.measure.timing.threads), start_new_session=True,
-            preexec_fn=lambda: _limits(limits.memory_mb),
-        )
-        verdict = _supervise(proc, limits)
-    wall = time.monotonic() - started
-    tail = _tail(stderr_path)
-    if verdict is not None:
-        return WorkerRun(Observations(failure=verdict), describe(kind), tail, wall)
-    return WorkerRun(_read_observations(workdir / "observations.json", proc.returncode, tail), describe(kind), tail, wall)
+    done = run_sandboxed([sys.executable, "-m", "grader.worker", str(job_path)], limits, workdir, readonly,
+                         job.measure.timing.threads)
+    if done.stopped is not None:
+        return WorkerRun(Observations(failure=done.stopped), sandbox, done.output_tail, done.wall_s)
+    observations = _read_observations(workdir / "observations.json", done.returncode, done.output_tail)
+    return WorkerRun(observations, sandbox, done.output_tail, done.wall_s)
 
 
 def _supervise(proc: subprocess.Popen, limits: Limits) -> Failure | None:

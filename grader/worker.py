@@ -105,12 +105,21 @@ def run_all(model: LoadedModel, role: str, arrays: dict[str, np.ndarray], batch:
     return [np.concatenate([c[i] for c in chunks]) for i in range(len(chunks[0]))]
 
 
+ALLOCATION_FAILURES = ("bad_alloc", "failed to allocate", "out of memory", "cannot allocate memory")
+
+
+def _is_allocation_failure(exc: BaseException) -> bool:
+    """Runtimes report a refused allocation as their own error type; the rlimit is why."""
+    text = str(exc).lower()
+    return isinstance(exc, MemoryError) or any(marker in text for marker in ALLOCATION_FAILURES)
+
+
 def _call(model: LoadedModel, role: str, feeds: Feeds) -> list[np.ndarray]:
     try:
         return [np.asarray(o) for o in model.run(feeds)]
-    except MemoryError:
-        raise
     except Exception as exc:  # noqa: BLE001 - the student's model failed, say how
+        if _is_allocation_failure(exc):
+            raise MemoryError(str(exc)) from None
         raise StudentFault(Failure(kind="run", role=role, message=f"model '{role}' failed to run: {_short(exc)}",
                                    hint="Run it yourself with the same inputs.npz (e.g. in onnxruntime) and fix the error.")) from None
 
@@ -127,9 +136,9 @@ def observe_model(job: ModelJob, threads: int, arrays: dict[str, np.ndarray], la
     started = time.perf_counter()
     try:
         model = load_model(Path(job.path), job.format, threads, job.architecture)
-    except MemoryError:
-        raise
     except Exception as exc:  # noqa: BLE001
+        if _is_allocation_failure(exc):
+            raise MemoryError(str(exc)) from None
         raise StudentFault(Failure(kind="load", role=job.role, message=f"model '{job.role}' ('{job.relpath}') failed to load: {_short(exc)}",
                                    hint="Check that the file loads on your machine with the format's own loader.")) from None
     load_s = time.perf_counter() - started
@@ -241,8 +250,9 @@ def observe(job: Job) -> Observations:
     except StudentFault as fault:
         obs.failure = fault.failure
     except MemoryError:
-        obs.failure = Failure(kind="memory_limit", message="the models ran out of memory within the sandbox's limit",
-                              hint="Reduce the model's memory use or the input batch, or ask staff about the limit.")
+        obs.failure = Failure(kind="memory_limit",
+                              message="the models needed more memory than the sandbox's limit allows",
+                              hint="Check for huge intermediate tensors (e.g. an Expand or a large MatMul) and reduce them.")
     obs.environment = environment(job)
     return obs
 
