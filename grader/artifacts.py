@@ -156,6 +156,11 @@ def vet_pt2(path: Path, relpath: str) -> None:
 
     ``torch.export.load`` calls ``torch.load(weights_only=False)`` on weights flagged
     ``use_pickle`` and ``pickle.loads`` on opaque constants, so those must never reach it.
+    It loads *every* program under ``models/`` (not only ``model``), so the payload tables of
+    all of them (``<name>_weights_config.json``, ``<name>_constants_config.json``) are vetted.
+    It also still reads the legacy layout, a pickled ``data/weights/<name>.pt`` or
+    ``data/constants/<name>.pt``, with a fallback to ``weights_only=False``; the current
+    ``torch.export.save`` never writes those, so they are refused outright.
     """
     with zipfile.ZipFile(path) as archive:
         names = archive.namelist()
@@ -166,7 +171,15 @@ def vet_pt2(path: Path, relpath: str) -> None:
                 kind="pt2",
             )
         for name in names:
-            if name.endswith(("model_weights_config.json", "model_constants_config.json")):
+            rooted = "/" + name
+            if ("/data/weights/" in rooted or "/data/constants/" in rooted) and name.endswith(".pt"):
+                raise SubmissionError(
+                    f"'{relpath}' stores its weights in the legacy pickled layout ('{name}'); the "
+                    "grader refuses pickled entries because loading them can run code.",
+                    "Re-save the program with a current torch: torch.export.save(ep, 'model.pt2').",
+                    kind="pickle",
+                )
+            if name.endswith(("_weights_config.json", "_constants_config.json")):
                 _vet_payload_config(archive.read(name), relpath)
 
 
@@ -174,7 +187,10 @@ def _vet_payload_config(raw: bytes, relpath: str) -> None:
     try:
         config = json.loads(raw).get("config", {})
     except (ValueError, AttributeError):
-        raise SubmissionError(f"'{relpath}' has an unreadable weights table.", "Re-save it.", "pt2") from None
+        config = None
+    # a malformed table is the student's file, not a grader crash (exit 4)
+    if not isinstance(config, dict) or not all(isinstance(meta, dict) for meta in config.values()):
+        raise SubmissionError(f"'{relpath}' has an unreadable weights table.", "Re-save it.", "pt2")
     for fqn, meta in config.items():
         path_name = str(meta.get("path_name", ""))
         if meta.get("use_pickle") or path_name.startswith(("custom_obj", "opaque_obj")):

@@ -155,6 +155,11 @@ def max_abs_error(reference: np.ndarray, candidate: np.ndarray) -> float | None:
 
 
 def accuracy(logits: np.ndarray, labels: np.ndarray) -> float | None:
-    if logits.ndim != 2 or logits.shape[0] != labels.shape[0]:
+    """Top-1 accuracy; ``None`` unless there is exactly one integer label per row of logits.
+
+    Labels saved as a column (``[N, 1]``) are flattened: compared as they are, ``[N]`` against
+    ``[N, 1]`` would broadcast to an ``[N, N]`` table and give a meaningless figure.
+    """
+    if logits.ndim != 2 or labels.size != logits.shape[0] or labels.shape[:1] != logits.shape[:1]:
         return None
-    return float(np.mean(logits.argmax(-1) == labels))
+    return float(np.mean(logits.argmax(-1) == labels.reshape(-1)))

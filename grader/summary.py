@@ -20,8 +20,9 @@ def print_summary(result: Result, paths: dict[str, Path], console: Console | Non
     console = console or Console(highlight=False)
     title = f"{result.assignment.id} · team {result.submission.team} · {result.status}"
     table = Table(title=title, show_lines=False)
-    for column in ("check", "status", "points", "message"):
-        table.add_column(column, overflow="fold")
+    for column in ("check", "status", "points"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("message", overflow="fold")
     for check in result.checks:
         table.add_row(check.id, f"[{STYLE[check.status]}]{check.status.value}[/]",
                       f"{check.points:g}/{check.max_points:g}", _escape(check.message))
@@ -44,7 +45,8 @@ def _escape(text: str) -> str:
 def print_assignments(assignments: list[Assignment], console: Console | None = None) -> None:
     console = console or Console(highlight=False)
     table = Table(title="assignments")
-    for column in ("id", "title", "models", "checks (points)", "max"):
+    table.add_column("id", no_wrap=True)
+    for column in ("title", "models", "checks (points)", "max"):
         table.add_column(column, overflow="fold")
     for a in assignments:
         checks = ", ".join(f"{c.id} ({c.points:g})" for c in a.checks)

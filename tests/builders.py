@@ -41,27 +41,36 @@ def digits(limit: int = 200) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nda
     return x_train, y_train, x_test[:limit], y_test[:limit]
 
 
-def trained_tiny(seed: int = 0, epochs: int = 4) -> TinyCNN:
-    torch.manual_seed(seed)
-    model = TinyCNN()
+def train(model: nn.Module, epochs: int, masks: dict[str, torch.Tensor] | None = None) -> nn.Module:
+    """A few epochs of Adam on the digits; with ``masks``, pruned weights stay exactly zero."""
     x, y, _, _ = digits()
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3 if masks is None else 1e-3)
+    hook = compress.keep_masks_applied(opt, model, masks) if masks else None
+    model.train()
     for _ in range(epochs):
         for i in range(0, len(xt), 64):
             opt.zero_grad()
             nn.functional.cross_entropy(model(xt[i : i + 64]), yt[i : i + 64]).backward()
             opt.step()
+    if hook:
+        hook.remove()
     return model.eval()
+
+
+def trained_tiny(seed: int = 0, epochs: int = 4) -> TinyCNN:
+    torch.manual_seed(seed)
+    return train(TinyCNN(), epochs)
 
 
 def export(model: nn.Module, path: Path) -> Path:
     return compress.export_onnx(model, path, torch.zeros(1, 1, 8, 8))
 
 
-def prune_to(model: nn.Module, amount: float) -> nn.Module:
-    compress.prune_global_magnitude(model, amount)
-    return model
+def prune_to(model: nn.Module, amount: float, finetune_epochs: int = 2) -> nn.Module:
+    """Global magnitude pruning followed by a short masked fine-tune (the correct recipe)."""
+    masks = compress.prune_global_magnitude(model, amount)
+    return train(model, finetune_epochs, masks) if finetune_epochs else model
 
 
 def quantize(src: Path, dst: Path, fmt: str = "qoperator") -> Path:
@@ -111,3 +120,115 @@ def fast_assignments(root: Path, **limits: Any) -> Path:
             check["params"]["metric"] = "candidate_vs_baseline.speedup_b16"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return root
+
+
+def copy_of(model: nn.Module) -> nn.Module:
+    import copy
+
+    return copy.deepcopy(model)
+
+
+def tiny_instead_of_zero(model: nn.Module, amount: float) -> nn.Module:
+    """The classic mistake: 'pruning' the smallest weights to 1e-8 instead of exact zeros."""
+    compress.prune_global_magnitude(model, amount)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                weight = module.weight
+                weight[weight == 0] = 1e-8
+    return model
+
+
+def submission(folder: Path, files: dict[str, Path], inputs: Path | None, **manifest: Any) -> Path:
+    """A submission folder holding copies of ``files`` (role -> file) and ``inputs``.
+
+    The manifest names each copy under its role unless ``models=`` overrides that mapping.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    names = {}
+    for role, source in files.items():
+        names[role] = f"{role}{source.suffix}"
+        shutil.copy(source, folder / names[role])
+    if inputs is not None:
+        shutil.copy(inputs, folder / "inputs.npz")
+    manifest.setdefault("models", names)
+    write_manifest(folder, **manifest)
+    return folder
+
+
+def _digits_graph(nodes: list, initializers: list, name: str):
+    """A graph with the digits model's input and a [N, 10] output named like the reference."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        nodes, name,
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, 8, 8])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])],
+        initializer=initializers,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+def hanging_model(path: Path) -> Path:
+    """A valid model whose Loop runs (practically) forever: what a time limit is for."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]), helper.make_node("Add", ["acc_in", "one"], ["acc_out"])],
+        "body",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+         helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("acc_in", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("acc_out", TensorProto.FLOAT, [1])],
+        initializer=[numpy_helper.from_array(np.ones(1, np.float32), "one")],
+    )
+    nodes = [
+        helper.make_node("Loop", ["trips", "cond", "zero"], ["acc"], body=body),
+        helper.make_node("Flatten", ["input"], ["flat"]),
+        helper.make_node("Slice", ["flat", "s0", "s10", "s1"], ["head"]),
+        helper.make_node("Add", ["head", "acc"], ["logits"]),
+    ]
+    inits = [
+        numpy_helper.from_array(np.array(10**15, np.int64), "trips"),
+        numpy_helper.from_array(np.array(True), "cond"),
+        numpy_helper.from_array(np.zeros(1, np.float32), "zero"),
+        numpy_helper.from_array(np.array([0], np.int64), "s0"),
+        numpy_helper.from_array(np.array([10], np.int64), "s10"),
+        numpy_helper.from_array(np.array([1], np.int64), "s1"),
+    ]
+    onnx.save(_digits_graph(nodes, inits, "hang"), str(path))
+    return path
+
+
+def memory_hog_model(path: Path, elements: int = 3 * 2**30) -> Path:
+    """A valid model that materialises a 12 GiB tensor at run time."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [
+        helper.make_node("Shape", ["input"], ["in_shape"]),
+        helper.make_node("Slice", ["in_shape", "s0", "s1"], ["batch"]),
+        helper.make_node("Concat", ["batch", "big"], ["shape"], axis=0),
+        helper.make_node("ConstantOfShape", ["shape"], ["huge"],
+                         value=helper.make_tensor("v", TensorProto.FLOAT, [1], [1.0])),
+        helper.make_node("ReduceSum", ["huge", "axes"], ["total"], keepdims=0),
+        helper.make_node("Flatten", ["input"], ["flat"]),
+        helper.make_node("Slice", ["flat", "s0", "s10", "s1"], ["head"]),
+        helper.make_node("Unsqueeze", ["total", "s1"], ["total2"]),
+        helper.make_node("Add", ["head", "total2"], ["logits"]),
+    ]
+    inits = [
+        numpy_helper.from_array(np.array([0], np.int64), "s0"),
+        numpy_helper.from_array(np.array([1], np.int64), "s1"),
+        numpy_helper.from_array(np.array([10], np.int64), "s10"),
+        numpy_helper.from_array(np.array([elements], np.int64), "big"),
+        numpy_helper.from_array(np.array([1], np.int64), "axes"),
+    ]
+    onnx.save(_digits_graph(nodes, inits, "hog"), str(path))
+    return path

@@ -147,6 +147,20 @@ def _zero_point(g: Graph, node: onnx.NodeProto, index: int | None) -> np.ndarray
     return numpy_helper.to_array(g.constants[name]) if name in g.constants else 0
 
 
+def _quantized_op_axis(node: onnx.NodeProto, index: int) -> int:
+    """Axis of the weight in input ``index`` that a per-channel zero point of a QOperator op runs along.
+
+    Not always 0: a MatMul-like op's B is ``[K, N]`` with one zero point per column (N), its A
+    one per row; QGemm's B is ``[N, K]`` only with ``transB``. With the wrong axis a per-channel
+    zero point cannot broadcast and only the first channel's zero point would be counted.
+    """
+    if node.op_type == "QGemm":
+        return 0 if _attr(node, "transB", 0) else 1
+    if node.op_type in {"QLinearMatMul", "MatMulInteger", "MatMulIntegerToFloat", "DynamicQuantizeMatMul"}:
+        return -2 if index == 0 else -1
+    return 0  # QLinearConv / ConvInteger: output channels
+
+
 def _evidence_for_slot(g: Graph, node: onnx.NodeProto, index: int, zp_index: int | None) -> TensorEvidence | None:
     if index >= len(node.input) or not node.input[index]:
         return None
@@ -163,7 +177,7 @@ def _evidence_for_slot(g: Graph, node: onnx.NodeProto, index: int, zp_index: int
     if decoder is dequant and dequant is not None:
         zp, axis = _zero_point(g, dequant, 2), _attr(dequant, "axis", 1)
     elif decoder is not None:
-        zp, axis = _zero_point(g, node, zp_index), 0
+        zp, axis = _zero_point(g, node, zp_index), _quantized_op_axis(node, index)
     else:
         zp, axis = 0, None
     return tensor_evidence(
@@ -200,9 +214,10 @@ def parameter_count(g: Graph) -> int:
                 meta_only[name] = meta_only[name] and i in meta
     total = 0
     for name, tensor in g.constants.items():
-        if meta_only[name] or tensor.data_type == onnx.TensorProto.INT64:
-            continue
-        total += int(np.prod(tensor.dims)) if tensor.dims else 1
+        numel = int(np.prod(tensor.dims)) if tensor.dims else 1
+        if meta_only[name] or tensor.data_type == onnx.TensorProto.INT64 or numel <= 1:
+            continue  # scales, zero points, shapes and scalars are bookkeeping, not parameters
+        total += numel
     return total
 
 

@@ -11,8 +11,8 @@ import re
 from markupsafe import Markup
 
 MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]|~#])")
-BULLET_START = re.compile(r"^(\s*)([-+=])")
-NUMBER_START = re.compile(r"^(\s*\d+)([.)])")
+BULLET_START = re.compile(r"^(\s*)([-+=])(?=\s|$)")  # '- item' is a list; '-5' is not
+NUMBER_START = re.compile(r"^(\s*\d+)([.)])(?=\s|$)")  # '1. item' is a list; '3.5' is not
 ZERO_WIDTH = "\u200b"
 
 

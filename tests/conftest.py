@@ -1,0 +1,50 @@
+"""Shared fixtures: the reference models (built by the shipped script) and small test models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests import builders
+
+
+@pytest.fixture(scope="session")
+def reference_paths() -> dict[str, Path]:
+    """The course reference models and the hw2 reference solution, built if missing."""
+    from reference.build import ensure_built
+
+    return ensure_built()
+
+
+@pytest.fixture(scope="session")
+def fast_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shipped assignments with a short timing budget."""
+    return builders.fast_assignments(tmp_path_factory.mktemp("assignments"))
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """One trained tiny model in every variant the pipeline tests need, built once."""
+    import torch
+
+    folder = tmp_path_factory.mktemp("tiny")
+    model = builders.trained_tiny()
+    paths = {"baseline": builders.export(model, folder / "baseline.onnx")}
+
+    def pruned_quantized(amount: float, name: str, source: torch.nn.Module | None = None) -> Path:
+        pruned = builders.prune_to(builders.copy_of(source or model), amount)
+        fp32 = builders.export(pruned, folder / f"{name}-fp32.onnx")
+        return builders.quantize(fp32, folder / f"{name}.onnx")
+
+    paths["correct"] = pruned_quantized(0.6, "correct")
+    paths["pruned30"] = pruned_quantized(0.3, "pruned30")
+    paths["destroyed"] = pruned_quantized(0.6, "destroyed", builders.TinyCNN())
+    from reference.compress import fake_quantize_onnx
+
+    fp32_pruned = folder / "correct-fp32.onnx"
+    paths["fake_qdq"] = fake_quantize_onnx(fp32_pruned, folder / "fake_qdq.onnx")
+    paths["tiny_not_zero"] = builders.export(builders.tiny_instead_of_zero(builders.copy_of(model), 0.6),
+                                             folder / "tiny_not_zero.onnx")
+    paths["inputs"] = builders.write_inputs(folder / "inputs.npz")
+    return paths

@@ -1,0 +1,114 @@
+"""Check rules on hand-built observations: thresholds, intervals, claims, gates."""
+
+from __future__ import annotations
+
+import pytest
+
+from grader.assignment import load_assignment
+from grader.checks import CheckContext, evaluate
+from grader.checks.rules import claimed_bits, favourable, linear
+from grader.manifest import parse_manifest
+from grader.metrics import figures
+from grader.observations import (Estimate, Failure, FidelityComparison, ModelEvidence, ModelObservation,
+                                 Observations, TensorEvidence, TimingComparison)
+from grader.result import CheckStatus
+
+MANIFEST = """schema: 1
+assignment: hw2-quantization-pruning
+team: t
+members: [octocat]
+models: {baseline: b.onnx, candidate: c.onnx}
+data: {inputs: i.npz}
+claims: {quantization: int8, sparsity: %s}
+"""
+
+
+def weight(numel: int, zeros: int, quantized: bool, bits: int = 8, near: int = 0) -> TensorEvidence:
+    return TensorEvidence(name="w", layer="Conv", stored_dtype=f"int{bits}" if quantized else "float32",
+                          bits=bits if quantized else 32, shape=[numel], numel=numel, zeros=zeros,
+                          near_zeros=near, distinct=10, quantized=quantized, prunable=True)
+
+
+def model(role: str, size: int, w: TensorEvidence, accuracy: float = 0.97) -> ModelObservation:
+    return ModelObservation(role=role, path=f"{role}.onnx", format="onnx", size_bytes=size, gzip_bytes=size,
+                            evidence=ModelEvidence(format="onnx", params_total=w.numel, weights=[w]), accuracy=accuracy)
+
+
+def observations(candidate: TensorEvidence, *, speedup: Estimate, cand_size: int = 250, agreement: float = 0.99,
+                 cand_accuracy: float = 0.965) -> Observations:
+    return Observations(
+        models={"baseline": model("baseline", 1000, weight(1000, 0, False)),
+                "candidate": model("candidate", cand_size, candidate, cand_accuracy)},
+        fidelity=[FidelityComparison(reference="baseline", candidate="candidate", samples=100,
+                                     top1_agreement=agreement, snr_db=30.0, max_abs_error=0.1)],
+        timing=[TimingComparison(reference="baseline", candidate="candidate", batch_size=64, threads=1, rounds=50,
+                                 reference_ms=10, candidate_ms=10 / (speedup.value or 1), speedup=speedup,
+                                 reference_items_per_s=6400, candidate_items_per_s=6400 * (speedup.value or 1))],
+    )
+
+
+def grade(obs: Observations, sparsity_claim: float = 0.5) -> dict:
+    assignment = load_assignment("hw2-quantization-pruning")
+    ctx = CheckContext(assignment, parse_manifest(MANIFEST % sparsity_claim), obs, figures(obs))
+    return {c.id: c for c in evaluate(ctx)}
+
+
+GOOD = Estimate(value=2.0, low=1.8, high=2.2, unit="x")
+
+
+def test_linear_and_favourable_bounds() -> None:
+    assert linear(1.5, full=1.3, zero=1.0) == 1.0
+    assert linear(1.0, full=1.3, zero=1.0) == 0.0
+    assert linear(1.15, full=1.3, zero=1.0) == pytest.approx(0.5)
+    assert favourable(Estimate(value=1.2, low=1.1, high=1.35), higher_is_better=True) == 1.35
+    assert favourable(Estimate(value=1.2, low=1.1, high=1.35), higher_is_better=False) == 1.1
+    assert claimed_bits("int8") == 8 and claimed_bits("INT4") == 4 and claimed_bits(True) is None
+
+
+def test_a_good_submission_passes_everything() -> None:
+    checks = grade(observations(weight(1000, 600, True), speedup=GOOD), sparsity_claim=0.6)
+    assert {k: c.status for k, c in checks.items()} == {k: CheckStatus.PASS for k in checks}
+    assert sum(c.points for c in checks.values()) == 100
+
+
+def test_speedup_near_the_threshold_gets_the_benefit_of_the_interval() -> None:
+    # median 1.25 is below full marks (1.3), but the interval reaches 1.32: noise must not cost points,
+    # so two runs that straddle the threshold give the same verdict.
+    runs = [Estimate(value=1.25, low=1.18, high=1.32, unit="x"), Estimate(value=1.31, low=1.24, high=1.38, unit="x")]
+    verdicts = {grade(observations(weight(1000, 600, True), speedup=e), 0.6)["speedup"].status for e in runs}
+    assert verdicts == {CheckStatus.PASS}
+
+
+def test_clearly_slower_candidate_fails_speedup_with_an_explanation() -> None:
+    speedup = grade(observations(weight(1000, 600, True), speedup=Estimate(value=0.69, low=0.66, high=0.72)))["speedup"]
+    assert speedup.status is CheckStatus.FAIL
+    assert "QOperator" in speedup.message and "0.69" in speedup.message
+
+
+def test_claiming_fewer_bits_than_stored_fails_quantized() -> None:
+    obs = observations(weight(1000, 600, True, bits=8), speedup=GOOD)
+    ctx_manifest = MANIFEST.replace("quantization: int8", "quantization: int4")
+    assignment = load_assignment("hw2-quantization-pruning")
+    checks = {c.id: c for c in evaluate(CheckContext(assignment, parse_manifest(ctx_manifest % 0.6), obs, figures(obs)))}
+    assert checks["quantized"].status is CheckStatus.FAIL
+    assert "claimed 4-bit" in checks["quantized"].message
+
+
+def test_overclaimed_sparsity_costs_points_even_above_the_minimum() -> None:
+    pruned = grade(observations(weight(1000, 600, True), speedup=GOOD), sparsity_claim=0.8)["pruned"]
+    assert pruned.status is CheckStatus.PARTIAL
+    assert "You claimed 80%" in pruned.message
+
+
+def test_a_failed_gate_skips_the_rest() -> None:
+    obs = Observations(failure=Failure(kind="load", role="candidate", message="model 'candidate' failed to load",
+                                       hint="Re-export it."))
+    checks = grade(obs)
+    assert checks["loads"].status is CheckStatus.FAIL and "Re-export it." in checks["loads"].message
+    assert all(c.status is CheckStatus.SKIPPED for k, c in checks.items() if k != "loads")
+    assert sum(c.points for c in checks.values()) == 0
+
+
+def test_accuracy_drop_fails_fidelity_even_when_agreement_is_fine() -> None:
+    fidelity = grade(observations(weight(1000, 600, True), speedup=GOOD, agreement=0.99, cand_accuracy=0.80), 0.6)["fidelity"]
+    assert fidelity.status is CheckStatus.FAIL and "accuracy drop" in fidelity.message

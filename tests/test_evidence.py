@@ -1,0 +1,381 @@
+"""Evidence readers (grader.evidence): what a model file itself proves about its weights.
+
+Models come from the same recipes the staff solution uses (tests.builders, reference.compress),
+so a flawed model differs from the correct one in exactly the flaw under test.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from onnx import TensorProto, helper, numpy_helper
+from torch import nn
+from torch.utils._pytree import tree_map
+
+from grader.evidence.onnx_graph import onnx_evidence
+from grader.evidence.summary import (
+    EvidenceSummary,
+    effective_sparsity,
+    largest_float_weights,
+    layer_sparsity,
+    summarize,
+)
+from grader.evidence.torch_model import exported_program_evidence, module_evidence, stored_tensor_evidence
+from grader.observations import ModelEvidence
+from reference import compress
+from tests.builders import TinyCNN, export, prune_to, quantize, trained_tiny
+
+EXAMPLE = (torch.zeros(1, 1, 8, 8),)
+# torch.jit.trace is deprecated in torch 2.13 but TorchScript is still a format students submit
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.trace:DeprecationWarning")
+
+
+def _params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _onnx(path: Path) -> tuple[ModelEvidence, EvidenceSummary]:
+    evidence = onnx_evidence(onnx.load(str(path)))
+    return evidence, summarize(evidence)
+
+
+@pytest.fixture(scope="module")
+def trained() -> TinyCNN:
+    return trained_tiny(epochs=1)  # the weights only need to be realistic, not accurate
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory, trained: TinyCNN) -> dict[str, Path]:
+    """Every ONNX variant the tests judge, built once (a few seconds in all)."""
+    d = tmp_path_factory.mktemp("evidence")
+    out = {"fp32": export(trained, d / "fp32.onnx")}
+    out["qoperator"] = quantize(out["fp32"], d / "qoperator.onnx", fmt="qoperator")
+    out["qdq"] = quantize(out["fp32"], d / "qdq.onnx", fmt="qdq")
+    out["fake"] = compress.fake_quantize_onnx(out["fp32"], d / "fake.onnx")
+    out["pruned"] = export(prune_to(copy.deepcopy(trained), 0.6, finetune_epochs=0), d / "pruned.onnx")
+    out["pruned_q"] = quantize(out["pruned"], d / "pruned_q.onnx")
+
+    # "pruning" that leaves tiny non-zero values: the same weights as the pruned model, but 1e-8
+    near = copy.deepcopy(trained)
+    masks = compress.prune_global_magnitude(copy.deepcopy(trained), 0.6)
+    with torch.no_grad():
+        for name, module in near.named_modules():
+            if name in masks:
+                module.weight[~masks[name]] = 1e-8
+    out["near_zero"] = export(near, d / "near_zero.onnx")
+    return out
+
+
+# --------------------------------------------------------------------------- ONNX
+
+
+def test_fp32_model_is_not_quantized_and_counts_every_parameter(models: dict[str, Path], trained: TinyCNN) -> None:
+    evidence, summary = _onnx(models["fp32"])
+    assert summary.quantized_fraction == 0.0 and summary.quantized_elements == 0
+    assert summary.min_quantized_bits is None
+    assert summary.params_total == _params(trained) == 12730
+    weights = {w.name: w for w in evidence.weights}
+    assert set(weights) == {"conv1.weight", "conv2.weight", "head.weight"}
+    assert summary.weight_elements == sum(m.weight.numel() for m in (trained.conv1, trained.conv2, trained.head))
+    assert all(w.stored_dtype == "float32" and w.bits == 32 and w.prunable for w in weights.values())
+    assert weights["head.weight"].shape == [10, 1024] and weights["head.weight"].layer == "Gemm"
+    assert summary.sparsity == 0.0 and evidence.notes == []
+
+
+def test_qoperator_int8_model_counts_as_quantized(models: dict[str, Path], trained: TinyCNN) -> None:
+    evidence, summary = _onnx(models["qoperator"])
+    assert "QLinearConv" in evidence.op_types
+    assert summary.quantized_fraction >= 0.99
+    assert summary.min_quantized_bits == 8
+    assert all(w.stored_dtype == "int8" and w.bits == 8 for w in evidence.weights)
+    assert {w.layer for w in evidence.weights} <= {"QLinearConv", "QGemm"}
+    # int8 weights + int32 biases are the same parameters; scales and zero points are not
+    assert summary.params_total == _params(trained)
+    assert largest_float_weights(evidence) == []
+
+
+def test_qdq_int8_model_counts_as_quantized(models: dict[str, Path], trained: TinyCNN) -> None:
+    evidence, summary = _onnx(models["qdq"])
+    assert "DequantizeLinear" in evidence.op_types and "Conv" in evidence.op_types
+    assert "QLinearConv" not in evidence.op_types  # really the QDQ form
+    assert summary.quantized_fraction >= 0.99 and summary.min_quantized_bits == 8
+    assert all(w.stored_dtype == "int8" for w in evidence.weights)
+    assert summary.params_total == _params(trained)
+    assert not any("fake quantization" in n for n in evidence.notes)
+
+
+def test_fake_quantized_model_counts_as_float(models: dict[str, Path]) -> None:
+    evidence, summary = _onnx(models["fake"])
+    assert evidence.op_types.get("QuantizeLinear", 0) == 3 and evidence.op_types.get("DequantizeLinear", 0) == 3
+    assert summary.quantized_fraction == 0.0 and summary.min_quantized_bits is None
+    assert all(w.stored_dtype == "float32" for w in evidence.weights)
+    assert any("fake quantization" in note for note in evidence.notes)
+    assert [w.name for w in largest_float_weights(evidence, 1)] == ["head.weight"]
+
+
+def test_pruned_then_quantized_model_keeps_its_zeros(models: dict[str, Path]) -> None:
+    _, pruned = _onnx(models["pruned"])
+    evidence, summary = _onnx(models["pruned_q"])
+    assert pruned.sparsity == pytest.approx(0.6, abs=0.002)
+    assert summary.quantized_fraction >= 0.99
+    assert summary.sparsity >= 0.59
+    # the quantized zeros are the very zeros pruning made (symmetric int8: zero point 0)
+    assert summary.prunable_zeros == pruned.prunable_zeros
+    zero_counts = compress.int8_weight_zero_counts(models["pruned_q"])
+    assert sum(z for z, _ in zero_counts.values()) == summary.prunable_zeros
+    per_layer = {row["name"]: row["sparsity"] for row in layer_sparsity(evidence)}
+    assert set(per_layer) == set(zero_counts)
+
+
+def test_tiny_values_are_not_zeros_but_are_reported_as_near_zero(models: dict[str, Path]) -> None:
+    _, summary = _onnx(models["near_zero"])
+    assert summary.sparsity == 0.0
+    assert summary.near_zero_fraction > 0.5
+    assert summary.near_zero_fraction == pytest.approx(0.6, abs=0.01)
+
+
+def test_unused_initializer_and_dead_node_are_not_counted(models: dict[str, Path]) -> None:
+    proto = onnx.load(str(models["fp32"]))
+    before = summarize(onnx_evidence(proto))
+    weight = next(t for t in proto.graph.initializer if t.name == "head.weight")
+    copy_of_weight = numpy_helper.from_array(numpy_helper.to_array(weight).copy(), "head.weight_fp32_copy")
+    proto.graph.initializer.append(copy_of_weight)
+    gemm = next(n for n in proto.graph.node if n.op_type == "Gemm")
+    # a dead branch that would be a valid second head: Flatten output x copy^T -> [N, 10]
+    proto.graph.node.extend([
+        helper.make_node("Transpose", ["head.weight_fp32_copy"], ["copy_t"], perm=[1, 0], name="dead_transpose"),
+        helper.make_node("MatMul", [gemm.input[0], "copy_t"], ["dead_out"], name="dead_matmul"),
+    ])
+    assert "dead_out" not in {o.name for o in proto.graph.output}
+    onnx.checker.check_model(proto, full_check=True)
+    evidence = onnx_evidence(proto)
+    summary = summarize(evidence)
+    assert "head.weight_fp32_copy" not in {w.name for w in evidence.weights}
+    assert summary.params_total == before.params_total
+    assert summary.weight_elements == before.weight_elements
+    assert "MatMul" not in evidence.op_types and "Transpose" not in evidence.op_types
+
+    # the same copy, once the graph really uses it, does count: the test can tell the difference
+    proto.graph.output.append(helper.make_tensor_value_info("dead_out", TensorProto.FLOAT, ["N", 10]))
+    onnx.checker.check_model(proto, full_check=True)
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    logits, second = session.run(None, {proto.graph.input[0].name: np.ones((2, 1, 8, 8), np.float32)})
+    bias = numpy_helper.to_array(next(t for t in proto.graph.initializer if t.name == "head.bias"))
+    assert np.allclose(second + bias, logits, atol=1e-4)  # the branch really computes the head
+    used = onnx_evidence(proto)
+    assert "head.weight_fp32_copy" in {w.name for w in used.weights}
+    assert summarize(used).params_total == before.params_total + 10 * 1024
+
+
+def _dq_matmul_model(weights: np.ndarray, zero_points: np.ndarray, axis: int, op: str) -> onnx.ModelProto:
+    """DequantizeLinear(axis) on a stored uint8 weight, feeding a MatMul or Conv."""
+    scales = np.full(zero_points.shape, 0.05, np.float32)
+    inits = [
+        numpy_helper.from_array(weights, "w_q"),
+        numpy_helper.from_array(scales, "w_scale"),
+        numpy_helper.from_array(zero_points, "w_zp"),
+    ]
+    nodes = [helper.make_node("DequantizeLinear", ["w_q", "w_scale", "w_zp"], ["w"], axis=axis)]
+    if op == "MatMul":
+        k, n = weights.shape
+        nodes.append(helper.make_node("MatMul", ["x", "w"], ["y"]))
+        x, y = [1, k], [1, n]
+    else:
+        nodes.append(helper.make_node("Conv", ["x", "w"], ["y"]))
+        x, y = [1, weights.shape[1], 4, 4], [1, weights.shape[0], 4 - weights.shape[2] + 1, 4 - weights.shape[3] + 1]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, y)], inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model, full_check=True)
+    ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])  # a graph ORT accepts
+    return model
+
+
+def _per_channel_uint8(shape: tuple[int, ...], axis: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, int]:
+    """uint8 weights whose channels each hit their own (non-zero) zero point a known number of times."""
+    rng = np.random.default_rng(seed)
+    zero_points = np.array([100, 128, 140, 3][: shape[axis]], np.uint8)
+    weights = rng.integers(150, 255, size=shape, dtype=np.uint8)  # never equal to any zero point
+    moved = np.moveaxis(weights, axis, 0)  # a view: writes land in ``weights``
+    expected = 0
+    for channel in range(shape[axis]):
+        flat = moved[channel].reshape(-1)
+        hits = channel + 2
+        flat[:hits] = zero_points[channel]
+        # also plant the *other* channels' zero points, which must not count here
+        flat[hits : hits + 2] = zero_points[(channel + 1) % shape[axis]]
+        moved[channel] = flat.reshape(moved[channel].shape)
+        expected += hits
+    return weights, zero_points, expected
+
+
+@pytest.mark.parametrize(
+    ("op", "shape", "axis"), [("MatMul", (6, 3), 1), ("MatMul", (3, 5), 0), ("Conv", (4, 2, 3, 3), 0)]
+)
+def test_per_channel_uint8_zero_points_count_per_channel(op: str, shape: tuple[int, ...], axis: int) -> None:
+    weights, zero_points, expected = _per_channel_uint8(shape, axis)
+    evidence = onnx_evidence(_dq_matmul_model(weights, zero_points, axis, op))
+    (w,) = evidence.weights
+    assert w.name == "w_q" and w.stored_dtype == "uint8" and w.bits == 8 and w.quantized
+    assert w.zeros == expected
+    assert summarize(evidence).quantized_fraction == 1.0
+    assert summarize(evidence).params_total == weights.size  # scales and zero points are not parameters
+
+
+def test_per_column_zero_points_of_qlinearmatmul_count_per_column() -> None:
+    """QOperator ops carry the zero points themselves; B of a MatMul is [K, N], one per column."""
+    weights, zero_points, expected = _per_channel_uint8((6, 3), axis=1)
+    scalar = {"a_scale": np.float32(0.1), "a_zp": np.uint8(128), "y_scale": np.float32(0.1), "y_zp": np.uint8(128)}
+    inits = [numpy_helper.from_array(np.array(v), k) for k, v in scalar.items()] + [
+        numpy_helper.from_array(weights, "b"),
+        numpy_helper.from_array(np.full(3, 0.05, np.float32), "b_scale"),
+        numpy_helper.from_array(zero_points, "b_zp"),
+    ]
+    node = helper.make_node("QLinearMatMul", ["a", "a_scale", "a_zp", "b", "b_scale", "b_zp", "y_scale", "y_zp"], ["y"])
+    graph = helper.make_graph(
+        [node], "g", [helper.make_tensor_value_info("a", TensorProto.UINT8, [1, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.UINT8, [1, 3])], inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model, full_check=True)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    assert session.run(None, {"a": np.full((1, 6), 130, np.uint8)})[0].shape == (1, 3)  # ORT runs it per column
+    (w,) = onnx_evidence(model).weights
+    assert w.quantized and w.zeros == expected
+
+
+def test_effective_sparsity_credits_structured_pruning(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    wide = summarize(onnx_evidence(onnx.load(str(export(TinyCNN(width=16), tmp_path / "wide.onnx")))))
+    narrow = summarize(onnx_evidence(onnx.load(str(export(TinyCNN(width=8), tmp_path / "narrow.onnx")))))
+    assert narrow.sparsity == 0.0  # no zeros at all: the channels are simply gone
+    expected = 1 - narrow.prunable_elements / wide.prunable_elements
+    assert effective_sparsity(narrow, wide) == pytest.approx(expected)
+    assert 0.5 <= effective_sparsity(narrow, wide) <= 0.6
+    assert effective_sparsity(narrow, None) == 0.0  # without a baseline nothing can be credited
+    assert effective_sparsity(wide, wide) == 0.0
+
+
+def test_effective_sparsity_adds_zeros_to_removed_channels() -> None:
+    baseline = EvidenceSummary(1000, 0, None, 1000, 0, 0, 1000)
+    half_width_half_zero = EvidenceSummary(500, 0, None, 500, 250, 0, 500)
+    assert effective_sparsity(half_width_half_zero, baseline) == pytest.approx(0.75)
+
+
+# --------------------------------------------------------------------------- torch
+
+
+def test_module_evidence_on_a_plain_module(trained: TinyCNN) -> None:
+    evidence = module_evidence(trained, "module")
+    summary = summarize(evidence)
+    assert summary.params_total == _params(trained)
+    assert {(w.name, w.layer) for w in evidence.weights} == {
+        ("conv1.weight", "Conv2d"), ("conv2.weight", "Conv2d"), ("head.weight", "Linear"),
+    }
+    assert summary.quantized_fraction == 0.0 and summary.sparsity == 0.0
+    pruned = summarize(module_evidence(prune_to(copy.deepcopy(trained), 0.5, finetune_epochs=0), "module"))
+    assert pruned.sparsity == pytest.approx(0.5, abs=0.001)
+
+
+def test_module_evidence_on_torchscript(trained: TinyCNN) -> None:
+    scripted = torch.jit.trace(copy.deepcopy(trained), EXAMPLE)
+    evidence = module_evidence(scripted, "torchscript")
+    assert evidence.format == "torchscript"
+    assert summarize(evidence).params_total == _params(trained)
+    assert {w.layer for w in evidence.weights} == {"Conv2d", "Linear"}  # original_name, not RecursiveScriptModule
+    assert all(w.prunable and w.stored_dtype == "float32" for w in evidence.weights)
+
+
+class _WithUnused(TinyCNN):
+    def __init__(self) -> None:
+        super().__init__()
+        self.unused = nn.Parameter(torch.randn(32, 32))  # registered, never used by forward
+
+
+def test_exported_program_counts_only_weights_the_graph_uses() -> None:
+    torch.manual_seed(0)
+    model = _WithUnused().eval()
+    program = torch.export.export(model, EXAMPLE)
+    assert "unused" in program.state_dict  # export keeps it...
+    evidence = exported_program_evidence(program)
+    summary = summarize(evidence)
+    assert "unused" not in {w.name for w in evidence.weights}  # ...the evidence does not
+    assert summary.params_total == _params(model) - 32 * 32 == 12730
+    assert {(w.name, w.layer) for w in evidence.weights} == {
+        ("conv1.weight", "conv2d"), ("conv2.weight", "conv2d"), ("head.weight", "linear"),
+    }
+    assert evidence.op_types.get("conv2d") == 2
+
+
+# A minimal weight-only int8 tensor subclass, in the style of torchao: it reports float32 (so
+# ``.dtype`` alone would call it a float weight) but stores int8 data with per-row zero points.
+class Int8Weight(torch.Tensor):
+    @staticmethod
+    def __new__(cls, qdata: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor):  # noqa: ANN204
+        return torch.Tensor._make_wrapper_subclass(cls, qdata.shape, dtype=torch.float32, device=qdata.device)
+
+    def __init__(self, qdata: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor) -> None:
+        self.qdata, self.scale, self.zero_point = qdata, scale, zero_point
+
+    def __tensor_flatten__(self):  # noqa: ANN204
+        return ["qdata", "scale", "zero_point"], None
+
+    @staticmethod
+    def __tensor_unflatten__(inner, ctx, outer_size, outer_stride):  # noqa: ANN001, ANN205
+        return Int8Weight(inner["qdata"], inner["scale"], inner["zero_point"])
+
+    def dequantize(self) -> torch.Tensor:
+        shape = (-1,) + (1,) * (self.qdata.dim() - 1)
+        return (self.qdata.float() - self.zero_point.view(shape).float()) * self.scale.view(shape)
+
+    @classmethod
+    def __torch_dispatch__(cls, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN206
+        if func is torch.ops.aten.detach.default:
+            return args[0]
+        unwrap = lambda t: t.dequantize() if isinstance(t, Int8Weight) else t  # noqa: E731
+        return func(*tree_map(unwrap, args), **tree_map(unwrap, kwargs or {}))
+
+
+def test_stored_tensor_evidence_judges_a_subclass_by_what_it_stores() -> None:
+    qdata = torch.tensor([[3, 3, 5, 1], [-2, 7, 7, 7], [0, 1, 7, 3]], dtype=torch.int8)
+    zero_point = torch.tensor([3, 7, 0], dtype=torch.int8)
+    weight = Int8Weight(qdata, torch.full((3,), 0.1), zero_point)
+    assert weight.dtype == torch.float32  # what a dtype check would see
+    out = nn.functional.linear(torch.ones(1, 4), weight)  # a working weight, not a mock
+    assert torch.allclose(out, nn.functional.linear(torch.ones(1, 4), weight.dequantize()))
+
+    ev = stored_tensor_evidence("head.weight", weight, "linear", prunable=True, dequantized=False)
+    assert ev.stored_dtype == "int8" and ev.bits == 8 and ev.quantized
+    assert ev.shape == [3, 4] and ev.numel == 12
+    # row 0 holds its zero point 3 twice, row 1 holds 7 three times, row 2 holds 0 once; the
+    # other rows' zero points (3 and 7 in row 2) must not count, and neither does a literal 0
+    # outside row 2: against a single zero point of 0 the count would be 1, against 3 it would be 3
+    assert ev.zeros == 2 + 3 + 1
+    assert ev.distinct == int(torch.unique(qdata).numel())
+
+
+def test_plain_int8_tensor_is_not_quantized_unless_the_graph_dequantizes_it() -> None:
+    raw = torch.tensor([[0, 1], [2, 0]], dtype=torch.int8)
+    assert not stored_tensor_evidence("idx", raw, "embedding", prunable=False, dequantized=False).quantized
+    assert stored_tensor_evidence("w", raw, "linear", prunable=True, dequantized=True).quantized
+    floats = stored_tensor_evidence("w", raw.float(), "linear", prunable=True, dequantized=True)
+    assert not floats.quantized and floats.stored_dtype == "float32" and floats.zeros == 2
+
+
+def test_module_evidence_sees_through_a_subclass_weight() -> None:
+    layer = nn.Linear(4, 3, bias=False)
+    qdata = torch.tensor([[0, 0, 5, 1], [-2, 7, 0, 7], [0, 1, 7, 3]], dtype=torch.int8)
+    stored = Int8Weight(qdata, torch.full((3,), 0.1), torch.zeros(3, dtype=torch.int8))
+    layer.weight = nn.Parameter(stored, requires_grad=False)
+    evidence = module_evidence(layer, "module")
+    (w,) = evidence.weights
+    assert w.stored_dtype == "int8" and w.quantized and w.zeros == 4
+    assert summarize(evidence).quantized_fraction == 1.0

@@ -1,0 +1,229 @@
+"""Measurements (grader.measure): interleaved timing, the ratio estimate, fidelity, size, memory."""
+
+from __future__ import annotations
+
+import gzip
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from grader.measure import (
+    PairedTimes,
+    accuracy,
+    gzip_size,
+    max_abs_error,
+    peak_rss_mb,
+    ratio_estimate,
+    reset_peak_rss,
+    rss_mb,
+    snr_db,
+    time_interleaved,
+    top1_agreement,
+)
+
+# --------------------------------------------------------------------------- ratio_estimate
+
+
+def _paired(rounds: int, ratio: float, noise: float, seed: int) -> PairedTimes:
+    """Candidate ~1 ms, reference ``ratio`` times slower; both with independent multiplicative noise."""
+    rng = np.random.default_rng(seed)
+    candidate = 1e-3 * rng.lognormal(0.0, noise, rounds)
+    reference = ratio * 1e-3 * rng.lognormal(0.0, noise, rounds)
+    return PairedTimes(reference, candidate)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_ratio_estimate_covers_the_true_ratio(seed: int) -> None:
+    estimate = ratio_estimate(_paired(60, 2.0, 0.1, seed))
+    assert estimate.unit == "x"
+    assert estimate.low <= estimate.value <= estimate.high
+    assert estimate.low <= 2.0 <= estimate.high
+    assert 1.8 < estimate.value < 2.2
+    assert estimate.high - estimate.low < 0.5  # an interval, not "anything goes"
+
+
+def test_ratio_estimate_is_a_speedup_not_a_slowdown() -> None:
+    slower = ratio_estimate(_paired(60, 0.5, 0.05, 0))
+    assert slower.high < 1.0 and slower.value == pytest.approx(0.5, rel=0.05)
+
+
+def test_more_rounds_give_a_narrower_interval() -> None:
+    few = ratio_estimate(_paired(10, 2.0, 0.2, 7))
+    many = ratio_estimate(_paired(400, 2.0, 0.2, 7))
+    assert many.high - many.low < 0.5 * (few.high - few.low)
+    assert many.low <= 2.0 <= many.high
+
+
+def test_ratio_estimate_is_reproducible_and_robust_to_outliers() -> None:
+    times = _paired(50, 2.0, 0.05, 11)
+    times.candidate_s[:3] *= 50  # three rounds where the candidate was preempted
+    first, second = ratio_estimate(times), ratio_estimate(times)
+    assert first == second
+    assert first.value == pytest.approx(2.0, rel=0.05)  # the median shrugs off the outliers
+
+
+def test_paired_times_rounds() -> None:
+    assert _paired(17, 2.0, 0.1, 0).rounds == 17
+
+
+# --------------------------------------------------------------------------- time_interleaved
+
+
+def _recorders(log: list[str], delay_s: float = 0.0):  # noqa: ANN202
+    def reference() -> None:
+        log.append("R")
+        if delay_s:
+            time.sleep(delay_s)
+
+    def candidate() -> None:
+        log.append("C")
+        if delay_s:
+            time.sleep(delay_s)
+
+    return reference, candidate
+
+
+def test_time_interleaved_alternates_the_order_every_round() -> None:
+    log: list[str] = []
+    reference, candidate = _recorders(log)
+    times = time_interleaved(reference, candidate, budget_s=0.0, warmup=2, min_rounds=6, max_rounds=50)
+    assert times.rounds == 6 and times.candidate_s.size == 6
+    assert log[:4] == ["R", "C", "R", "C"]  # warm-up
+    rounds = ["".join(log[i : i + 2]) for i in range(4, len(log), 2)]
+    assert rounds == ["RC", "CR", "RC", "CR", "RC", "CR"]
+
+
+def test_time_interleaved_attributes_each_time_to_the_right_model() -> None:
+    slow = lambda: time.sleep(0.004)  # noqa: E731
+    fast = lambda: None  # noqa: E731
+    times = time_interleaved(slow, fast, budget_s=0.0, warmup=0, min_rounds=6)
+    # whichever runs first in a round, the reference's column holds the slow call
+    assert np.all(times.reference_s >= 0.0035)
+    assert np.median(times.candidate_s) < 0.001  # (a median: a no-op can still be preempted once)
+    assert ratio_estimate(times).low > 3
+
+
+def test_time_interleaved_runs_min_rounds_even_without_budget() -> None:
+    log: list[str] = []
+    times = time_interleaved(*_recorders(log), budget_s=0.0, warmup=0, min_rounds=9, max_rounds=100)
+    assert times.rounds == 9 and len(log) == 18
+
+
+def test_time_interleaved_stops_at_max_rounds() -> None:
+    log: list[str] = []
+    times = time_interleaved(*_recorders(log), budget_s=60.0, warmup=1, min_rounds=3, max_rounds=25)
+    assert times.rounds == 25 and len(log) == 2 + 50
+
+
+def test_time_interleaved_respects_the_budget() -> None:
+    log: list[str] = []
+    start = time.perf_counter()
+    times = time_interleaved(*_recorders(log, delay_s=0.005), budget_s=0.2, warmup=1, min_rounds=3, max_rounds=10_000)
+    elapsed = time.perf_counter() - start
+    # each round takes >= 10 ms, so 0.2 s allows at most ~20 rounds (plus the one that crosses it)
+    assert 3 <= times.rounds <= 22
+    assert elapsed < 0.2 + 0.3  # budget, warm-up, one round past the deadline, slack for a busy CI
+
+
+# --------------------------------------------------------------------------- fidelity
+
+
+def test_snr_db_of_identical_outputs_is_capped_at_200() -> None:
+    x = np.random.default_rng(0).normal(size=(32, 10)).astype(np.float32)
+    assert snr_db(x, x.copy()) == 200.0
+
+
+@pytest.mark.parametrize("relative_noise, expected_db", [(0.1, 20.0), (0.01, 40.0), (1.0, 0.0)])
+def test_snr_db_of_known_noise(relative_noise: float, expected_db: float) -> None:
+    rng = np.random.default_rng(1)
+    reference = rng.normal(size=(64, 10))
+    noise = rng.normal(size=reference.shape)
+    noise *= relative_noise * np.linalg.norm(reference) / np.linalg.norm(noise)  # exact power ratio
+    assert snr_db(reference, reference + noise) == pytest.approx(expected_db, abs=0.1)
+
+
+def test_snr_db_handles_degenerate_inputs() -> None:
+    assert snr_db(np.zeros((2, 3)), np.ones((2, 3))) is None  # no signal to compare against
+    assert snr_db(np.zeros((2, 3)), np.zeros((2, 3))) == 200.0
+    assert snr_db(np.ones((2, 3)), np.ones((3, 2))) is None
+
+
+def test_top1_agreement() -> None:
+    reference = np.array([[0.1, 0.9, 0.0], [0.8, 0.1, 0.1], [0.2, 0.3, 0.5], [0.0, 0.0, 1.0]])
+    candidate = np.array([[0.2, 0.7, 0.1], [0.1, 0.8, 0.1], [0.1, 0.1, 0.8], [0.3, 0.3, 0.4]])
+    assert top1_agreement(reference, candidate) == 0.75
+    assert top1_agreement(reference, reference) == 1.0
+    assert top1_agreement(reference, candidate[:3]) is None
+    assert top1_agreement(reference[:, 0], candidate[:, 0]) is None  # no class axis
+
+
+def test_max_abs_error() -> None:
+    reference = np.array([[1.0, -2.0], [3.0, 4.0]], np.float32)
+    candidate = np.array([[1.5, -2.0], [3.0, 1.0]], np.float32)
+    assert max_abs_error(reference, candidate) == 3.0
+    assert max_abs_error(reference, reference) == 0.0
+    assert max_abs_error(np.zeros((0, 2)), np.zeros((0, 2))) == 0.0
+    assert max_abs_error(reference, candidate.T[:1]) is None
+
+
+def test_accuracy() -> None:
+    logits = np.array([[2.0, 1.0, 0.0], [0.0, 3.0, 1.0], [0.0, 0.0, 1.0], [5.0, 0.0, 0.0]])
+    labels = np.array([0, 1, 1, 2])
+    assert accuracy(logits, labels) == 0.5
+    assert accuracy(logits, np.array([0, 1, 2, 0])) == 1.0
+
+
+def test_accuracy_refuses_mismatched_shapes() -> None:
+    logits = np.zeros((4, 3))
+    assert accuracy(logits, np.zeros(5, np.int64)) is None  # more labels than rows
+    assert accuracy(logits[0], np.zeros(1, np.int64)) is None  # logits without a batch axis
+    assert accuracy(logits, np.zeros((4, 3), np.int64)) is None  # one-hot labels are not class ids
+
+
+def test_accuracy_accepts_labels_saved_as_a_column() -> None:
+    """[N, 1] labels used to broadcast against [N] predictions into an [N, N] table."""
+    logits = np.eye(4)
+    column = np.array([[0], [1], [2], [0]])
+    assert accuracy(logits, column) == 0.75
+    assert accuracy(logits, column) == accuracy(logits, column.reshape(-1))
+
+
+# --------------------------------------------------------------------------- size and memory
+
+
+def test_gzip_size_matches_gzip_level_6(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    # 3 MB of low-entropy bytes: compressible, and larger than the 1 MiB read block
+    data = rng.integers(0, 16, 3_000_000, dtype=np.uint8).tobytes()
+    path = tmp_path / "model.bin"
+    path.write_bytes(data)
+    size = gzip_size(path)
+    assert size == len(gzip.compress(data, 6))
+    assert size < len(data) * 0.7
+    (tmp_path / "empty.bin").write_bytes(b"")
+    assert gzip_size(tmp_path / "empty.bin") == len(gzip.compress(b"", 6))
+
+
+def test_rss_mb_sees_touched_memory() -> None:
+    before = rss_mb()
+    block = np.ones(100 * 2**20 // 8)  # 100 MiB, written so every page is resident
+    after = rss_mb()
+    assert block[-1] == 1.0
+    assert after - before >= 80
+
+
+def test_peak_rss_is_reset_and_then_grows_with_an_allocation() -> None:
+    block = np.ones(250 * 2**20 // 8)  # raise the high-water mark first...
+    del block
+    if not reset_peak_rss():
+        pytest.skip("this kernel does not let a process reset its own VmHWM")
+    start = peak_rss_mb()
+    assert start <= rss_mb() + 20  # ...so the reset really lowered it to about the current RSS
+    block = np.ones(200 * 2**20 // 8)  # 200 MiB, touched
+    assert block.sum() == block.size
+    grown = peak_rss_mb() - start
+    del block
+    assert grown >= 150
+    assert peak_rss_mb() >= rss_mb()

@@ -1,0 +1,110 @@
+"""Reports: escaped student text everywhere, verdict first, a marker nobody can fake or break."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime, timezone
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from grader.observations import Estimate
+from grader.report.escape import md
+from grader.report.render import COMMENT_LIMIT, marker, render_html, render_markdown, write_reports
+from grader.result import (AssignmentRef, CheckResult, CheckStatus, GraderRef, Problem, Result, SubmissionRef,
+                           json_schema)
+
+HOSTILE = "<script>alert(1)</script> @octocat [click](https://evil.example) --> **bold** | pipe `tick`\n# heading"
+
+
+def make_result(**overrides) -> Result:
+    fields = dict(
+        status="graded",
+        assignment=AssignmentRef(id="hw2-quantization-pruning", version=1),
+        submission=SubmissionRef(team="team-alpha", members=["octocat"], path="submissions/team-alpha/hw2",
+                                 files={"evil<b>.onnx": "0" * 64}, claims={"sparsity": HOSTILE}, notes=HOSTILE),
+        score=35.0, max_score=100.0,
+        checks=[
+            CheckResult(id="loads", title="Loads", status=CheckStatus.PASS, points=10, max_points=10, message="ok"),
+            CheckResult(id="quantized", title="Quantized", status=CheckStatus.FAIL, points=0, max_points=25,
+                        message=f"Still float: {HOSTILE}", evidence={"largest_float_weights": [HOSTILE]}),
+        ],
+        metrics={"baseline.size_mb": Estimate(value=3.3, unit="MiB"), "candidate.size_mb": Estimate(value=0.9, unit="MiB"),
+                 "candidate_vs_baseline.size_ratio": Estimate(value=3.6, unit="x"),
+                 "candidate_vs_baseline.speedup_b64": Estimate(value=2.1, low=1.9, high=2.3, unit="x")},
+        grader=GraderRef(version="0.1.0"),
+        started_at=datetime(2026, 11, 29, tzinfo=timezone.utc),
+        duration_s=12.5,
+    )
+    fields.update(overrides)
+    return Result(**fields)
+
+
+def test_markdown_neutralises_student_text() -> None:
+    body = render_markdown(make_result())
+    assert "<script>" not in body and "&lt;script&gt;" in body
+    assert "@octocat" not in body and "@\u200boctocat" in body
+    assert "](https://evil" not in body and "[click]" not in body
+    assert "**bold**" not in body
+    assert "\n# heading" not in body
+    # the only '-->' closes the hidden marker on the first line
+    assert body.count("-->") == 1 and body.splitlines()[0].endswith("-->")
+
+
+def test_markdown_puts_verdict_and_score_first() -> None:
+    lines = render_markdown(make_result()).splitlines()
+    assert lines[0].startswith("<!-- compression-grader:v1 team=team-alpha assignment=hw2-quantization-pruning")
+    assert "35 / 100" in lines[1]
+    assert lines[1].startswith("## ")
+
+
+def test_markdown_has_side_by_side_measurements_with_ratio() -> None:
+    body = render_markdown(make_result())
+    row = next(line for line in body.splitlines() if line.startswith("| size"))
+    assert "3.3 MiB" in row and "0.9 MiB" in row and "3.6x" in row
+
+
+def test_marker_cannot_be_broken_by_a_hostile_result() -> None:
+    # A result file arriving in the privileged workflow is hostile input: team is not validated there.
+    result = make_result(submission=SubmissionRef(team="x --> <img src=x>", path="p"))
+    line = marker(result)
+    assert re.fullmatch(r"<!-- compression-grader:v1 team=[a-z0-9-]* assignment=[a-z0-9-]* -->", line)
+
+
+def test_html_escapes_student_text() -> None:
+    page = render_html(make_result())
+    assert "<script>alert" not in page and "&lt;script&gt;alert" in page
+    assert "evil&lt;b&gt;.onnx" in page
+
+
+def test_long_reports_drop_details_not_the_verdict() -> None:
+    huge = {"blob": "x" * (COMMENT_LIMIT + 1000)}
+    result = make_result(checks=[CheckResult(id="loads", title="Loads", status=CheckStatus.PASS, points=10,
+                                             max_points=10, message="ok", evidence=huge)])
+    body = render_markdown(result)
+    assert len(body) <= COMMENT_LIMIT
+    assert "35 / 100" in body and "<details><summary>Evidence" not in body
+
+
+def test_rejected_report_lists_what_to_fix() -> None:
+    result = make_result(status="rejected", score=0, checks=[],
+                         problems=[Problem(kind="missing", message="model 'candidate' file 'x.onnx' does not exist",
+                                           hint="git add it")])
+    body = render_markdown(result)
+    assert "### What to fix" in body and "x.onnx" in body and "git add it" in body
+
+
+@pytest.mark.parametrize("text", ["- list", "1. numbered", "# heading", "a|b", "`code`", "_x_", "@someone"])
+def test_md_escape_leaves_no_markup(text: str) -> None:
+    escaped = md(text)
+    assert escaped != text
+
+
+def test_written_result_matches_the_committed_schema(tmp_path: Path) -> None:
+    committed = Path(__file__).resolve().parent.parent / "schemas" / "result.schema.json"
+    assert committed.read_text() == json_schema(), "run: grader schema --write schemas/result.schema.json"
+    paths = write_reports(make_result(), tmp_path)
+    jsonschema.validate(json.loads(paths["result"].read_text()), json.loads(committed.read_text()))
+    assert Result.load(paths["result"]).score == 35.0
