@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from grader import __version__, exitcodes
-from grader.artifacts import Artifact, vet_inputs, vet_model
+from grader.artifacts import Artifact, sha256_file, vet_inputs, vet_model
 from grader.assignment import Assignment, assignments_root, load_assignment
 from grader.checks import CheckContext, evaluate
 from grader.checks.engine import load_checker, skipped_all
@@ -73,8 +73,6 @@ def vet_submission(folder: Path, submission: Submission, assignment: Assignment)
 
 
 def file_hashes(folder: Path, artifacts: list[Artifact]) -> dict[str, str]:
-    from grader.artifacts import sha256_file
-
     hashes = {MANIFEST_NAME: sha256_file(folder / MANIFEST_NAME)}
     for art in artifacts:
         hashes[art.relpath] = art.sha256
@@ -107,9 +105,8 @@ def _grade(state: _State, root: Path) -> Grading:
     artifacts = vet_submission(state.folder, state.submission, state.assignment)
     state.files = file_hashes(state.folder, artifacts)
     with tempfile.TemporaryDirectory(prefix="grader-") as work:
-        run = run_worker(build_job(artifacts, state.assignment), state.assignment.limits, Path(work),
+        obs = run_worker(build_job(artifacts, state.assignment), state.assignment.limits, Path(work),
                          [state.folder.resolve()])
-    obs = run.observations
     ctx = CheckContext(state.assignment, state.submission, obs, figures(obs))
     checks = evaluate(ctx)
     status = "rejected" if obs.failure else "graded"

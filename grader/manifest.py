@@ -80,19 +80,16 @@ FIELD_HINTS = {
 
 def _describe(error: dict[str, Any]) -> tuple[str, str]:
     """Turn one pydantic error into (field, message) a student can act on."""
-    loc = [str(part) for part in error["loc"] if part != "schema_"] or ["schema"]
-    if error["loc"] and error["loc"][0] == "schema_":
-        loc = ["schema"] + loc
+    loc = ["schema" if part == "schema_" else str(part) for part in error["loc"]] or ["schema"]
     field = ".".join(loc)
-    kind = error["type"]
-    if kind == "extra_forbidden":
+    if error["type"] == "extra_forbidden":
         message = f"unknown field '{field}' (check its spelling; see the assignment README for the fields)"
-    elif kind == "missing":
+    elif error["type"] == "missing":
         message = f"missing required field '{field}'"
     else:
         message = f"field '{field}': {error['msg']}"
     hint = FIELD_HINTS.get(loc[0], "")
-    return field, f"{message}{'; ' + hint if hint else ''}"
+    return field, f"{message}; {hint}" if hint else message
 
 
 def parse_manifest(text: str) -> Submission:

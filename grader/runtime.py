@@ -39,10 +39,16 @@ class LoadedModel:
 
 
 def load_model(path: Path, fmt: str, threads: int, architecture: str | None = None) -> LoadedModel:
-    loaders = {"onnx": _load_onnx, "torchscript": _load_torchscript, "pt2": _load_pt2, "safetensors": _load_safetensors}
+    """Load a file that ``grader.artifacts`` already vetted as ``fmt``."""
+    if fmt == "onnx":
+        return _load_onnx(path, threads)
+    if fmt == "torchscript":
+        return _load_torchscript(path, threads)
+    if fmt == "pt2":
+        return _load_pt2(path, threads)
     if fmt == "safetensors":
         return _load_safetensors(path, threads, architecture or "")
-    return loaders[fmt](path, threads)
+    raise ValueError(f"no loader for format '{fmt}'")
 
 
 def _load_onnx(path: Path, threads: int) -> LoadedModel:

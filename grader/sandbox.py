@@ -23,7 +23,7 @@ from pydantic import ValidationError
 
 from grader.assignment import Limits
 from grader.job import Job
-from grader.observations import Failure, Observations
+from grader.observations import Environment, Failure, Observations
 
 MAX_OUTPUT_BYTES = 32 * 1024 * 1024
 WORKER_FILE_LIMIT_BYTES = 64 * 1024 * 1024
@@ -34,14 +34,6 @@ PASSTHROUGH_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "LD_LIBRARY_PATH")
 
 class WorkerError(Exception):
     """The worker broke in a way no student file explains: the grader's own fault."""
-
-
-@dataclass
-class WorkerRun:
-    observations: Observations
-    sandbox: str
-    stderr_tail: str
-    wall_s: float
 
 
 def isolation() -> str:
@@ -159,8 +151,12 @@ def run_sandboxed(command: list[str], limits: Limits, workdir: Path, readonly: l
     return Finished(proc.returncode, stopped, _tail(log_path), time.monotonic() - started)
 
 
-def run_worker(job: Job, limits: Limits, workdir: Path, readonly: list[Path]) -> WorkerRun:
-    """Run ``grader.worker`` on ``job`` in the sandbox and parse what it reports."""
+def run_worker(job: Job, limits: Limits, workdir: Path, readonly: list[Path]) -> Observations:
+    """Run ``grader.worker`` on ``job`` in the sandbox and parse what it reports.
+
+    A limit hit yields observations holding only the failure; a worker that breaks without a
+    student-caused reason raises ``WorkerError`` (the grader's fault).
+    """
     sandbox = describe(isolation())
     job = job.model_copy(update={"sandbox": sandbox, "output": str(workdir / "observations.json")})
     job_path = workdir / "job.json"
@@ -168,9 +164,8 @@ def run_worker(job: Job, limits: Limits, workdir: Path, readonly: list[Path]) ->
     done = run_sandboxed([sys.executable, "-m", "grader.worker", str(job_path)], limits, workdir, readonly,
                          job.measure.timing.threads)
     if done.stopped is not None:
-        return WorkerRun(Observations(failure=done.stopped), sandbox, done.output_tail, done.wall_s)
-    observations = _read_observations(workdir / "observations.json", done.returncode, done.output_tail)
-    return WorkerRun(observations, sandbox, done.output_tail, done.wall_s)
+        return Observations(failure=done.stopped, environment=Environment(sandbox=sandbox))
+    return _read_observations(workdir / "observations.json", done.returncode, done.output_tail)
 
 
 def _supervise(proc: subprocess.Popen, limits: Limits) -> Failure | None:
