@@ -1,0 +1,47 @@
+"""``grader check DIR``: grade one submission folder."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from grader import exitcodes
+
+EXIT_CODES_HELP = """exit codes:
+  0  graded (whatever the score)
+  2  usage error
+  3  rejected: the submission cannot be graded as it stands; result.json and report.md say what to fix
+  4  internal grader error (not the student's fault)"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    check = sub.add_parser("check", help="grade a submission folder (one holding submission.yaml)",
+                           epilog=EXIT_CODES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    check.add_argument("folder", type=Path, help="e.g. submissions/team-alpha/hw2-quantization-pruning")
+    check.add_argument("--out", type=Path, help="output folder (default grader-out/<team>/<assignment>/)")
+    check.add_argument("--assignments", type=Path, help="assignments folder (default: the course repo's)")
+    check.add_argument("--quiet", action="store_true", help="print only the output folder")
+    check.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from grader.grading import grade
+    from grader.report.render import write_reports
+    from grader.summary import print_summary
+
+    if not args.folder.is_dir():
+        print(f"grader: {args.folder} is not a folder", file=sys.stderr)
+        return exitcodes.USAGE
+    grading = grade(args.folder, args.assignments)
+    result = grading.result
+    out = args.out or Path("grader-out") / result.submission.team / result.assignment.id
+    paths = write_reports(result, out)
+    if grading.internal_error:
+        (out / "internal-error.txt").write_text(grading.internal_error, encoding="utf-8")
+        print(grading.internal_error, file=sys.stderr)
+    if args.quiet:
+        print(out)
+    else:
+        print_summary(result, paths)
+    return grading.exit_code
