@@ -24,7 +24,7 @@ from grader.job import Job, ModelJob
 from grader.manifest import MANIFEST_NAME, ManifestError, Submission, load_manifest
 from grader.metrics import figures
 from grader.observations import Environment
-from grader.result import AssignmentRef, CheckResult, GraderRef, Problem, Result, SubmissionRef
+from grader.result import AssignmentRef, CheckResult, GraderRef, Problem, Result, RunContext, SubmissionRef
 from grader.sandbox import WorkerError, run_worker
 
 
@@ -42,6 +42,7 @@ class _State:
     folder: Path
     started_at: datetime
     t0: float
+    context: RunContext
     submission: Submission | None = None
     assignment: Assignment | None = None
     files: dict[str, str] | None = None
@@ -87,8 +88,10 @@ def build_job(artifacts: list[Artifact], assignment: Assignment) -> Job:
     return Job(models=models, inputs=inputs, measure=assignment.measure, output="")
 
 
-def grade(folder: Path, root: Path | None = None) -> Grading:
-    state = _State(folder=Path(folder), started_at=datetime.now(timezone.utc), t0=time.monotonic())
+def grade(folder: Path, root: Path | None = None, context: RunContext | None = None) -> Grading:
+    """Grade one submission folder; ``context`` (PR, SHA, event time) is recorded as given."""
+    state = _State(folder=Path(folder), started_at=datetime.now(timezone.utc), t0=time.monotonic(),
+                   context=context or RunContext())
     try:
         return _grade(state, root or assignments_root())
     except SubmissionError as exc:
@@ -134,6 +137,7 @@ def _result(state: _State, status: str, checks: list[CheckResult], problems: lis
         problems=problems,
         environment=environment or Environment(),
         grader=GraderRef(version=__version__),
+        context=state.context,
         started_at=state.started_at,
         duration_s=round(time.monotonic() - state.t0, 3),
     )

@@ -71,6 +71,17 @@ class GraderRef(Strict):
     version: str
 
 
+class RunContext(Strict):
+    """Where and when this grading happened, as GitHub says (never from commit dates)."""
+
+    repository: str | None = None
+    pr_number: int | None = None
+    head_sha: str | None = None
+    event_time: datetime | None = Field(None, description="time of the push / PR event, from GitHub")
+    run_id: int | None = None
+    run_url: str | None = None
+
+
 class Result(Strict):
     schema_: Literal[1] = Field(SCHEMA_VERSION, alias="schema")
     status: Literal["graded", "rejected", "error"]
@@ -83,6 +94,7 @@ class Result(Strict):
     metrics: dict[str, Estimate] = {}
     environment: Environment = Environment()
     grader: GraderRef
+    context: RunContext = RunContext()
     started_at: datetime
     duration_s: float
 

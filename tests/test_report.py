@@ -11,6 +11,7 @@ import jsonschema
 import pytest
 
 from grader.observations import Estimate
+from grader.report import machine
 from grader.report.escape import md
 from grader.report.render import COMMENT_LIMIT, marker, render_html, render_markdown, write_reports
 from grader.result import (AssignmentRef, CheckResult, CheckStatus, GraderRef, Problem, Result, SubmissionRef,
@@ -49,8 +50,9 @@ def test_markdown_neutralises_student_text() -> None:
     assert "](https://evil" not in body and "[click]" not in body
     assert "**bold**" not in body
     assert "\n# heading" not in body
-    # the only '-->' closes the hidden marker on the first line
-    assert body.count("-->") == 1 and body.splitlines()[0].endswith("-->")
+    # the only '-->' close the grader's own hidden marker (first line) and result block (last line)
+    lines = body.strip().splitlines()
+    assert body.count("-->") == 2 and lines[0].endswith("-->") and lines[-1].endswith("-->")
 
 
 def test_markdown_puts_verdict_and_score_first() -> None:
@@ -86,6 +88,21 @@ def test_long_reports_drop_details_not_the_verdict() -> None:
     body = render_markdown(result)
     assert len(body) <= COMMENT_LIMIT
     assert "35 / 100" in body and "<details><summary>Evidence" not in body
+    assert machine.decode(body)["score"] == 35.0
+
+
+def test_machine_block_round_trips_without_evidence() -> None:
+    result = make_result()
+    data = machine.decode(render_markdown(result))
+    assert data is not None and Result.model_validate(data).score == result.score
+    assert all(check["evidence"] == {} for check in data["checks"])
+    assert data["submission"]["notes"] == HOSTILE  # data, not markup: the collector validates it
+
+
+def test_machine_block_rejects_garbage() -> None:
+    assert machine.decode("no block here") is None
+    assert machine.decode("<!-- compression-grader:result:v1 AAAA -->") is None
+    assert machine.decode("<!-- compression-grader:result:v1 " + "A" * 40 + "== -->") is None
 
 
 def test_rejected_report_lists_what_to_fix() -> None:

@@ -22,6 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     check.add_argument("--out", type=Path, help="output folder (default grader-out/<team>/<assignment>/)")
     check.add_argument("--assignments", type=Path, help="assignments folder (default: the course repo's)")
     check.add_argument("--quiet", action="store_true", help="print only the output folder")
+    check.add_argument("--context", type=Path, help="JSON with repository, pr_number, head_sha, event_time "
+                       "(written by the CI workflow from GitHub's event; recorded in result.json)")
     check.set_defaults(handler=run)
 
 
@@ -33,7 +35,18 @@ def run(args: argparse.Namespace) -> int:
     if not args.folder.is_dir():
         print(f"grader: {args.folder} is not a folder", file=sys.stderr)
         return exitcodes.USAGE
-    grading = grade(args.folder, args.assignments)
+    context = None
+    if args.context:
+        from pydantic import ValidationError
+
+        from grader.result import RunContext
+
+        try:
+            context = RunContext.model_validate_json(args.context.read_text(encoding="utf-8"))
+        except (OSError, ValidationError) as exc:
+            print(f"grader: cannot read --context {args.context}: {exc}", file=sys.stderr)
+            return exitcodes.USAGE
+    grading = grade(args.folder, args.assignments, context)
     result = grading.result
     out = args.out or Path("grader-out") / result.submission.team / result.assignment.id
     paths = write_reports(result, out)

@@ -14,6 +14,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 from markupsafe import Markup
 
 from grader.observations import Estimate
+from grader.report import machine
 from grader.report.escape import marker_value, md
 from grader.result import CheckStatus, Result
 
@@ -24,6 +25,7 @@ STATUS_ICON = {
 VERDICT = {"graded": "Graded", "rejected": "Not graded: please fix the problems below", "error": "Grader error (not charged to you)"}
 MARKER_PREFIX = "compression-grader"
 COMMENT_LIMIT = 65_536
+TRUNCATED = "\n\n*(report truncated to fit GitHub's comment limit; see report.html in the run's artifacts)*\n"
 
 
 @dataclass
@@ -99,12 +101,20 @@ def _context(result: Result) -> dict[str, object]:
 
 
 def render_markdown(result: Result) -> str:
-    """The PR comment; if it would exceed GitHub's limit, the evidence details go first."""
+    """The PR comment, ending in the machine-readable block.
+
+    If it would exceed GitHub's limit, the evidence details go first, then the tail of the
+    human part; the verdict at the top and the block at the end always stay.
+    """
     template = _environment(autoescape=False).get_template("comment.md.j2")
+    block = "\n" + machine.encode(result) + "\n"
     body = template.render(**_context(result), details=True)
-    if len(body) > COMMENT_LIMIT:
+    if len(body) + len(block) > COMMENT_LIMIT:
         body = template.render(**_context(result), details=False)
-    return body[:COMMENT_LIMIT]
+    room = COMMENT_LIMIT - len(block)
+    if len(body) > room:
+        body = body[: room - len(TRUNCATED)] + TRUNCATED
+    return body + block
 
 
 def render_html(result: Result) -> str:
