@@ -57,6 +57,24 @@ class MeasureSpec(Strict):
     max_samples: int = 4096
 
 
+class ServiceSpec(Strict):
+    """Service track: how the grader starts, loads and judges a team's inference service.
+
+    Paths are relative to the course repository (trusted, base branch).
+    """
+
+    reference_model: str = Field(description="ONNX model whose answers the service must give")
+    corpus: str = Field(description="public request corpus (.npz with 'input', optional 'labels')")
+    reference_command: list[str] = Field(description="command of the course's reference service")
+    reference_folder: str
+    startup_s: float = 60
+    warmup_s: float = 2
+    levels: list[int] = [1, 4, 16]
+    level_s: float = 5
+    request_timeout_s: float = 5
+    max_requests: int = 2048
+
+
 class CheckSpec(Strict):
     """One check; ``rule`` names a function in ``grader.checks`` and ``params`` are its knobs."""
 
@@ -85,6 +103,7 @@ class Assignment(Strict):
     limits: Limits = Limits()
     measure: MeasureSpec = MeasureSpec()
     checks: list[CheckSpec]
+    service: ServiceSpec | None = None
     checker: str | None = Field(None, description="module in the assignment folder that adds rules")
 
     @model_validator(mode="after")

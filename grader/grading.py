@@ -23,7 +23,7 @@ from grader.errors import ConfigError, SubmissionError
 from grader.job import Job, ModelJob
 from grader.manifest import MANIFEST_NAME, ManifestError, Submission, load_manifest
 from grader.metrics import figures
-from grader.observations import Environment
+from grader.observations import Environment, Observations
 from grader.result import AssignmentRef, CheckResult, GraderRef, Problem, Result, RunContext, SubmissionRef
 from grader.sandbox import WorkerError, run_worker
 
@@ -105,17 +105,37 @@ def _grade(state: _State, root: Path) -> Grading:
     state.submission = load_manifest(state.folder)
     state.assignment = load_assignment(state.submission.assignment, root)
     load_checker(state.assignment, root / state.assignment.id)
+    if state.assignment.service is not None:
+        return _grade_service(state)
     artifacts = vet_submission(state.folder, state.submission, state.assignment)
     state.files = file_hashes(state.folder, artifacts)
     with tempfile.TemporaryDirectory(prefix="grader-") as work:
         obs = run_worker(build_job(artifacts, state.assignment), state.assignment.limits, Path(work),
                          [state.folder.resolve()])
-    ctx = CheckContext(state.assignment, state.submission, obs, figures(obs))
+    return _finish(state, obs, figures(obs))
+
+
+def _grade_service(state: _State) -> Grading:
+    """Service track: the team's service and the reference service under the same load."""
+    from grader.sandbox import describe, isolation
+    from grader.service.grading import observe_service
+
+    if state.submission.service is None:
+        raise SubmissionError("this assignment grades a service, but submission.yaml has no 'service'.",
+                              "Add service: {command: [\"{python}\", \"-m\", \"uvicorn\", \"app:app\", "
+                              "\"--uds\", \"{socket}\"]} (see the assignment README).", kind="manifest")
+    state.files = {MANIFEST_NAME: sha256_file(state.folder / MANIFEST_NAME)}
+    failure, service_figures, data_name = observe_service(state.assignment, state.submission, state.folder)
+    obs = Observations(failure=failure, environment=Environment(sandbox=describe(isolation()), data=data_name))
+    return _finish(state, obs, service_figures)
+
+
+def _finish(state: _State, obs: Observations, figures_: dict) -> Grading:
+    ctx = CheckContext(state.assignment, state.submission, obs, figures_)
     checks = evaluate(ctx)
-    status = "rejected" if obs.failure else "graded"
     problems = [Problem(kind=obs.failure.kind, message=obs.failure.message, hint=obs.failure.hint)] if obs.failure else []
-    result = _result(state, status, checks, problems, environment=obs.environment)
-    result.metrics = ctx.figures
+    result = _result(state, "rejected" if obs.failure else "graded", checks, problems, environment=obs.environment)
+    result.metrics = figures_
     return Grading(result, exitcodes.REJECTED if obs.failure else exitcodes.GRADED)
 
 

@@ -40,12 +40,19 @@ class DataRef(Strict):
     inputs: RelPath | None = None
 
 
+class ServiceRef(Strict):
+    """How to start the team's service (service-track assignments); a list, never a shell line."""
+
+    command: list[Annotated[str, StringConstraints(min_length=1, max_length=512)]] = Field(min_length=1, max_length=32)
+
+
 class Submission(Strict):
     schema_: int = Field(alias="schema")
     assignment: AssignmentId
     team: TeamName
     members: list[GitHubLogin] = Field(min_length=1, max_length=20)
-    models: dict[Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,31}$")], ModelRef]
+    models: dict[Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,31}$")], ModelRef] = {}
+    service: ServiceRef | None = None
     data: DataRef = DataRef()
     claims: dict[Annotated[str, StringConstraints(max_length=64)], ClaimValue] = Field({}, max_length=50)
     reported: dict[Annotated[str, StringConstraints(max_length=64)], ClaimValue] = Field({}, max_length=50)

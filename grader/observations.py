@@ -112,6 +112,7 @@ class Environment(Strict):
     threads: int | None = None
     gpu: str = "none"
     sandbox: str = ""
+    data: str = Field("", description="which evaluation split was used: 'public' or 'held-out'")
     python: str = ""
     platform: str = ""
     libraries: dict[str, str] = {}

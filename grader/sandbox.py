@@ -112,7 +112,7 @@ def _limits(memory_mb: int) -> None:
     resource.setrlimit(resource.RLIMIT_NPROC, (512, 512))  # note: root ignores this one
 
 
-def _tree_rss_mb(pgid: int) -> float:
+def tree_rss_mb(pgid: int) -> float:
     """Resident memory of every process in the worker's process group (bwrap forks)."""
     total = 0
     for entry in Path("/proc").iterdir():
@@ -137,18 +137,30 @@ class Finished:
     wall_s: float
 
 
-def run_sandboxed(command: list[str], limits: Limits, workdir: Path, readonly: list[Path], threads: int = 1) -> Finished:
-    """Run ``command`` isolated, limited and supervised; stdout and stderr go to ``workdir``."""
-    kind = isolation()
-    log_path = workdir / "sandbox.log"
-    started = time.monotonic()
+def spawn_sandboxed(command: list[str], limits: Limits, workdir: Path, readonly: list[Path], threads: int = 1,
+                    extra_env: dict[str, str] | None = None, log_name: str = "sandbox.log",
+                    cwd: Path | None = None) -> tuple[subprocess.Popen, Path]:
+    """Start ``command`` isolated and limited, without waiting; its output goes to a log in ``workdir``.
+
+    The caller supervises it (``run_sandboxed`` waits; a served model stays up for a load test)
+    and must kill its process group when done.
+    """
+    log_path = workdir / log_name
+    env = {**clean_env(workdir, threads), **(extra_env or {})}
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            wrap(kind, command, workdir, readonly), stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=workdir,
-            env=clean_env(workdir, threads), start_new_session=True, preexec_fn=lambda: _limits(limits.memory_mb),
+            wrap(isolation(), command, workdir, readonly), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+            cwd=cwd or workdir, env=env, start_new_session=True, preexec_fn=lambda: _limits(limits.memory_mb),
         )
-        stopped = _supervise(proc, limits)
-    return Finished(proc.returncode, stopped, _tail(log_path), time.monotonic() - started)
+    return proc, log_path
+
+
+def run_sandboxed(command: list[str], limits: Limits, workdir: Path, readonly: list[Path], threads: int = 1) -> Finished:
+    """Run ``command`` isolated, limited and supervised until it ends or hits a limit."""
+    started = time.monotonic()
+    proc, log_path = spawn_sandboxed(command, limits, workdir, readonly, threads)
+    stopped = _supervise(proc, limits)
+    return Finished(proc.returncode, stopped, tail(log_path), time.monotonic() - started)
 
 
 def run_worker(job: Job, limits: Limits, workdir: Path, readonly: list[Path]) -> Observations:
@@ -173,27 +185,27 @@ def _supervise(proc: subprocess.Popen, limits: Limits) -> Failure | None:
     deadline = time.monotonic() + limits.wall_time_s
     while proc.poll() is None:
         if time.monotonic() > deadline:
-            _kill_group(proc)
+            kill_group(proc)
             return Failure(kind="time_limit",
                            message=f"grading took longer than the {limits.wall_time_s:.0f} s limit and was stopped",
                            hint="A model that hangs or is far too slow for the inputs cannot be graded; "
                                 "check that it finishes quickly on the submitted inputs.")
-        if _tree_rss_mb(proc.pid) > limits.memory_mb:
-            _kill_group(proc)
-            return _memory_failure(limits)
+        if tree_rss_mb(proc.pid) > limits.memory_mb:
+            kill_group(proc)
+            return memory_failure(limits)
         time.sleep(POLL_S)
     if proc.returncode == -signal.SIGKILL:
-        return _memory_failure(limits)  # the kernel's OOM killer is the only other sender of SIGKILL
+        return memory_failure(limits)  # the kernel's OOM killer is the only other sender of SIGKILL
     return None
 
 
-def _memory_failure(limits: Limits) -> Failure:
+def memory_failure(limits: Limits) -> Failure:
     return Failure(kind="memory_limit",
                    message=f"the models used more than the {limits.memory_mb} MiB memory limit and were stopped",
                    hint="Check for huge intermediate tensors (e.g. an Expand or a large MatMul) and reduce them.")
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
+def kill_group(proc: subprocess.Popen) -> None:
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
@@ -201,7 +213,7 @@ def _kill_group(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
-def _tail(path: Path, limit: int = 4000) -> str:
+def tail(path: Path, limit: int = 4000) -> str:
     data = path.read_bytes()[-limit:] if path.exists() else b""
     return data.decode("utf-8", "replace")
 

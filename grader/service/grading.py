@@ -1,0 +1,100 @@
+"""Grade a service: start it (and the course's reference service) in the sandbox, load both the
+same way in the same run, and turn what the load generator saw into named figures.
+
+The reference service is measured on the same machine in the same run, so throughput is judged
+as a ratio and services graded on different runners stay comparable.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from grader.architectures import REPO_ROOT
+from grader.assignment import Assignment, ServiceSpec
+from grader.heldout import evaluation_data
+from grader.manifest import Submission
+from grader.observations import Estimate, Failure
+from grader.service.corpus import Item, load_corpus
+from grader.service.loadgen import LevelStats, run_level, wait_healthy
+from grader.service.runner import RunningService, running_service
+
+
+def expected_answers(spec: ServiceSpec, corpus_path: Path) -> np.ndarray:
+    """The reference model's answers for the corpus (trusted model, run on the host)."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(REPO_ROOT / spec.reference_model), providers=["CPUExecutionProvider"])
+    with np.load(corpus_path, allow_pickle=False) as archive:
+        inputs = archive["input"][: spec.max_requests].astype(np.float32)
+    return session.run(None, {session.get_inputs()[0].name: inputs})[0].argmax(-1)
+
+
+def _load_test(service: RunningService, spec: ServiceSpec, corpus: list[Item]) -> list[LevelStats]:
+    run_level(service.socket, corpus, concurrency=1, duration_s=spec.warmup_s, request_timeout_s=spec.request_timeout_s)
+    return [run_level(service.socket, corpus, level, spec.level_s, spec.request_timeout_s) for level in spec.levels]
+
+
+def _figures(prefix: str, levels: list[LevelStats], startup_s: float) -> dict[str, Estimate]:
+    out: dict[str, Estimate] = {f"{prefix}.startup_s": Estimate(value=startup_s, unit="s")}
+    requests = sum(s.requests for s in levels)
+    answered = sum(s.answered for s in levels)
+    ok = sum(s.ok for s in levels)
+    labelled = sum(s.labelled for s in levels)
+    out[f"{prefix}.requests"] = Estimate(value=float(requests))
+    out[f"{prefix}.error_rate"] = Estimate(value=(requests - answered) / requests if requests else 1.0)
+    out[f"{prefix}.agreement"] = Estimate(value=ok / answered if answered else 0.0)
+    out[f"{prefix}.accuracy"] = Estimate(value=sum(s.correct_labels for s in levels) / labelled if labelled else None)
+    for s in levels:
+        out[f"{prefix}.throughput_c{s.concurrency}"] = Estimate(value=s.throughput, unit="req/s")
+        for q in (50, 90, 99):
+            out[f"{prefix}.p{q}_ms_c{s.concurrency}"] = Estimate(value=s.percentile_ms(q), unit="ms")
+    out[f"{prefix}.best_throughput"] = Estimate(value=max((s.throughput for s in levels), default=0.0), unit="req/s")
+    return out
+
+
+def _never_healthy(service: RunningService, spec: ServiceSpec) -> Failure:
+    how = "exited" if not service.alive() else f"did not answer GET /health within {spec.startup_s:.0f} s"
+    return Failure(kind="load", role="service", message=f"the service {how}",
+                   hint=f"Check it starts with the command in submission.yaml and listens on $GRADER_SOCKET. "
+                        f"Its last log lines: {service.log_tail()}")
+
+
+def _measure(command: list[str], folder: Path, assignment: Assignment, corpus: list[Item],
+             workdir: Path, name: str) -> tuple[Failure | None, list[LevelStats], float]:
+    spec = assignment.service
+    assert spec is not None
+    with running_service(command, folder, assignment.limits, workdir, assignment.measure.timing.threads, name) as svc:
+        startup = wait_healthy(svc.socket, spec.startup_s, svc.alive)
+        if startup is None:
+            return svc.stopped or _never_healthy(svc, spec), [], 0.0
+        levels = _load_test(svc, spec, corpus)
+        if not svc.alive():
+            failure = svc.stopped or Failure(
+                kind="run", role=name, message="the service exited during the load test",
+                hint=f"Its last log lines: {svc.log_tail()}")
+            return failure, levels, startup
+    return None, levels, startup
+
+
+def observe_service(assignment: Assignment, submission: Submission, folder: Path) -> tuple[Failure | None, dict[str, Estimate], str]:
+    """Load-test the team's service and the reference service; (failure, figures, data name)."""
+    spec = assignment.service
+    assert spec is not None and submission.service is not None
+    corpus_path, data_name = evaluation_data(assignment.id, REPO_ROOT / spec.corpus)
+    corpus = load_corpus(corpus_path, expected_answers(spec, corpus_path), spec.max_requests)
+    with tempfile.TemporaryDirectory(prefix="grader-service-") as work:
+        failure, levels, startup = _measure(submission.service.command, folder.resolve(), assignment, corpus,
+                                            Path(work), "service")
+        if failure is not None:
+            return failure, _figures("service", levels, startup) if levels else {}, data_name
+        ref_failure, ref_levels, ref_startup = _measure(spec.reference_command, REPO_ROOT / spec.reference_folder,
+                                                        assignment, corpus, Path(work), "reference_service")
+    if ref_failure is not None:
+        raise RuntimeError(f"the reference service failed: {ref_failure.message} {ref_failure.hint}")
+    figures = {**_figures("service", levels, startup), **_figures("reference_service", ref_levels, ref_startup)}
+    ratio = figures["service.best_throughput"].value / max(figures["reference_service.best_throughput"].value or 0, 1e-9)
+    figures["service_vs_reference_service.throughput_ratio"] = Estimate(value=ratio, unit="x")
+    return None, figures, data_name

@@ -1,0 +1,75 @@
+"""Start a service in the sandbox and keep it supervised while the load generator works.
+
+The command comes from the manifest as a list (no shell). Placeholders: ``{python}`` (the
+grader's interpreter, which has the course's serving libraries), ``{socket}`` (the Unix socket
+to listen on, also in ``$GRADER_SOCKET``) and ``{folder}`` (the submission folder, read-only).
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from grader.assignment import Limits
+from grader.observations import Failure
+from grader.sandbox import kill_group, memory_failure, spawn_sandboxed, tail, tree_rss_mb
+from grader.service.protocol import SOCKET_ENV
+
+WATCH_S = 0.2
+
+
+@dataclass
+class RunningService:
+    proc: object
+    log_path: Path
+    socket: Path
+    limits: Limits
+    started: float = field(default_factory=time.monotonic)
+    stopped: Failure | None = None
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None  # type: ignore[attr-defined]
+
+    def log_tail(self, lines: int = 20) -> str:
+        return "\n".join(tail(self.log_path, 8000).splitlines()[-lines:])
+
+    def watch(self) -> None:
+        """Kill the service if it outgrows its memory or time; runs in a thread."""
+        while self.alive():
+            if tree_rss_mb(self.proc.pid) > self.limits.memory_mb:  # type: ignore[attr-defined]
+                self.stopped = memory_failure(self.limits)
+                kill_group(self.proc)  # type: ignore[arg-type]
+                return
+            if time.monotonic() - self.started > self.limits.wall_time_s:
+                self.stopped = Failure(kind="time_limit", message=f"the service ran past the {self.limits.wall_time_s:.0f} s limit")
+                kill_group(self.proc)  # type: ignore[arg-type]
+                return
+            time.sleep(WATCH_S)
+
+
+def expand(command: list[str], socket: Path, folder: Path) -> list[str]:
+    values = {"python": sys.executable, "socket": str(socket), "folder": str(folder)}
+    return [part.format_map(values) if "{" in part else part for part in command]
+
+
+@contextmanager
+def running_service(command: list[str], folder: Path, limits: Limits, workdir: Path,
+                    threads: int = 1, name: str = "service") -> Iterator[RunningService]:
+    """The service, started in ``folder`` (read-only) and always stopped afterwards."""
+    socket = workdir / f"{name}.sock"
+    proc, log_path = spawn_sandboxed(expand(command, socket, folder), limits, workdir, [folder], threads,
+                                     extra_env={SOCKET_ENV: str(socket)}, log_name=f"{name}.log", cwd=folder)
+    service = RunningService(proc, log_path, socket, limits)
+    watcher = threading.Thread(target=service.watch, daemon=True)
+    watcher.start()
+    try:
+        yield service
+    finally:
+        if service.alive():
+            kill_group(proc)
+        watcher.join(timeout=5)

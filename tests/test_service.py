@@ -1,0 +1,156 @@
+"""The service track end to end: real services in the real sandbox, the real load generator."""
+
+from __future__ import annotations
+
+import shutil
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+
+from grader import exitcodes
+from grader.grading import grade
+from grader.result import CheckStatus, Result
+
+ROOT = Path(__file__).resolve().parent.parent
+COMMAND = ["{python}", "-m", "uvicorn", "app:app", "--uds", "{socket}", "--no-access-log", "--log-level", "warning"]
+
+SERVICE_TEMPLATE = '''
+import itertools
+import numpy as np
+import onnxruntime as ort
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse, Response, PlainTextResponse
+from starlette.routing import Route
+
+SESSION = ort.InferenceSession({model!r}, providers=["CPUExecutionProvider"])
+COUNTER = itertools.count()
+
+async def health(request):
+    return {health}
+
+async def process(request):
+    payload = await request.json()
+    x = np.asarray(payload["input"], dtype=np.float32).reshape(1, 1, 8, 8)
+    label = int(SESSION.run(None, {{"input": x}})[0][0].argmax())
+    n = next(COUNTER)
+    {behaviour}
+    return JSONResponse({{"id": payload["id"], "label": label}})
+
+app = Starlette(routes=[Route("/health", health), Route("/process", process, methods=["POST"])])
+'''
+
+BEHAVIOURS = {
+    "good": ("Response('ok')", "pass"),
+    "wrong": ("Response('ok')", "label = (label + 1) % 10"),
+    "malformed": ("Response('ok')", "return PlainTextResponse('label=' + str(label))"),
+    "flaky": ("Response('ok')", "if n % 3 == 0: return Response('overloaded', status_code=503)"),
+    "never_healthy": ("Response('starting', status_code=503)", "pass"),
+}
+
+
+@pytest.fixture(scope="module")
+def service_root(reference_paths, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shipped final-service assignment with a short load test (same checks and thresholds)."""
+    root = tmp_path_factory.mktemp("assignments")
+    shutil.copytree(ROOT / "assignments", root, dirs_exist_ok=True)
+    path = root / "final-service" / "assignment.yaml"
+    config = yaml.safe_load(path.read_text())
+    config["service"].update({"warmup_s": 0.3, "levels": [1, 4], "level_s": 0.8, "startup_s": 20, "max_requests": 200})
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return root
+
+
+def team_service(folder: Path, behaviour: str, model: Path) -> Path:
+    folder.mkdir(parents=True)
+    health, body = BEHAVIOURS[behaviour]
+    (folder / "app.py").write_text(SERVICE_TEMPLATE.format(model=str(model), health=health, behaviour=body))
+    (folder / "submission.yaml").write_text(yaml.safe_dump({
+        "schema": 1, "assignment": "final-service", "team": "team-alpha", "members": ["octocat"],
+        "service": {"command": COMMAND}}, sort_keys=False))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def graded(reference_paths, service_root: Path, tmp_path_factory: pytest.TempPathFactory):
+    cache: dict[str, tuple[Result, int]] = {}
+
+    def run(behaviour: str) -> tuple[Result, int]:
+        if behaviour not in cache:
+            folder = team_service(tmp_path_factory.mktemp(behaviour) / "final-service", behaviour,
+                                  reference_paths["model_onnx"])
+            grading = grade(folder, service_root)
+            cache[behaviour] = (grading.result, grading.exit_code)
+        return cache[behaviour]
+
+    return run
+
+
+def check(result: Result, check_id: str):
+    return next(c for c in result.checks if c.id == check_id)
+
+
+def test_a_correct_service_is_graded_against_the_reference_service(graded) -> None:
+    result, code = graded("good")
+    assert code == exitcodes.GRADED, result.problems
+    for check_id in ("healthy", "correct", "reliable"):
+        assert check(result, check_id).status is CheckStatus.PASS, check(result, check_id).message
+    assert result.metrics["service.agreement"].value == 1.0
+    assert result.metrics["service.error_rate"].value == 0.0
+    assert result.metrics["service.throughput_c4"].value > 0
+    assert result.metrics["reference_service.throughput_c4"].value > 0
+    assert result.metrics["service.p99_ms_c4"].value >= result.metrics["service.p50_ms_c4"].value
+    # the same model behind the same kind of server: about the reference's speed
+    assert 0.3 < result.metrics["service_vs_reference_service.throughput_ratio"].value < 3
+    assert result.environment.data == "public"
+
+
+def test_wrong_answers_fail_correctness_and_earn_no_throughput(graded) -> None:
+    result, _ = graded("wrong")
+    assert check(result, "correct").status is CheckStatus.FAIL
+    assert result.metrics["service.agreement"].value == 0.0
+    assert result.metrics["service.best_throughput"].value == 0.0
+    assert check(result, "throughput").status is CheckStatus.FAIL
+
+
+def test_malformed_json_fails_reliability(graded) -> None:
+    result, _ = graded("malformed")
+    assert check(result, "reliable").status is CheckStatus.FAIL
+    assert result.metrics["service.error_rate"].value == 1.0
+    assert check(result, "correct").status is CheckStatus.FAIL
+
+
+def test_errors_under_load_are_counted(graded) -> None:
+    result, _ = graded("flaky")
+    rate = result.metrics["service.error_rate"].value
+    assert 0.25 < rate < 0.42  # every third request is refused
+    assert check(result, "reliable").status is CheckStatus.FAIL
+    assert check(result, "correct").status is CheckStatus.PASS  # the answers it did give were right
+
+
+def test_a_service_that_never_becomes_healthy_is_rejected_with_its_log(graded) -> None:
+    result, code = graded("never_healthy")
+    assert code == exitcodes.REJECTED
+    assert result.problems[0].kind == "load"
+    assert "GET /health" in result.problems[0].message
+    assert "Its last log lines" in result.problems[0].hint
+    assert all(c.status is CheckStatus.SKIPPED for c in result.checks if c.id != "healthy")
+
+
+def test_a_service_that_crashes_on_start_shows_why(reference_paths, service_root: Path, tmp_path: Path) -> None:
+    folder = team_service(tmp_path / "final-service", "good", reference_paths["model_onnx"])
+    (folder / "app.py").write_text("raise SystemExit('model file missing: weights.onnx')\n")
+    result, code = (lambda g: (g.result, g.exit_code))(grade(folder, service_root))
+    assert code == exitcodes.REJECTED
+    assert "exited" in result.problems[0].message
+    assert "weights.onnx" in result.problems[0].hint
+
+
+def test_manifest_without_service_is_rejected(service_root: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "final-service"
+    folder.mkdir()
+    (folder / "submission.yaml").write_text("schema: 1\nassignment: final-service\nteam: t\nmembers: [octocat]\n")
+    grading = grade(folder, service_root)
+    assert grading.exit_code == exitcodes.REJECTED
+    assert "service" in grading.result.problems[0].message
