@@ -20,6 +20,7 @@ CI_EXIT_CODES_HELP = """exit codes:
   2  usage error: not a pull-request event, no token, unreadable event file or roster
   4  GitHub kept failing after every retry, or refused a write (see the message)"""
 OUTPUT_VALUE = re.compile(r"^[A-Za-z0-9._/-]*$")
+POLICY_OUTPUTS = ("decision", "folder", "team", "assignment", "environment")  # what later jobs may read
 DEFAULT_BOT = "github-actions[bot]"
 
 
@@ -96,8 +97,8 @@ def run_policy_step(args: argparse.Namespace) -> int:
         return failed.code
     except Exception as exc:  # noqa: BLE001 - GitHub errors end as a message and exit 4, never a traceback
         return _github_failure(exc)
-    outputs = {"decision": decision.verdict, "folder": decision.folder or "", "team": decision.team or "",
-               "assignment": decision.assignment or "", "environment": decision.environment}
+    values = (decision.verdict, decision.folder, decision.team, decision.assignment, decision.environment)
+    outputs = {key: value or "" for key, value in zip(POLICY_OUTPUTS, values)}
     _write_outputs(outputs)
     if args.out:
         args.out.write_text(decision.model_dump_json(indent=2) + "\n", encoding="utf-8")
