@@ -263,3 +263,17 @@ def test_usage_errors_and_outages_end_with_documented_exit_codes(course: Course)
     done = course.ci("publish", pull, "--artifact", "x")
     assert done.returncode == 4 and "503" in done.stderr
     assert course.fake.comments(course.repo, pull.number) == []
+
+
+def test_a_rejected_submission_is_reported_with_what_to_fix(course: Course) -> None:
+    from tests.results import rejected_result
+
+    pull = course.fake.open_pull(course.repo, "octocat", {f"{FOLDER}/submission.yaml": b"schema: 1\n"})
+    artifact = course.artifact(pull, rejected_result(course.context(pull)).to_json())
+    done = course.ci("publish", pull, "--artifact", str(artifact), "--grade-outcome", "success")
+    assert done.returncode == 0, done.stderr
+    [comment] = course.bot_comments(pull)
+    assert comment["body"].startswith(f"<!-- compression-grader:v1 team=team-alpha assignment={HW2} -->")
+    assert "### What to fix" in comment["body"] and "List your models." in comment["body"]
+    [status] = course.repo.statuses[pull.head_sha]
+    assert status["state"] == "failure" and "what to fix" in status["description"]

@@ -7,7 +7,8 @@ Every decision the course repository's workflows take lives here, behind ``grade
 - ``api``       the PyGithub client (retries, timeouts, request spacing) and the reads
 - ``artifact``  the grading job's ``result.json``, loaded as hostile input
 - ``publisher`` the writes: one comment per (PR, team, assignment), a commit status, a job summary
-- ``flows``     the two privileged-or-not sequences the workflow runs: policy, then publish
+- ``messages``  the refusal comment and the commit status line
+- ``flows``     the sequences the workflow's jobs run: decide the policy (read-only), publish
 
 Modules here import only light libraries (PyGithub, pydantic, Jinja2, PyYAML): the workflow jobs
 that run them install neither torch nor onnxruntime.
