@@ -137,8 +137,10 @@ def test_a_pull_request_from_policy_to_an_edited_comment(course: Course, tiny_mo
                                  tiny_models["inputs"], claims={"quantization": "int8", "sparsity": 0.6})
     pull = course.fake.open_pull(course.repo, "octocat", submission_files(folder), association="FIRST_TIME_CONTRIBUTOR")
 
-    policy = course.ci("policy", pull, "--gate", "first-time", token="read-token")
+    policy = course.ci("policy", pull, "--gate", "first-time", "--out", str(course.tmp / "decision.json"),
+                       token="read-token")
     assert policy.returncode == 0, policy.stderr
+    assert json.loads((course.tmp / "decision.json").read_text())["needs_approval"] is True
     assert course.outputs() == {"decision": "grade", "folder": FOLDER, "team": "team-alpha", "assignment": HW2,
                                 "environment": "grading-approval"}
     assert course.fake.requests("POST") == [] and course.fake.requests("PATCH") == []

@@ -11,9 +11,18 @@ import argparse
 import os
 import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from grader import exitcodes
+
+if TYPE_CHECKING:  # only for annotations: the handlers import these lazily, --help stays light
+    from github import Github
+
+    from grader.ci.api import ClientSettings
+    from grader.ci.event import PullRequestEvent, RunInfo
+    from grader.ci.flows import PolicyInputs
 
 CI_EXIT_CODES_HELP = """exit codes:
   0  done: context written / policy decided (grade, refuse or stale) / outcome published
@@ -91,8 +100,8 @@ def run_policy_step(args: argparse.Namespace) -> int:
     from grader.ci.publisher import write_step_summary
 
     try:
-        event, run, inputs, gh, _ = _setup(args)
-        decision = decide_policy(gh, event, inputs)
+        session = _setup(args)
+        decision = decide_policy(session.gh, session.event, session.inputs)
     except _Failed as failed:
         return failed.code
     except Exception as exc:  # noqa: BLE001 - GitHub errors end as a message and exit 4, never a traceback
@@ -114,10 +123,10 @@ def run_publish_step(args: argparse.Namespace) -> int:
     from grader.ci.publisher import Publisher
 
     try:
-        event, run, inputs, gh, settings = _setup(args)
-        publisher = Publisher(gh, event.repository, args.bot_login, attempts=settings.attempts,
-                              backoff_s=settings.backoff_s, secondary_rate_wait_s=settings.secondary_rate_wait_s)
-        done = publish(gh, publisher, event, run, inputs, args.assignments, args.artifact, args.grade_outcome,
+        s = _setup(args)
+        publisher = Publisher(s.gh, s.event.repository, args.bot_login, attempts=s.settings.attempts,
+                              backoff_s=s.settings.backoff_s, secondary_rate_wait_s=s.settings.secondary_rate_wait_s)
+        done = publish(s.gh, publisher, s.event, s.run, s.inputs, args.assignments, args.artifact, args.grade_outcome,
                        _env_path("GITHUB_STEP_SUMMARY"))
     except _Failed as failed:
         return failed.code
@@ -132,7 +141,18 @@ class _Failed(Exception):
         self.code = code
 
 
-def _setup(args: argparse.Namespace):
+@dataclass
+class _Session:
+    """Everything a policy or publish step works from."""
+
+    event: PullRequestEvent
+    run: RunInfo
+    inputs: PolicyInputs
+    gh: Github
+    settings: ClientSettings
+
+
+def _setup(args: argparse.Namespace) -> _Session:
     """Event, run, base-branch inputs and a GitHub client; usage problems end as exit code 2."""
     from grader.assignment import list_assignment_ids
     from grader.ci.api import ClientSettings, make_client
@@ -157,7 +177,7 @@ def _setup(args: argparse.Namespace):
                                                    "write_spacing_s": args.api_spacing}
     settings = ClientSettings(api_url=args.api_url or run.api_url, token=token, attempts=max(1, args.api_attempts),
                               backoff_s=args.api_backoff, **spacing)
-    return event, run, inputs, make_client(settings), settings
+    return _Session(event, run, inputs, make_client(settings), settings)
 
 
 def _write_outputs(outputs: dict[str, str]) -> None:
