@@ -13,6 +13,7 @@ from grader.commands.check import EXIT_CODES_HELP
 COMMAND_MODULES = [
     "grader.commands.check",
     "grader.commands.info",
+    "grader.commands.ci",
 ]
 
 

@@ -22,3 +22,7 @@ class SubmissionError(Exception):
 
 class ConfigError(Exception):
     """An assignment file written by course staff is wrong (not the student's fault)."""
+
+
+class CIUsageError(Exception):
+    """A ``grader ci`` command was started without what it needs (event file, token, environment)."""

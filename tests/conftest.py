@@ -48,3 +48,6 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
                                              folder / "tiny_not_zero.onnx")
     paths["inputs"] = builders.write_inputs(folder / "inputs.npz")
     return paths
+
+
+from tests.fakegithub import fake_github  # noqa: E402,F401  (the fake GitHub API fixture, reusable by any test)

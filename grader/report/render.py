@@ -117,6 +117,11 @@ def render_markdown(result: Result) -> str:
     return body + block
 
 
+def render_markdown_template(name: str, **context: object) -> str:
+    """Any Markdown template in ``report/templates`` with the same escaping as the PR comment."""
+    return _environment(autoescape=False).get_template(name).render(**context)
+
+
 def render_html(result: Result) -> str:
     return _environment(autoescape=True).get_template("report.html.j2").render(**_context(result))
 

@@ -1,0 +1,92 @@
+"""The GitHub API through PyGithub: one configured client and the reads the policy needs.
+
+Transport-level retries (``GithubRetry``: 5xx, 429, secondary rate limits with ``Retry-After``,
+timeouts) cover reads and idempotent writes. POST is deliberately left out: a comment POST whose
+response was lost may have been created, and retrying it blindly would post twice. The publisher
+retries POSTs itself, re-reading the comments first (see ``publisher.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from github import Auth, Github, GithubRetry
+from github.PullRequest import PullRequest
+from github.Repository import Repository
+
+from grader.ci.policy import ChangedFile, FolderTree, TreeEntry
+
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "PATCH", "DELETE"})
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    """How to talk to GitHub; the defaults are PyGithub's spacing and patient retries for CI."""
+
+    api_url: str
+    token: str
+    timeout_s: int = 20  # PyGithub takes whole seconds
+    attempts: int = 5
+    backoff_s: float = 2.0
+    secondary_rate_wait_s: float = 60.0
+    request_spacing_s: float = 0.25
+    write_spacing_s: float = 1.0
+    per_page: int = 100
+
+
+def transport_retry(settings: ClientSettings) -> GithubRetry:
+    return GithubRetry(
+        total=settings.attempts - 1,
+        backoff_factor=settings.backoff_s,
+        secondary_rate_wait=settings.secondary_rate_wait_s,
+        status_forcelist=[429, *range(500, 600)],
+        allowed_methods=IDEMPOTENT_METHODS,
+        raise_on_status=False,
+    )
+
+
+def make_client(settings: ClientSettings) -> Github:
+    return Github(
+        auth=Auth.Token(settings.token),
+        base_url=settings.api_url.rstrip("/"),
+        timeout=settings.timeout_s,
+        retry=transport_retry(settings),
+        per_page=settings.per_page,
+        seconds_between_requests=settings.request_spacing_s,
+        seconds_between_writes=settings.write_spacing_s,
+        user_agent="compression-grader",
+        lazy=True,  # objects fetch on first use: a comment upsert costs no extra GET of the repository
+    )
+
+
+def changed_files(pull: PullRequest) -> list[ChangedFile]:
+    """Every file the PR changes (PyGithub follows the ``Link`` headers page by page)."""
+    return [ChangedFile(path=f.filename, status=f.status, previous_path=f.previous_filename) for f in pull.get_files()]
+
+
+def folder_tree(repo: Repository, commit_sha: str, folder: str) -> FolderTree | None:
+    """The entries under ``folder`` at ``commit_sha`` with their kinds and sizes; None if it is absent.
+
+    Walks down one tree per path component, then lists the folder recursively, so the answer never
+    depends on the whole repository's tree fitting in one (truncatable) response.
+    """
+    sha = commit_sha
+    for name in folder.split("/"):
+        entry = next((e for e in repo.get_git_tree(sha).tree if e.path == name), None)
+        if entry is None or entry.type != "tree":
+            return None
+        sha = entry.sha
+    tree = repo.get_git_tree(sha, recursive=True)
+    entries = [TreeEntry(path=e.path, kind=_kind(e.type, e.mode), size=e.size or 0) for e in tree.tree]
+    return FolderTree(entries=entries, truncated=bool(tree.raw_data.get("truncated")))
+
+
+def _kind(type_: str, mode: str) -> str:
+    if type_ == "tree":
+        return "folder"
+    if type_ == "commit" or mode == "160000":
+        return "submodule"
+    if mode == "120000":
+        return "symlink"
+    return "file"
+
