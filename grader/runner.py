@@ -20,6 +20,7 @@ from typing import Protocol
 from pydantic import ValidationError
 
 from grader.assignment import Limits
+from grader.course import RunnerConfig
 from grader.job import Job
 from grader.observations import Failure, Observations
 
@@ -35,6 +36,17 @@ class Runner(Protocol):
     """Run ``grader.worker`` on ``job`` isolated and limited; what it observed comes back."""
 
     def __call__(self, job: Job, limits: Limits, workdir: Path, readonly: list[Path]) -> Observations: ...
+
+
+def select_runner(config: RunnerConfig) -> Runner:
+    """The runner ``course.yaml`` (or the command line) chose; the Docker SDK loads only for docker."""
+    if config.kind == "docker":
+        from grader.docker_sandbox import DockerRunner
+
+        return DockerRunner(config.docker)
+    from grader.sandbox import run_worker
+
+    return run_worker
 
 
 @dataclass
