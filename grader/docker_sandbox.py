@@ -18,9 +18,10 @@ import shutil
 import stat
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from grader.assignment import Limits
 from grader.course import DockerSettings
@@ -86,6 +87,19 @@ def engine() -> Any:
     return client
 
 
+@contextmanager
+def _engine(client: Any) -> Iterator[Any]:
+    """The caller's client, or a fresh one that is closed afterwards."""
+    if client is not None:
+        yield client
+        return
+    client = engine()
+    try:
+        yield client
+    finally:
+        client.close()
+
+
 def run_worker(job: Job, limits: Limits, workdir: Path, readonly: list[Path], settings: DockerSettings,
                client: Any = None) -> Observations:
     """Run ``grader.worker`` on ``job`` in a container and parse what it reports.
@@ -93,14 +107,14 @@ def run_worker(job: Job, limits: Limits, workdir: Path, readonly: list[Path], se
     Host paths in the job become their places under the read-only mounts; a limit hit yields
     observations holding only the failure; anything else broken raises ``WorkerError``.
     """
-    client = client or engine()
-    gpus = plan_gpus(client, settings)
-    sandbox = describe(settings, gpus)
-    out = output_folder(workdir)
-    inner = container_job(job, readonly, sandbox)
-    (out / JOB_FILE).write_text(inner.model_dump_json())
-    done = run_in_container([*WORKER_COMMAND, f"{CONTAINER_OUT}/{JOB_FILE}"], settings, limits, workdir, readonly,
-                            threads=job.measure.timing.threads, client=client, gpus=gpus)
+    with _engine(client) as client:
+        gpus = plan_gpus(client, settings)
+        sandbox = describe(settings, gpus)
+        out = output_folder(workdir)
+        inner = container_job(job, readonly, sandbox)
+        (out / JOB_FILE).write_text(inner.model_dump_json())
+        done = run_in_container([*WORKER_COMMAND, f"{CONTAINER_OUT}/{JOB_FILE}"], settings, limits, workdir,
+                                readonly, threads=job.measure.timing.threads, client=client, gpus=gpus)
     if done.stopped is not None:
         return Observations(failure=done.stopped, environment=Environment(sandbox=sandbox))
     return read_observations(out / OBSERVATIONS_FILE, done.returncode, done.output_tail)
@@ -109,20 +123,20 @@ def run_worker(job: Job, limits: Limits, workdir: Path, readonly: list[Path], se
 def run_in_container(command: list[str], settings: DockerSettings, limits: Limits, workdir: Path,
                      readonly: list[Path], threads: int = 1, client: Any = None, gpus: GpuPlan | None = None) -> Finished:
     """Run ``command`` in a fresh, locked-down container; ``workdir``'s output folder is its only writable place."""
-    client = client or engine()
-    ensure_image(client, settings)
-    gpus = gpus or plan_gpus(client, settings)
-    out = output_folder(workdir)
-    check_readable(readonly, settings.user)
-    options = container_options(settings, limits, threads, mounts(out, readonly, settings), gpus)
-    container = _create(client, settings.image, command, options)
-    started = time.monotonic()
-    try:
-        _start(container, gpus)
-        stopped, returncode = _wait(container, limits, started)
-        tail = _logs_tail(container)
-    finally:
-        _remove(container)
+    with _engine(client) as client:
+        ensure_image(client, settings)
+        gpus = gpus or plan_gpus(client, settings)
+        out = output_folder(workdir)
+        check_readable(readonly, settings.user)
+        options = container_options(settings, limits, threads, mounts(out, readonly, settings), gpus)
+        container = _create(client, settings.image, command, options)
+        started = time.monotonic()
+        try:
+            _start(container, gpus)
+            stopped, returncode = _wait(container, limits, started)
+            tail = _logs_tail(container)
+        finally:
+            _remove(container)
     return Finished(returncode, stopped, tail, time.monotonic() - started)
 
 
