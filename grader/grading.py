@@ -25,7 +25,8 @@ from grader.manifest import MANIFEST_NAME, ManifestError, Submission, load_manif
 from grader.metrics import figures
 from grader.observations import Environment, Observations
 from grader.result import AssignmentRef, CheckResult, GraderRef, Problem, Result, RunContext, SubmissionRef
-from grader.sandbox import WorkerError, run_worker
+from grader.runner import Runner, WorkerError
+from grader.sandbox import run_worker as local_runner
 
 
 @dataclass
@@ -43,6 +44,7 @@ class _State:
     started_at: datetime
     t0: float
     context: RunContext
+    runner: Runner
     submission: Submission | None = None
     assignment: Assignment | None = None
     files: dict[str, str] | None = None
@@ -88,10 +90,15 @@ def build_job(artifacts: list[Artifact], assignment: Assignment) -> Job:
     return Job(models=models, inputs=inputs, measure=assignment.measure, output="")
 
 
-def grade(folder: Path, root: Path | None = None, context: RunContext | None = None) -> Grading:
-    """Grade one submission folder; ``context`` (PR, SHA, event time) is recorded as given."""
+def grade(folder: Path, root: Path | None = None, context: RunContext | None = None,
+          runner: Runner | None = None) -> Grading:
+    """Grade one submission folder; ``context`` (PR, SHA, event time) is recorded as given.
+
+    ``runner`` runs the worker: the local sandbox by default, or e.g. a ``DockerRunner``
+    (``grader.runner.select_runner``); only this choice differs between them.
+    """
     state = _State(folder=Path(folder), started_at=datetime.now(timezone.utc), t0=time.monotonic(),
-                   context=context or RunContext())
+                   context=context or RunContext(), runner=runner or local_runner)
     try:
         return _grade(state, root or assignments_root())
     except SubmissionError as exc:
@@ -110,8 +117,8 @@ def _grade(state: _State, root: Path) -> Grading:
     artifacts = vet_submission(state.folder, state.submission, state.assignment)
     state.files = file_hashes(state.folder, artifacts)
     with tempfile.TemporaryDirectory(prefix="grader-") as work:
-        obs = run_worker(build_job(artifacts, state.assignment), state.assignment.limits, Path(work),
-                         [state.folder.resolve()])
+        obs = state.runner(build_job(artifacts, state.assignment), state.assignment.limits, Path(work),
+                           [state.folder.resolve()])
     return _finish(state, obs, figures(obs))
 
 

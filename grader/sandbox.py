@@ -15,25 +15,29 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-
-from pydantic import ValidationError
 
 from grader.assignment import Limits
 from grader.job import Job
 from grader.observations import Environment, Failure, Observations
+from grader.runner import (
+    OBSERVATIONS_FILE,
+    Finished,
+    WorkerError,
+    memory_failure,
+    read_observations,
+    thread_env,
+    time_limit_failure,
+)
 
-MAX_OUTPUT_BYTES = 32 * 1024 * 1024
+__all__ = ["Finished", "WorkerError", "available_isolation", "isolation", "kill_group", "memory_failure",
+           "run_sandboxed", "run_worker", "spawn_sandboxed", "tail", "tree_rss_mb"]
+
 WORKER_FILE_LIMIT_BYTES = 64 * 1024 * 1024
 ADDRESS_SPACE_SLACK_MB = 3072  # runtimes reserve virtual memory they never touch
 POLL_S = 0.1
 PASSTHROUGH_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "LD_LIBRARY_PATH")
-
-
-class WorkerError(Exception):
-    """The worker broke in a way no student file explains: the grader's own fault."""
 
 
 def isolation() -> str:
@@ -97,8 +101,7 @@ def clean_env(workdir: Path, threads: int) -> dict[str, str]:
         "PYTHONHASHSEED": "0",
         "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
     }
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        env[var] = str(threads)
+    env.update(thread_env(threads))
     env.update({k: os.environ[k] for k in PASSTHROUGH_ENV if k in os.environ})
     return env
 
@@ -125,16 +128,6 @@ def tree_rss_mb(pgid: int) -> float:
         except (OSError, IndexError, ValueError):
             continue
     return total * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-@dataclass
-class Finished:
-    """How a sandboxed command ended: its exit code, or the limit that stopped it."""
-
-    returncode: int
-    stopped: Failure | None
-    output_tail: str
-    wall_s: float
 
 
 def spawn_sandboxed(command: list[str], limits: Limits, workdir: Path, readonly: list[Path], threads: int = 1,
@@ -170,14 +163,14 @@ def run_worker(job: Job, limits: Limits, workdir: Path, readonly: list[Path]) ->
     student-caused reason raises ``WorkerError`` (the grader's fault).
     """
     sandbox = describe(isolation())
-    job = job.model_copy(update={"sandbox": sandbox, "output": str(workdir / "observations.json")})
+    job = job.model_copy(update={"sandbox": sandbox, "output": str(workdir / OBSERVATIONS_FILE)})
     job_path = workdir / "job.json"
     job_path.write_text(job.model_dump_json())
     done = run_sandboxed([sys.executable, "-m", "grader.worker", str(job_path)], limits, workdir, readonly,
                          job.measure.timing.threads)
     if done.stopped is not None:
         return Observations(failure=done.stopped, environment=Environment(sandbox=sandbox))
-    return _read_observations(workdir / "observations.json", done.returncode, done.output_tail)
+    return read_observations(workdir / OBSERVATIONS_FILE, done.returncode, done.output_tail)
 
 
 def _supervise(proc: subprocess.Popen, limits: Limits) -> Failure | None:
@@ -186,10 +179,7 @@ def _supervise(proc: subprocess.Popen, limits: Limits) -> Failure | None:
     while proc.poll() is None:
         if time.monotonic() > deadline:
             kill_group(proc)
-            return Failure(kind="time_limit",
-                           message=f"grading took longer than the {limits.wall_time_s:.0f} s limit and was stopped",
-                           hint="A model that hangs or is far too slow for the inputs cannot be graded; "
-                                "check that it finishes quickly on the submitted inputs.")
+            return time_limit_failure(limits)
         if tree_rss_mb(proc.pid) > limits.memory_mb:
             kill_group(proc)
             return memory_failure(limits)
@@ -197,12 +187,6 @@ def _supervise(proc: subprocess.Popen, limits: Limits) -> Failure | None:
     if proc.returncode == -signal.SIGKILL:
         return memory_failure(limits)  # the kernel's OOM killer is the only other sender of SIGKILL
     return None
-
-
-def memory_failure(limits: Limits) -> Failure:
-    return Failure(kind="memory_limit",
-                   message=f"the models used more than the {limits.memory_mb} MiB memory limit and were stopped",
-                   hint="Check for huge intermediate tensors (e.g. an Expand or a large MatMul) and reduce them.")
 
 
 def kill_group(proc: subprocess.Popen) -> None:
@@ -216,19 +200,3 @@ def kill_group(proc: subprocess.Popen) -> None:
 def tail(path: Path, limit: int = 4000) -> str:
     data = path.read_bytes()[-limit:] if path.exists() else b""
     return data.decode("utf-8", "replace")
-
-
-def _read_observations(path: Path, returncode: int, stderr_tail: str) -> Observations:
-    if returncode < 0:
-        name = signal.Signals(-returncode).name
-        return Observations(failure=Failure(
-            kind="run", message=f"the model crashed the runtime ({name}) while loading or running",
-            hint="The file is probably malformed for its runtime; re-export it and run it locally first."))
-    if returncode != 0 or not path.exists():
-        raise WorkerError(f"worker exited with {returncode}: {stderr_tail[-1500:]}")
-    if path.stat().st_size > MAX_OUTPUT_BYTES:
-        raise WorkerError("worker output is larger than allowed")
-    try:
-        return Observations.model_validate_json(path.read_bytes())
-    except ValidationError as exc:
-        raise WorkerError(f"worker output does not match the schema: {exc}") from None

@@ -183,13 +183,29 @@ def environment(job: Job) -> Environment:
         module = sys.modules.get(name)
         if module is not None:
             libraries[name] = getattr(module, "__version__", "?")
-    gpu = "none"
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_available():
-        gpu = torch.cuda.get_device_name(0)
-    return Environment(cpu=_cpu_name(), cores=os.cpu_count(), threads=job.measure.timing.threads, gpu=gpu,
+    return Environment(cpu=_cpu_name(), cores=os.cpu_count(), threads=job.measure.timing.threads, gpu=gpu_name(),
                        sandbox=job.sandbox, python=platform.python_version(), platform=platform.platform(),
                        libraries=libraries)
+
+
+def gpu_name(driver_proc: Path = Path("/proc/driver/nvidia/gpus")) -> str:
+    """The GPU(s) this process can see, or "none".
+
+    Torch, where already loaded, asks CUDA; otherwise the NVIDIA driver's own listing, which the
+    container toolkit exposes only for the GPUs passed into a container, so grading ONNX models
+    does not need torch just to say which GPU was there.
+    """
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    names = []
+    for info in sorted(driver_proc.glob("*/information")):
+        try:
+            lines = info.read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        names += [line.split(":", 1)[1].strip() for line in lines if line.startswith("Model:")]
+    return ", ".join(names)[:200] or "none"
 
 
 def _cpu_name() -> str:

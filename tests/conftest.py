@@ -50,4 +50,23 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return paths
 
 
+@pytest.fixture(scope="session")
+def docker_client():
+    """A real Docker engine (``$DOCKER_HOST``), or the test skips saying why there is none."""
+    from tests.docker_host import engine_or_reason
+
+    client, reason = engine_or_reason()
+    if client is None:
+        pytest.skip(reason)
+    return client
+
+
+@pytest.fixture(scope="session")
+def docker_settings(docker_client):
+    """The production runner's settings with a registry-free test image of this checkout."""
+    from tests import docker_host
+
+    return docker_host.settings(docker_client)
+
+
 from tests.fakegithub import fake_github  # noqa: E402,F401  (the fake GitHub API fixture, reusable by any test)
