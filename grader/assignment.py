@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from grader.errors import ConfigError, SubmissionError
+from grader.policy import Leaderboard, Policy
 
 ASSIGNMENT_FILE = "assignment.yaml"
 
@@ -86,6 +87,8 @@ class Assignment(Strict):
     measure: MeasureSpec = MeasureSpec()
     checks: list[CheckSpec]
     checker: str | None = Field(None, description="module in the assignment folder that adds rules")
+    policy: Policy = Field(Policy(), description="deadline, late rule and which run counts (gradebook)")
+    leaderboard: Leaderboard | None = Field(None, description="figures plotted against each other (gradebook)")
 
     @model_validator(mode="after")
     def _consistent(self) -> "Assignment":
