@@ -13,6 +13,9 @@ from grader.commands.check import EXIT_CODES_HELP
 COMMAND_MODULES = [
     "grader.commands.check",
     "grader.commands.info",
+    "grader.commands.results",
+    "grader.commands.gradebook",
+    "grader.commands.regrade",
 ]
 
 

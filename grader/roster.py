@@ -6,6 +6,7 @@ assignments) both read it; it is staff-written, so errors are ``ConfigError``.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -48,6 +49,12 @@ class Roster(Strict):
         """Teams a login belongs to (GitHub logins are case-insensitive)."""
         wanted = login.lower()
         return [name for name, team in self.teams.items() if any(m.github.lower() == wanted for m in team.members)]
+
+
+def default_roster_path() -> Path:
+    """``$GRADER_ROSTER`` or the repository's own ``roster.yaml`` (next to ``assignments/``)."""
+    env = os.environ.get("GRADER_ROSTER")
+    return Path(env) if env else Path(__file__).resolve().parent.parent / ROSTER_FILE
 
 
 def load_roster(path: Path) -> Roster:
