@@ -85,5 +85,11 @@ def staff_command(handler: Callable[[argparse.Namespace], int]) -> Callable[[arg
                       file=sys.stderr)
                 return exitcodes.USAGE
             raise
+        except Exception as exc:  # noqa: BLE001 - a one-line report; the traceback only on request
+            if os.environ.get("GRADER_DEBUG"):
+                raise
+            print(f"grader: internal error ({type(exc).__name__}: {exc}); set GRADER_DEBUG=1 for the traceback",
+                  file=sys.stderr)
+            return exitcodes.INTERNAL
 
     return run
