@@ -97,5 +97,5 @@ def print_regrade_changes(outcomes: list, console: Console | None = None) -> Non
                       f"{result.score:g} ({result.status})", f"[{colour}]{old} → {result.score:g} ({delta:+g})[/]")
     if table.row_count:
         console.print(table)
-    console.print(f"{len(outcomes)} regraded: {table.row_count - failed} changed, {unchanged} unchanged, "
-                  f"{failed} failed")
+    console.print(f"{len(outcomes)} submission(s): {table.row_count - failed} changed, {unchanged} unchanged, "
+                  f"{failed} not regraded")
