@@ -17,6 +17,8 @@ from grader.errors import ConfigError, SubmissionError
 from grader.policy import Leaderboard, Policy
 
 ASSIGNMENT_FILE = "assignment.yaml"
+# libyaml's safe loader when PyYAML has it (same rules, ~10x faster: the gradebook reads every file)
+SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class Strict(BaseModel):
@@ -128,7 +130,7 @@ def load_assignment(assignment_id: str, root: Path | None = None) -> Assignment:
             kind="manifest",
         )
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=SAFE_LOADER)
         assignment = Assignment.model_validate(data)
     except (yaml.YAMLError, ValidationError) as exc:
         raise ConfigError(f"{path}: {exc}") from exc

@@ -17,6 +17,8 @@ from grader.errors import ConfigError
 from grader.manifest import GitHubLogin, TeamName
 
 ROSTER_FILE = "roster.yaml"
+# libyaml's safe loader when PyYAML has it (same rules, ~10x faster: the gradebook reads every file)
+SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class Strict(BaseModel):
@@ -59,7 +61,7 @@ def default_roster_path() -> Path:
 
 def load_roster(path: Path) -> Roster:
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        data = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=SAFE_LOADER)
         return Roster.model_validate({"schema_": data.pop("schema", 1), **data} if isinstance(data, dict) else data)
     except (OSError, yaml.YAMLError, ValidationError, TypeError) as exc:
         raise ConfigError(f"{path}: {exc}") from exc

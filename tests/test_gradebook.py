@@ -202,11 +202,24 @@ def test_spreadsheet_cells_cannot_become_formulas(tmp_path: Path) -> None:
     assert "'=HYPERLINK(\"http://x\")" in names and all(c.data_type != "f" for row in sheet.iter_rows() for c in row)
 
 
-def test_excel_workbook_has_students_teams_runs_and_leaderboard(tmp_path: Path) -> None:
+def test_every_run_goes_to_runs_csv(tmp_path: Path) -> None:
+    book = book_of(tmp_path, [make_result(score=70, event_time=at(-timedelta(hours=5))),
+                              make_result(score=90, event_time=at(timedelta(hours=1)))])
+    write_csv(book, tmp_path / "grades.csv")
+    runs = list(csv.DictReader((tmp_path / "runs.csv").open()))
+    assert [(r["score"], r["final"], r["days_late"], r["counted"]) for r in runs] == \
+        [("70", "70", "0", "False"), ("90", "81", "1", "True")]
+    assert runs[0]["pr_url"] == "https://github.com/course/compression-2026/pull/7"
+
+
+def test_excel_workbook_has_students_teams_and_leaderboard(tmp_path: Path) -> None:
     metrics = {"candidate_vs_baseline.speedup_b64": 1.9, "candidate.accuracy": 0.97}
     book = book_of(tmp_path, [make_result(score=88, event_time=at(-timedelta(hours=1)), metrics=metrics)])
     workbook = openpyxl.load_workbook(write_excel(book, tmp_path / "grades.xlsx"))
-    assert workbook.sheetnames == ["students", "teams", "runs", f"lb {HW2}"[:31]]
+    assert workbook.sheetnames == ["students", "teams", f"lb {HW2}"[:31]]
+    board = workbook[f"lb {HW2}"[:31]]
+    assert [c.value for c in board[1]][:3] == ["team", "candidate_vs_baseline.speedup_b64", "candidate.accuracy"]
+    assert [c.value for c in board[2]][:4] == ["team-alpha", 1.9, 0.97, True]
     header = [c.value for c in workbook["students"][1]]
     assert header[:7] == ["student_id", "name", "github", "email", "team", HW2, "total"]
     assert workbook["students"]["F2"].value == 88

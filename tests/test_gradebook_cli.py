@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
@@ -28,8 +29,10 @@ teams:
 
 
 def grader(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    """Run the CLI with the caller's environment minus anything that would pick another store or roster."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GRADER_", "GITHUB_", "GH_"))}
     return subprocess.run([sys.executable, "-m", "grader.cli", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=300, env={"PATH": "/usr/bin:/bin", "COLUMNS": "200", "HOME": str(cwd)})
+                          timeout=300, env=env | {"COLUMNS": "200"})
 
 
 @pytest.fixture
@@ -62,7 +65,7 @@ def test_import_then_gradebook_writes_every_file(course: dict[str, Path]) -> Non
     assert book.returncode == 0, book.stderr
     assert "Ann Lee" in book.stdout and "late 1d -9.5" in book.stdout and "1 error run(s)" in book.stdout
     names = sorted(p.name for p in course["out"].iterdir())
-    assert names == ["gradebook.html", "grades.csv", "grades.md", "grades.xlsx"]
+    assert names == ["gradebook.html", "grades.csv", "grades.md", "grades.xlsx", "runs.csv"]
     rows = {r["github"]: r for r in csv.DictReader((course["out"] / "grades.csv").open())}
     assert rows["ann"][HW2] == rows["bo"][HW2] == "85.5" and rows["cy"][HW2] == "60"
 

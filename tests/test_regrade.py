@@ -4,6 +4,7 @@ assignment config, in a process pool; changes shown before anything is stored.""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from datetime import timedelta
@@ -19,6 +20,7 @@ from tests import builders
 from tests.results_builders import HW2, make_result
 
 ROOT = Path(__file__).resolve().parent.parent
+ENV = {k: v for k, v in os.environ.items() if not k.startswith(("GRADER_", "GITHUB_", "GH_"))} | {"COLUMNS": "250"}
 ROSTER = "schema: 1\nteams:\n  team-alpha:\n    members:\n      - {github: ann}\n  team-beta:\n    members:\n      - {github: bo}\n"
 
 
@@ -63,7 +65,7 @@ def course(tmp_path: Path, tiny_models: dict[str, Path]) -> dict:
 def grader(course: dict, *args: str) -> subprocess.CompletedProcess:
     common = ["--db", str(course["db"]), "--assignments", str(course["assignments"]), "--roster", str(course["roster"])]
     return subprocess.run([sys.executable, "-m", "grader.cli", *args, *common], cwd=ROOT, capture_output=True,
-                          text=True, timeout=600, stdin=subprocess.DEVNULL, env={"PATH": "/usr/bin:/bin", "COLUMNS": "250"})
+                          text=True, timeout=600, stdin=subprocess.DEVNULL, env=ENV)
 
 
 def stored_runs(course: dict):
@@ -91,7 +93,7 @@ def test_regrade_shows_changes_first_then_stores_on_yes(course: dict) -> None:
     book = subprocess.run([sys.executable, "-m", "grader.cli", "results", "runs", "--team", "team-alpha", "--db",
                            str(course["db"]), "--assignments", str(course["assignments"]), "--roster",
                            str(course["roster"])], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                          env={"PATH": "/usr/bin:/bin", "COLUMNS": "250"})
+                          env=ENV)
     assert f"{HW2}: {new['score']:g}" in book.stdout and "replaced" in book.stdout
 
 

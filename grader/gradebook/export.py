@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
@@ -21,6 +22,9 @@ from grader.report.escape import md
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 IDENTITY = ["student_id", "name", "github", "email", "team"]
 FORMATS = ("csv", "md", "xlsx", "html")
+RUN_EXPORT_COLUMNS = ["team", "assignment", "id", "status", "score", "days_late", "points_lost", "final", "counted",
+                      "current", "past_cutoff", "when", "time_source", "deadline", "head_sha", "pr_url", "run_url",
+                      "source"]
 
 
 def safe_cell(value: object) -> object:
@@ -47,7 +51,9 @@ def lms_frame(book: Gradebook) -> pd.DataFrame:
 
 
 def write_csv(book: Gradebook, path: Path) -> Path:
+    """The LMS table; every run goes next to it as ``runs.csv`` (for pivoting, not for the LMS)."""
     spreadsheet_safe(lms_frame(book)).to_csv(path, index=False, float_format="%g")
+    spreadsheet_safe(book.runs[RUN_EXPORT_COLUMNS]).to_csv(path.with_name("runs.csv"), index=False, float_format="%g")
     return path
 
 
@@ -73,16 +79,12 @@ def write_markdown(book: Gradebook, path: Path) -> Path:
     return path
 
 
-RUN_EXPORT_COLUMNS = ["team", "assignment", "id", "status", "score", "days_late", "points_lost", "final", "counted",
-                      "current", "past_cutoff", "when", "time_source", "deadline", "head_sha", "pr_url", "run_url",
-                      "source"]
-
-
 def write_excel(book: Gradebook, path: Path) -> Path:
+    """Students, team grades (with the counted run) and leaderboards. Every run is in runs.csv and
+    the HTML page instead: openpyxl needs ~15 s for a class's 28,000 runs."""
     with pd.ExcelWriter(path, engine="openpyxl") as writer:
         spreadsheet_safe(lms_frame(book)).to_excel(writer, sheet_name="students", index=False)
         spreadsheet_safe(book.grades).to_excel(writer, sheet_name="teams", index=False)
-        spreadsheet_safe(book.runs[RUN_EXPORT_COLUMNS]).to_excel(writer, sheet_name="runs", index=False)
         for assignment in book.assignments:
             if assignment.leaderboard is not None:
                 board = leaderboard(book, assignment).rename(
@@ -95,8 +97,6 @@ def _environment() -> Environment:
     env = Environment(loader=PackageLoader("grader.gradebook", "templates"), autoescape=select_autoescape(["j2"]),
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.filters["num"] = lambda v: "—" if v is None or pd.isna(v) else f"{v:g}"
-    env.filters["text"] = lambda v: v if isinstance(v, str) else ""
-    env.filters["utc"] = lambda v: "" if v is None or pd.isna(v) else pd.Timestamp(v).strftime("%Y-%m-%d %H:%M:%S")
     return env
 
 
@@ -117,11 +117,35 @@ def policy_lines(book: Gradebook) -> list[dict[str, str]]:
     return rows
 
 
+def _numbers(values: pd.Series) -> pd.Series:
+    return values.map(lambda v: "—" if pd.isna(v) else f"{v:g}")
+
+
+def run_rows(runs: pd.DataFrame) -> dict[str, list[dict]]:
+    """Every run as display-ready text per team, formatted column-wise (tens of thousands of rows)."""
+    def text(column: str) -> pd.Series:
+        return runs[column].where(runs[column].map(lambda v: isinstance(v, str)), "")
+
+    late = ("-" + _numbers(runs["points_lost"])).where(runs["days_late"] > 0, "")
+    late = (runs["days_late"].astype(str) + "d, " + late).where(runs["days_late"] > 0, "")
+    view = pd.DataFrame({
+        "team": runs["team"], "assignment": runs["assignment"], "when": runs["when"].dt.strftime("%Y-%m-%d %H:%M:%S"),
+        "graded_time": runs["time_source"] == "graded", "commit": text("head_sha").str[:10], "status": runs["status"],
+        "score": _numbers(runs["score"]), "late": late.where(~runs["past_cutoff"].astype(bool), "past cutoff"),
+        "final": _numbers(runs["final"]), "pr_url": text("pr_url"),
+        "pr": runs["pr_number"].map(lambda n: "" if pd.isna(n) else f"#{int(n)}"), "run_url": text("run_url"),
+        "css": np.where(runs["counted"], "counted", np.where(runs["current"], "", "superseded")),
+    })
+    grouped: dict[str, list[dict]] = {}
+    for row in view.sort_values(["team"], kind="stable").to_dict("records"):
+        grouped.setdefault(row["team"], []).append(row)
+    return grouped
+
+
 def write_html(book: Gradebook, path: Path) -> Path:
     from grader.gradebook.plots import all_plots
 
-    runs = book.runs.copy()
-    team_runs = {team: group.to_dict("records") for team, group in runs.groupby("team", sort=True)}
+    team_runs = run_rows(book.runs)
     boards = [(a, leaderboard(book, a).to_dict("records")) for a in book.assignments if a.leaderboard is not None]
     students = [(s, f) for s, f in zip(book.students.to_dict("records"), book.flags.to_dict("records"))]
     html = _environment().get_template("gradebook.html.j2").render(

@@ -24,6 +24,12 @@ def load_assignments(root: Path | None) -> list[Assignment]:
 
 
 def open_gradebook(sources: Sources, store: Store, with_metrics: bool = True) -> Gradebook:
+    """The gradebook; ``with_metrics`` adds the figures of the counted runs (leaderboards, Gradescope)."""
     roster: Roster = load_roster(sources.roster or default_roster_path())
-    return build_gradebook(store.runs_frame(with_metrics=with_metrics), load_assignments(sources.assignments), roster,
+    book = build_gradebook(store.runs_frame(), load_assignments(sources.assignments), roster,
                            store.overrides_frame(), store.extensions_frame(), web_url=sources.web_url)
+    if with_metrics:
+        counted = book.runs.index[book.runs["counted"]]
+        figures = store.metrics(book.runs.loc[counted, "id"])
+        book.runs["metrics_json"] = book.runs["id"].map(figures).fillna("{}")
+    return book

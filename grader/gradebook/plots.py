@@ -33,7 +33,7 @@ def _pyplot():
 
 def _png(fig) -> str:
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=96, bbox_inches="tight")
+    fig.savefig(buffer, format="png", dpi=96)  # fixed margins: a tight bounding box costs a second draw
     _pyplot().close(fig)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
@@ -44,7 +44,9 @@ def score_distributions(book: Gradebook) -> Plot:
     count = max(len(book.assignments), 1)
     columns = min(count, 4)
     rows = -(-count // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.4 * rows), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.4 * rows), squeeze=False)
+    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.5 / (2.4 * rows) + 0.04, top=1 - 0.45 / (2.4 * rows),
+                        wspace=0.35, hspace=0.75)
     for ax, assignment in zip(axes.flat, book.assignments):
         scores = book.grades.loc[book.grades["assignment"] == assignment.id, "score"].dropna()
         top = max(assignment.max_score, float(scores.max()) if len(scores) else 0.0, 1.0)
@@ -64,6 +66,7 @@ def submissions_over_time(book: Gradebook) -> Plot:
     """Runs per hour around each assignment's deadline (cumulative), with the deadline marked."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(9, 3.6))
+    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.3, top=0.95)
     runs = book.runs[book.runs["current"]]
     for assignment in book.assignments:
         times = runs.loc[runs["assignment"] == assignment.id, "when"].sort_values()
@@ -89,6 +92,7 @@ def leaderboard_scatter(book: Gradebook, assignment: Assignment) -> Plot | None:
     board = leaderboard(book, assignment)
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    fig.subplots_adjust(left=0.13, right=0.97, bottom=0.12, top=0.93)
     others, front = board[~board["on_front"]], board[board["on_front"]].sort_values("x")
     ax.scatter(others["x"], others["y"], s=14, color="#999999", label="teams")
     ax.plot(front["x"], front["y"], "o-", color="#c44e52", markersize=5, label="Pareto front")

@@ -189,16 +189,20 @@ class Store:
         columns = ", ".join(RUN_COLUMNS + (("metrics_json",) if with_metrics else ()))
         return pd.read_sql_query(f"SELECT {columns} FROM runs ORDER BY id", self.conn)
 
+    def metrics(self, run_ids: Iterable[int]) -> dict[int, str]:
+        """The flat figures (JSON text) of these runs: only what leaderboards need, not every run's."""
+        return dict(self._by_id("metrics_json", run_ids))
+
     def results(self, run_ids: Iterable[int]) -> dict[int, Result]:
         """The stored results of these runs, parsed again with the schema."""
-        wanted = list(run_ids)
-        found: dict[int, Result] = {}
+        return {run_id: Result.model_validate_json(text) for run_id, text in self._by_id("result_json", run_ids)}
+
+    def _by_id(self, column: str, run_ids: Iterable[int]) -> Iterable[tuple[int, str]]:
+        wanted = [int(i) for i in run_ids]
         for start in range(0, len(wanted), 500):
             chunk = wanted[start:start + 500]
             marks = ", ".join("?" * len(chunk))
-            for row in self.conn.execute(f"SELECT id, result_json FROM runs WHERE id IN ({marks})", chunk):
-                found[row["id"]] = Result.model_validate_json(row["result_json"])
-        return found
+            yield from self.conn.execute(f"SELECT id, {column} FROM runs WHERE id IN ({marks})", chunk)
 
     # overrides and extensions ----------------------------------------------------------------
 

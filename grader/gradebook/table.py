@@ -45,10 +45,12 @@ class Gradebook:
         return [a.id for a in self.assignments]
 
 
-def pr_url(repository: object, pr_number: object, web_url: str) -> str | None:
-    if isinstance(repository, str) and pd.notna(pr_number):
-        return f"{web_url.rstrip('/')}/{repository}/pull/{int(pr_number)}"
-    return None
+def pr_urls(runs: pd.DataFrame, web_url: str) -> pd.Series:
+    """The PR page of each run (None where the repository or PR is unknown), built column-wise."""
+    known = runs["repository"].notna() & runs["pr_number"].notna()
+    numbers = runs["pr_number"].where(known, 0).astype("int64").astype(str)
+    urls = web_url.rstrip("/") + "/" + runs["repository"].where(known, "").astype(str) + "/pull/" + numbers
+    return urls.astype(object).where(known, None)
 
 
 def build_gradebook(runs: pd.DataFrame, assignments: list[Assignment], roster: Roster,
@@ -98,7 +100,7 @@ def prepare_runs(runs: pd.DataFrame, known: dict[str, Assignment], extensions: p
         runs.loc[group.index, "final"] = late.final
     runs["days_late"] = runs["days_late"].astype(int)
     runs["countable"] = runs["current"] & (runs["status"] != "error") & ~runs["past_cutoff"].astype(bool)
-    runs["pr_url"] = [pr_url(r, n, web_url) for r, n in zip(runs["repository"], runs["pr_number"])]
+    runs["pr_url"] = pr_urls(runs, web_url)
     runs["counted"] = False
     return runs.sort_values(["team", "assignment", "when", "id"], kind="stable")
 
@@ -136,11 +138,9 @@ def grade_teams(runs: pd.DataFrame, known: dict[str, Assignment], overrides: pd.
     counted = pick_counted(runs, known)
     runs.loc[counted.tolist(), "counted"] = True
     chosen = runs.loc[counted.tolist()]
-    current = runs[runs["current"]]
+    current = runs[runs["current"]].assign(error=lambda f: f["status"] == "error")
     per_team = current.groupby(["team", "assignment"]).agg(
-        runs=("id", "size"),
-        error_runs=("status", lambda s: int((s == "error").sum())),
-        late_runs_ignored=("past_cutoff", "sum"),
+        runs=("id", "size"), error_runs=("error", "sum"), late_runs_ignored=("past_cutoff", "sum"),
     ).reset_index()
     grades = per_team.merge(
         chosen[["team", "assignment", "id", "status", "score", "days_late", "points_lost", "final", "when",
