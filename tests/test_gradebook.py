@@ -252,6 +252,10 @@ def test_leaderboard_uses_each_teams_counted_run(tmp_path: Path) -> None:
     board = leaderboard(book, hw2()).set_index("team")
     assert board.loc["team-alpha", "x"] == 2.0  # its counted (best) run, not its fastest
     assert board["on_front"].to_dict() == {"team-alpha": True, "team-beta": True, "team-gamma": False}
+    write_csv(book, tmp_path / "grades.csv")
+    published = list(csv.DictReader((tmp_path / f"leaderboard-{HW2}.csv").open()))
+    assert [r["team"] for r in published] == ["team-alpha", "team-beta", "team-gamma"]  # best accuracy first
+    assert published[1]["candidate_vs_baseline.speedup_b64"] == "3.0" and published[2]["on_front"] == "False"
 
 
 def test_gradescope_results_json(tmp_path: Path) -> None:

@@ -50,10 +50,20 @@ def lms_frame(book: Gradebook) -> pd.DataFrame:
     return pd.concat([book.students, flags], axis=1)
 
 
+def leaderboard_frame(book: Gradebook, assignment) -> pd.DataFrame:
+    """A leaderboard with its figures named by their metric, ready to publish."""
+    spec = assignment.leaderboard
+    return leaderboard(book, assignment).rename(columns={"x": spec.x.metric, "y": spec.y.metric})
+
+
 def write_csv(book: Gradebook, path: Path) -> Path:
-    """The LMS table; every run goes next to it as ``runs.csv`` (for pivoting, not for the LMS)."""
+    """The LMS table; next to it every run (``runs.csv``, for pivoting) and each leaderboard."""
     spreadsheet_safe(lms_frame(book)).to_csv(path, index=False, float_format="%g")
     spreadsheet_safe(book.runs[RUN_EXPORT_COLUMNS]).to_csv(path.with_name("runs.csv"), index=False, float_format="%g")
+    for assignment in book.assignments:
+        if assignment.leaderboard is not None:
+            spreadsheet_safe(leaderboard_frame(book, assignment)).to_csv(
+                path.with_name(f"leaderboard-{assignment.id}.csv"), index=False)
     return path
 
 
@@ -87,9 +97,8 @@ def write_excel(book: Gradebook, path: Path) -> Path:
         spreadsheet_safe(book.grades).to_excel(writer, sheet_name="teams", index=False)
         for assignment in book.assignments:
             if assignment.leaderboard is not None:
-                board = leaderboard(book, assignment).rename(
-                    columns={"x": assignment.leaderboard.x.metric, "y": assignment.leaderboard.y.metric})
-                spreadsheet_safe(board).to_excel(writer, sheet_name=f"lb {assignment.id}"[:31], index=False)
+                spreadsheet_safe(leaderboard_frame(book, assignment)).to_excel(
+                    writer, sheet_name=f"lb {assignment.id}"[:31], index=False)
     return path
 
 

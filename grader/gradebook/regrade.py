@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import json
+import multiprocessing
 import os
 import subprocess
 import tarfile
@@ -132,7 +133,9 @@ def run_tasks(tasks: list[Task], repo: Path, assignments: Path | None, workers: 
     outcomes: list[Outcome] = []
     if not tasks:
         return outcomes
-    with ProcessPoolExecutor(max_workers=min(workers, len(tasks))) as pool:
+    # spawn, not fork: the parent runs rich's refresh thread, and forking a threaded process can deadlock
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=context) as pool:
         futures = [pool.submit(regrade_one, task, repo, assignments) for task in tasks]
         for future in as_completed(futures):
             outcome = future.result()
