@@ -91,13 +91,13 @@ def test_collects_result_json_from_artifacts(github: FakeGitHub) -> None:
     repo = github.repo(*REPO.split("/"))
     results = [make_result(f"team-{c}", pr=i + 1) for i, c in enumerate("abc")]
     for result in results:
-        github.add_artifact(repo, "grader-result", {"out/result.json": result.to_json().encode(), "report.md": b"x"},
+        github.add_artifact(repo, "result", {"out/result.json": result.to_json().encode(), "report.md": b"x"},
                             result.context.head_sha)
-    github.add_artifact(repo, "grader-result", {"result.json": results[0].to_json().encode()},
+    github.add_artifact(repo, "result", {"result.json": results[0].to_json().encode()},
                         results[0].context.head_sha, expired=True)
     github.add_artifact(repo, "coverage", {"result.json": b"{}"}, "0" * 40)  # another artifact name
-    github.add_artifact(repo, "grader-result", {"result.json": results[1].to_json().encode()}, "f" * 40)  # wrong run
-    github.add_artifact(repo, "grader-result", {"notes.txt": b"hello"}, "e" * 40)
+    github.add_artifact(repo, "result", {"result.json": results[1].to_json().encode()}, "f" * 40)  # wrong run
+    github.add_artifact(repo, "result", {"notes.txt": b"hello"}, "e" * 40)
     batch = from_artifacts(source(github))
     assert sorted(r.submission.team for r, _ in batch.results) == ["team-a", "team-b", "team-c"]
     assert [r.reason for r in batch.rejected] == [
@@ -109,7 +109,7 @@ def test_comments_and_artifacts_of_one_run_store_one_row(github: FakeGitHub, tmp
     repo = github.repo(*REPO.split("/"))
     result = make_result("team-a", pr=1)
     github.add_comment(repo, 1, BOT, comment_for(result))
-    github.add_artifact(repo, "grader-result", {"result.json": result.to_json().encode()}, result.context.head_sha)
+    github.add_artifact(repo, "result", {"result.json": result.to_json().encode()}, result.context.head_sha)
     batch = collect(source(github))
     assert len(batch.results) == 2
     with Store(tmp_path / "g.sqlite") as store:

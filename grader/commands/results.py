@@ -27,8 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                              "artifacts (token from GITHUB_TOKEN or GH_TOKEN)")
     col.add_argument("--repo", required=True, help="OWNER/NAME of the course repository")
     col.add_argument("--from", dest="kinds", choices=["comments", "artifacts", "both"], default="both")
-    col.add_argument("--bot", default=None, help="login whose comments are trusted (default github-actions[bot])")
-    col.add_argument("--artifact-name", default=None, help="name of the result artifact (default grader-result)")
+    col.add_argument("--bot", default=os.environ.get("GRADER_BOT_LOGIN"),
+                     help="login whose comments are trusted (default $GRADER_BOT_LOGIN or github-actions[bot])")
+    col.add_argument("--artifact-name", default=None, help="name of the result artifact (default: result)")
     col.add_argument("--api-url", default=os.environ.get("GITHUB_API_URL", "https://api.github.com"))
     add_store_option(col)
     col.set_defaults(handler=run_collect)

@@ -24,7 +24,7 @@ from grader.report import machine
 from grader.result import Result
 
 DEFAULT_BOT = "github-actions[bot]"
-DEFAULT_ARTIFACT = "grader-result"
+DEFAULT_ARTIFACT = "result"  # the name the grading workflow (.github/workflows/grade.yml) uploads
 MAX_ARTIFACT_BYTES = 16 * 1024 * 1024
 MAX_RESULT_BYTES = 8 * 1024 * 1024
 ISSUE_NUMBER = re.compile(r"/issues/(\d+)$")
