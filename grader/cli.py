@@ -14,6 +14,9 @@ COMMAND_MODULES = [
     "grader.commands.check",
     "grader.commands.info",
     "grader.commands.ci",
+    "grader.commands.results",
+    "grader.commands.gradebook",
+    "grader.commands.regrade",
 ]
 
 

@@ -4,3 +4,4 @@ GRADED = 0  # graded, whatever the score
 USAGE = 2  # wrong command line (argparse also uses 2)
 REJECTED = 3  # the student's files cannot be graded; result.json and the report say what to fix
 INTERNAL = 4  # the grader's own fault: not charged to the student
+UNAVAILABLE = 5  # an outside service (the GitHub API) failed or refused; nothing was changed

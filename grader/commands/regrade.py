@@ -1,0 +1,116 @@
+"""``grader regrade``: grade stored submissions again at their graded SHA with today's config."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from grader import exitcodes
+from grader.commands.common import STAFF_EXIT_CODES, UsageError, add_policy_options, existing_store, sources, staff_command
+
+EPILOG = """Without --yes it prints what would change (old score -> new score) and asks before storing;
+without a terminal it stores nothing unless --yes is given. A regrade that ends in an internal
+error is never stored. For a runner pool: --tasks FILE --shards N writes a workflow_dispatch matrix
+and the work; each runner then runs  grader regrade --run-tasks FILE --shard K --out DIR  and the
+result.json files it writes are stored with  grader results import DIR.
+
+""" + STAFF_EXIT_CODES
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    regrade = sub.add_parser("regrade", help="re-run the checker on stored submissions at their graded SHA",
+                             epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_policy_options(regrade)
+    regrade.add_argument("--assignment")
+    regrade.add_argument("--team")
+    regrade.add_argument("--repo-dir", type=Path, default=Path("."), help="git clone of the course repository")
+    regrade.add_argument("--jobs", type=int, help="parallel gradings (default: one per CPU core)")
+    regrade.add_argument("--yes", action="store_true", help="store the new gradings without asking")
+    regrade.add_argument("--dry-run", action="store_true", help="show the changes, store nothing")
+    regrade.add_argument("--tasks", type=Path, help="write the work as a job matrix to this file instead")
+    regrade.add_argument("--shards", type=int, default=20, help="matrix jobs for --tasks (at most 256)")
+    regrade.add_argument("--run-tasks", type=Path, help="on a runner: grade one shard of a --tasks file")
+    regrade.add_argument("--shard", type=int, default=0)
+    regrade.add_argument("--out", type=Path, help="with --run-tasks: folder for the result.json files")
+    regrade.set_defaults(handler=run)
+
+
+@staff_command
+def run(args: argparse.Namespace) -> int:
+    from grader.gradebook import regrade
+
+    if args.jobs is not None and args.jobs < 1:
+        raise UsageError("--jobs must be at least 1")
+    if not (args.repo_dir / ".git").exists():
+        raise UsageError(f"{args.repo_dir} is not a git clone of the course repository (see --repo-dir)")
+    if args.run_tasks:
+        return _run_shard(args)
+    from grader.gradebook.load import open_gradebook
+
+    with existing_store(args) as store:
+        book = open_gradebook(sources(args), store, with_metrics=False)
+    tasks, skipped = regrade.select_tasks(book.runs, args.assignment, args.team)
+    for reason in skipped:
+        print(f"skipped {reason}", file=sys.stderr)
+    if args.tasks:
+        data = regrade.tasks_file(tasks, args.shards, args.tasks)
+        print(f"wrote {len(tasks)} task(s) in {len(data['matrix']['shard'])} shard(s) to {args.tasks}")
+        return exitcodes.GRADED
+    if not tasks:
+        print("nothing to regrade")
+        return exitcodes.GRADED
+    outcomes = _grade_with_progress(tasks, args)
+    from grader.gradebook.console import print_regrade_changes
+
+    print_regrade_changes(outcomes)
+    new = regrade.storable(outcomes)
+    if not new or args.dry_run or not _confirmed(args, len(new)):
+        print("nothing stored")
+        return exitcodes.GRADED
+    from grader.gradebook.store import Store
+
+    with Store(sources(args).db) as store:
+        report = store.add_runs((r, "regrade") for r in new)
+    print(f"stored {report.added} new grading(s); they replace the earlier gradings of the same commits")
+    return exitcodes.GRADED
+
+
+def _grade_with_progress(tasks, args: argparse.Namespace):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from grader.gradebook import regrade
+
+    workers = args.jobs or regrade.default_workers()
+    columns = (TextColumn("regrading"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, transient=False) as progress:
+        bar = progress.add_task("regrade", total=len(tasks))
+        return regrade.run_tasks(tasks, args.repo_dir.resolve(), args.assignments, workers,
+                                 lambda _: progress.advance(bar))
+
+
+def _confirmed(args: argparse.Namespace, count: int) -> bool:
+    if args.yes:
+        return True
+    if not sys.stdin.isatty():
+        print("not a terminal: rerun with --yes to store these gradings", file=sys.stderr)
+        return False
+    return input(f"store {count} new grading(s)? [y/N] ").strip().lower() in ("y", "yes")
+
+
+def _run_shard(args: argparse.Namespace) -> int:
+    from grader.gradebook import regrade
+
+    if not args.out:
+        raise UsageError("--run-tasks needs --out (a folder for the result.json files)")
+    try:
+        tasks = regrade.shard_tasks(args.run_tasks, args.shard)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UsageError(f"cannot read {args.run_tasks}: {exc}") from None
+    outcomes = _grade_with_progress(tasks, args)
+    from grader.gradebook.console import print_regrade_changes
+
+    print_regrade_changes(outcomes)
+    written = regrade.write_outcomes(outcomes, args.out)
+    print(f"wrote {len(written)} result.json file(s) to {args.out}")
+    return exitcodes.GRADED

@@ -1,0 +1,35 @@
+"""Open everything a gradebook needs: the store, the policy files (assignments, roster), the table."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from grader.assignment import Assignment, list_assignment_ids, load_assignment
+from grader.gradebook.store import Store
+from grader.gradebook.table import Gradebook, build_gradebook
+from grader.roster import Roster, default_roster_path, load_roster
+
+
+@dataclass
+class Sources:
+    db: Path
+    assignments: Path | None = None  # None: $GRADER_ASSIGNMENTS or the repository's assignments/
+    roster: Path | None = None
+    web_url: str = "https://github.com"
+
+
+def load_assignments(root: Path | None) -> list[Assignment]:
+    return [load_assignment(i, root) for i in list_assignment_ids(root)]
+
+
+def open_gradebook(sources: Sources, store: Store, with_metrics: bool = True) -> Gradebook:
+    """The gradebook; ``with_metrics`` adds the figures of the counted runs (leaderboards, Gradescope)."""
+    roster: Roster = load_roster(sources.roster or default_roster_path())
+    book = build_gradebook(store.runs_frame(), load_assignments(sources.assignments), roster,
+                           store.overrides_frame(), store.extensions_frame(), web_url=sources.web_url)
+    if with_metrics:
+        counted = book.runs.index[book.runs["counted"]]
+        figures = store.metrics(book.runs.loc[counted, "id"])
+        book.runs["metrics_json"] = book.runs["id"].map(figures).fillna("{}")
+    return book

@@ -1,0 +1,178 @@
+"""``grader regrade``: grade stored submissions again, at their graded commit, with today's config.
+
+Each submission is taken from git at the SHA it was graded at (``git archive``), never from the
+working tree, and graded with the same pipeline as ``grader check``, keeping its PR, SHA and
+GitHub event time, so lateness is unchanged and the new grading replaces the old one in the
+gradebook (same commit graded again). Gradings run in a process pool; a regrade that ends in
+``status: error`` (the grader's own fault) is reported and never stored, so it cannot take a
+grade away. For a class too large for one machine, ``tasks_file`` writes the work as shards for a
+``workflow_dispatch`` matrix, and ``run_shard`` grades one shard on a runner without the store.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import multiprocessing
+import os
+import subprocess
+import tarfile
+import tempfile
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+import pandas as pd
+
+from grader.result import Result, RunContext
+
+SUBMISSIONS = "submissions"
+
+
+@dataclass(frozen=True)
+class Task:
+    """One stored grading to redo; everything a runner needs, nothing from the store."""
+
+    run_id: int
+    team: str
+    assignment: str
+    head_sha: str
+    repository: str | None
+    pr_number: int | None
+    event_time: str | None
+    old_status: str
+    old_score: float
+
+    def context(self) -> RunContext:
+        return RunContext(repository=self.repository, pr_number=self.pr_number, head_sha=self.head_sha,
+                          event_time=self.event_time)
+
+
+@dataclass
+class Outcome:
+    task: Task
+    result_json: str | None  # None when the submission could not be checked out
+    problem: str = ""
+
+    @property
+    def result(self) -> Result | None:
+        return Result.model_validate_json(self.result_json) if self.result_json else None
+
+
+def select_tasks(runs: pd.DataFrame, assignment: str | None = None, team: str | None = None) -> tuple[list[Task], list[str]]:
+    """The current gradings to redo (from ``Gradebook.runs``), and why others cannot be."""
+    chosen = runs[runs["current"]]
+    if assignment:
+        chosen = chosen[chosen["assignment"] == assignment]
+    if team:
+        chosen = chosen[chosen["team"] == team]
+    tasks, skipped = [], []
+    for row in chosen.itertuples(index=False):
+        if not isinstance(row.head_sha, str):
+            skipped.append(f"run {row.id} ({row.team}, {row.assignment}): no commit SHA recorded")
+            continue
+        tasks.append(Task(run_id=int(row.id), team=row.team, assignment=row.assignment, head_sha=row.head_sha,
+                          repository=row.repository if isinstance(row.repository, str) else None,
+                          pr_number=int(row.pr_number) if pd.notna(row.pr_number) else None,
+                          event_time=row.event_time if isinstance(row.event_time, str) else None,
+                          old_status=row.status, old_score=float(row.score)))
+    return tasks, skipped
+
+
+def _git(repo: Path, *args: str, data: bool = False) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, timeout=300, text=not data)
+
+
+def ensure_commit(repo: Path, task: Task) -> None:
+    """Make the commit available locally: a PR head from a fork is fetched by its PR ref."""
+    if _git(repo, "cat-file", "-e", f"{task.head_sha}^{{commit}}").returncode == 0:
+        return
+    refs = ([f"pull/{task.pr_number}/head"] if task.pr_number else []) + [task.head_sha]
+    for ref in refs:
+        _git(repo, "fetch", "--quiet", "origin", ref)
+        if _git(repo, "cat-file", "-e", f"{task.head_sha}^{{commit}}").returncode == 0:
+            return
+    raise LookupError(f"commit {task.head_sha} is not in {repo} and could not be fetched from origin")
+
+
+def checkout_submission(repo: Path, task: Task, dest: Path) -> Path:
+    """Extract ``submissions/<team>/<assignment>`` as it was at the graded commit into ``dest``."""
+    ensure_commit(repo, task)
+    inner = f"{SUBMISSIONS}/{task.team}/{task.assignment}"
+    archived = _git(repo, "archive", "--format=tar", task.head_sha, "--", inner, data=True)
+    if archived.returncode != 0:
+        raise LookupError(f"{inner} does not exist at commit {task.head_sha[:12]}")
+    with tarfile.open(fileobj=io.BytesIO(archived.stdout)) as archive:
+        archive.extractall(dest, filter="data")  # refuses links out of dest, absolute paths, devices
+    return dest / inner
+
+
+def regrade_one(task: Task, repo: Path, assignments: Path | None) -> Outcome:
+    """Check the submission out into a temporary folder and grade it there (runs in a worker process)."""
+    from grader.grading import grade
+
+    with tempfile.TemporaryDirectory(prefix="grader-regrade-") as work:
+        try:
+            folder = checkout_submission(repo, task, Path(work))
+        except (LookupError, tarfile.TarError, OSError, subprocess.SubprocessError) as exc:
+            return Outcome(task, None, str(exc))
+        result = grade(folder, assignments, task.context()).result
+    moved = result.submission.model_copy(update={"path": f"{SUBMISSIONS}/{task.team}/{task.assignment}"})
+    return Outcome(task, result.model_copy(update={"submission": moved}).to_json())
+
+
+def default_workers() -> int:
+    """One grading per core: each grading times its models on one thread (assignment ``threads``)."""
+    return max(1, os.cpu_count() or 1)
+
+
+def run_tasks(tasks: list[Task], repo: Path, assignments: Path | None, workers: int,
+              advance: Callable[[Outcome], None] = lambda _: None) -> list[Outcome]:
+    """Grade every task in a process pool; ``advance`` is called as each one finishes."""
+    outcomes: list[Outcome] = []
+    if not tasks:
+        return outcomes
+    # spawn, not fork: the parent runs rich's refresh thread, and forking a threaded process can deadlock
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=context) as pool:
+        futures = [pool.submit(regrade_one, task, repo, assignments) for task in tasks]
+        for future in as_completed(futures):
+            outcome = future.result()
+            outcomes.append(outcome)
+            advance(outcome)
+    return sorted(outcomes, key=lambda o: o.task.run_id)
+
+
+def storable(outcomes: Iterable[Outcome]) -> list[Result]:
+    """New gradings worth storing: never an error (which would replace a real grade)."""
+    return [o.result for o in outcomes if o.result_json and o.result.status != "error"]
+
+
+# sharding for a runner pool ------------------------------------------------------------------
+
+def tasks_file(tasks: list[Task], shards: int, path: Path) -> dict:
+    """Write ``{"matrix": {"shard": [...]}, "tasks": [...]}``: the matrix for ``strategy.matrix``
+    and the work, each task tagged with its shard (round-robin, so shards stay even)."""
+    shards = max(1, min(shards, len(tasks) or 1, 256))  # GitHub allows 256 jobs per matrix
+    data = {"matrix": {"shard": list(range(shards))},
+            "tasks": [{**asdict(task), "shard": i % shards} for i, task in enumerate(tasks)]}
+    path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+    return data
+
+
+def shard_tasks(path: Path, shard: int) -> list[Task]:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return [Task(**{k: v for k, v in t.items() if k != "shard"}) for t in data["tasks"] if t["shard"] == shard]
+
+
+def write_outcomes(outcomes: list[Outcome], out_dir: Path) -> list[Path]:
+    """``<out>/<run_id>/result.json`` per storable regrade, for ``grader results import``."""
+    written = []
+    for outcome in outcomes:
+        if outcome.result_json and outcome.result.status != "error":
+            path = out_dir / str(outcome.task.run_id) / "result.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(outcome.result_json, encoding="utf-8")
+            written.append(path)
+    return written

@@ -1,0 +1,162 @@
+"""``grader results collect`` against a fake GitHub API on 127.0.0.1 (real HTTP, real PyGithub)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from grader.gradebook.collect import Source, collect, from_artifacts, from_comments
+from grader.gradebook.store import Store
+from grader.report.render import render_markdown
+from tests.fake_github_collect import FakeGitHub
+from tests.results_builders import REPO, make_result
+
+ROOT = Path(__file__).resolve().parent.parent
+BOT = "github-actions[bot]"
+TOKEN = "ghs_test_token_123"
+
+
+@pytest.fixture
+def github():
+    with FakeGitHub(token=TOKEN, page_size=2) as fake:
+        yield fake
+
+
+def source(github: FakeGitHub, **overrides) -> Source:
+    return Source(**({"repository": REPO, "token": TOKEN, "api_url": github.url} | overrides))
+
+
+def comment_for(result) -> str:
+    return render_markdown(result)
+
+
+def test_collects_the_bots_comments_across_pages(github: FakeGitHub) -> None:
+    repo = github.repo(*REPO.split("/"))
+    teams = ["team-a", "team-b", "team-c", "team-d", "team-e"]
+    for number, team in enumerate(teams, start=1):
+        github.add_comment(repo, number, BOT, comment_for(make_result(team, score=50 + number, pr=number)))
+    batch = from_comments(source(github))
+    assert sorted(r.submission.team for r, _ in batch.results) == teams
+    assert not batch.rejected
+    assert any("page=3" in path for path, _ in github.requests)  # five comments, two per page
+    assert all(auth == f"token {TOKEN}" for path, auth in github.requests)
+    result, where = batch.results[0]
+    assert where.startswith("comment:https://github.com/") and result.context.repository == REPO
+
+
+def test_only_the_bots_comments_are_trusted(github: FakeGitHub) -> None:
+    repo = github.repo(*REPO.split("/"))
+    forged = make_result("team-a", score=100, pr=3)
+    github.add_comment(repo, 3, "team-a-student", comment_for(forged), user_type="User")  # a pasted block
+    github.add_comment(repo, 3, "github-actions", comment_for(forged), user_type="User")  # a look-alike login
+    github.add_comment(repo, 3, BOT, "Thanks for the PR! (no block here)")
+    assert from_comments(source(github)).results == []
+    assert len(from_comments(source(github, bot="team-a-student")).results) == 1  # the filter is the only gate
+
+
+def test_hostile_blocks_from_the_bot_are_rejected_not_stored(github: FakeGitHub) -> None:
+    repo = github.repo(*REPO.split("/"))
+    wrong_pr = make_result("team-a", pr=9)
+    github.add_comment(repo, 4, BOT, comment_for(wrong_pr))  # names PR 9, posted on PR 4
+    other_repo = make_result("team-b", pr=5)
+    other_repo.context.repository = "someone/else"
+    github.add_comment(repo, 5, BOT, comment_for(other_repo))
+    too_good = make_result("team-c", pr=6)
+    too_good.score = 1000
+    github.add_comment(repo, 6, BOT, comment_for(too_good))
+    github.add_comment(repo, 7, BOT, "<!-- compression-grader:result:v1 AAAA -->")  # not gzip: silently not a block
+    batch = from_comments(source(github))
+    assert batch.results == []
+    reasons = " | ".join(r.reason for r in batch.rejected)
+    assert "names PR #9 but was posted on #4" in reasons
+    assert "someone/else" in reasons and "outside 0..100" in reasons
+
+
+def test_comment_without_pr_context_gets_it_from_the_comment(github: FakeGitHub) -> None:
+    repo = github.repo(*REPO.split("/"))
+    result = make_result("team-a", pr=None)
+    result.context.repository = None
+    github.add_comment(repo, 12, BOT, comment_for(result))
+    (found, _), = from_comments(source(github)).results
+    assert (found.context.repository, found.context.pr_number) == (REPO, 12)
+
+
+def test_collects_result_json_from_artifacts(github: FakeGitHub) -> None:
+    repo = github.repo(*REPO.split("/"))
+    results = [make_result(f"team-{c}", pr=i + 1) for i, c in enumerate("abc")]
+    for result in results:
+        github.add_artifact(repo, "result", {"out/result.json": result.to_json().encode(), "report.md": b"x"},
+                            result.context.head_sha)
+    github.add_artifact(repo, "result", {"result.json": results[0].to_json().encode()},
+                        results[0].context.head_sha, expired=True)
+    github.add_artifact(repo, "coverage", {"result.json": b"{}"}, "0" * 40)  # another artifact name
+    github.add_artifact(repo, "result", {"result.json": results[1].to_json().encode()}, "f" * 40)  # wrong run
+    github.add_artifact(repo, "result", {"notes.txt": b"hello"}, "e" * 40)
+    batch = from_artifacts(source(github))
+    assert sorted(r.submission.team for r, _ in batch.results) == ["team-a", "team-b", "team-c"]
+    assert [r.reason for r in batch.rejected] == [
+        "result.json names another commit than the workflow run that uploaded it", "artifact holds no result.json"]
+    assert any(path.startswith("/_blobs/") for path, _ in github.requests)  # followed the redirect
+
+
+def test_comments_and_artifacts_of_one_run_store_one_row(github: FakeGitHub, tmp_path: Path) -> None:
+    repo = github.repo(*REPO.split("/"))
+    result = make_result("team-a", pr=1)
+    github.add_comment(repo, 1, BOT, comment_for(result))
+    github.add_artifact(repo, "result", {"result.json": result.to_json().encode()}, result.context.head_sha)
+    batch = collect(source(github))
+    assert len(batch.results) == 2
+    with Store(tmp_path / "g.sqlite") as store:
+        report = store.add_runs(batch.results)
+        assert (report.added, report.duplicates) == (1, 1)
+
+
+def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if k not in ("GITHUB_TOKEN", "GH_TOKEN")}
+    return subprocess.run([sys.executable, "-m", "grader.cli", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120, env=clean | env)
+
+
+def test_cli_collect_end_to_end(github: FakeGitHub, tmp_path: Path) -> None:
+    repo = github.repo(*REPO.split("/"))
+    github.add_comment(repo, 1, BOT, comment_for(make_result("team-a", pr=1)))
+    bad = make_result("team-b", pr=2)
+    bad.score = 500
+    github.add_comment(repo, 2, BOT, comment_for(bad))
+    db = tmp_path / "g.sqlite"
+    args = ("results", "collect", "--repo", REPO, "--api-url", github.url, "--from", "comments", "--db", str(db))
+    done = run_cli(*args, env={"GITHUB_TOKEN": TOKEN})
+    assert done.returncode == 3, done.stderr  # one rejected
+    assert "stored 1 new run(s)" in done.stdout and "outside 0..100" in done.stderr
+    assert TOKEN not in done.stdout + done.stderr
+    again = run_cli(*args, env={"GITHUB_TOKEN": TOKEN})
+    assert "stored 0 new run(s); 1 already stored" in again.stdout
+    with Store(db) as store:
+        assert store.runs_frame()["team"].tolist() == ["team-a"]
+
+
+def test_cli_collect_with_a_bad_token_says_so(github: FakeGitHub, tmp_path: Path) -> None:
+    github.repo(*REPO.split("/"))
+    done = run_cli("results", "collect", "--repo", REPO, "--api-url", github.url, "--db", str(tmp_path / "g.sqlite"),
+                   env={"GITHUB_TOKEN": "wrong"})
+    assert done.returncode == 5 and "401" in done.stderr and "Traceback" not in done.stderr
+    unknown = run_cli("results", "collect", "--repo", "nobody/nothing", "--api-url", github.url,
+                      "--db", str(tmp_path / "g.sqlite"), env={"GITHUB_TOKEN": TOKEN})
+    assert unknown.returncode == 5 and "404" in unknown.stderr
+    usage = run_cli("results", "collect", "--repo", "not a repo", env={})
+    assert usage.returncode == 2 and "OWNER/NAME" in usage.stderr
+
+
+def test_event_times_survive_the_round_trip(github: FakeGitHub) -> None:
+    repo = github.repo(*REPO.split("/"))
+    event = datetime(2026, 12, 11, 22, 58, 59, tzinfo=timezone.utc)
+    github.add_comment(repo, 1, BOT, comment_for(make_result("team-a", pr=1, event_time=event)))
+    (found, _), = from_comments(source(github)).results
+    assert found.context.event_time == event
+    assert json.loads(found.to_json())["context"]["event_time"].startswith("2026-12-11T22:58:59")
