@@ -279,3 +279,16 @@ def test_a_rejected_submission_is_reported_with_what_to_fix(course: Course) -> N
     assert "### What to fix" in comment["body"] and "List your models." in comment["body"]
     [status] = course.repo.statuses[pull.head_sha]
     assert status["state"] == "failure" and "what to fix" in status["description"]
+
+
+def test_publish_restamps_the_event_time_from_its_own_event(course: Course) -> None:
+    """A result claiming an earlier event time (to dodge a deadline) is published with the event's time."""
+    pull = course.fake.open_pull(course.repo, "octocat", {f"{FOLDER}/submission.yaml": b"schema: 1\n"})
+    context = RunContext(repository=REPO, pr_number=pull.number, head_sha=pull.head_sha, run_id=RUN_ID,
+                         event_time="2020-01-01T00:00:00Z")
+    artifact = course.artifact(pull, graded_result(context).to_json())
+    done = course.ci("publish", pull, "--artifact", str(artifact), "--grade-outcome", "success")
+    assert done.returncode == 0, done.stderr
+    block = machine.decode(course.bot_comments(pull)[0]["body"])
+    assert block["status"] == "graded"
+    assert RunContext.model_validate(block["context"]).event_time == pull.updated_at

@@ -91,6 +91,9 @@ def publish(gh: Github, publisher: Publisher, event: PullRequestEvent, run: RunI
                         run_id=run.run_id, team=decision.team, assignment=decision.assignment)
     try:
         result = load_result_artifact(artifact, expected, assignment)
+        # The context is restamped from this run's own event: the event time decides lateness,
+        # and only this privileged job's copy of it is trusted.
+        result = result.model_copy(update={"context": run_context(event, run)})
         detail = ""
     except ArtifactRejected as exc:
         result = unavailable_result(event, run, expected, assignment, exc.reason, grade_outcome)
