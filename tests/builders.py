@@ -232,3 +232,14 @@ def memory_hog_model(path: Path, elements: int = 3 * 2**30) -> Path:
     ]
     onnx.save(_digits_graph(nodes, inits, "hog"), str(path))
     return path
+
+
+def export_fixed_batch(model: nn.Module, path: Path, batch: int = 1, opset: int = 17) -> Path:
+    """An export without a dynamic batch axis (the classic hw6 mistake), or at an older opset."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(model.eval(), (torch.zeros(batch, 1, 8, 8),), str(path), input_names=["input"],
+                          output_names=["logits"], opset_version=opset, dynamo=False)
+    return path
