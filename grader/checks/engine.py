@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -64,10 +65,12 @@ def load_checker(assignment: Assignment, folder: Path) -> None:
     if not assignment.checker:
         return
     path = folder / assignment.checker
-    spec = importlib.util.spec_from_file_location(f"grader_assignment_{assignment.id.replace('-', '_')}", path)
+    name = f"grader_assignment_{assignment.id.replace('-', '_')}"
+    spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise ConfigError(f"cannot import checker {path}")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses and pickling look their module up by name
     spec.loader.exec_module(module)
 
 
