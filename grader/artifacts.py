@@ -279,3 +279,34 @@ def _check_size(path: Path, relpath: str, what: str, limit_mb: int) -> None:
             "Compress the model further or ask staff about the limit.",
             kind="size",
         )
+
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def vet_search_log(root: Path, relpath: str, limit_mb: int) -> Artifact:
+    """A search log (hw5): an Optuna SQLite study, or its trial table as CSV or JSON; nothing else.
+
+    Classified by content; its rows are parsed later, inside the sandbox, as hostile data.
+    """
+    what = "search log"
+    path = resolve_inside(root, relpath, what)
+    _check_size(path, relpath, what, limit_mb)
+    with open(path, "rb") as handle:
+        head = handle.read(64)
+    if head.startswith(LFS_PREFIX) or head[:2] in PICKLE_PROTOCOL_BYTES:
+        sniff(path, relpath, what)  # raises the LFS / pickle message
+    if head.startswith(SQLITE_HEADER):
+        fmt = "sqlite"
+    elif head.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] in (b"[", b"{"):
+        fmt = "json"
+    elif path.suffix.lower() == ".csv" and b"\x00" not in head:
+        fmt = "csv"
+    else:
+        raise SubmissionError(
+            f"search log '{relpath}' is neither an SQLite study, a CSV file nor JSON.",
+            "Save the Optuna study with storage='sqlite:///study.db', or export "
+            "study.trials_dataframe() with .to_csv('trials.csv') or .to_json('trials.json', orient='records').",
+            kind="format",
+        )
+    return Artifact("search_log", path, relpath, fmt, path.stat().st_size, sha256_file(path))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -28,6 +28,16 @@ class Strict(BaseModel):
 class ModelSlot(Strict):
     description: str = ""
     required: bool = True
+    formats: list[Literal["onnx", "torchscript", "pt2", "safetensors"]] | None = Field(
+        None, description="formats this role accepts (default: any the grader reads)")
+
+
+class ReferenceModel(Strict):
+    """A trusted course model graded alongside the submission (from ``reference/``, never the PR)."""
+
+    path: str = Field(description="relative to the references folder ($GRADER_REFERENCES or reference/)")
+    architecture: str | None = None
+    description: str = ""
 
 
 class Limits(Strict):
@@ -35,6 +45,7 @@ class Limits(Strict):
     memory_mb: int = 4096
     model_file_mb: int = 512
     inputs_file_mb: int = 256
+    search_log_mb: int = 16
 
 
 class TimingSpec(Strict):
@@ -49,13 +60,53 @@ class TimingSpec(Strict):
 
 
 class Pair(Strict):
+    """Compare ``candidate``'s outputs with ``reference``'s (and time them interleaved).
+
+    ``atol`` / ``rtol`` set the per-output parity tolerance (``np.allclose`` semantics); every
+    pair reports it, checks decide whether it matters.
+    """
+
     reference: str
     candidate: str
+    atol: float = 1e-4
+    rtol: float = 1e-3
+    timed: bool = True
+
+
+class ProbeSpec(Strict):
+    """Run the first ``batch_size`` samples one at a time and as one batch, for these roles."""
+
+    roles: list[str]
+    batch_size: int = Field(8, ge=2, le=256)
+    atol: float = 1e-4
+    rtol: float = 1e-3
+
+
+class HeldoutSpec(Strict):
+    """Accuracy of ``roles`` on the course's labelled data (``inputs`` under the references folder)."""
+
+    inputs: str
+    roles: list[str]
+
+
+class DerivedSpec(Strict):
+    """A model the grader builds on the grading machine from a submitted one (engines do not travel)."""
+
+    role: str
+    source: str
+    runtime: Literal["tensorrt"]
+    claim: str | None = Field(None, description="built only when the submission claims this key as true")
+    max_batch: int = Field(256, ge=1)
+    workspace_mb: int = Field(2048, ge=64)
 
 
 class MeasureSpec(Strict):
     compare: list[Pair] = []
     timing: TimingSpec = TimingSpec()
+    solo: list[str] = Field([], description="roles timed alone at every timing batch size")
+    probe: ProbeSpec | None = None
+    heldout: HeldoutSpec | None = None
+    derived: list[DerivedSpec] = []
     fidelity_batch_size: int = 256
     max_samples: int = 4096
 
@@ -78,6 +129,24 @@ class ServiceSpec(Strict):
     max_requests: int = 2048
 
 
+class ObjectiveSpec(Strict):
+    """How a logged search objective maps to a figure the grader measures."""
+
+    metric: str = Field(description="figure name, e.g. candidate.accuracy")
+    direction: Literal["maximize", "minimize"]
+    tolerance: float = Field(0.0, ge=0, description="absolute agreement allowed between logged and measured")
+    relative_tolerance: float = Field(0.0, ge=0, description="relative agreement allowed (of the measured value)")
+    hardware_dependent: bool = Field(False, description="e.g. latency: logged on the student's machine, "
+                                                        "so shown next to the measured value but not compared")
+
+
+class SearchSpec(Strict):
+    """hw5: the objectives a search log may use, and the claim naming the chosen trial."""
+
+    objectives: dict[str, ObjectiveSpec]
+    trial_claim: str = "trial"
+
+
 class CheckSpec(Strict):
     """One check; ``rule`` names a function in ``grader.checks`` and ``params`` are its knobs."""
 
@@ -87,6 +156,7 @@ class CheckSpec(Strict):
     points: float = 0
     gate: bool = False
     params: dict[str, Any] = {}
+    bonus: bool = Field(False, description="extra credit: earned points add to the score, not to max_score")
     fix: str = Field("", description="how to fix a shortfall, shown to the student")
 
     @field_validator("fix", "title")
@@ -102,7 +172,10 @@ class Assignment(Strict):
     title: str
     summary: str = ""
     models: dict[str, ModelSlot]
+    references: dict[str, ReferenceModel] = {}
     inputs_required: bool = True
+    search_log_required: bool = False
+    search: SearchSpec | None = None
     limits: Limits = Limits()
     measure: MeasureSpec = MeasureSpec()
     checks: list[CheckSpec]
@@ -113,11 +186,20 @@ class Assignment(Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> "Assignment":
-        roles = set(self.models)
-        for pair in self.measure.compare:
-            unknown = {pair.reference, pair.candidate} - roles
-            if unknown:
-                raise ValueError(f"measure.compare names unknown model roles {sorted(unknown)}")
+        clash = set(self.models) & set(self.references)
+        if clash:
+            raise ValueError(f"references reuse model roles {sorted(clash)}")
+        sources = set(self.models) | set(self.references)
+        for spec in self.measure.derived:
+            if spec.source not in self.models or spec.role in sources:
+                raise ValueError(f"measure.derived '{spec.role}' must build a new role from a submitted model")
+        roles = sources | {d.role for d in self.measure.derived}
+        named = [r for pair in self.measure.compare for r in (pair.reference, pair.candidate)]
+        named += self.measure.solo + (self.measure.probe.roles if self.measure.probe else [])
+        named += self.measure.heldout.roles if self.measure.heldout else []
+        unknown = sorted(set(named) - roles)
+        if unknown:
+            raise ValueError(f"measure names unknown model roles {unknown}")
         ids = [c.id for c in self.checks]
         if len(ids) != len(set(ids)):
             raise ValueError("check ids must be unique")
@@ -125,7 +207,12 @@ class Assignment(Strict):
 
     @property
     def max_score(self) -> float:
-        return sum(c.points for c in self.checks)
+        """Points of the regular checks; bonus checks come on top."""
+        return sum(c.points for c in self.checks if not c.bonus)
+
+    @property
+    def bonus_points(self) -> float:
+        return sum(c.points for c in self.checks if c.bonus)
 
 
 def assignments_root() -> Path:
@@ -134,6 +221,14 @@ def assignments_root() -> Path:
     if env:
         return Path(env)
     return Path(__file__).resolve().parent.parent / "assignments"
+
+
+def references_root() -> Path:
+    """Where trusted course models and data live: ``$GRADER_REFERENCES`` or the repository's ``reference/``."""
+    env = os.environ.get("GRADER_REFERENCES")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parent.parent / "reference"
 
 
 def load_assignment(assignment_id: str, root: Path | None = None) -> Assignment:

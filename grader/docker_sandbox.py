@@ -203,7 +203,11 @@ def container_job(job: Job, readonly: list[Path], sandbox: str) -> Job:
     roots = [(Path(p).resolve(), f"{CONTAINER_IN}/{i}") for i, p in enumerate(readonly)]
     models = [m.model_copy(update={"path": to_container(m.path, roots)}) for m in job.models]
     inputs = to_container(job.inputs, roots) if job.inputs else None
-    return job.model_copy(update={"models": models, "inputs": inputs, "sandbox": sandbox,
+    heldout = to_container(job.heldout_inputs, roots) if job.heldout_inputs else None
+    search_log = (job.search_log.model_copy(update={"path": to_container(job.search_log.path, roots)})
+                  if job.search_log else None)
+    return job.model_copy(update={"models": models, "inputs": inputs, "heldout_inputs": heldout,
+                                  "search_log": search_log, "sandbox": sandbox,
                                   "output": f"{CONTAINER_OUT}/{OBSERVATIONS_FILE}"})
 
 

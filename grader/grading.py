@@ -15,12 +15,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from grader import __version__, exitcodes
-from grader.artifacts import Artifact, sha256_file, vet_inputs, vet_model
-from grader.assignment import Assignment, assignments_root, load_assignment
+from grader.artifacts import Artifact, sha256_file, vet_inputs, vet_model, vet_search_log
+from grader.assignment import Assignment, assignments_root, load_assignment, references_root
 from grader.checks import CheckContext, evaluate
-from grader.checks.engine import load_checker, skipped_all
+from grader.checks.engine import load_checker, skipped_all, totals
 from grader.errors import ConfigError, SubmissionError
-from grader.job import Job, ModelJob
+from grader.job import Job, ModelJob, SearchLogJob
 from grader.manifest import MANIFEST_NAME, ManifestError, Submission, load_manifest
 from grader.metrics import figures
 from grader.observations import Environment, Observations
@@ -68,11 +68,70 @@ def vet_submission(folder: Path, submission: Submission, assignment: Assignment)
         )
     limit = assignment.limits.model_file_mb
     artifacts = [vet_model(folder, role, ref.path, ref.architecture, limit) for role, ref in submission.models.items()]
+    for artifact in artifacts:
+        _check_format(artifact, assignment)
     if submission.data.inputs:
         artifacts.append(vet_inputs(folder, submission.data.inputs, assignment.limits.inputs_file_mb))
     elif assignment.inputs_required:
         raise SubmissionError("submission.yaml names no inputs.", "Add data: {inputs: inputs.npz}.", kind="manifest")
+    if submission.data.search_log:
+        artifacts.append(vet_search_log(folder, submission.data.search_log, assignment.limits.search_log_mb))
+    elif assignment.search_log_required:
+        raise SubmissionError("submission.yaml names no search log.",
+                              "Add data: {search_log: study.db} (an Optuna SQLite study) or a CSV / JSON export "
+                              "of study.trials_dataframe(); see the assignment README.", kind="manifest")
     return artifacts
+
+
+FORMAT_NAMES = {"onnx": "ONNX", "torchscript": "TorchScript (torch.jit.save)", "pt2": "a torch.export program (.pt2)",
+                "safetensors": "safetensors"}
+
+
+def _check_format(artifact: Artifact, assignment: Assignment) -> None:
+    allowed = assignment.models[artifact.role].formats
+    if allowed and artifact.format not in allowed:
+        wanted = " or ".join(FORMAT_NAMES[f] for f in allowed)
+        raise SubmissionError(
+            f"model '{artifact.role}' ('{artifact.relpath}') is {FORMAT_NAMES.get(artifact.format, artifact.format)}, "
+            f"but this assignment needs {wanted} for it.",
+            f"Save the '{artifact.role}' model as {wanted}; see the assignment README.",
+            kind="format",
+        )
+
+
+def vet_references(assignment: Assignment) -> list[Artifact]:
+    """The course's own models this assignment grades against: trusted, but still vetted and hashed."""
+    root = references_root()
+    artifacts = []
+    for role, ref in assignment.references.items():
+        try:
+            artifacts.append(vet_model(root, role, ref.path, ref.architecture, assignment.limits.model_file_mb))
+        except SubmissionError as exc:  # a missing or broken reference is staff's to fix, not the student's
+            raise ConfigError(f"reference model '{role}' ({root / ref.path}): {exc}. "
+                              "Build the references with: python -m reference.build") from None
+    return artifacts
+
+
+def heldout_inputs(assignment: Assignment) -> str | None:
+    if assignment.measure.heldout is None:
+        return None
+    path = references_root() / assignment.measure.heldout.inputs
+    if not path.is_file():
+        raise ConfigError(f"held-out data {path} is missing. Build the references with: python -m reference.build")
+    return str(path)
+
+
+def readonly_folders(folder: Path, job: Job) -> list[Path]:
+    """What the worker may read: the submission, and the course's references when the job uses them.
+
+    The Docker runner mounts exactly these (and rewrites the job's paths into them).
+    """
+    folders = [folder.resolve()]
+    references = references_root().resolve()
+    paths = [m.path for m in job.models] + ([job.heldout_inputs] if job.heldout_inputs else [])
+    if any(references in Path(p).resolve().parents for p in paths):
+        folders.append(references)
+    return folders
 
 
 def file_hashes(folder: Path, artifacts: list[Artifact]) -> dict[str, str]:
@@ -83,11 +142,25 @@ def file_hashes(folder: Path, artifacts: list[Artifact]) -> dict[str, str]:
     return hashes
 
 
-def build_job(artifacts: list[Artifact], assignment: Assignment) -> Job:
+def claimed(submission: Submission, key: str | None) -> bool:
+    return key is None or submission.claims.get(key) is True
+
+
+def build_job(artifacts: list[Artifact], assignment: Assignment, submission: Submission | None = None,
+              references: list[Artifact] | None = None) -> Job:
+    """What the worker must do; derived models are built only where the submission asks for them."""
     models = [ModelJob(role=a.role, path=str(a.path), relpath=a.relpath, format=a.format, architecture=a.architecture)
-              for a in artifacts if a.role != "inputs"]
+              for a in artifacts if a.role not in ("inputs", "search_log")]
+    models += [ModelJob(role=a.role, path=str(a.path), relpath=f"reference:{a.relpath}", format=a.format,
+                        architecture=a.architecture, trusted=True) for a in references or []]
     inputs = next((str(a.path) for a in artifacts if a.role == "inputs"), None)
-    return Job(models=models, inputs=inputs, measure=assignment.measure, output="")
+    log = next((a for a in artifacts if a.role == "search_log"), None)
+    study = submission.claims.get("study") if submission is not None else None
+    measure = assignment.measure.model_copy(update={"derived": [
+        d for d in assignment.measure.derived if submission is None or claimed(submission, d.claim)]})
+    return Job(models=models, inputs=inputs, measure=measure, output="", heldout_inputs=heldout_inputs(assignment),
+               search_log=SearchLogJob(path=str(log.path), format=log.format,
+                                       study=str(study) if study is not None else None) if log else None)
 
 
 def grade(folder: Path, root: Path | None = None, context: RunContext | None = None,
@@ -116,9 +189,9 @@ def _grade(state: _State, root: Path) -> Grading:
         return _grade_service(state)
     artifacts = vet_submission(state.folder, state.submission, state.assignment)
     state.files = file_hashes(state.folder, artifacts)
+    job = build_job(artifacts, state.assignment, state.submission, vet_references(state.assignment))
     with tempfile.TemporaryDirectory(prefix="grader-") as work:
-        obs = state.runner(build_job(artifacts, state.assignment), state.assignment.limits, Path(work),
-                           [state.folder.resolve()])
+        obs = state.runner(job, state.assignment.limits, Path(work), readonly_folders(state.folder, job))
     return _finish(state, obs, figures(obs))
 
 
@@ -158,8 +231,7 @@ def _result(state: _State, status: str, checks: list[CheckResult], problems: lis
             path=str(state.folder), files=state.files or {},
             claims=sub.claims if sub else {}, reported=sub.reported if sub else {}, notes=sub.notes if sub else "",
         ),
-        score=round(sum(c.points for c in checks), 2),
-        max_score=assignment.max_score if assignment else 0.0,
+        **(totals(checks) if checks else {"score": 0.0, "max_score": assignment.max_score if assignment else 0.0}),
         checks=checks,
         problems=problems,
         environment=environment or Environment(),

@@ -15,6 +15,15 @@ class ModelJob(BaseModel):
     relpath: str
     format: str
     architecture: str | None = None
+    trusted: bool = False  # a course reference model: if it cannot run here, that is noted, not charged
+
+
+class SearchLogJob(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: str
+    format: str
+    study: str | None = None
 
 
 class Job(BaseModel):
@@ -25,3 +34,5 @@ class Job(BaseModel):
     measure: MeasureSpec
     output: str
     sandbox: str = ""
+    heldout_inputs: str | None = None  # trusted labelled data for measure.heldout
+    search_log: SearchLogJob | None = None

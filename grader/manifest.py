@@ -38,6 +38,7 @@ class ModelRef(Strict):
 
 class DataRef(Strict):
     inputs: RelPath | None = None
+    search_log: RelPath | None = None  # hw5: an Optuna SQLite study, or its trials as CSV / JSON
 
 
 class ServiceRef(Strict):

@@ -17,7 +17,7 @@ from typing import Callable
 
 import numpy as np
 
-from grader.observations import Estimate
+from grader.observations import Estimate, OutputParity
 
 BOOTSTRAP_SAMPLES = 2000
 
@@ -163,3 +163,88 @@ def accuracy(logits: np.ndarray, labels: np.ndarray) -> float | None:
     if logits.ndim != 2 or labels.size != logits.shape[0] or labels.shape[:1] != logits.shape[:1]:
         return None
     return float(np.mean(logits.argmax(-1) == labels.reshape(-1)))
+
+
+def time_single(
+    call: Callable[[], object],
+    *,
+    budget_s: float,
+    warmup: int = 3,
+    min_rounds: int = 7,
+    max_rounds: int = 400,
+) -> np.ndarray:
+    """Seconds per call of one model alone, after warm-up, until the budget is spent.
+
+    For figures that have no partner to be interleaved with (a team's hw1 baseline). Absolute
+    times drift between machines and processes, so they are reported with an interval and
+    compared across teams only through a reference model timed in the same run.
+    """
+    for _ in range(warmup):
+        call()
+    times: list[float] = []
+    deadline = time.perf_counter() + budget_s
+    while len(times) < max_rounds and (len(times) < min_rounds or time.perf_counter() < deadline):
+        t0 = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - t0)
+    return np.array(times)
+
+
+def median_estimate(samples: np.ndarray, *, scale: float = 1.0, unit: str = "", seed: int = 0) -> Estimate:
+    """Median of ``samples`` times ``scale``, with a bootstrap 95% interval of the median."""
+    values = np.asarray(samples, dtype=np.float64) * scale
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, values.size, size=(BOOTSTRAP_SAMPLES, values.size))
+    low, high = np.percentile(np.median(values[picks], axis=1), [2.5, 97.5])
+    return Estimate(value=float(np.median(values)), low=float(low), high=float(high), unit=unit)
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits.astype(np.float64) - logits.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def kl_divergence(reference: np.ndarray, candidate: np.ndarray) -> float | None:
+    """Mean KL(softmax(reference) || softmax(candidate)) over rows, in nats.
+
+    How much of the reference's (the teacher's) belief the candidate loses: 0 when the output
+    distributions match exactly. ``None`` for outputs that are not ``[N, classes]`` logits.
+    """
+    if reference.ndim != 2 or reference.shape != candidate.shape or not reference.size:
+        return None
+    log_p, log_q = log_softmax(reference), log_softmax(candidate)
+    value = float(np.mean(np.sum(np.exp(log_p) * (log_p - log_q), axis=-1)))
+    return value if np.isfinite(value) else None
+
+
+RELATIVE_FLOOR = 1e-6  # relative errors are taken against max(|ref|, 1e-6 * max|ref|)
+
+
+def output_parity(name: str, reference: np.ndarray, candidate: np.ndarray, atol: float, rtol: float) -> OutputParity:
+    """Per-output numeric agreement: max abs and relative error, and how far from ``allclose``.
+
+    ``tolerance_ratio`` is ``max(|cand - ref| / (atol + rtol * |ref|))``, so it is <= 1 exactly
+    when ``np.allclose(cand, ref, rtol, atol)`` holds, and says by how much it misses otherwise.
+    Non-finite values (NaN, inf) anywhere in the difference are counted, never averaged away.
+    """
+    shape = [int(d) for d in candidate.shape]
+    if reference.shape != candidate.shape:
+        return OutputParity(name=name[:256], shape=shape, max_abs_error=None, max_rel_error=None,
+                            tolerance_ratio=None, note=f"shape {list(candidate.shape)} differs from the "
+                                                       f"reference's {list(reference.shape)}")
+    ref = reference.astype(np.float64)
+    diff = np.abs(candidate.astype(np.float64) - ref)
+    finite = np.isfinite(diff)
+    nonfinite = int(diff.size - np.count_nonzero(finite))
+    if nonfinite or not diff.size:
+        note = f"{nonfinite} non-finite value(s) (NaN or inf)" if nonfinite else "empty output"
+        return OutputParity(name=name[:256], shape=shape, max_abs_error=None, max_rel_error=None,
+                            tolerance_ratio=None, nonfinite=nonfinite, note=note)
+    magnitude = np.abs(ref)
+    floor = max(float(magnitude.max()) * RELATIVE_FLOOR, np.finfo(np.float64).tiny)
+    return OutputParity(
+        name=name[:256], shape=shape,
+        max_abs_error=float(diff.max()),
+        max_rel_error=float((diff / np.maximum(magnitude, floor)).max()),
+        tolerance_ratio=float((diff / (atol + rtol * magnitude)).max()) if atol > 0 or rtol > 0 else None,
+    )

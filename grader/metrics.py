@@ -6,8 +6,8 @@ reports and the gradebook read them, so the names are a contract: add, never ren
 
 from __future__ import annotations
 
-from grader.evidence.summary import effective_sparsity, summarize
-from grader.observations import Estimate, Observations
+from grader.evidence.summary import effective_sparsity, palettized_bytes, summarize
+from grader.observations import Estimate, FidelityComparison, Observations
 
 MB = 1024 * 1024
 
@@ -32,6 +32,13 @@ def figures(obs: Observations) -> dict[str, Estimate]:
         out[f"{role}.sparsity"] = _e(s.sparsity)
         out[f"{role}.peak_rss_mb"] = _e(model.peak_rss_mb, "MiB")
         out[f"{role}.accuracy"] = _e(model.accuracy)
+        out[f"{role}.macs"] = _e(None if model.macs_per_sample is None else float(model.macs_per_sample))
+        out[f"{role}.palettized_mb"] = _e(palettized_bytes(model.evidence) / MB, "MiB")
+    for solo in obs.solo_timing:
+        out[f"{solo.role}.latency_ms_b{solo.batch_size}"] = solo.latency_ms
+        out[f"{solo.role}.throughput_b{solo.batch_size}"] = _e(solo.items_per_s, "items/s")
+    for held in obs.heldout:
+        out[f"{held.role}.heldout_accuracy"] = _e(held.accuracy)
     for t in obs.timing:
         out[f"{t.reference}.latency_ms_b{t.batch_size}"] = _e(t.reference_ms, "ms")
         out[f"{t.candidate}.latency_ms_b{t.batch_size}"] = _e(t.candidate_ms, "ms")
@@ -40,13 +47,42 @@ def figures(obs: Observations) -> dict[str, Estimate]:
         out[f"{pair_key(t.reference, t.candidate)}.speedup_b{t.batch_size}"] = t.speedup
     for f in obs.fidelity:
         key = pair_key(f.reference, f.candidate)
-        ref, cand = obs.models[f.reference], obs.models[f.candidate]
         out[f"{key}.top1_agreement"] = _e(f.top1_agreement)
         out[f"{key}.snr_db"] = _e(f.snr_db, "dB")
         out[f"{key}.max_abs_error"] = _e(f.max_abs_error)
-        out[f"{key}.size_ratio"] = _e(ref.size_bytes / max(cand.size_bytes, 1), "x")
-        out[f"{key}.gzip_ratio"] = _e(ref.gzip_bytes / max(cand.gzip_bytes, 1), "x")
-        drop = None if ref.accuracy is None or cand.accuracy is None else (ref.accuracy - cand.accuracy) * 100
-        out[f"{key}.accuracy_drop_pts"] = _e(drop, "pts")
-        out[f"{key}.effective_sparsity"] = _e(effective_sparsity(summaries[f.candidate], summaries[f.reference]))
+        out[f"{key}.kl_divergence"] = _e(f.kl_divergence, "nats")
+        out.update(_parity_figures(key, f))
+        if f.reference in obs.models and f.candidate in obs.models:  # built-here engines have no file
+            out.update(_file_figures(key, obs, f.reference, f.candidate, summaries))
     return out
+
+
+def _parity_figures(key: str, f: FidelityComparison) -> dict[str, Estimate]:
+    """The worst output decides: the largest relative error and distance from ``allclose``."""
+    if not f.outputs:
+        return {}
+    complete = all(o.tolerance_ratio is not None for o in f.outputs) and not f.note
+    rel = [o.max_rel_error for o in f.outputs if o.max_rel_error is not None]
+    return {
+        f"{key}.tolerance_ratio": _e(max(o.tolerance_ratio for o in f.outputs) if complete else None),
+        f"{key}.max_rel_error": _e(max(rel) if rel and complete else None),
+    }
+
+
+def _file_figures(key: str, obs: Observations, reference: str, candidate: str, summaries: dict) -> dict[str, Estimate]:
+    ref, cand = obs.models[reference], obs.models[candidate]
+    ref_s, cand_s = summaries[reference], summaries[candidate]
+    drop = None if ref.accuracy is None or cand.accuracy is None else (ref.accuracy - cand.accuracy) * 100
+    macs = None
+    if ref.macs_per_sample and cand.macs_per_sample is not None:
+        macs = cand.macs_per_sample / ref.macs_per_sample
+    palettized = palettized_bytes(cand.evidence)
+    return {
+        f"{key}.size_ratio": _e(ref.size_bytes / max(cand.size_bytes, 1), "x"),
+        f"{key}.gzip_ratio": _e(ref.gzip_bytes / max(cand.gzip_bytes, 1), "x"),
+        f"{key}.palettized_ratio": _e(palettized_bytes(ref.evidence) / palettized if palettized else None, "x"),
+        f"{key}.accuracy_drop_pts": _e(drop, "pts"),
+        f"{key}.effective_sparsity": _e(effective_sparsity(cand_s, ref_s)),
+        f"{key}.params_fraction": _e(cand_s.params_total / ref_s.params_total if ref_s.params_total else None),
+        f"{key}.macs_fraction": _e(macs),
+    }

@@ -32,6 +32,27 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class ChartPoint(Strict):
+    x: float
+    y: float
+    label: str = Field("", max_length=64)
+
+
+class ChartSeries(Strict):
+    name: str = Field(max_length=64)
+    points: list[ChartPoint] = Field(max_length=10_000)
+    table: bool = Field(True, description="also list these points in the Markdown comment's table")
+
+
+class Chart(Strict):
+    """A scatter plot a check wants shown (e.g. hw5's Pareto front): data, not an image."""
+
+    title: str = Field(max_length=200)
+    x_label: str = Field(max_length=64)
+    y_label: str = Field(max_length=64)
+    series: list[ChartSeries] = Field(max_length=8)
+
+
 class CheckResult(Strict):
     id: str
     title: str
@@ -41,6 +62,10 @@ class CheckResult(Strict):
     message: str = Field(description="what was found and, on a shortfall, how to fix it")
     evidence: dict[str, Any] = {}
     gate: bool = False
+    bonus: bool = Field(False, description="extra credit: points add to score, max_points not to max_score")
+    pending: bool = Field(False, description="could not run on this machine (e.g. needs a GPU): skipped, and its "
+                                             "points count neither for nor against; the grading runner decides")
+    chart: Chart | None = None
 
 
 class AssignmentRef(Strict):
@@ -87,8 +112,10 @@ class Result(Strict):
     status: Literal["graded", "rejected", "error"]
     assignment: AssignmentRef
     submission: SubmissionRef
-    score: float
-    max_score: float
+    score: float = Field(description="points earned, bonus points included")
+    max_score: float = Field(description="points of the regular checks graded in this run (no bonus, no pending)")
+    bonus_points: float = Field(0.0, description="bonus points earned (already part of score)")
+    pending_points: float = Field(0.0, description="points of checks that could not run here (e.g. no GPU)")
     checks: list[CheckResult] = []
     problems: list[Problem] = []
     metrics: dict[str, Estimate] = {}

@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from grader.evidence.flops import MacCount
 from grader.observations import IOSpec, ModelEvidence
 
 Feeds = dict[str, np.ndarray]
@@ -25,6 +26,7 @@ class LoadedModel:
     inputs: list[IOSpec]
     outputs: list[IOSpec]
     evidence: ModelEvidence
+    count_macs: Callable[[Feeds], MacCount] | None = None  # MACs of one run on the given feeds
 
     @property
     def input_names(self) -> list[str]:
@@ -55,10 +57,13 @@ def _load_onnx(path: Path, threads: int) -> LoadedModel:
     import onnx
     import onnxruntime as ort
 
+    from grader.evidence.flops import onnx_macs, per_sample_shapes
     from grader.evidence.onnx_graph import onnx_evidence
+    from grader.evidence.onnx_validity import onnx_facts
 
     proto = onnx.load_model(str(path), load_external_data=True)
     evidence = onnx_evidence(proto)
+    evidence.onnx = onnx_facts(proto, path)
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
@@ -67,7 +72,14 @@ def _load_onnx(path: Path, threads: int) -> LoadedModel:
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     inputs = [IOSpec(name=i.name, shape=list(i.shape), dtype=i.type) for i in session.get_inputs()]
     outputs = [IOSpec(name=o.name, shape=list(o.shape), dtype=o.type) for o in session.get_outputs()]
-    return LoadedModel(lambda feeds: session.run(None, feeds), inputs, outputs, evidence)
+    return LoadedModel(lambda feeds: session.run(None, feeds), inputs, outputs, evidence,
+                       count_macs=lambda feeds: onnx_macs(proto, per_sample_shapes(feeds)))
+
+
+def _torch_args(feeds: Feeds, names: list[str]) -> list[Any]:
+    import torch
+
+    return [torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in names]
 
 
 def _torch_runner(module: Any, names: list[str]) -> Callable[[Feeds], list[np.ndarray]]:
@@ -75,11 +87,18 @@ def _torch_runner(module: Any, names: list[str]) -> Callable[[Feeds], list[np.nd
 
     def run(feeds: Feeds) -> list[np.ndarray]:
         with torch.inference_mode():
-            out = module(*[torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in names])
+            out = module(*_torch_args(feeds, names))
         flat = out if isinstance(out, (list, tuple)) else [out]
         return [t.detach().cpu().numpy() for t in flat]
 
     return run
+
+
+def _torch_model(module: Any, names: list[str], evidence: ModelEvidence) -> LoadedModel:
+    from grader.evidence.flops import torch_macs
+
+    return LoadedModel(_torch_runner(module, names), _specs(names), _specs(["output"]), evidence,
+                       count_macs=lambda feeds: torch_macs(module, _torch_args(feeds, names)))
 
 
 def _set_torch_threads(threads: int) -> None:
@@ -110,7 +129,7 @@ def _load_torchscript(path: Path, threads: int) -> LoadedModel:
     _set_torch_threads(threads)
     module = torch.jit.load(str(path), map_location="cpu").eval()
     names = _forward_arg_names(module)
-    return LoadedModel(_torch_runner(module, names), _specs(names), _specs(["output"]), module_evidence(module, "torchscript"))
+    return _torch_model(module, names, module_evidence(module, "torchscript"))
 
 
 def _vet_sample_inputs(path: Path) -> None:
@@ -139,7 +158,7 @@ def _load_pt2(path: Path, threads: int) -> LoadedModel:
     program = torch.export.load(str(path))
     names = [spec.arg.name for spec in program.graph_signature.input_specs if spec.kind.name == "USER_INPUT"]
     module = program.module()
-    return LoadedModel(_torch_runner(module, names), _specs(names), _specs(["output"]), exported_program_evidence(program))
+    return _torch_model(module, names, exported_program_evidence(program))
 
 
 def _load_safetensors(path: Path, threads: int, architecture: str) -> LoadedModel:
@@ -158,5 +177,4 @@ def _load_safetensors(path: Path, threads: int, architecture: str) -> LoadedMode
     module.load_state_dict(load_file(str(path)), strict=True)
     module.eval()
     names = _forward_arg_names(module)
-    evidence = module_evidence(module, "safetensors")
-    return LoadedModel(_torch_runner(module, names), _specs(names), _specs(["output"]), evidence)
+    return _torch_model(module, names, module_evidence(module, "safetensors"))

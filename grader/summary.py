@@ -24,15 +24,22 @@ def print_summary(result: Result, paths: dict[str, Path], console: Console | Non
         table.add_column(column, no_wrap=True)
     table.add_column("message", overflow="fold")
     for check in result.checks:
-        table.add_row(check.id, f"[{STYLE[check.status]}]{check.status.value}[/]",
-                      f"{check.points:g}/{check.max_points:g}", _escape(check.message))
+        status = "[cyan]pending[/]" if check.pending else f"[{STYLE[check.status]}]{check.status.value}[/]"
+        points = f"–/{check.max_points:g}" if check.pending else f"{check.points:g}/{check.max_points:g}"
+        table.add_row(check.id + (" (bonus)" if check.bonus else ""), status, points, _escape(check.message))
     console.print(table)
     for problem in result.problems:
         console.print(f"[red]problem[/] ({problem.kind}): {_escape(problem.message)} {_escape(problem.hint)}")
     figures = [(k, v) for k, v in result.metrics.items() if k.partition(".")[2] in KEY_FIGURES]
     if figures:
         console.print("  ".join(f"{k}: [bold]{fmt(v)}[/]" for k, v in figures))
-    console.print(f"score [bold]{result.score:g} / {result.max_score:g}[/] in {result.duration_s:.1f} s")
+    extras = []
+    if result.bonus_points:
+        extras.append(f"including {result.bonus_points:g} bonus")
+    if result.pending_points:
+        extras.append(f"{result.pending_points:g} pending: need hardware this machine lacks")
+    extra = f" ({'; '.join(extras)})" if extras else ""
+    console.print(f"score [bold]{result.score:g} / {result.max_score:g}[/]{extra} in {result.duration_s:.1f} s")
     console.print("wrote " + ", ".join(str(p) for p in paths.values()))
 
 
@@ -49,6 +56,6 @@ def print_assignments(assignments: list[Assignment], console: Console | None = N
     for column in ("title", "models", "checks (points)", "max"):
         table.add_column(column, overflow="fold")
     for a in assignments:
-        checks = ", ".join(f"{c.id} ({c.points:g})" for c in a.checks)
+        checks = ", ".join(f"{c.id} ({c.points:g}{' bonus' if c.bonus else ''})" for c in a.checks)
         table.add_row(a.id, a.title, ", ".join(a.models), checks, f"{a.max_score:g}")
     console.print(table)

@@ -16,28 +16,39 @@ from pathlib import Path
 
 import numpy as np
 
+from grader.assignment import DerivedSpec, Pair, ProbeSpec
+from grader.evidence.flops import MacCount
 from grader.job import Job, ModelJob
 from grader.measure import (
     accuracy,
     gzip_size,
+    kl_divergence,
     max_abs_error,
+    median_estimate,
+    output_parity,
     peak_rss_mb,
     ratio_estimate,
     reset_peak_rss,
     rss_mb,
     snr_db,
     time_interleaved,
+    time_single,
     top1_agreement,
 )
 from grader.observations import (
+    BatchProbe,
+    DerivedStatus,
     Environment,
     Failure,
     FidelityComparison,
+    HeldoutAccuracy,
     ModelObservation,
     Observations,
+    SoloTiming,
     TimingComparison,
 )
 from grader.runtime import Feeds, LoadedModel, load_model
+from grader.searchlog import observe_search_log
 
 ORT_DTYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16,
               "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(uint8)": np.uint8, "tensor(int8)": np.int8}
@@ -154,16 +165,30 @@ def observe_model(job: ModelJob, threads: int, arrays: dict[str, np.ndarray], la
     return observation, model, outputs
 
 
-def compare_outputs(ref: str, cand: str, ref_out: list[np.ndarray], cand_out: list[np.ndarray]) -> FidelityComparison:
+def compare_outputs(pair: Pair, ref_out: list[np.ndarray], cand_out: list[np.ndarray],
+                    names: list[str]) -> FidelityComparison:
+    """Top-1 agreement, SNR, KL on the first output; per-output parity on every output."""
     a, b = ref_out[0], cand_out[0]
-    return FidelityComparison(reference=ref, candidate=cand, samples=int(a.shape[0]) if a.ndim else 1,
-                              top1_agreement=top1_agreement(a, b), snr_db=snr_db(a, b), max_abs_error=max_abs_error(a, b))
+    parity = [output_parity(names[i] if i < len(names) else f"output{i}", r, c, pair.atol, pair.rtol)
+              for i, (r, c) in enumerate(zip(ref_out, cand_out))]
+    note = ""
+    if len(ref_out) != len(cand_out):
+        note = f"'{pair.candidate}' has {len(cand_out)} output(s), '{pair.reference}' has {len(ref_out)}"
+    return FidelityComparison(reference=pair.reference, candidate=pair.candidate,
+                              samples=int(a.shape[0]) if a.ndim else 1,
+                              top1_agreement=top1_agreement(a, b), snr_db=snr_db(a, b),
+                              max_abs_error=max_abs_error(a, b), kl_divergence=kl_divergence(a, b),
+                              atol=pair.atol, rtol=pair.rtol, outputs=parity, note=note)
+
+
+def _timing_batch(models: list[LoadedModel], batch: int) -> int:
+    fixed = {m.fixed_batch() for m in models} - {None}
+    return fixed.pop() if len(fixed) == 1 else batch
 
 
 def time_pair(ref: str, cand: str, models: dict[str, LoadedModel], arrays: dict[str, np.ndarray],
               batch: int, job: Job, budget: float) -> TimingComparison:
-    fixed = {models[r].fixed_batch() for r in (ref, cand)} - {None}
-    batch = fixed.pop() if len(fixed) == 1 else batch
+    batch = _timing_batch([models[ref], models[cand]], batch)
     total = next(iter(arrays.values())).shape[0]
     index = np.arange(batch) % total
     feeds = {r: feeds_for(models[r], r, arrays, index) for r in (ref, cand)}
@@ -177,9 +202,75 @@ def time_pair(ref: str, cand: str, models: dict[str, LoadedModel], arrays: dict[
                             reference_items_per_s=batch / ref_ms * 1e3, candidate_items_per_s=batch / cand_ms * 1e3)
 
 
+def time_alone(role: str, model: LoadedModel, arrays: dict[str, np.ndarray], batch: int, job: Job,
+               budget: float) -> SoloTiming:
+    """One model timed by itself: hw1's latency at batch 1 and throughput at a larger batch."""
+    batch = _timing_batch([model], batch)
+    total = next(iter(arrays.values())).shape[0]
+    feeds = feeds_for(model, role, arrays, np.arange(batch) % total)
+    timing = job.measure.timing
+    seconds = time_single(lambda: model.run(feeds), budget_s=budget, warmup=timing.warmup,
+                          min_rounds=timing.min_rounds, max_rounds=timing.max_rounds)
+    latency = median_estimate(seconds, scale=1e3, unit="ms")
+    return SoloTiming(role=role, batch_size=batch, threads=timing.threads, rounds=int(seconds.size),
+                      latency_ms=latency, items_per_s=batch / max(latency.value or 0.0, 1e-9) * 1e3)
+
+
+def batch_probe(model: LoadedModel, role: str, arrays: dict[str, np.ndarray], spec: ProbeSpec) -> BatchProbe:
+    """The first N samples one at a time, then as one batch, then that batch again.
+
+    A model whose batch axis is frozen in the file fails the batch run; that is recorded (it is
+    what the probe is for), never raised.
+    """
+    total = next(iter(arrays.values())).shape[0]
+    index = np.arange(spec.batch_size) % total
+    names = [o.name for o in model.outputs]
+    probe = BatchProbe(role=role, batch_size=int(index.size), fixed_batch=model.fixed_batch(),
+                       single_ok=False, batch_ok=False)
+    errors: list[str] = []
+    singles: list[list[np.ndarray]] = []
+    batch: list[np.ndarray] = []
+    try:
+        singles = [_call(model, role, feeds_for(model, role, arrays, index[i:i + 1])) for i in range(index.size)]
+        probe.single_ok = True
+        probe.single_shapes = [list(map(int, o.shape)) for o in singles[0]][:64]
+        probe.single_shapes_stable = all([o.shape for o in s] == [o.shape for o in singles[0]] for s in singles)
+    except StudentFault as fault:
+        errors.append(f"batch 1: {fault.failure.message}")
+    try:
+        batch = _call(model, role, feeds_for(model, role, arrays, index))
+        again = _call(model, role, feeds_for(model, role, arrays, index))
+        probe.batch_ok = True
+        probe.batch_shapes = [list(map(int, o.shape)) for o in batch][:64]
+        probe.repeat_max_abs_error = max((max_abs_error(a, b) or 0.0 for a, b in zip(batch, again)), default=0.0)
+    except StudentFault as fault:
+        errors.append(f"batch {index.size}: {fault.failure.message}")
+    if probe.single_ok and probe.batch_ok:
+        stacked = [np.concatenate([s[i] for s in singles]) for i in range(len(singles[0]))]
+        probe.shapes_consistent = probe.single_shapes_stable and len(stacked) == len(batch) and all(
+            s.shape == b.shape and b.shape[:1] == (index.size,) for s, b in zip(stacked, batch))
+        probe.outputs = [output_parity(names[i] if i < len(names) else f"output{i}", b, s, spec.atol, spec.rtol)
+                         for i, (s, b) in enumerate(zip(stacked, batch))][:64]
+    elif probe.single_ok:
+        again = _call(model, role, feeds_for(model, role, arrays, index[:1]))
+        probe.repeat_max_abs_error = max((max_abs_error(a, b) or 0.0 for a, b in zip(singles[0], again)), default=0.0)
+    probe.error = "; ".join(errors)[:2000]
+    return probe
+
+
+def count_macs(model: LoadedModel, role: str, arrays: dict[str, np.ndarray]) -> MacCount:
+    """MACs of one sample: counted on a batch-1 feed (or the frozen batch, divided by it)."""
+    if model.count_macs is None:
+        return MacCount(None, "not computable for this runtime")
+    total = next(iter(arrays.values())).shape[0]
+    batch = model.fixed_batch() or 1
+    count = model.count_macs(feeds_for(model, role, arrays, np.arange(batch) % total))
+    if count.macs is None or batch == 1:
+        return count
+    return MacCount(count.macs // batch, f"{count.note}; the file fixes the batch to {batch}, divided by it")
 def environment(job: Job) -> Environment:
     libraries = {"numpy": np.__version__}
-    for name in ("onnxruntime", "onnx", "torch"):
+    for name in ("onnxruntime", "onnx", "torch", "tensorrt"):
         module = sys.modules.get(name)
         if module is not None:
             libraries[name] = getattr(module, "__version__", "?")
@@ -244,25 +335,137 @@ def _warm_onnxruntime() -> None:
     del onnx
 
 
+class Session:
+    """One grading inside the worker: what is loaded so far, and what has been observed."""
+
+    def __init__(self, job: Job, obs: Observations) -> None:
+        self.job = job
+        self.obs = obs
+        self.spec = job.measure
+        self.threads = job.measure.timing.threads
+        self.loaded: dict[str, LoadedModel] = {}
+        self.outputs: dict[str, list[np.ndarray]] = {}
+        self.arrays, self.labels = load_inputs(job.inputs, job.measure.max_samples)
+
+    def available(self, *roles: str) -> bool:
+        return all(r in self.loaded for r in roles)
+
+    def load_models(self) -> None:
+        for model_job in self.job.models:
+            try:
+                observation, model, outputs = observe_model(model_job, self.threads, self.arrays, self.labels,
+                                                            self.spec.fidelity_batch_size)
+            except StudentFault as fault:
+                if not model_job.trusted:
+                    raise
+                self.obs.unavailable[model_job.role] = fault.failure.message  # the inputs do not fit it
+                continue
+            observation.trusted = model_job.trusted
+            count = count_macs(model, model_job.role, self.arrays)
+            observation.macs_per_sample, observation.macs_note = count.macs, count.note[:1000]
+            self.obs.models[model_job.role] = observation
+            self.loaded[model_job.role], self.outputs[model_job.role] = model, outputs
+
+    def build_derived(self) -> None:
+        """Models the grader builds itself (a TensorRT engine from the ONNX file), on this machine."""
+        for spec in self.spec.derived:
+            source = next(m for m in self.job.models if m.role == spec.source)
+            status = build_derived(spec, Path(source.path), self.loaded[spec.source], self.arrays)
+            if isinstance(status, tuple):
+                status, model = status
+                try:
+                    self.outputs[spec.role] = run_all(model, spec.role, self.arrays, self.spec.fidelity_batch_size)
+                    self.loaded[spec.role] = model
+                except StudentFault as fault:
+                    status = status.model_copy(update={"status": "failed", "reason": fault.failure.message[:2000]})
+            self.obs.derived.append(status)
+
+    def probe(self) -> None:
+        if self.spec.probe is None:
+            return
+        for role in self.spec.probe.roles:
+            if self.available(role):
+                self.obs.probes.append(batch_probe(self.loaded[role], role, self.arrays, self.spec.probe))
+
+    def compare(self) -> None:
+        for pair in self.spec.compare:
+            if self.available(pair.reference, pair.candidate):
+                names = [o.name for o in self.loaded[pair.candidate].outputs]
+                self.obs.fidelity.append(compare_outputs(pair, self.outputs[pair.reference],
+                                                         self.outputs[pair.candidate], names))
+
+    def time(self) -> None:
+        """The timing budget is shared by every timed pair and solo role, at every batch size."""
+        pairs = [p for p in self.spec.compare if p.timed and self.available(p.reference, p.candidate)]
+        solo = [r for r in self.spec.solo if self.available(r)]
+        batches = self.spec.timing.batch_sizes
+        budget = self.spec.timing.budget_s / max(1, len(batches) * (len(pairs) + len(solo)))
+        for pair in pairs:
+            for batch in batches:
+                self.obs.timing.append(time_pair(pair.reference, pair.candidate, self.loaded, self.arrays, batch,
+                                                 self.job, budget))
+        for role in solo:
+            for batch in batches:
+                self.obs.solo_timing.append(time_alone(role, self.loaded[role], self.arrays, batch, self.job, budget))
+
+    def heldout(self) -> None:
+        """Accuracy on the course's labelled data; a model that cannot take it is noted, not failed."""
+        spec = self.spec.heldout
+        if spec is None or self.job.heldout_inputs is None:
+            return
+        arrays, labels = load_inputs(self.job.heldout_inputs, self.spec.max_samples)
+        for role in spec.roles:
+            if not self.available(role):
+                continue
+            try:
+                logits = run_all(self.loaded[role], role, arrays, self.spec.fidelity_batch_size)[0]
+            except StudentFault as fault:
+                self.obs.heldout.append(HeldoutAccuracy(role=role, error=fault.failure.message[:2000]))
+                continue
+            value = accuracy(logits, labels) if labels is not None else None
+            error = "" if value is not None else "its outputs are not [N, classes] logits for the course's labels"
+            self.obs.heldout.append(HeldoutAccuracy(role=role, samples=int(logits.shape[0]), accuracy=value,
+                                                    error=error))
+
+    def search_log(self) -> None:
+        if self.job.search_log is not None:
+            log = self.job.search_log
+            self.obs.search_log = observe_search_log(Path(log.path), log.format, log.study)
+
+
+def build_derived(spec: DerivedSpec, onnx_path: Path, source: LoadedModel, arrays: dict[str, np.ndarray]):  # noqa: ANN201
+    """(status, model) when built, else a status saying why not (never raises for the student's file)."""
+    from grader.tensorrt_runtime import TensorRTBuildError, TensorRTUnavailable, build_engine
+
+    base = {"role": spec.role, "source": spec.source, "runtime": spec.runtime}
+    feeds = feeds_for(source, spec.source, arrays, np.arange(1))
+    try:
+        engine = build_engine(onnx_path, feeds, spec.max_batch, spec.workspace_mb)
+    except TensorRTUnavailable as exc:
+        return DerivedStatus(**base, status="unavailable", reason=str(exc))
+    except TensorRTBuildError as exc:
+        return DerivedStatus(**base, status="failed", reason=str(exc)[:2000])
+    except Exception as exc:  # noqa: BLE001 - whatever TensorRT raises on the student's file
+        if _is_allocation_failure(exc):
+            raise MemoryError(str(exc)) from None
+        return DerivedStatus(**base, status="failed", reason=f"TensorRT failed: {_short(exc)}")
+    status = DerivedStatus(**base, status="built", reason=f"built on {engine.device}"[:2000],
+                           version=engine.version[:64], build_s=engine.build_s)
+    return status, engine.model
+
+
 def observe(job: Job) -> Observations:
-    threads = job.measure.timing.threads
     obs = Observations()
     try:
         _preload(job)
-        arrays, labels = load_inputs(job.inputs, job.measure.max_samples)
-        loaded: dict[str, LoadedModel] = {}
-        outputs: dict[str, list[np.ndarray]] = {}
-        for model_job in job.models:
-            observation, loaded[model_job.role], outputs[model_job.role] = observe_model(
-                model_job, threads, arrays, labels, job.measure.fidelity_batch_size)
-            obs.models[model_job.role] = observation
-        for pair in job.measure.compare:
-            obs.fidelity.append(compare_outputs(pair.reference, pair.candidate, outputs[pair.reference], outputs[pair.candidate]))
-        batches = job.measure.timing.batch_sizes
-        budget = job.measure.timing.budget_s / max(1, len(batches) * len(job.measure.compare))
-        for pair in job.measure.compare:
-            for batch in batches:
-                obs.timing.append(time_pair(pair.reference, pair.candidate, loaded, arrays, batch, job, budget))
+        session = Session(job, obs)
+        session.load_models()
+        session.build_derived()
+        session.probe()
+        session.compare()
+        session.time()
+        session.heldout()
+        session.search_log()
     except StudentFault as fault:
         obs.failure = fault.failure
     except MemoryError:

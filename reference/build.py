@@ -30,7 +30,13 @@ if TYPE_CHECKING:  # heavy imports stay out of the up-to-date fast path
 
 REFERENCE_DIR = Path(__file__).resolve().parent
 MODELS_DIR = REFERENCE_DIR / "models"
-HW2_DIR = REFERENCE_DIR / "solutions" / "hw2-quantization-pruning"
+SOLUTIONS_DIR = REFERENCE_DIR / "solutions"
+HW1_DIR = SOLUTIONS_DIR / "hw1-baseline"
+HW2_DIR = SOLUTIONS_DIR / "hw2-quantization-pruning"
+HW3_DIR = SOLUTIONS_DIR / "hw3-clustering"
+HW4_DIR = SOLUTIONS_DIR / "hw4-distillation"
+HW5_DIR = SOLUTIONS_DIR / "hw5-auto-compression"
+HW6_DIR = SOLUTIONS_DIR / "hw6-export"
 STAMP_PATH = REFERENCE_DIR / ".build-stamp.json"
 
 SEED = 0
@@ -54,9 +60,30 @@ GENERATED: dict[str, Path] = {
     "hw2_baseline": HW2_DIR / "baseline.onnx",
     "hw2_compressed": HW2_DIR / "compressed.onnx",
     "hw2_inputs": HW2_DIR / "inputs.npz",
+    "hw1_baseline": HW1_DIR / "baseline.onnx",
+    "hw1_inputs": HW1_DIR / "inputs.npz",
+    "hw3_baseline": HW3_DIR / "baseline.onnx",
+    "hw3_clustered": HW3_DIR / "clustered.onnx",
+    "hw3_inputs": HW3_DIR / "inputs.npz",
+    "student_scratch": MODELS_DIR / "digits_student_scratch.onnx",
+    "hw4_teacher": HW4_DIR / "teacher.onnx",
+    "hw4_student": HW4_DIR / "student.onnx",
+    "hw4_inputs": HW4_DIR / "inputs.npz",
+    "hw5_baseline": HW5_DIR / "baseline.onnx",
+    "hw5_candidate": HW5_DIR / "candidate.onnx",
+    "hw5_trials": HW5_DIR / "trials.csv",
+    "hw5_inputs": HW5_DIR / "inputs.npz",
+    "hw6_source": HW6_DIR / "source.pt2",
+    "hw6_onnx": HW6_DIR / "model.onnx",
+    "hw6_inputs": HW6_DIR / "inputs.npz",
 }
 # Committed files that belong with the generated ones.
-COMMITTED: dict[str, Path] = {"hw2_submission": HW2_DIR / "submission.yaml"}
+COMMITTED: dict[str, Path] = {
+    f"{hw}_submission": folder / "submission.yaml"
+    for hw, folder in (("hw1", HW1_DIR), ("hw2", HW2_DIR), ("hw3", HW3_DIR), ("hw4", HW4_DIR), ("hw5", HW5_DIR),
+                       ("hw6", HW6_DIR))
+}
+SOLUTION_DIRS = {"hw1": HW1_DIR, "hw2": HW2_DIR, "hw3": HW3_DIR, "hw4": HW4_DIR, "hw5": HW5_DIR, "hw6": HW6_DIR}
 
 Log = Callable[[str], None]
 
@@ -131,7 +158,8 @@ def _build_lock() -> Iterator[None]:
 
 def all_paths() -> dict[str, Path]:
     """Every path the reference build provides (generated and committed)."""
-    return {**GENERATED, **COMMITTED, "models_dir": MODELS_DIR, "hw2_dir": HW2_DIR, "stamp": STAMP_PATH}
+    dirs = {f"{hw}_dir": folder for hw, folder in SOLUTION_DIRS.items()}
+    return {**GENERATED, **COMMITTED, **dirs, "models_dir": MODELS_DIR, "stamp": STAMP_PATH}
 
 
 def ensure_built(force: bool = False, *, quiet: bool = True) -> dict[str, Path]:
@@ -275,8 +303,24 @@ def _build(log: Log) -> dict[str, Any]:
         "size_bytes_compressed": GENERATED["hw2_compressed"].stat().st_size,
         **_timings(x_test),
     }
+    summary.update(_build_other_solutions(model, (x_train, y_train, x_test, y_test)))
     summary["build_seconds"] = round(time.perf_counter() - started, 1)
     _log_summary(log, summary)
+    return summary
+
+
+def _build_other_solutions(model: torch.nn.Module, data: tuple) -> dict[str, Any]:
+    """hw1 and hw3-hw6 reference solutions from the trained course model (see staff_solutions)."""
+    from reference import staff_solutions
+
+    _, _, x_test, y_test = data
+    onnx_path = GENERATED["model_onnx"]
+    summary = staff_solutions.build_hw1(HW1_DIR, onnx_path, x_test, y_test)
+    summary.update(staff_solutions.build_hw3(HW3_DIR, model, onnx_path, x_test, y_test))
+    hw4, student = staff_solutions.build_hw4(HW4_DIR, GENERATED["student_scratch"], model, onnx_path, data, SEED)
+    summary.update(hw4)
+    summary.update(staff_solutions.build_hw5(HW5_DIR, student, data))
+    summary.update(staff_solutions.build_hw6(HW6_DIR, model, onnx_path, x_test, y_test))
     return summary
 
 
@@ -331,6 +375,12 @@ def _log_summary(log: Log, s: dict[str, Any]) -> None:
         f"  latency    batch-1 (1 thread) fp32 {s['latency_ms_b1_fp32']:.3f} ms | int8 {s['latency_ms_b1_int8']:.3f} ms;"
         f" batch-64 speedup int8 vs fp32 {s['speedup_b64_int8']:.2f}x (interleaved median ratio)"
     )
+    log(
+        f"  hw3        16 clusters per tensor: accuracy {s['hw3_accuracy_clustered']:.2%};"
+        f" hw4 distilled student {s['hw4_accuracy_student']:.2%} vs from scratch {s['hw4_accuracy_scratch']:.2%}"
+    )
+    log(f"  hw5        {s['hw5_trials']} trials, chosen trial {s['hw5_chosen']['number']};"
+        f" hw6 ONNX vs .pt2 max abs error {s['hw6_max_abs_error']:.1e}")
 
 
 # --------------------------------------------------------------------------- CLI

@@ -356,3 +356,43 @@ def onnx_accuracy(path: PathLike, inputs: np.ndarray, labels: np.ndarray, batch_
     return float(np.mean(np.concatenate(preds) == labels))
 
 
+
+
+# --------------------------------------------------------------------------- weight clustering
+
+
+def kmeans_1d(values: np.ndarray, k: int, iterations: int = 30) -> tuple[np.ndarray, np.ndarray]:
+    """Lloyd's k-means on scalars: (centroids, index of each value's centroid).
+
+    Initialised at evenly spaced quantiles, with an exact 1-D assignment (midpoints between sorted
+    centroids), so it is deterministic and needs no random restarts.
+    """
+    flat = values.astype(np.float64).reshape(-1)
+    centroids = np.quantile(flat, (np.arange(k) + 0.5) / k)
+    for _ in range(iterations):
+        centroids = np.unique(centroids)
+        index = np.searchsorted((centroids[1:] + centroids[:-1]) / 2, flat)
+        sums = np.bincount(index, weights=flat, minlength=centroids.size)
+        counts = np.bincount(index, minlength=centroids.size)
+        updated = np.where(counts > 0, sums / np.maximum(counts, 1), centroids)
+        if np.allclose(updated, centroids, rtol=0, atol=1e-12):
+            break
+        centroids = updated
+    centroids = np.unique(centroids)
+    index = np.searchsorted((centroids[1:] + centroids[:-1]) / 2, flat)
+    return centroids.astype(values.dtype), index.reshape(values.shape)
+
+
+@torch.no_grad()
+def cluster_weights(model: nn.Module, k: int, iterations: int = 30) -> dict[str, int]:
+    """Replace every Conv2d / Linear weight by its nearest of ``k`` per-tensor centroids.
+
+    The stored weights then hold at most ``k`` distinct values each, exactly (biases are left
+    alone). Returns the number of distinct values per clustered tensor.
+    """
+    distinct = {}
+    for name, weight in prunable_weights(model).items():
+        centroids, index = kmeans_1d(weight.detach().cpu().numpy(), k, iterations)
+        weight.copy_(torch.from_numpy(centroids[index]))
+        distinct[name] = int(np.unique(weight.numpy()).size)
+    return distinct

@@ -104,21 +104,24 @@ def write_manifest(folder: Path, **overrides: Any) -> Path:
 
 
 def fast_assignments(root: Path, **limits: Any) -> Path:
-    """A copy of the real assignments with a short timing budget (and optional tighter limits).
+    """A copy of the real assignments (and checkers) with a short timing budget (and optional tighter limits).
 
     The checks, thresholds and rules are the shipped ones; only how long timing runs changes, so
     the tests exercise the same grading a student gets, in a fraction of the time.
     """
     source = Path(__file__).resolve().parent.parent / "assignments"
     shutil.copytree(source, root, dirs_exist_ok=True)
-    path = root / HW2 / "assignment.yaml"
-    config = yaml.safe_load(path.read_text())
-    config["measure"]["timing"].update({"budget_s": 0.6, "warmup": 1, "min_rounds": 5, "batch_sizes": [1, 16]})
-    config["limits"].update(limits)
-    for check in config["checks"]:
-        if check["id"] == "speedup":
-            check["params"]["metric"] = "candidate_vs_baseline.speedup_b16"
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    for path in root.glob("*/assignment.yaml"):
+        config = yaml.safe_load(path.read_text())
+        timing = config.setdefault("measure", {}).setdefault("timing", {})
+        timing.update({"budget_s": 0.6, "warmup": 1, "min_rounds": 5})
+        config.setdefault("limits", {}).update(limits)
+        if config["id"] == HW2:
+            timing["batch_sizes"] = [1, 16]
+            for check in config["checks"]:
+                if check["id"] == "speedup":
+                    check["params"]["metric"] = "candidate_vs_baseline.speedup_b16"
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
     return root
 
 
@@ -231,4 +234,45 @@ def memory_hog_model(path: Path, elements: int = 3 * 2**30) -> Path:
         numpy_helper.from_array(np.array([1], np.int64), "axes"),
     ]
     onnx.save(_digits_graph(nodes, inits, "hog"), str(path))
+    return path
+
+
+def export_fixed_batch(model: nn.Module, path: Path, batch: int = 1, opset: int = 17) -> Path:
+    """An export without a dynamic batch axis (the classic hw6 mistake), or at an older opset."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(model.eval(), (torch.zeros(batch, 1, 8, 8),), str(path), input_names=["input"],
+                          output_names=["logits"], opset_version=opset, dynamo=False)
+    return path
+
+
+def check_of(result: Any, check_id: str) -> Any:
+    """The result of one check, by id."""
+    return next(c for c in result.checks if c.id == check_id)
+
+
+def reshaping_model(path: Path) -> Path:
+    """Runs, but folds the batch into one row: batch 1 gives [1, 64], batch 8 gives [1, 512]."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [helper.make_node("Reshape", ["input", "shape"], ["logits"])]
+    graph = helper.make_graph(nodes, "fold",
+                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, 8, 8])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, None])],
+                              initializer=[numpy_helper.from_array(np.array([1, -1], np.int64), "shape")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def torch_source(model: nn.Module, path: Path) -> Path:
+    """A torch.export program with a dynamic batch axis (hw6's source model)."""
+    program = torch.export.export(model.eval(), (torch.zeros(2, 1, 8, 8),),
+                                  dynamic_shapes=({0: torch.export.Dim("batch")},))
+    torch.export.save(program, str(path))
     return path

@@ -112,3 +112,16 @@ def test_a_failed_gate_skips_the_rest() -> None:
 def test_accuracy_drop_fails_fidelity_even_when_agreement_is_fine() -> None:
     fidelity = grade(observations(weight(1000, 600, True), speedup=GOOD, agreement=0.99, cand_accuracy=0.80), 0.6)["fidelity"]
     assert fidelity.status is CheckStatus.FAIL and "accuracy drop" in fidelity.message
+
+
+def test_pending_and_bonus_points_stay_out_of_max_score() -> None:
+    from grader.checks.engine import totals
+    from grader.result import CheckResult
+
+    def result(points: float, max_points: float, **flags) -> CheckResult:
+        status = CheckStatus.SKIPPED if flags.get("pending") else CheckStatus.PASS
+        return CheckResult(id=str(max_points), title="t", status=status, points=points, max_points=max_points,
+                           message="", **flags)
+
+    checks = [result(50, 50), result(30, 35), result(0, 15, pending=True), result(10, 10, bonus=True)]
+    assert totals(checks) == {"score": 90, "max_score": 85, "bonus_points": 10, "pending_points": 15}

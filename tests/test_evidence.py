@@ -27,7 +27,7 @@ from grader.evidence.summary import (
     summarize,
 )
 from grader.evidence.torch_model import exported_program_evidence, module_evidence, stored_tensor_evidence
-from grader.observations import ModelEvidence
+from grader.observations import ModelEvidence, TensorEvidence
 from reference import compress
 from tests.builders import TinyCNN, export, prune_to, quantize, trained_tiny
 
@@ -381,3 +381,78 @@ def test_module_evidence_sees_through_a_subclass_weight() -> None:
     (w,) = evidence.weights
     assert w.stored_dtype == "int8" and w.quantized and w.zeros == 4
     assert summarize(evidence).quantized_fraction == 1.0
+
+
+# --------------------------------------------------------------------------- MACs, ONNX validity, palettes
+
+
+def _tiny_macs(width: int = 16) -> int:
+    """TinyCNN by hand: two 3x3 convs at 8x8, then a Linear over width * 64 features."""
+    return 64 * (1 * width * 9) + 64 * (width * width * 9) + width * 64 * 10
+
+
+def test_onnx_and_torch_count_the_same_macs(models: dict[str, Path], trained: TinyCNN) -> None:
+    from grader.evidence.flops import onnx_macs, torch_macs
+
+    shapes = {"input": (1, 1, 8, 8)}
+    fp32 = onnx_macs(onnx.load(str(models["fp32"])), shapes)
+    assert fp32.macs == _tiny_macs()
+    assert torch_macs(trained, [torch.zeros(1, 1, 8, 8)]).macs == _tiny_macs()
+    # quantized graphs (QLinearConv, QGemm from onnxruntime's contrib domain) count the same work
+    assert onnx_macs(onnx.load(str(models["qoperator"])), shapes).macs == _tiny_macs()
+    assert onnx_macs(onnx.load(str(models["qdq"])), shapes).macs == _tiny_macs()
+    assert onnx_macs(onnx.load(str(models["fp32"])), {"input": (4, 1, 8, 8)}).macs == 4 * _tiny_macs()
+
+
+def test_macs_are_not_computable_when_shapes_are_unknown() -> None:
+    from grader.evidence.flops import onnx_macs
+
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", "K"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+        initializer=[numpy_helper.from_array(np.zeros((100, 3), np.float32), "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    unknown = onnx_macs(model, {})
+    assert unknown.macs is None and "MatMul" in unknown.note
+    assert onnx_macs(model, {"x": (1, 100)}).macs == 300
+
+
+def test_onnx_facts_report_opset_and_checker_complaints(models: dict[str, Path], tmp_path: Path) -> None:
+    from grader.evidence.onnx_validity import onnx_facts
+
+    good = onnx_facts(onnx.load(str(models["fp32"])), models["fp32"])
+    assert good.opset == 17 and good.checker_error is None and good.shape_inference_error is None
+    proto = onnx.load(str(models["fp32"]))
+    proto.graph.output[0].type.tensor_type.shape.dim[1].dim_value = 7  # declares [N, 7]; the graph makes [N, 10]
+    path = tmp_path / "wrong_shape.onnx"
+    onnx.save(proto, str(path))
+    bad = onnx_facts(proto, path)
+    assert bad.shape_inference_error and "7" in bad.shape_inference_error and bad.checker_error is None
+
+
+def test_float_noise_around_a_few_centres_is_counted_exactly_but_diagnosed() -> None:
+    from grader.evidence.tensors import tensor_evidence
+
+    rng = np.random.default_rng(0)
+    centres = np.linspace(-1, 1, 16).astype(np.float32)
+    clustered = centres[rng.integers(0, 16, 4096)]
+    exact = tensor_evidence("w", clustered, "Conv", prunable=True, quantized=False)
+    assert exact.distinct == 16 and exact.distinct_within_noise is None  # few values: nothing to diagnose
+    noisy = tensor_evidence("w", clustered + rng.normal(0, 1e-6, 4096).astype(np.float32), "Conv",
+                            prunable=True, quantized=False)
+    assert noisy.distinct > 1000  # never merged: float noise is not clustering
+    assert noisy.distinct_within_noise == 16
+
+
+def test_palettized_size_is_log2_k_bits_per_weight_plus_the_codebook() -> None:
+    from grader.evidence.summary import palettized_bytes
+
+    def evidence(distinct: int) -> ModelEvidence:
+        w = TensorEvidence(name="w", layer="Conv", stored_dtype="float32", bits=32, shape=[1000], numel=1000,
+                           zeros=0, distinct=distinct, quantized=False, prunable=True)
+        return ModelEvidence(format="onnx", params_total=1010, weights=[w])  # + 10 bias values
+
+    assert palettized_bytes(evidence(16)) == (1000 * 4 + 16 * 32 + 10 * 32) / 8
+    assert palettized_bytes(evidence(3)) == (1000 * 2 + 3 * 32 + 10 * 32) / 8
+    assert palettized_bytes(evidence(1000)) == 1010 * 4  # not palettizable: stored as it is

@@ -13,6 +13,10 @@ from grader.measure import (
     PairedTimes,
     accuracy,
     gzip_size,
+    kl_divergence,
+    median_estimate,
+    output_parity,
+    time_single,
     max_abs_error,
     peak_rss_mb,
     ratio_estimate,
@@ -227,3 +231,58 @@ def test_peak_rss_is_reset_and_then_grows_with_an_allocation() -> None:
     del block
     assert grown >= 150
     assert peak_rss_mb() >= rss_mb()
+
+
+# --------------------------------------------------------------------------- single-model timing, KL, parity
+
+
+def test_time_single_runs_min_rounds_then_respects_the_budget() -> None:
+    calls = []
+    times = time_single(lambda: calls.append(1), budget_s=0.0, warmup=2, min_rounds=5)
+    assert times.size == 5 and len(calls) == 7  # 2 warm-up calls are not timed
+    started = time.perf_counter()
+    times = time_single(lambda: time.sleep(0.002), budget_s=0.1, warmup=0, min_rounds=1, max_rounds=10_000)
+    assert 0.09 < time.perf_counter() - started < 1.0
+    assert np.all(times >= 0.002)
+
+
+def test_median_estimate_has_an_interval_around_the_median() -> None:
+    rng = np.random.default_rng(0)
+    samples = 1e-3 * rng.lognormal(0.0, 0.1, 200)
+    estimate = median_estimate(samples, scale=1e3, unit="ms")
+    assert estimate.unit == "ms"
+    assert estimate.value == pytest.approx(float(np.median(samples)) * 1e3)
+    assert estimate.low < estimate.value < estimate.high
+    assert estimate.high - estimate.low < 0.1
+
+
+def test_kl_divergence_is_zero_for_identical_and_matches_the_definition() -> None:
+    rng = np.random.default_rng(1)
+    teacher, student = rng.normal(size=(50, 10)), rng.normal(size=(50, 10))
+    assert kl_divergence(teacher, teacher) == pytest.approx(0.0, abs=1e-12)
+    p = np.exp(teacher) / np.exp(teacher).sum(1, keepdims=True)
+    q = np.exp(student) / np.exp(student).sum(1, keepdims=True)
+    assert kl_divergence(teacher, student) == pytest.approx(float(np.mean(np.sum(p * np.log(p / q), 1))))
+    assert kl_divergence(teacher, teacher + 100.0) == pytest.approx(0.0, abs=1e-9)  # softmax ignores a shift
+    assert kl_divergence(teacher[:, :1].ravel(), student[:, :1].ravel()) is None  # not [N, classes]
+
+
+@pytest.mark.parametrize("noise", [1e-7, 1e-5, 1e-3])
+def test_output_parity_agrees_with_numpy_allclose(noise: float) -> None:
+    rng = np.random.default_rng(2)
+    reference = rng.normal(size=(64, 10)).astype(np.float32)
+    candidate = reference + rng.normal(scale=noise, size=reference.shape).astype(np.float32)
+    parity = output_parity("logits", reference, candidate, atol=1e-5, rtol=1e-4)
+    assert (parity.tolerance_ratio <= 1) == np.allclose(candidate, reference, rtol=1e-4, atol=1e-5)
+    assert parity.max_abs_error == pytest.approx(float(np.abs(candidate - reference).max()), rel=1e-6)
+    assert parity.shape == [64, 10] and parity.nonfinite == 0
+
+
+def test_output_parity_counts_nan_and_refuses_other_shapes() -> None:
+    reference = np.ones((4, 3), np.float32)
+    broken = reference.copy()
+    broken[0, 0] = np.nan
+    parity = output_parity("y", reference, broken, atol=1e-4, rtol=1e-3)
+    assert parity.nonfinite == 1 and parity.tolerance_ratio is None and "NaN" in parity.note
+    other = output_parity("y", reference, np.ones((4, 2), np.float32), atol=1e-4, rtol=1e-3)
+    assert other.max_abs_error is None and "differs" in other.note

@@ -125,3 +125,47 @@ def test_written_result_matches_the_committed_schema(tmp_path: Path) -> None:
     paths = write_reports(make_result(), tmp_path)
     jsonschema.validate(json.loads(paths["result"].read_text()), json.loads(committed.read_text()))
     assert Result.load(paths["result"]).score == 35.0
+
+
+def _pending_bonus_chart_result() -> Result:
+    from grader.result import Chart, ChartPoint, ChartSeries
+
+    chart = Chart(title="Pareto front", x_label="gzip_mb (minimize)", y_label="accuracy (maximize)", series=[
+        ChartSeries(name="logged trials", table=False, points=[ChartPoint(x=0.02, y=0.97), ChartPoint(x=0.01, y=0.5)]),
+        ChartSeries(name="Pareto front", points=[ChartPoint(x=0.02, y=0.97, label="#0")]),
+        ChartSeries(name=HOSTILE[:60], points=[ChartPoint(x=0.0065, y=0.96, label="#3")]),
+    ])
+    checks = [
+        CheckResult(id="parity", title="Parity", status=CheckStatus.PASS, points=70, max_points=70, message="ok",
+                    chart=chart),
+        CheckResult(id="tensorrt", title="TensorRT", status=CheckStatus.SKIPPED, points=0, max_points=15,
+                    message="Pending: no CUDA device on this machine.", pending=True),
+        CheckResult(id="beats_scratch", title="Bonus", status=CheckStatus.PASS, points=10, max_points=10,
+                    message="beats it", bonus=True),
+    ]
+    return make_result(checks=checks, score=80.0, max_score=70.0, bonus_points=10.0, pending_points=15.0)
+
+
+def test_pending_and_bonus_points_are_explained_in_both_reports() -> None:
+    result = _pending_bonus_chart_result()
+    body = render_markdown(result)
+    assert "15 point(s) pending" in body and "| ⏳ |" in body and "pending / 15" in body
+    assert "Includes 10 bonus point(s)" in body and "· bonus" in body
+    html = render_html(result)
+    assert "⏳ pending" in html and "including 10 bonus" in html
+
+
+def test_a_chart_is_a_table_in_the_comment_and_an_inert_image_in_the_html() -> None:
+    result = _pending_bonus_chart_result()
+    body = render_markdown(result)
+    assert "| 0.02 | 0.97 | Pareto front: \\#0 |" in body
+    assert "0.5 |" not in body  # the 'logged trials' series stays out of the comment's table
+    assert "<script>" not in body
+    html = render_html(result)
+    match = re.search(r'<img alt="Pareto front" src="data:image/svg\+xml;base64,([A-Za-z0-9+/=]+)">', html)
+    assert match, "the chart is embedded as an <img> data URI (an SVG in <img> cannot run scripts)"
+    import base64
+
+    svg = base64.b64decode(match.group(1)).decode()
+    assert svg.lstrip().startswith("<?xml") and "<svg" in svg and "<script" not in svg
+    assert machine.decode(body)["checks"][0]["chart"] is None  # the hidden block stays small

@@ -9,3 +9,5 @@ from __future__ import annotations
 
 from grader.checks.engine import CheckContext, Outcome, evaluate, register, rule_names  # noqa: F401
 from grader.checks import rules as _rules  # noqa: F401  (registers the shared rules)
+from grader.checks import behaviour as _behaviour  # noqa: F401
+from grader.checks import figures as _figures  # noqa: F401

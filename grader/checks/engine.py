@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -12,7 +13,7 @@ from grader.errors import ConfigError
 from grader.evidence.summary import EvidenceSummary, summarize
 from grader.manifest import Submission
 from grader.observations import Estimate, Observations
-from grader.result import CheckResult, CheckStatus
+from grader.result import Chart, CheckResult, CheckStatus
 
 
 @dataclass
@@ -29,11 +30,18 @@ class CheckContext:
 
 @dataclass
 class Outcome:
-    """``fraction`` of the check's points earned (0..1); ``None`` means the check was skipped."""
+    """``fraction`` of the check's points earned (0..1); ``None`` means the check was skipped.
+
+    ``pending`` marks a skip that is nobody's fault: the check cannot run on this machine (no
+    GPU, no TensorRT). Its points then count neither for nor against the student here; the
+    grading runner, which has the hardware, decides them.
+    """
 
     fraction: float | None
     message: str
     evidence: dict[str, Any] = field(default_factory=dict)
+    pending: bool = False
+    chart: Chart | None = None
 
 
 Rule = Callable[[CheckSpec, CheckContext], Outcome]
@@ -57,10 +65,12 @@ def load_checker(assignment: Assignment, folder: Path) -> None:
     if not assignment.checker:
         return
     path = folder / assignment.checker
-    spec = importlib.util.spec_from_file_location(f"grader_assignment_{assignment.id.replace('-', '_')}", path)
+    name = f"grader_assignment_{assignment.id.replace('-', '_')}"
+    spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise ConfigError(f"cannot import checker {path}")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses and pickling look their module up by name
     spec.loader.exec_module(module)
 
 
@@ -79,9 +89,10 @@ def _result(spec: CheckSpec, outcome: Outcome) -> CheckResult:
     if status in (CheckStatus.PARTIAL, CheckStatus.FAIL) and spec.fix:
         message = f"{message} How to fix: {spec.fix}"
     return CheckResult(
-        id=spec.id, title=spec.title, status=status, gate=spec.gate,
+        id=spec.id, title=spec.title, status=status, gate=spec.gate, bonus=spec.bonus,
+        pending=outcome.pending and fraction is None,
         points=round((fraction or 0.0) * spec.points, 2), max_points=spec.points,
-        message=message, evidence=outcome.evidence,
+        message=message, evidence=outcome.evidence, chart=outcome.chart,
     )
 
 
@@ -106,3 +117,13 @@ def evaluate(ctx: CheckContext) -> list[CheckResult]:
 def skipped_all(assignment: Assignment, reason: str) -> list[CheckResult]:
     """Every check skipped: used when the submission was rejected before anything ran."""
     return [_result(spec, Outcome(None, reason)) for spec in assignment.checks]
+
+
+def totals(checks: list[CheckResult]) -> dict[str, float]:
+    """Score, max score, bonus and pending points of a list of check results (see ``Result``)."""
+    return {
+        "score": round(sum(c.points for c in checks), 2),
+        "max_score": round(sum(c.max_points for c in checks if not c.bonus and not c.pending), 2),
+        "bonus_points": round(sum(c.points for c in checks if c.bonus), 2),
+        "pending_points": round(sum(c.max_points for c in checks if c.pending and not c.bonus), 2),
+    }

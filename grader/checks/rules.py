@@ -79,6 +79,8 @@ def thresholds(spec: CheckSpec, ctx: CheckContext) -> Outcome:
         evidence.update(ev)
     texts = "; ".join(t for _, t, _ in scored)
     if not fractions:
+        if spec.params.get("missing") == "fail":  # the figure is required: not measuring it is a shortfall
+            return Outcome(0.0, f"Could not be judged: {texts}.", evidence)
         return Outcome(None, f"Nothing to judge: {texts}.", evidence)
     note = " ".join(str(spec.params.get("note", "")).split())
     return Outcome(min(fractions), f"{texts[0].upper()}{texts[1:]}.{' ' + note if note else ''}", evidence)

@@ -7,7 +7,9 @@ import numpy as np
 from grader.observations import TensorEvidence
 
 NEAR_ZERO_RELATIVE = 1e-6
+NOISE_RELATIVE = 1e-5  # values closer than this (of the largest magnitude) differ only by float noise
 MAX_DISTINCT_EXACT = 50_000_000  # np.unique above this many elements is too slow to be worth it
+PALETTE_MAX = 256  # above this many distinct values a codebook saves nothing over int8
 
 
 def bits_of(dtype: np.dtype | str, packed_bits: int | None = None) -> int:
@@ -52,9 +54,26 @@ def tensor_evidence(
         zeros=zeros,
         near_zeros=near,
         distinct=distinct,
+        distinct_within_noise=distinct_within_noise(values) if distinct > PALETTE_MAX else None,
         quantized=quantized,
         prunable=prunable,
     )
+
+
+def distinct_within_noise(values: np.ndarray) -> int | None:
+    """Distinct values once those closer than ``NOISE_RELATIVE`` of the largest magnitude are merged.
+
+    A diagnostic for the report ("4,096 distinct values, but only 16 apart from float noise"):
+    clustering checks count exact values and never use this to pass anyone.
+    """
+    if not np.issubdtype(values.dtype, np.floating) or not values.size:
+        return None
+    magnitude = np.abs(values.astype(np.float64, copy=False))
+    step = float(magnitude.max()) * NOISE_RELATIVE
+    if step == 0 or not np.isfinite(step):
+        return None
+    ordered = np.sort(values.astype(np.float64, copy=False).reshape(-1))
+    return int(np.count_nonzero(np.diff(ordered) > step)) + 1
 
 
 def _broadcast_zero_point(zp: np.ndarray, shape: tuple[int, ...], axis: int | None) -> np.ndarray:

@@ -1,6 +1,6 @@
 """The machine-readable block hidden in every PR comment, so results can be collected from GitHub.
 
-It holds the result without per-check evidence (which can be large), gzipped and base64-encoded:
+It holds the result without per-check evidence and charts (which can be large), gzipped and base64-encoded:
 the base64 alphabet has no '-' or '>', so the block cannot close its HTML comment early. A
 collector must still treat a decoded block as hostile input and validate it against the schema,
 and must only trust comments authored by the grader's bot.
@@ -27,6 +27,7 @@ def compact(result: Result) -> dict[str, Any]:
     data = json.loads(result.to_json())
     for check in data.get("checks", []):
         check["evidence"] = {}
+        check["chart"] = None
     return data
 
 

@@ -15,6 +15,7 @@ from markupsafe import Markup
 
 from grader.observations import Estimate
 from grader.report import machine
+from grader.report.charts import chart_data_uri
 from grader.report.escape import marker_value, md
 from grader.result import CheckStatus, Result
 
@@ -89,7 +90,8 @@ def _environment(autoescape: bool) -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.globals.update(icon=lambda s: Markup(STATUS_ICON[s]), fmt=fmt, verdict=VERDICT, trusted=Markup)
+    env.globals.update(icon=lambda s: Markup(STATUS_ICON[s]), fmt=fmt, verdict=VERDICT, trusted=Markup,
+                       chart_uri=chart_data_uri)
     env.filters["md"] = md
     env.filters["jsontext"] = lambda value: json.dumps(value, ensure_ascii=False, default=str)  # plain str: escaped
     return env

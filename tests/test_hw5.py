@@ -1,0 +1,150 @@
+"""hw5-auto-compression end to end: the reference search, its real Optuna SQLite twin, and flawed logs."""
+
+from __future__ import annotations
+
+import csv
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from grader import exitcodes
+from grader.grading import grade
+from grader.result import CheckStatus
+from tests import builders
+from tests.builders import check_of
+
+HW5 = "hw5-auto-compression"
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _write(path: Path, rows: list[dict[str, str]]) -> Path:
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+@pytest.fixture(scope="module")
+def logs(reference_paths, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("hw5logs")
+    rows = _rows(reference_paths["hw5_trials"])
+    out = {"reference": reference_paths["hw5_trials"]}
+    better = dict(rows[0], number="12", values_accuracy="0.99", values_gzip_mb="0.001")  # beats everything
+    out["dominated"] = _write(folder / "dominated.csv", [*rows, better])
+    out["misreported"] = _write(folder / "misreported.csv",
+                                [dict(r, values_accuracy="0.99") if r["number"] == "3" else r for r in rows])
+    out["few"] = _write(folder / "few.csv", rows[:5])
+    out["one_objective"] = _write(folder / "one.csv", [{k: v for k, v in r.items() if k != "values_gzip_mb"}
+                                                       for r in rows])
+    out["unknown_name"] = _write(folder / "unknown.csv", [{("values_compressed" if k == "values_gzip_mb" else k): v
+                                                           for k, v in r.items()} for r in rows])
+    not_optuna = folder / "results.db"
+    with sqlite3.connect(not_optuna) as conn:
+        conn.execute("CREATE TABLE results (trial INTEGER, accuracy REAL)")
+    out["not_optuna"] = not_optuna
+    out["rows"] = rows
+    return out
+
+
+@pytest.fixture(scope="module")
+def optuna_study(logs, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The reference search's trials written into a real Optuna SQLite study."""
+    optuna = pytest.importorskip("optuna", reason="optuna (the dev extra) writes the study")
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    path = tmp_path_factory.mktemp("study") / "study.db"
+    study = optuna.create_study(storage=f"sqlite:///{path}", study_name="hw5", directions=["maximize", "minimize"])
+    study.set_metric_names(["accuracy", "gzip_mb"])
+    distributions = {"amount": FloatDistribution(0.0, 0.9), "weights": CategoricalDistribution(["fp32", "int8"])}
+    for row in logs["rows"]:
+        study.add_trial(optuna.trial.create_trial(
+            params={"amount": float(row["params_amount"]), "weights": row["params_weights"]},
+            distributions=distributions, values=[float(row["values_accuracy"]), float(row["values_gzip_mb"])]))
+    return path
+
+
+@pytest.fixture(scope="module")
+def graded(reference_paths, logs, optuna_study, fast_root: Path, tmp_path_factory: pytest.TempPathFactory):
+    cache: dict[tuple, object] = {}
+    solution = reference_paths["hw5_dir"]
+
+    def run(log: str = "reference", claims: dict | None = None):
+        claims = {"trial": 3} if claims is None else claims
+        key = (log, repr(claims))
+        if key not in cache:
+            folder = builders.submission(tmp_path_factory.mktemp(log),
+                                         {"baseline": solution / "baseline.onnx",
+                                          "candidate": solution / "candidate.onnx"},
+                                         solution / "inputs.npz", assignment=HW5, claims=claims)
+            source = optuna_study if log == "sqlite" else logs[log]
+            (folder / f"log{source.suffix}").write_bytes(source.read_bytes())
+            builders.write_manifest(folder, assignment=HW5, claims=claims,
+                                    models={"baseline": "baseline.onnx", "candidate": "candidate.onnx"},
+                                    data={"inputs": "inputs.npz", "search_log": f"log{source.suffix}"})
+            cache[key] = grade(folder, fast_root)
+        return cache[key]
+
+    return run
+
+
+@pytest.mark.parametrize("log", ["reference", "sqlite"])
+def test_the_reference_search_passes_as_csv_and_as_an_optuna_study(graded, log: str) -> None:
+    result = graded(log).result
+    assert result.score == result.max_score == 100, [c.message for c in result.checks]
+    pareto = check_of(result, "pareto")
+    assert pareto.chart is not None and pareto.evidence["chosen_trial"] == 3
+    assert 3 in pareto.evidence["front"] and pareto.evidence["sources"] == {"accuracy": "measured",
+                                                                          "gzip_mb": "measured"}
+
+
+def test_a_dominated_choice_fails_pareto_and_names_the_better_trial(graded) -> None:
+    result = graded("dominated").result
+    pareto = check_of(result, "pareto")
+    assert pareto.status is CheckStatus.FAIL and "trial 12" in pareto.message
+    assert check_of(result, "reproduces").status is CheckStatus.PASS
+
+
+def test_logged_figures_that_do_not_reproduce_fail_reproduces(graded) -> None:
+    reproduces = check_of(graded("misreported").result, "reproduces")
+    assert reproduces.status is CheckStatus.PARTIAL and reproduces.points == 15  # gzip_mb agrees, accuracy not
+    assert "accuracy: logged 0.99 but measured 0.967" in reproduces.message
+
+
+@pytest.mark.parametrize("log, message", [
+    ("few", "needs at least 10 complete trials"),
+    ("one_objective", "needs at least 2 objectives"),
+    ("unknown_name", "Unknown objective name(s) ['compressed']"),
+    ("not_optuna", "not an Optuna"),
+])
+def test_a_thin_or_unusable_log_fails_search_log(graded, log: str, message: str) -> None:
+    grading = graded(log)
+    assert grading.exit_code == exitcodes.GRADED  # the model is still graded; the log check says what to fix
+    search = check_of(grading.result, "search_log")
+    assert search.status in (CheckStatus.FAIL, CheckStatus.PARTIAL) and message in search.message
+
+
+def test_without_a_trial_claim_pareto_and_reproduces_say_what_to_add(graded) -> None:
+    result = graded(claims={}).result
+    for check_id in ("pareto", "reproduces"):
+        assert "claims: {trial: <trial number>}" in check_of(result, check_id).message
+
+
+def test_a_missing_or_unreadable_log_is_rejected_before_anything_runs(reference_paths, fast_root, tmp_path) -> None:
+    solution = reference_paths["hw5_dir"]
+    models = {"baseline": solution / "baseline.onnx", "candidate": solution / "candidate.onnx"}
+    missing = builders.submission(tmp_path / "a", models, solution / "inputs.npz", assignment=HW5, claims={"trial": 3})
+    grading = grade(missing, fast_root)
+    assert grading.exit_code == exitcodes.REJECTED and "names no search log" in grading.result.problems[0].message
+    binary = builders.submission(tmp_path / "b", models, solution / "inputs.npz", assignment=HW5, claims={"trial": 3},
+                                 data={"inputs": "inputs.npz", "search_log": "log.bin"})
+    (binary / "log.bin").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))
+    grading = grade(binary, fast_root)
+    assert grading.exit_code == exitcodes.REJECTED
+    assert "neither an SQLite study" in grading.result.problems[0].message

@@ -1,0 +1,72 @@
+"""Worker measurements in process (no sandbox): batch probe, solo timing, output comparison, MACs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from grader.assignment import Pair, ProbeSpec, TimingSpec, MeasureSpec
+from grader.job import Job
+from grader.runtime import load_model
+from grader.worker import batch_probe, compare_outputs, count_macs, time_alone
+from tests import builders
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("worker")
+    model = builders.trained_tiny(epochs=1)
+    return {"dynamic": builders.export(model, folder / "dynamic.onnx"),
+            "fixed": builders.export_fixed_batch(model, folder / "fixed.onnx"),
+            "arrays": {"input": builders.digits()[2]}}
+
+
+def test_probe_of_a_dynamic_batch_model_agrees_row_by_row(exported) -> None:
+    model = load_model(exported["dynamic"], "onnx", threads=1)
+    probe = batch_probe(model, "onnx", exported["arrays"], ProbeSpec(roles=["onnx"], batch_size=8))
+    assert probe.single_ok and probe.batch_ok and probe.shapes_consistent and probe.single_shapes_stable
+    assert probe.single_shapes == [[1, 10]] and probe.batch_shapes == [[8, 10]]
+    assert probe.outputs[0].tolerance_ratio <= 1 and probe.repeat_max_abs_error == 0.0
+    assert probe.fixed_batch is None and probe.error == ""
+
+
+def test_probe_of_a_frozen_batch_model_records_the_failure(exported) -> None:
+    model = load_model(exported["fixed"], "onnx", threads=1)
+    probe = batch_probe(model, "onnx", exported["arrays"], ProbeSpec(roles=["onnx"], batch_size=8))
+    assert probe.fixed_batch == 1
+    assert probe.single_ok and probe.single_shapes_stable and not probe.batch_ok
+    assert "batch 8" in probe.error and not probe.shapes_consistent
+    assert probe.repeat_max_abs_error == 0.0  # repeatability judged on batch 1 instead
+
+
+def test_solo_timing_reports_latency_with_an_interval_and_throughput(exported) -> None:
+    model = load_model(exported["dynamic"], "onnx", threads=1)
+    job = Job(models=[], inputs=None, output="", measure=MeasureSpec(
+        timing=TimingSpec(budget_s=0.2, warmup=1, min_rounds=5)))
+    timing = time_alone("baseline", model, exported["arrays"], 16, job, budget=0.2)
+    assert timing.batch_size == 16 and timing.rounds >= 5
+    assert timing.latency_ms.low <= timing.latency_ms.value <= timing.latency_ms.high
+    assert timing.items_per_s == pytest.approx(16 / timing.latency_ms.value * 1e3)
+
+
+def test_compare_outputs_reports_every_output_and_a_count_mismatch() -> None:
+    rng = np.random.default_rng(0)
+    ref = [rng.normal(size=(20, 10)), rng.normal(size=(20, 3))]
+    cand = [ref[0] + 1e-6, ref[1] + 0.5]
+    comparison = compare_outputs(Pair(reference="source", candidate="onnx", atol=1e-4, rtol=1e-3), ref, cand,
+                                 ["logits", "aux"])
+    assert [o.name for o in comparison.outputs] == ["logits", "aux"]
+    assert comparison.outputs[0].tolerance_ratio < 1 < comparison.outputs[1].tolerance_ratio
+    assert comparison.kl_divergence == pytest.approx(0.0, abs=1e-9) and comparison.note == ""
+    short = compare_outputs(Pair(reference="source", candidate="onnx"), ref, cand[:1], ["logits"])
+    assert "1 output(s)" in short.note and "has 2" in short.note
+
+
+def test_macs_of_a_frozen_batch_model_are_per_sample(exported, tmp_path: Path) -> None:
+    model = builders.trained_tiny(epochs=1)
+    frozen = load_model(builders.export_fixed_batch(model, tmp_path / "b4.onnx", batch=4), "onnx", threads=1)
+    dynamic = load_model(exported["dynamic"], "onnx", threads=1)
+    per_sample = count_macs(dynamic, "onnx", exported["arrays"]).macs
+    assert per_sample and count_macs(frozen, "onnx", exported["arrays"]).macs == per_sample
