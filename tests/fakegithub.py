@@ -1,11 +1,15 @@
 """A fake GitHub REST API on 127.0.0.1: a real threaded HTTP server, for PyGithub to talk to.
 
 It implements what the grader uses — repository, pull request, the PR's changed files (paginated
-with real ``Link`` headers), issue comments (list paginated, create, edit, delete), commits,
-commit statuses and git trees — keeps its state in memory, checks tokens (a read-only token gets
-GitHub's 403 on writes), logs every request, and injects faults: an error status (502, a 403
-secondary rate limit with or without ``Retry-After``, 429), a slow response, or a response lost
-*after* the write took effect (the case that tempts a client into posting twice).
+with real ``Link`` headers), issue comments (a PR's and the whole repository's, listed paginated;
+create, edit, delete), commits, commit statuses, git trees, and workflow-run artifacts (listed
+paginated and filtered by name; the zip download answers GitHub's 302 to a pre-signed storage
+address that needs no token) — keeps its state in memory, checks tokens (a read-only token gets
+GitHub's 403 on writes), logs every request (with its query and ``Authorization`` header), and
+injects faults: an error status (502, a 403 secondary rate limit with or without ``Retry-After``,
+429), a slow response, or a response lost *after* the write took effect (the case that tempts a
+client into posting twice). ``per_page_limit`` (GitHub's is 100) can be lowered so that a client
+asking for big pages must still follow the ``Link`` headers.
 
 Use it through the ``fake_github`` fixture::
 
@@ -14,20 +18,23 @@ Use it through the ``fake_github`` fixture::
         fake_github.add_token("bot-token", "github-actions[bot]", write=True)
         pr = fake_github.open_pull(repo, "octocat", {"submissions/a/hw2/x.onnx": b"..."})
         gh = fake_github.pygithub("bot-token")   # PyGithub with base_url and zero request spacing
+        fake_github.add_artifact(repo, "result", {"result.json": b"{...}"}, head_sha=pr.head_sha)
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import itertools
 import json
 import re
 import threading
 import time
+import zipfile
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Iterator
+from typing import Any, Iterator, NamedTuple
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
@@ -56,6 +63,16 @@ class Fault:
 
     def matches(self, method: str, path: str) -> bool:
         return self.times > 0 and self.method in ("*", method) and re.fullmatch(self.path, path) is not None
+
+
+class Request(NamedTuple):
+    """One logged request: what was asked, how it was answered, and the credentials it carried."""
+
+    method: str
+    path: str
+    status: int
+    query: str = ""
+    auth: str = ""  # the Authorization header as sent ("" without one)
 
 
 @dataclass(frozen=True)
@@ -111,6 +128,7 @@ class FakeRepo:
     pulls: dict[int, FakePull] = field(default_factory=dict)
     comments: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
     statuses: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    artifacts: list[dict[str, Any]] = field(default_factory=list)
 
 
 class FakeGitHub:
@@ -122,8 +140,10 @@ class FakeGitHub:
         self.tokens: dict[str, tuple[str, bool]] = {}
         self.trees: dict[str, list[dict[str, Any]]] = {}
         self.commits: dict[str, str] = {}  # commit sha -> root tree sha
+        self.blobs: dict[int, bytes] = {}  # artifact id -> its zip, served at /_blobs/{id} without a token
         self.faults: list[Fault] = []
-        self.log: list[tuple[str, str, int]] = []
+        self.log: list[Request] = []
+        self.per_page_limit = 100  # GitHub's cap on per_page; lower it to force pagination
         self.ids = itertools.count(1001)
         self.clock = datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc)
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
@@ -176,10 +196,41 @@ class FakeGitHub:
             self._set_head(repo, pull, dict(pull.head_files), files, {})
             return pull.head_sha
 
-    def add_comment(self, repo: FakeRepo, number: int, login: str, body: str) -> dict[str, Any]:
-        """A comment by anyone (e.g. a student pasting the grader's marker)."""
+    def add_comment(self, repo: FakeRepo, number: int, login: str, body: str,
+                    user_type: str | None = None) -> dict[str, Any]:
+        """A comment by anyone (e.g. a student pasting the grader's marker).
+
+        The author's ``type`` is "Bot" for a login ending in ``[bot]``, else "User"; ``user_type`` overrides it.
+        """
         with self.lock:
-            return self._create_comment(repo, number, login, body)
+            comment = self._create_comment(repo, number, login, body)
+            if user_type is not None:
+                comment["user_type"] = user_type
+            return comment
+
+    def add_artifact(self, repo: FakeRepo, name: str, files: dict[str, bytes], head_sha: str,
+                     expired: bool = False, head_branch: str = "main") -> dict[str, Any]:
+        """An artifact named ``name`` holding ``files`` (zipped), uploaded by a workflow run of ``head_sha``."""
+        with self.lock:
+            buffer = io.BytesIO()
+            with zipfile.ZipFile(buffer, "w") as archive:
+                for path, data in files.items():
+                    archive.writestr(path, data)
+            number = next(self.ids)
+            self.blobs[number] = buffer.getvalue()
+            created = self.tick()
+            base = f"{self.url}/repos/{repo.full_name}/actions"
+            artifact = {
+                "id": number, "node_id": f"MDg6QXJ0aWZhY3Q{number}", "name": name,
+                "size_in_bytes": len(self.blobs[number]), "url": f"{base}/artifacts/{number}",
+                "archive_download_url": f"{base}/artifacts/{number}/zip", "expired": expired,
+                "created_at": _iso(created), "updated_at": _iso(created),
+                "expires_at": _iso(created - timedelta(minutes=1) if expired else created + timedelta(days=90)),
+                "workflow_run": {"id": next(self.ids), "repository_id": 1, "head_repository_id": 1,
+                                 "head_branch": head_branch, "head_sha": head_sha},
+            }
+            repo.artifacts.append(artifact)
+            return artifact
 
     def fail(self, **fault: Any) -> Fault:
         """Inject a fault (see ``Fault``); returns it so a test can check it was used up."""
@@ -203,7 +254,7 @@ class FakeGitHub:
         with self.lock:
             return [dict(c) for c in repo.comments.get(number, [])]
 
-    def requests(self, method: str | None = None, path: str | None = None) -> list[tuple[str, str, int]]:
+    def requests(self, method: str | None = None, path: str | None = None) -> list[Request]:
         with self.lock:
             return [r for r in self.log if (method is None or r[0] == method)
                     and (path is None or re.fullmatch(path, r[1]))]
@@ -261,9 +312,9 @@ class FakeGitHub:
                 yield from self._flatten(entry["sha"], prefix + entry["path"] + "/")
 
     # --- internals: JSON shapes ------------------------------------------------------------
-    def _user_json(self, login: str) -> dict[str, Any]:
+    def _user_json(self, login: str, kind: str | None = None) -> dict[str, Any]:
         return {"login": login, "id": int(hashlib.sha1(login.encode()).hexdigest()[:8], 16),
-                "type": "Bot" if login.endswith("[bot]") else "User", "url": f"{self.url}/users/{login}"}
+                "type": kind or ("Bot" if login.endswith("[bot]") else "User"), "url": f"{self.url}/users/{login}"}
 
     def _repo_json(self, repo: FakeRepo) -> dict[str, Any]:
         owner, name = repo.full_name.split("/")
@@ -287,7 +338,8 @@ class FakeGitHub:
         }
 
     def _comment_json(self, repo: FakeRepo, number: int, comment: dict[str, Any]) -> dict[str, Any]:
-        return {"id": comment["id"], "body": comment["body"], "user": self._user_json(comment["login"]),
+        return {"id": comment["id"], "body": comment["body"],
+                "user": self._user_json(comment["login"], comment.get("user_type")),
                 "url": f"{self.url}/repos/{repo.full_name}/issues/comments/{comment['id']}",
                 "issue_url": f"{self.url}/repos/{repo.full_name}/issues/{number}",
                 "html_url": f"https://github.test/{repo.full_name}/pull/{number}#issuecomment-{comment['id']}",
@@ -315,8 +367,10 @@ class FakeGitHub:
                     return action(self, repo, match.groupdict(), query, body, login)
             return 404, {"message": "Not Found"}, {}
 
-    def page(self, path: str, query: dict[str, str], items: list[Any]) -> tuple[int, Any, dict[str, str]]:
-        per_page = max(1, min(100, int(query.get("per_page", 30))))
+    def page(self, path: str, query: dict[str, str], items: list[Any],
+             key: str | None = None) -> tuple[int, Any, dict[str, str]]:
+        """One page of ``items``; with ``key``, wrapped as ``{"total_count": n, key: [...]}`` (the Actions API)."""
+        per_page = max(1, min(self.per_page_limit, int(query.get("per_page", 30))))
         number = max(1, int(query.get("page", 1)))
         last = max(1, -(-len(items) // per_page))
         rels = ([("next", number + 1), ("last", last)] if number < last else []) + \
@@ -324,7 +378,19 @@ class FakeGitHub:
         links = [f'<{self.url}{path}?{urlencode({**query, "per_page": per_page, "page": target})}>; rel="{rel}"'
                  for rel, target in rels]
         headers = {"Link": ", ".join(links)} if links else {}
-        return 200, items[(number - 1) * per_page: number * per_page], headers
+        chunk = items[(number - 1) * per_page: number * per_page]
+        return 200, ({"total_count": len(items), key: chunk} if key else chunk), headers
+
+    def blob(self, path: str) -> tuple[int, Any, dict[str, str]] | None:
+        """A pre-signed storage address (``/_blobs/{id}``): served without a token, like GitHub's; else None."""
+        match = re.fullmatch(r"/_blobs/(\d+)", path)
+        if match is None:
+            return None
+        with self.lock:
+            data = self.blobs.get(int(match.group(1)))
+        if data is None:
+            return 404, b"<Error><Code>BlobNotFound</Code></Error>", {"Content-Type": "application/xml"}
+        return 200, data, {"Content-Type": "application/zip"}
 
 
 def _repo_get(fake: FakeGitHub, repo: FakeRepo, groups, query, body, login):
@@ -347,6 +413,13 @@ def _comments_list(fake: FakeGitHub, repo: FakeRepo, groups, query, body, login)
     number = int(groups["number"])
     items = [fake._comment_json(repo, number, c) for c in repo.comments.get(number, [])]
     return fake.page(f"/repos/{repo.full_name}/issues/{number}/comments", query, items)
+
+
+def _repo_comments_list(fake: FakeGitHub, repo: FakeRepo, groups, query, body, login):
+    """Every issue and PR comment of the repository, oldest first (GitHub's default sort)."""
+    items = sorted((fake._comment_json(repo, number, c) for number, comments in repo.comments.items()
+                    for c in comments), key=lambda c: c["id"])
+    return fake.page(f"/repos/{repo.full_name}/issues/comments", query, items)
 
 
 def _comment_create(fake: FakeGitHub, repo: FakeRepo, groups, query, body, login):
@@ -434,11 +507,27 @@ def _tree_get(fake: FakeGitHub, repo: FakeRepo, groups, query, body, login):
                  "truncated": False}, {}
 
 
+def _artifacts_list(fake: FakeGitHub, repo: FakeRepo, groups, query, body, login):
+    items = [a for a in repo.artifacts if "name" not in query or a["name"] == query["name"]]
+    return fake.page(f"/repos/{repo.full_name}/actions/artifacts", query, items, key="artifacts")
+
+
+def _artifact_zip(fake: FakeGitHub, repo: FakeRepo, groups, query, body, login):
+    """GitHub answers 302 to a short-lived storage address; an expired artifact is 410 Gone."""
+    artifact = next((a for a in repo.artifacts if a["id"] == int(groups["id"])), None)
+    if artifact is None:
+        return 404, {"message": "Not Found"}, {}
+    if artifact["expired"]:
+        return 410, {"message": "Artifact has expired"}, {}
+    return 302, None, {"Location": f"{fake.url}/_blobs/{artifact['id']}"}
+
+
 REPO = r"/repos/(?P<repo>[^/]+/[^/]+)"
 ROUTES = [
     (REPO, "GET", _repo_get),
     (REPO + r"/pulls/(?P<number>\d+)", "GET", _pull_get),
     (REPO + r"/pulls/(?P<number>\d+)/files", "GET", _pull_files),
+    (REPO + r"/issues/comments", "GET", _repo_comments_list),
     (REPO + r"/issues/(?P<number>\d+)/comments", "GET", _comments_list),
     (REPO + r"/issues/(?P<number>\d+)/comments", "POST", _comment_create),
     (REPO + r"/issues/comments/(?P<id>\d+)", "GET", _comment_get),
@@ -448,6 +537,8 @@ ROUTES = [
     (REPO + r"/commits/(?P<sha>[0-9a-f]{40})/statuses", "GET", _status_list),
     (REPO + r"/statuses/(?P<sha>[0-9a-f]{40})", "POST", _status_create),
     (REPO + r"/git/trees/(?P<sha>[0-9a-f]{40})", "GET", _tree_get),
+    (REPO + r"/actions/artifacts", "GET", _artifacts_list),
+    (REPO + r"/actions/artifacts/(?P<id>\d+)/zip", "GET", _artifact_zip),
 ]
 
 
@@ -479,21 +570,22 @@ def _handler(fake: FakeGitHub) -> type[BaseHTTPRequestHandler]:
             if fault and not fault.after:
                 time.sleep(fault.delay_s)
                 if fault.status is not None:
-                    self._record(method, parts.path, fault.status)
+                    self._record(method, parts, fault.status)
                     return self._fault_response(fault)
             status, body, headers = self._answer(method, parts.path, query, raw)
             lost = fault is not None and fault.after
-            self._record(method, parts.path, fault.status or status if lost else status)
+            self._record(method, parts, fault.status or status if lost else status)
             if lost:
                 time.sleep(fault.delay_s)
                 if fault.status is not None:
                     return self._fault_response(fault)
             self._send(status, body, headers)
 
-        def _record(self, method: str, path: str, status: int) -> None:
+        def _record(self, method: str, parts, status: int) -> None:
             """Log the request as soon as its outcome is decided (a slow reply is logged before it is sent)."""
             with fake.lock:
-                fake.log.append((method, path, status))
+                fake.log.append(Request(method, parts.path, status, parts.query,
+                                        self.headers.get("Authorization", "")))
 
         def _take_fault(self, method: str, path: str) -> Fault | None:
             with fake.lock:
@@ -504,6 +596,9 @@ def _handler(fake: FakeGitHub) -> type[BaseHTTPRequestHandler]:
             return None
 
         def _answer(self, method: str, path: str, query: dict[str, str], raw: bytes):
+            stored = fake.blob(path) if method == "GET" else None
+            if stored is not None:
+                return stored
             auth = self.headers.get("Authorization", "")
             token = auth.split(" ", 1)[1] if " " in auth else ""
             if token not in fake.tokens:

@@ -14,7 +14,7 @@ import pytest
 from grader.gradebook.collect import Source, collect, from_artifacts, from_comments
 from grader.gradebook.store import Store
 from grader.report.render import render_markdown
-from tests.fake_github_collect import FakeGitHub
+from tests.fakegithub import FakeGitHub, FakeRepo
 from tests.results_builders import REPO, make_result
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -23,9 +23,17 @@ TOKEN = "ghs_test_token_123"
 
 
 @pytest.fixture
-def github():
-    with FakeGitHub(token=TOKEN, page_size=2) as fake:
-        yield fake
+def github(fake_github: FakeGitHub) -> FakeGitHub:
+    """The fake GitHub API with the course repository, a read-only token, and pages of two (so paging is followed)."""
+    fake_github.add_token(TOKEN, "teacher", write=False)
+    fake_github.add_repo(REPO)
+    fake_github.per_page_limit = 2
+    return fake_github
+
+
+@pytest.fixture
+def repo(github: FakeGitHub) -> FakeRepo:
+    return github.repos[REPO]
 
 
 def source(github: FakeGitHub, **overrides) -> Source:
@@ -36,22 +44,20 @@ def comment_for(result) -> str:
     return render_markdown(result)
 
 
-def test_collects_the_bots_comments_across_pages(github: FakeGitHub) -> None:
-    repo = github.repo(*REPO.split("/"))
+def test_collects_the_bots_comments_across_pages(github: FakeGitHub, repo: FakeRepo) -> None:
     teams = ["team-a", "team-b", "team-c", "team-d", "team-e"]
     for number, team in enumerate(teams, start=1):
         github.add_comment(repo, number, BOT, comment_for(make_result(team, score=50 + number, pr=number)))
     batch = from_comments(source(github))
     assert sorted(r.submission.team for r, _ in batch.results) == teams
     assert not batch.rejected
-    assert any("page=3" in path for path, _ in github.requests)  # five comments, two per page
-    assert all(auth == f"token {TOKEN}" for path, auth in github.requests)
+    assert any("page=3" in r.query for r in github.requests("GET", r".*/issues/comments"))  # five, two per page
+    assert all(r.auth == f"token {TOKEN}" for r in github.requests())
     result, where = batch.results[0]
-    assert where.startswith("comment:https://github.com/") and result.context.repository == REPO
+    assert where.startswith(f"comment:https://github.test/{REPO}/pull/") and result.context.repository == REPO
 
 
-def test_only_the_bots_comments_are_trusted(github: FakeGitHub) -> None:
-    repo = github.repo(*REPO.split("/"))
+def test_only_the_bots_comments_are_trusted(github: FakeGitHub, repo: FakeRepo) -> None:
     forged = make_result("team-a", score=100, pr=3)
     github.add_comment(repo, 3, "team-a-student", comment_for(forged), user_type="User")  # a pasted block
     github.add_comment(repo, 3, "github-actions", comment_for(forged), user_type="User")  # a look-alike login
@@ -60,8 +66,7 @@ def test_only_the_bots_comments_are_trusted(github: FakeGitHub) -> None:
     assert len(from_comments(source(github, bot="team-a-student")).results) == 1  # the filter is the only gate
 
 
-def test_hostile_blocks_from_the_bot_are_rejected_not_stored(github: FakeGitHub) -> None:
-    repo = github.repo(*REPO.split("/"))
+def test_hostile_blocks_from_the_bot_are_rejected_not_stored(github: FakeGitHub, repo: FakeRepo) -> None:
     wrong_pr = make_result("team-a", pr=9)
     github.add_comment(repo, 4, BOT, comment_for(wrong_pr))  # names PR 9, posted on PR 4
     other_repo = make_result("team-b", pr=5)
@@ -78,8 +83,7 @@ def test_hostile_blocks_from_the_bot_are_rejected_not_stored(github: FakeGitHub)
     assert "someone/else" in reasons and "outside 0..100" in reasons
 
 
-def test_comment_without_pr_context_gets_it_from_the_comment(github: FakeGitHub) -> None:
-    repo = github.repo(*REPO.split("/"))
+def test_comment_without_pr_context_gets_it_from_the_comment(github: FakeGitHub, repo: FakeRepo) -> None:
     result = make_result("team-a", pr=None)
     result.context.repository = None
     github.add_comment(repo, 12, BOT, comment_for(result))
@@ -87,8 +91,7 @@ def test_comment_without_pr_context_gets_it_from_the_comment(github: FakeGitHub)
     assert (found.context.repository, found.context.pr_number) == (REPO, 12)
 
 
-def test_collects_result_json_from_artifacts(github: FakeGitHub) -> None:
-    repo = github.repo(*REPO.split("/"))
+def test_collects_result_json_from_artifacts(github: FakeGitHub, repo: FakeRepo) -> None:
     results = [make_result(f"team-{c}", pr=i + 1) for i, c in enumerate("abc")]
     for result in results:
         github.add_artifact(repo, "result", {"out/result.json": result.to_json().encode(), "report.md": b"x"},
@@ -102,11 +105,10 @@ def test_collects_result_json_from_artifacts(github: FakeGitHub) -> None:
     assert sorted(r.submission.team for r, _ in batch.results) == ["team-a", "team-b", "team-c"]
     assert [r.reason for r in batch.rejected] == [
         "result.json names another commit than the workflow run that uploaded it", "artifact holds no result.json"]
-    assert any(path.startswith("/_blobs/") for path, _ in github.requests)  # followed the redirect
+    assert github.requests("GET", r"/_blobs/\d+")  # followed the redirect
 
 
-def test_comments_and_artifacts_of_one_run_store_one_row(github: FakeGitHub, tmp_path: Path) -> None:
-    repo = github.repo(*REPO.split("/"))
+def test_comments_and_artifacts_of_one_run_store_one_row(github: FakeGitHub, repo: FakeRepo, tmp_path: Path) -> None:
     result = make_result("team-a", pr=1)
     github.add_comment(repo, 1, BOT, comment_for(result))
     github.add_artifact(repo, "result", {"result.json": result.to_json().encode()}, result.context.head_sha)
@@ -123,8 +125,7 @@ def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
                           timeout=120, env=clean | env)
 
 
-def test_cli_collect_end_to_end(github: FakeGitHub, tmp_path: Path) -> None:
-    repo = github.repo(*REPO.split("/"))
+def test_cli_collect_end_to_end(github: FakeGitHub, repo: FakeRepo, tmp_path: Path) -> None:
     github.add_comment(repo, 1, BOT, comment_for(make_result("team-a", pr=1)))
     bad = make_result("team-b", pr=2)
     bad.score = 500
@@ -142,7 +143,6 @@ def test_cli_collect_end_to_end(github: FakeGitHub, tmp_path: Path) -> None:
 
 
 def test_cli_collect_with_a_bad_token_says_so(github: FakeGitHub, tmp_path: Path) -> None:
-    github.repo(*REPO.split("/"))
     done = run_cli("results", "collect", "--repo", REPO, "--api-url", github.url, "--db", str(tmp_path / "g.sqlite"),
                    env={"GITHUB_TOKEN": "wrong"})
     assert done.returncode == 5 and "401" in done.stderr and "Traceback" not in done.stderr
@@ -153,8 +153,7 @@ def test_cli_collect_with_a_bad_token_says_so(github: FakeGitHub, tmp_path: Path
     assert usage.returncode == 2 and "OWNER/NAME" in usage.stderr
 
 
-def test_event_times_survive_the_round_trip(github: FakeGitHub) -> None:
-    repo = github.repo(*REPO.split("/"))
+def test_event_times_survive_the_round_trip(github: FakeGitHub, repo: FakeRepo) -> None:
     event = datetime(2026, 12, 11, 22, 58, 59, tzinfo=timezone.utc)
     github.add_comment(repo, 1, BOT, comment_for(make_result("team-a", pr=1, event_time=event)))
     (found, _), = from_comments(source(github)).results
