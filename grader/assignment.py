@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from grader.errors import ConfigError, SubmissionError
 from grader.policy import Leaderboard, Policy
+from grader.scoring import ScoreFormula
 
 ASSIGNMENT_FILE = "assignment.yaml"
 # libyaml's safe loader when PyYAML has it (same rules, ~10x faster: the gradebook reads every file)
@@ -183,6 +184,8 @@ class Assignment(Strict):
     checker: str | None = Field(None, description="module in the assignment folder that adds rules")
     policy: Policy = Field(Policy(), description="deadline, late rule and which run counts (gradebook)")
     leaderboard: Leaderboard | None = Field(None, description="figures plotted against each other (gradebook)")
+    score: ScoreFormula | None = Field(None, description="leaderboard score formula (final project)")
+    max_runs_per_day: int | None = Field(None, ge=1, description="graded runs per team per UTC day (needs a store)")
 
     @model_validator(mode="after")
     def _consistent(self) -> "Assignment":

@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "grader.commands.results",
     "grader.commands.gradebook",
     "grader.commands.regrade",
+    "grader.commands.leaderboard",
 ]
 
 

@@ -20,6 +20,7 @@ from grader.assignment import Assignment, assignments_root, load_assignment, ref
 from grader.checks import CheckContext, evaluate
 from grader.checks.engine import load_checker, skipped_all, totals
 from grader.errors import ConfigError, SubmissionError
+from grader.heldout import evaluation_data
 from grader.job import Job, ModelJob, SearchLogJob
 from grader.manifest import MANIFEST_NAME, ManifestError, Submission, load_manifest
 from grader.metrics import figures
@@ -27,6 +28,7 @@ from grader.observations import Environment, Observations
 from grader.result import AssignmentRef, CheckResult, GraderRef, Problem, Result, RunContext, SubmissionRef
 from grader.runner import Runner, WorkerError
 from grader.sandbox import run_worker as local_runner
+from grader.scoring import SCORE_FIGURE
 
 
 @dataclass
@@ -45,6 +47,7 @@ class _State:
     t0: float
     context: RunContext
     runner: Runner
+    store: Path | None = None
     submission: Submission | None = None
     assignment: Assignment | None = None
     files: dict[str, str] | None = None
@@ -113,9 +116,10 @@ def vet_references(assignment: Assignment) -> list[Artifact]:
 
 
 def heldout_inputs(assignment: Assignment) -> str | None:
+    """The course's labelled data; ``$GRADER_HELDOUT_DIR/<id>.npz`` (a runner secret) replaces it."""
     if assignment.measure.heldout is None:
         return None
-    path = references_root() / assignment.measure.heldout.inputs
+    path, _ = evaluation_data(assignment.id, references_root() / assignment.measure.heldout.inputs)
     if not path.is_file():
         raise ConfigError(f"held-out data {path} is missing. Build the references with: python -m reference.build")
     return str(path)
@@ -164,14 +168,15 @@ def build_job(artifacts: list[Artifact], assignment: Assignment, submission: Sub
 
 
 def grade(folder: Path, root: Path | None = None, context: RunContext | None = None,
-          runner: Runner | None = None) -> Grading:
+          runner: Runner | None = None, store: Path | None = None) -> Grading:
     """Grade one submission folder; ``context`` (PR, SHA, event time) is recorded as given.
 
     ``runner`` runs the worker: the local sandbox by default, or e.g. a ``DockerRunner``
-    (``grader.runner.select_runner``); only this choice differs between them.
+    (``grader.runner.select_runner``); only this choice differs between them. ``store`` (a results
+    store) enforces the assignment's runs-per-day limit, if it has one.
     """
     state = _State(folder=Path(folder), started_at=datetime.now(timezone.utc), t0=time.monotonic(),
-                   context=context or RunContext(), runner=runner or local_runner)
+                   context=context or RunContext(), runner=runner or local_runner, store=store)
     try:
         return _grade(state, root or assignments_root())
     except SubmissionError as exc:
@@ -185,6 +190,11 @@ def _grade(state: _State, root: Path) -> Grading:
     state.submission = load_manifest(state.folder)
     state.assignment = load_assignment(state.submission.assignment, root)
     load_checker(state.assignment, root / state.assignment.id)
+    if state.assignment.max_runs_per_day and state.store is not None:
+        from grader.runlimit import enforce
+
+        enforce(state.store, state.submission.team, state.assignment.id, state.assignment.max_runs_per_day,
+                state.context.event_time)
     if state.assignment.service is not None:
         return _grade_service(state)
     artifacts = vet_submission(state.folder, state.submission, state.assignment)
@@ -192,6 +202,8 @@ def _grade(state: _State, root: Path) -> Grading:
     job = build_job(artifacts, state.assignment, state.submission, vet_references(state.assignment))
     with tempfile.TemporaryDirectory(prefix="grader-") as work:
         obs = state.runner(job, state.assignment.limits, Path(work), readonly_folders(state.folder, job))
+    if state.assignment.measure.heldout is not None:
+        obs.environment.data = evaluation_data(state.assignment.id, Path())[1]
     return _finish(state, obs, figures(obs))
 
 
@@ -211,6 +223,8 @@ def _grade_service(state: _State) -> Grading:
 
 
 def _finish(state: _State, obs: Observations, figures_: dict) -> Grading:
+    if state.assignment.score is not None and obs.failure is None:
+        figures_[SCORE_FIGURE] = state.assignment.score.evaluate(figures_)
     ctx = CheckContext(state.assignment, state.submission, obs, figures_)
     checks = evaluate(ctx)
     problems = [Problem(kind=obs.failure.kind, message=obs.failure.message, hint=obs.failure.hint)] if obs.failure else []

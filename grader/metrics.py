@@ -37,8 +37,13 @@ def figures(obs: Observations) -> dict[str, Estimate]:
     for solo in obs.solo_timing:
         out[f"{solo.role}.latency_ms_b{solo.batch_size}"] = solo.latency_ms
         out[f"{solo.role}.throughput_b{solo.batch_size}"] = _e(solo.items_per_s, "items/s")
-    for held in obs.heldout:
-        out[f"{held.role}.heldout_accuracy"] = _e(held.accuracy)
+    heldout = {held.role: held.accuracy for held in obs.heldout}
+    for role, accuracy in heldout.items():
+        out[f"{role}.heldout_accuracy"] = _e(accuracy)
+    for f in obs.fidelity:  # the final project's gate: the candidate's held-out accuracy over the reference's
+        ref_acc, cand_acc = heldout.get(f.reference), heldout.get(f.candidate)
+        if ref_acc and cand_acc is not None:
+            out[f"{pair_key(f.reference, f.candidate)}.heldout_accuracy_ratio"] = _e(cand_acc / ref_acc)
     for t in obs.timing:
         out[f"{t.reference}.latency_ms_b{t.batch_size}"] = _e(t.reference_ms, "ms")
         out[f"{t.candidate}.latency_ms_b{t.batch_size}"] = _e(t.candidate_ms, "ms")

@@ -22,6 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     check.add_argument("--out", type=Path, help="output folder (default grader-out/<team>/<assignment>/)")
     check.add_argument("--assignments", type=Path, help="assignments folder (default: the course repo's)")
     check.add_argument("--quiet", action="store_true", help="print only the output folder")
+    check.add_argument("--store", type=Path, help="results store whose graded runs count against an assignment's "
+                       "runs-per-day limit (the final project's)")
     check.add_argument("--context", type=Path, help="JSON with repository, pr_number, head_sha, event_time "
                        "(written by the CI workflow from GitHub's event; recorded in result.json)")
     runner = check.add_argument_group("where the models run (default: course.yaml's runner, else local)")
@@ -80,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     runner = _runner_or_exit_code(args)
     if isinstance(runner, int):
         return runner
-    grading = grade(args.folder, args.assignments, context, runner)
+    grading = grade(args.folder, args.assignments, context, runner, args.store)
     result = grading.result
     out = args.out or Path("grader-out") / result.submission.team / result.assignment.id
     paths = write_reports(result, out)
