@@ -16,6 +16,13 @@ STYLE = {CheckStatus.PASS: "green", CheckStatus.PARTIAL: "yellow", CheckStatus.F
 KEY_FIGURES = ("size_ratio", "speedup_b1", "speedup_b64", "top1_agreement", "accuracy_drop_pts", "effective_sparsity")
 
 
+def key_figures(result: Result) -> list[tuple[str, object]]:
+    """The figures this assignment's checks judged (named in their evidence), else the common ratios."""
+    judged = [k for c in result.checks for k in c.evidence if k in result.metrics]
+    names = list(dict.fromkeys(judged)) or [k for k in result.metrics if k.partition(".")[2] in KEY_FIGURES]
+    return [(k, result.metrics[k]) for k in names]
+
+
 def print_summary(result: Result, paths: dict[str, Path], console: Console | None = None) -> None:
     console = console or Console(highlight=False)
     title = f"{result.assignment.id} · team {result.submission.team} · {result.status}"
@@ -30,7 +37,7 @@ def print_summary(result: Result, paths: dict[str, Path], console: Console | Non
     console.print(table)
     for problem in result.problems:
         console.print(f"[red]problem[/] ({problem.kind}): {_escape(problem.message)} {_escape(problem.hint)}")
-    figures = [(k, v) for k, v in result.metrics.items() if k.partition(".")[2] in KEY_FIGURES]
+    figures = key_figures(result)
     if figures:
         console.print("  ".join(f"{k}: [bold]{fmt(v)}[/]" for k, v in figures))
     extras = []
