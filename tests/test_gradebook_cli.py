@@ -65,7 +65,9 @@ def test_import_then_gradebook_writes_every_file(course: dict[str, Path]) -> Non
     assert book.returncode == 0, book.stderr
     assert "Ann Lee" in book.stdout and "late 1d -9.5" in book.stdout and "1 error run(s)" in book.stdout
     names = sorted(p.name for p in course["out"].iterdir())
-    assert names == ["gradebook.html", "grades.csv", "grades.md", "grades.xlsx", f"leaderboard-{HW2}.csv", "runs.csv"]
+    # one leaderboard per assignment that names two figures (hw2 and the final project do)
+    assert names == ["gradebook.html", "grades.csv", "grades.md", "grades.xlsx", "leaderboard-final-project.csv",
+                     f"leaderboard-{HW2}.csv", "runs.csv"]
     rows = {r["github"]: r for r in csv.DictReader((course["out"] / "grades.csv").open())}
     assert rows["ann"][HW2] == rows["bo"][HW2] == "85.5" and rows["cy"][HW2] == "60"
 
