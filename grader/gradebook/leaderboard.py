@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from grader import pareto
 from grader.assignment import Assignment
 from grader.gradebook.table import Gradebook, metrics_of
 
@@ -13,17 +14,15 @@ LEADERBOARD_COLUMNS = ["team", "x", "y", "on_front", "score", "run_id"]
 
 
 def pareto_front(x: np.ndarray, y: np.ndarray, x_higher: bool = True, y_higher: bool = True) -> np.ndarray:
-    """Mask of points that no other point matches or beats on both axes while beating it on one."""
-    gx = np.asarray(x, dtype=float) * (1 if x_higher else -1)
-    gy = np.asarray(y, dtype=float) * (1 if y_higher else -1)
-    order = np.lexsort((-gy, -gx))  # best x first; among equal x, best y first
-    front = np.zeros(len(gx), dtype=bool)
-    best_y, best_x = -np.inf, np.nan
-    for i in order:
-        if gy[i] > best_y or (gy[i] == best_y and gx[i] == best_x):  # an identical point is not beaten
-            front[i] = True
-            best_y, best_x = gy[i], gx[i]
-    return front
+    """Mask of the teams no other team matches or beats on both axes while beating it on one.
+
+    The dominance rule is hw5's (``grader.pareto``), so a front means the same thing everywhere;
+    boards have one point per team, so its pairwise comparison is cheap.
+    """
+    directions = ["maximize" if x_higher else "minimize", "maximize" if y_higher else "minimize"]
+    points = {i: (float(a), float(b)) for i, (a, b) in enumerate(zip(x, y))}
+    front = set(pareto.pareto_front(points, directions))
+    return np.array([i in front for i in range(len(points))], dtype=bool)
 
 
 def leaderboard(book: Gradebook, assignment: Assignment) -> pd.DataFrame:
