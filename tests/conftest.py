@@ -1,4 +1,4 @@
-"""Shared fixtures: the reference models (built by the shipped script) and small test models."""
+"""Shared fixtures: the reference models (built by the shipped script), small test models, a loopback listener."""
 
 from __future__ import annotations
 
@@ -70,3 +70,30 @@ def docker_settings(docker_client):
 
 
 from tests.fakegithub import fake_github  # noqa: E402,F401  (the fake GitHub API fixture, reusable by any test)
+
+
+@pytest.fixture
+def listener():
+    """A real TCP server on the host's loopback, which a sandboxed child or container must not reach.
+
+    Yields (port, accepted): ``accepted`` gains an entry if anything connected within 20 s.
+    """
+    import socket
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    accepted: list[bool] = []
+
+    def accept() -> None:
+        server.settimeout(20)
+        try:
+            server.accept()
+            accepted.append(True)
+        except OSError:
+            pass
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield server.getsockname()[1], accepted
+    server.close()

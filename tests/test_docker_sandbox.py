@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import textwrap
-import threading
 from pathlib import Path
 
 import pytest
@@ -39,27 +37,6 @@ def probe_json(code: str, settings: DockerSettings, workdir: Path, **kwargs) -> 
 
 def worker_containers(client) -> list:
     return client.containers.list(all=True, filters={"label": LABEL})
-
-
-@pytest.fixture
-def listener():
-    """A real TCP server on the host's loopback, which the container must not reach."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen()
-    accepted: list[bool] = []
-
-    def accept() -> None:
-        server.settimeout(20)
-        try:
-            server.accept()
-            accepted.append(True)
-        except OSError:
-            pass
-
-    threading.Thread(target=accept, daemon=True).start()
-    yield server.getsockname()[1], accepted
-    server.close()
 
 
 NETWORK_PROBE = """

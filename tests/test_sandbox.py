@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import os
-import socket
 import sys
 import textwrap
-import threading
 import time
 from pathlib import Path
 
@@ -31,28 +29,6 @@ def run_python(code: str, workdir: Path, readonly: list[Path] | None = None, **l
     script.write_text(textwrap.dedent(code))
     done = run_sandboxed([sys.executable, str(script)], Limits(**limits), workdir, readonly or [])
     return done, done.output_tail
-
-
-@pytest.fixture
-def listener():
-    """A real TCP server on the host's loopback, which the sandboxed child must not reach."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen()
-    accepted: list[bool] = []
-
-    def accept() -> None:
-        server.settimeout(5)
-        try:
-            server.accept()
-            accepted.append(True)
-        except OSError:
-            pass
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield server.getsockname()[1], accepted
-    server.close()
 
 
 def test_network_is_unreachable_from_inside(tmp_path: Path, listener, isolating: str) -> None:
