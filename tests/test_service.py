@@ -154,3 +154,14 @@ def test_manifest_without_service_is_rejected(service_root: Path, tmp_path: Path
     grading = grade(folder, service_root)
     assert grading.exit_code == exitcodes.REJECTED
     assert "service" in grading.result.problems[0].message
+
+
+def test_command_placeholders_are_replaced_literally(tmp_path: Path) -> None:
+    """Student text never reaches str.format: other braces pass through and nothing is evaluated."""
+    import sys
+
+    from grader.service.runner import expand
+
+    parts = expand(["{python}", "--uds={socket}", "{python.__class__}", "{unknown}", "{folder}/x"],
+                   tmp_path / "s.sock", tmp_path)
+    assert parts == [sys.executable, f"--uds={tmp_path / 's.sock'}", "{python.__class__}", "{unknown}", f"{tmp_path}/x"]

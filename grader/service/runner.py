@@ -53,8 +53,19 @@ class RunningService:
 
 
 def expand(command: list[str], socket: Path, folder: Path) -> list[str]:
-    values = {"python": sys.executable, "socket": str(socket), "folder": str(folder)}
-    return [part.format_map(values) if "{" in part else part for part in command]
+    """Replace the three placeholders literally.
+
+    The command is the student's text: str.format would evaluate ``{python.__class__}`` or raise
+    on an unknown ``{name}``, so only the exact placeholders are substituted and any other brace
+    passes through unchanged.
+    """
+    values = {"{python}": sys.executable, "{socket}": str(socket), "{folder}": str(folder)}
+    expanded = []
+    for part in command:
+        for placeholder, value in values.items():
+            part = part.replace(placeholder, value)
+        expanded.append(part)
+    return expanded
 
 
 @contextmanager
