@@ -122,6 +122,8 @@ class ServiceSpec(Strict):
     corpus: str = Field(description="public request corpus (.npz with 'input', optional 'labels')")
     reference_command: list[str] = Field(description="command of the course's reference service")
     reference_folder: str
+    reference_files: list[str] = Field([], description="course files placed next to the reference service's "
+                                                      "own files when it runs in a container (its model)")
     startup_s: float = 60
     warmup_s: float = 2
     levels: list[int] = [1, 4, 16]

@@ -26,7 +26,7 @@ from grader.manifest import MANIFEST_NAME, ManifestError, Submission, load_manif
 from grader.metrics import figures
 from grader.observations import Environment, Observations
 from grader.result import AssignmentRef, CheckResult, GraderRef, Problem, Result, RunContext, SubmissionRef
-from grader.runner import Runner, WorkerError
+from grader.runner import Runner, ServiceHost, WorkerError
 from grader.sandbox import run_worker as local_runner
 from grader.scoring import SCORE_FIGURE
 
@@ -48,6 +48,7 @@ class _State:
     context: RunContext
     runner: Runner
     store: Path | None = None
+    service_host: ServiceHost | None = None
     submission: Submission | None = None
     assignment: Assignment | None = None
     files: dict[str, str] | None = None
@@ -168,15 +169,18 @@ def build_job(artifacts: list[Artifact], assignment: Assignment, submission: Sub
 
 
 def grade(folder: Path, root: Path | None = None, context: RunContext | None = None,
-          runner: Runner | None = None, store: Path | None = None) -> Grading:
+          runner: Runner | None = None, store: Path | None = None,
+          service_host: ServiceHost | None = None) -> Grading:
     """Grade one submission folder; ``context`` (PR, SHA, event time) is recorded as given.
 
     ``runner`` runs the worker: the local sandbox by default, or e.g. a ``DockerRunner``
-    (``grader.runner.select_runner``); only this choice differs between them. ``store`` (a results
+    (``grader.runner.select_runner``); ``service_host`` does the same for the service track
+    (``select_service_host``). Only these choices differ between them. ``store`` (a results
     store) enforces the assignment's runs-per-day limit, if it has one.
     """
     state = _State(folder=Path(folder), started_at=datetime.now(timezone.utc), t0=time.monotonic(),
-                   context=context or RunContext(), runner=runner or local_runner, store=store)
+                   context=context or RunContext(), runner=runner or local_runner, store=store,
+                   service_host=service_host)
     try:
         return _grade(state, root or assignments_root())
     except SubmissionError as exc:
@@ -209,16 +213,17 @@ def _grade(state: _State, root: Path) -> Grading:
 
 def _grade_service(state: _State) -> Grading:
     """Service track: the team's service and the reference service under the same load."""
-    from grader.sandbox import describe, isolation
     from grader.service.grading import observe_service
+    from grader.service.runner import LocalServiceHost
 
     if state.submission.service is None:
         raise SubmissionError("this assignment grades a service, but submission.yaml has no 'service'.",
                               "Add service: {command: [\"{python}\", \"-m\", \"uvicorn\", \"app:app\", "
                               "\"--uds\", \"{socket}\"]} (see the assignment README).", kind="manifest")
     state.files = {MANIFEST_NAME: sha256_file(state.folder / MANIFEST_NAME)}
-    failure, service_figures, data_name = observe_service(state.assignment, state.submission, state.folder)
-    obs = Observations(failure=failure, environment=Environment(sandbox=describe(isolation()), data=data_name))
+    host = state.service_host or LocalServiceHost()
+    failure, service_figures, data_name = observe_service(state.assignment, state.submission, state.folder, host)
+    obs = Observations(failure=failure, environment=Environment(sandbox=host.describe(), data=data_name))
     return _finish(state, obs, service_figures)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import signal
 import stat
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -38,6 +39,30 @@ class Runner(Protocol):
     def __call__(self, job: Job, limits: Limits, workdir: Path, readonly: list[Path]) -> Observations: ...
 
 
+class Service(Protocol):
+    """A started service, as the load generator and the grading see it, whichever host runs it."""
+
+    socket: Path  # the Unix socket it listens on, as the host reaches it
+    stopped: Failure | None  # the limit that stopped it, if one did
+
+    def alive(self) -> bool: ...
+
+    def log_tail(self, lines: int = 20) -> str: ...
+
+
+class ServiceHost(Protocol):
+    """Start a service (the team's or the reference) isolated and limited, and always stop it.
+
+    ``extra_files`` are trusted files (the reference model) that must sit next to the service's
+    own files where the host cannot reach the course repository.
+    """
+
+    def start(self, command: list[str], folder: Path, limits: Limits, workdir: Path, threads: int,
+              name: str, extra_files: list[Path]) -> AbstractContextManager[Service]: ...
+
+    def describe(self) -> str: ...
+
+
 def select_runner(config: RunnerConfig) -> Runner:
     """The runner ``course.yaml`` (or the command line) chose; the Docker SDK loads only for docker."""
     if config.kind == "docker":
@@ -47,6 +72,17 @@ def select_runner(config: RunnerConfig) -> Runner:
     from grader.sandbox import run_worker
 
     return run_worker
+
+
+def select_service_host(config: RunnerConfig) -> "ServiceHost":
+    """Where a service-track submission runs: a container built from its folder, or the local sandbox."""
+    if config.kind == "docker":
+        from grader.service.container import DockerServiceHost
+
+        return DockerServiceHost(config.docker)
+    from grader.service.runner import LocalServiceHost
+
+    return LocalServiceHost()
 
 
 @dataclass

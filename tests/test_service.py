@@ -163,5 +163,5 @@ def test_command_placeholders_are_replaced_literally(tmp_path: Path) -> None:
     from grader.service.runner import expand
 
     parts = expand(["{python}", "--uds={socket}", "{python.__class__}", "{unknown}", "{folder}/x"],
-                   tmp_path / "s.sock", tmp_path)
+                   sys.executable, str(tmp_path / "s.sock"), str(tmp_path))
     assert parts == [sys.executable, f"--uds={tmp_path / 's.sock'}", "{python.__class__}", "{unknown}", f"{tmp_path}/x"]

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from grader import exitcodes
+from grader.commands.common import UsageError, add_runner_options, runner_config
 
 EXIT_CODES_HELP = """exit codes:
   0  graded (whatever the score)
@@ -26,38 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "runs-per-day limit (the final project's)")
     check.add_argument("--context", type=Path, help="JSON with repository, pr_number, head_sha, event_time "
                        "(written by the CI workflow from GitHub's event; recorded in result.json)")
-    runner = check.add_argument_group("where the models run (default: course.yaml's runner, else local)")
-    runner.add_argument("--runner", choices=["local", "docker"],
-                        help="local: a sandboxed child process; docker: a locked-down container (needs an engine)")
-    runner.add_argument("--image", help="grading image for --runner docker, e.g. ghcr.io/org/grader@sha256:... "
-                        "(implies --runner docker)")
-    runner.add_argument("--gpus", help="for --runner docker: auto (default), all, none, or GPU ids like 0,1")
-    runner.add_argument("--course", type=Path, help="course settings file (default: course.yaml of the checkout, "
-                        "or $GRADER_COURSE)")
+    add_runner_options(check)
     check.set_defaults(handler=run)
-
-
-def choose_runner(args: argparse.Namespace):
-    """The runner course.yaml names, with the command line's --runner / --image / --gpus on top."""
-    from grader.course import load_course
-    from grader.runner import select_runner
-
-    config = load_course(args.course).runner
-    kind = args.runner or ("docker" if args.image else config.kind)
-    if kind == "local" and (args.image or args.gpus):
-        raise UsageError("--image and --gpus are for --runner docker")
-    docker = config.docker.model_dump()
-    if args.image:
-        docker["image"] = args.image
-    if args.gpus:
-        docker["gpus"] = args.gpus if args.gpus in ("auto", "all", "none") else args.gpus.split(",")
-    if kind == "docker" and not docker["image"]:
-        raise UsageError("--runner docker needs --image NAME@sha256:... (or runner.docker.image in course.yaml)")
-    return select_runner(config.model_validate({"kind": kind, "docker": docker}))
-
-
-class UsageError(Exception):
-    """The command line asks for something that cannot work; said on stderr with exit code 2."""
 
 
 def run(args: argparse.Namespace) -> int:
@@ -79,10 +50,13 @@ def run(args: argparse.Namespace) -> int:
         except (OSError, ValidationError) as exc:
             print(f"grader: cannot read --context {args.context}: {exc}", file=sys.stderr)
             return exitcodes.USAGE
-    runner = _runner_or_exit_code(args)
-    if isinstance(runner, int):
-        return runner
-    grading = grade(args.folder, args.assignments, context, runner, args.store)
+    config = _runner_config_or_exit_code(args)
+    if isinstance(config, int):
+        return config
+    from grader.runner import select_runner, select_service_host
+
+    grading = grade(args.folder, args.assignments, context, select_runner(config), args.store,
+                    select_service_host(config))
     result = grading.result
     out = args.out or Path("grader-out") / result.submission.team / result.assignment.id
     paths = write_reports(result, out)
@@ -96,18 +70,13 @@ def run(args: argparse.Namespace) -> int:
     return grading.exit_code
 
 
-def _runner_or_exit_code(args: argparse.Namespace):
-    """The chosen runner, or the exit code after saying on stderr why there is none."""
-    from pydantic import ValidationError
-
+def _runner_config_or_exit_code(args: argparse.Namespace):
+    """The chosen runner settings, or the exit code after saying on stderr why there are none."""
     from grader.errors import ConfigError
 
-    if args.course and not args.course.is_file():
-        print(f"grader: --course {args.course} is not a file", file=sys.stderr)
-        return exitcodes.USAGE
     try:
-        return choose_runner(args)
-    except (UsageError, ValidationError) as exc:
+        return runner_config(args)
+    except UsageError as exc:
         print(f"grader: {exc}", file=sys.stderr)
         return exitcodes.USAGE
     except ConfigError as exc:  # a broken course.yaml is staff's to fix, not the student's

@@ -34,6 +34,46 @@ def add_policy_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--web-url", default="https://github.com", help="GitHub web address for PR links")
 
 
+def add_runner_options(parser: argparse.ArgumentParser) -> None:
+    """Where student files run: the same options for ``grader check`` and ``grader regrade``."""
+    runner = parser.add_argument_group("where the models run (default: course.yaml's runner, else local)")
+    runner.add_argument("--runner", choices=["local", "docker"],
+                        help="local: a sandboxed child process; docker: a locked-down container (needs an engine)")
+    runner.add_argument("--image", help="grading image for --runner docker, e.g. ghcr.io/org/grader@sha256:... "
+                        "(implies --runner docker)")
+    runner.add_argument("--gpus", help="for --runner docker: auto (default), all, none, or GPU ids like 0,1")
+    runner.add_argument("--course", type=Path, help="course settings file (default: course.yaml of the checkout, "
+                        "or $GRADER_COURSE)")
+
+
+def runner_config(args: argparse.Namespace):
+    """The runner course.yaml names, with the command line's --runner / --image / --gpus on top.
+
+    Raises ``UsageError`` for contradictory options and ``ConfigError`` for a broken course.yaml.
+    """
+    from grader.course import load_course
+
+    if args.course and not args.course.is_file():
+        raise UsageError(f"--course {args.course} is not a file")
+    config = load_course(args.course).runner
+    kind = args.runner or ("docker" if args.image else config.kind)
+    if kind == "local" and (args.image or args.gpus):
+        raise UsageError("--image and --gpus are for --runner docker")
+    docker = config.docker.model_dump()
+    if args.image:
+        docker["image"] = args.image
+    if args.gpus:
+        docker["gpus"] = args.gpus if args.gpus in ("auto", "all", "none") else args.gpus.split(",")
+    if kind == "docker" and not docker["image"]:
+        raise UsageError("--runner docker needs --image NAME@sha256:... (or runner.docker.image in course.yaml)")
+    from pydantic import ValidationError
+
+    try:
+        return config.model_validate({"kind": kind, "docker": docker})
+    except ValidationError as exc:
+        raise UsageError(f"invalid runner options: {exc}") from None
+
+
 def db_path(args: argparse.Namespace) -> Path:
     from grader.gradebook.store import default_db_path
 

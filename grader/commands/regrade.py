@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 from grader import exitcodes
-from grader.commands.common import STAFF_EXIT_CODES, UsageError, add_policy_options, existing_store, sources, staff_command
+from grader.commands.common import (STAFF_EXIT_CODES, UsageError, add_policy_options, add_runner_options, existing_store,
+                                    runner_config, sources, staff_command)
 
 EPILOG = """Without --yes it prints what would change (old score -> new score) and asks before storing;
 without a terminal it stores nothing unless --yes is given. A regrade that ends in an internal
@@ -33,6 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     regrade.add_argument("--run-tasks", type=Path, help="on a runner: grade one shard of a --tasks file")
     regrade.add_argument("--shard", type=int, default=0)
     regrade.add_argument("--out", type=Path, help="with --run-tasks: folder for the result.json files")
+    add_runner_options(regrade)
     regrade.set_defaults(handler=run)
 
 
@@ -44,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--jobs must be at least 1")
     if not (args.repo_dir / ".git").exists():
         raise UsageError(f"{args.repo_dir} is not a git clone of the course repository (see --repo-dir)")
+    args.runner_settings = runner_config(args)  # refuse bad runner options before any work
     if args.run_tasks:
         return _run_shard(args)
     from grader.gradebook.load import open_gradebook
@@ -86,7 +89,7 @@ def _grade_with_progress(tasks, args: argparse.Namespace):
     with Progress(*columns, transient=False) as progress:
         bar = progress.add_task("regrade", total=len(tasks))
         return regrade.run_tasks(tasks, args.repo_dir.resolve(), args.assignments, workers,
-                                 lambda _: progress.advance(bar))
+                                 lambda _: progress.advance(bar), args.runner_settings)
 
 
 def _confirmed(args: argparse.Namespace, count: int) -> bool:

@@ -25,6 +25,7 @@ from typing import Callable, Iterable
 
 import pandas as pd
 
+from grader.course import RunnerConfig
 from grader.result import Result, RunContext
 
 SUBMISSIONS = "submissions"
@@ -108,16 +109,21 @@ def checkout_submission(repo: Path, task: Task, dest: Path) -> Path:
     return dest / inner
 
 
-def regrade_one(task: Task, repo: Path, assignments: Path | None) -> Outcome:
-    """Check the submission out into a temporary folder and grade it there (runs in a worker process)."""
+def regrade_one(task: Task, repo: Path, assignments: Path | None, runner: RunnerConfig | None = None) -> Outcome:
+    """Check the submission out into a temporary folder and grade it there (runs in a worker process),
+    in the sandbox ``runner`` names (course.yaml's choice: in CI the same container as the grade job)."""
     from grader.grading import grade
+    from grader.runner import select_runner, select_service_host
+
+    runner = runner or RunnerConfig()
 
     with tempfile.TemporaryDirectory(prefix="grader-regrade-") as work:
         try:
             folder = checkout_submission(repo, task, Path(work))
         except (LookupError, tarfile.TarError, OSError, subprocess.SubprocessError) as exc:
             return Outcome(task, None, str(exc))
-        result = grade(folder, assignments, task.context()).result
+        result = grade(folder, assignments, task.context(), select_runner(runner), None,
+                       select_service_host(runner)).result
     moved = result.submission.model_copy(update={"path": f"{SUBMISSIONS}/{task.team}/{task.assignment}"})
     return Outcome(task, result.model_copy(update={"submission": moved}).to_json())
 
@@ -128,7 +134,7 @@ def default_workers() -> int:
 
 
 def run_tasks(tasks: list[Task], repo: Path, assignments: Path | None, workers: int,
-              advance: Callable[[Outcome], None] = lambda _: None) -> list[Outcome]:
+              advance: Callable[[Outcome], None] = lambda _: None, runner: RunnerConfig | None = None) -> list[Outcome]:
     """Grade every task in a process pool; ``advance`` is called as each one finishes."""
     outcomes: list[Outcome] = []
     if not tasks:
@@ -136,7 +142,7 @@ def run_tasks(tasks: list[Task], repo: Path, assignments: Path | None, workers: 
     # spawn, not fork: the parent runs rich's refresh thread, and forking a threaded process can deadlock
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=context) as pool:
-        futures = [pool.submit(regrade_one, task, repo, assignments) for task in tasks]
+        futures = [pool.submit(regrade_one, task, repo, assignments, runner) for task in tasks]
         for future in as_completed(futures):
             outcome = future.result()
             outcomes.append(outcome)

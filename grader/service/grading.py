@@ -19,7 +19,7 @@ from grader.manifest import Submission
 from grader.observations import Estimate, Failure
 from grader.service.corpus import Item, load_corpus
 from grader.service.loadgen import LevelStats, run_level, wait_healthy
-from grader.service.runner import RunningService, running_service
+from grader.runner import Service, ServiceHost
 
 
 def expected_answers(spec: ServiceSpec, corpus_path: Path) -> np.ndarray:
@@ -32,7 +32,7 @@ def expected_answers(spec: ServiceSpec, corpus_path: Path) -> np.ndarray:
     return session.run(None, {session.get_inputs()[0].name: inputs})[0].argmax(-1)
 
 
-def _load_test(service: RunningService, spec: ServiceSpec, corpus: list[Item]) -> list[LevelStats]:
+def _load_test(service: Service, spec: ServiceSpec, corpus: list[Item]) -> list[LevelStats]:
     run_level(service.socket, corpus, concurrency=1, duration_s=spec.warmup_s, request_timeout_s=spec.request_timeout_s)
     return [run_level(service.socket, corpus, level, spec.level_s, spec.request_timeout_s) for level in spec.levels]
 
@@ -55,18 +55,19 @@ def _figures(prefix: str, levels: list[LevelStats], startup_s: float) -> dict[st
     return out
 
 
-def _never_healthy(service: RunningService, spec: ServiceSpec) -> Failure:
+def _never_healthy(service: Service, spec: ServiceSpec) -> Failure:
     how = "exited" if not service.alive() else f"did not answer GET /health within {spec.startup_s:.0f} s"
     return Failure(kind="load", role="service", message=f"the service {how}",
                    hint=f"Check it starts with the command in submission.yaml and listens on $GRADER_SOCKET. "
                         f"Its last log lines: {service.log_tail()}")
 
 
-def _measure(command: list[str], folder: Path, assignment: Assignment, corpus: list[Item],
-             workdir: Path, name: str) -> tuple[Failure | None, list[LevelStats], float]:
+def _measure(host: ServiceHost, command: list[str], folder: Path, assignment: Assignment, corpus: list[Item],
+             workdir: Path, name: str, extra_files: list[Path]) -> tuple[Failure | None, list[LevelStats], float]:
     spec = assignment.service
     assert spec is not None
-    with running_service(command, folder, assignment.limits, workdir, assignment.measure.timing.threads, name) as svc:
+    threads = assignment.measure.timing.threads
+    with host.start(command, folder, assignment.limits, workdir, threads, name, extra_files) as svc:
         startup = wait_healthy(svc.socket, spec.startup_s, svc.alive)
         if startup is None:
             return svc.stopped or _never_healthy(svc, spec), [], 0.0
@@ -79,19 +80,21 @@ def _measure(command: list[str], folder: Path, assignment: Assignment, corpus: l
     return None, levels, startup
 
 
-def observe_service(assignment: Assignment, submission: Submission, folder: Path) -> tuple[Failure | None, dict[str, Estimate], str]:
-    """Load-test the team's service and the reference service; (failure, figures, data name)."""
+def observe_service(assignment: Assignment, submission: Submission, folder: Path,
+                    host: ServiceHost) -> tuple[Failure | None, dict[str, Estimate], str]:
+    """Load-test the team's service and the reference service on the same host; (failure, figures, data name)."""
     spec = assignment.service
     assert spec is not None and submission.service is not None
     corpus_path, data_name = evaluation_data(assignment.id, REPO_ROOT / spec.corpus)
     corpus = load_corpus(corpus_path, expected_answers(spec, corpus_path), spec.max_requests)
     with tempfile.TemporaryDirectory(prefix="grader-service-") as work:
-        failure, levels, startup = _measure(submission.service.command, folder.resolve(), assignment, corpus,
-                                            Path(work), "service")
+        failure, levels, startup = _measure(host, submission.service.command, folder.resolve(), assignment, corpus,
+                                            Path(work), "service", [])
         if failure is not None:
             return failure, _figures("service", levels, startup) if levels else {}, data_name
-        ref_failure, ref_levels, ref_startup = _measure(spec.reference_command, REPO_ROOT / spec.reference_folder,
-                                                        assignment, corpus, Path(work), "reference_service")
+        ref_failure, ref_levels, ref_startup = _measure(host, spec.reference_command, REPO_ROOT / spec.reference_folder,
+                                                        assignment, corpus, Path(work), "reference_service",
+                                                        [REPO_ROOT / f for f in spec.reference_files])
     if ref_failure is not None:
         raise RuntimeError(f"the reference service failed: {ref_failure.message} {ref_failure.hint}")
     figures = {**_figures("service", levels, startup), **_figures("reference_service", ref_levels, ref_startup)}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -52,14 +52,14 @@ class RunningService:
             time.sleep(WATCH_S)
 
 
-def expand(command: list[str], socket: Path, folder: Path) -> list[str]:
+def expand(command: list[str], python: str, socket: str, folder: str) -> list[str]:
     """Replace the three placeholders literally.
 
     The command is the student's text: str.format would evaluate ``{python.__class__}`` or raise
     on an unknown ``{name}``, so only the exact placeholders are substituted and any other brace
     passes through unchanged.
     """
-    values = {"{python}": sys.executable, "{socket}": str(socket), "{folder}": str(folder)}
+    values = {"{python}": python, "{socket}": socket, "{folder}": folder}
     expanded = []
     for part in command:
         for placeholder, value in values.items():
@@ -73,8 +73,8 @@ def running_service(command: list[str], folder: Path, limits: Limits, workdir: P
                     threads: int = 1, name: str = "service") -> Iterator[RunningService]:
     """The service, started in ``folder`` (read-only) and always stopped afterwards."""
     socket = workdir / f"{name}.sock"
-    proc, log_path = spawn_sandboxed(expand(command, socket, folder), limits, workdir, [folder], threads,
-                                     extra_env={SOCKET_ENV: str(socket)}, log_name=f"{name}.log", cwd=folder)
+    proc, log_path = spawn_sandboxed(expand(command, sys.executable, str(socket), str(folder)), limits, workdir,
+                                     [folder], threads, extra_env={SOCKET_ENV: str(socket)}, log_name=f"{name}.log", cwd=folder)
     service = RunningService(proc, log_path, socket, limits)
     watcher = threading.Thread(target=service.watch, daemon=True)
     watcher.start()
@@ -84,3 +84,20 @@ def running_service(command: list[str], folder: Path, limits: Limits, workdir: P
         if service.alive():
             kill_group(proc)
         watcher.join(timeout=5)
+
+
+class LocalServiceHost:
+    """The local sandbox (bubblewrap or unshare): ``grader check`` on a laptop and this project's tests.
+
+    The service runs from its folder where it lies; ``extra_files`` are not needed, since the
+    sandbox sees the course repository read-only.
+    """
+
+    def start(self, command: list[str], folder: Path, limits: Limits, workdir: Path, threads: int,
+              name: str, extra_files: list[Path]) -> AbstractContextManager[RunningService]:
+        return running_service(command, folder, limits, workdir, threads, name)
+
+    def describe(self) -> str:
+        from grader.sandbox import describe, isolation
+
+        return describe(isolation())
