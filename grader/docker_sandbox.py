@@ -88,7 +88,7 @@ def engine() -> Any:
 
 
 @contextmanager
-def _engine(client: Any) -> Iterator[Any]:
+def engine_session(client: Any) -> Iterator[Any]:
     """The caller's client, or a fresh one that is closed afterwards."""
     if client is not None:
         yield client
@@ -107,7 +107,7 @@ def run_worker(job: Job, limits: Limits, workdir: Path, readonly: list[Path], se
     Host paths in the job become their places under the read-only mounts; a limit hit yields
     observations holding only the failure; anything else broken raises ``WorkerError``.
     """
-    with _engine(client) as client:
+    with engine_session(client) as client:
         gpus = plan_gpus(client, settings)
         sandbox = describe(settings, gpus)
         out = output_folder(workdir)
@@ -123,20 +123,20 @@ def run_worker(job: Job, limits: Limits, workdir: Path, readonly: list[Path], se
 def run_in_container(command: list[str], settings: DockerSettings, limits: Limits, workdir: Path,
                      readonly: list[Path], threads: int = 1, client: Any = None, gpus: GpuPlan | None = None) -> Finished:
     """Run ``command`` in a fresh, locked-down container; ``workdir``'s output folder is its only writable place."""
-    with _engine(client) as client:
+    with engine_session(client) as client:
         ensure_image(client, settings)
         gpus = gpus or plan_gpus(client, settings)
         out = output_folder(workdir)
         check_readable(readonly, settings.user)
         options = container_options(settings, limits, threads, mounts(out, readonly, settings), gpus)
-        container = _create(client, settings.image, command, options)
+        container = create_container(client, settings.image, command, options)
         started = time.monotonic()
         try:
-            _start(container, gpus)
-            stopped, returncode = _wait(container, limits, started)
+            start_container(container, gpus)
+            stopped, returncode = wait_for_exit(container, limits, started)
             tail = _logs_tail(container)
         finally:
-            _remove(container)
+            remove_container(container)
     return Finished(returncode, stopped, tail, time.monotonic() - started)
 
 
@@ -298,26 +298,26 @@ def describe(settings: DockerSettings, gpus: GpuPlan) -> str:
             f"user {settings.user}, {settings.cpus:g} CPUs; {gpus.summary}")
 
 
-def _create(client: Any, image: str, command: list[str], options: dict[str, Any]) -> Any:
+def create_container(client: Any, image: str, command: list[str], options: dict[str, Any]) -> Any:
     import docker
 
     try:
         return client.containers.create(image, command[1:], entrypoint=command[:1], **options)
     except docker.errors.DockerException as exc:
-        raise WorkerError(f"the Docker engine refused to create the worker's container: {exc}") from None
+        raise WorkerError(f"the Docker engine refused to create the grading container: {exc}") from None
 
 
-def _start(container: Any, gpus: GpuPlan) -> None:
+def start_container(container: Any, gpus: GpuPlan) -> None:
     import docker
 
     try:
         container.start()
     except docker.errors.DockerException as exc:
         hint = " (is the NVIDIA Container Toolkit installed? set gpus: none to grade on the CPU)" if gpus.requests else ""
-        raise WorkerError(f"the Docker engine could not start the worker's container{hint}: {exc}") from None
+        raise WorkerError(f"the Docker engine could not start the grading container{hint}: {exc}") from None
 
 
-def _wait(container: Any, limits: Limits, started: float) -> tuple[Failure | None, int]:
+def wait_for_exit(container: Any, limits: Limits, started: float) -> tuple[Failure | None, int]:
     """Wait up to the wall-time limit; kill on it. Exit codes 128+N become -N, like a child process."""
     import requests
 
@@ -326,7 +326,7 @@ def _wait(container: Any, limits: Limits, started: float) -> tuple[Failure | Non
     except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
         if time.monotonic() - started < limits.wall_time_s:
             raise WorkerError("lost the Docker engine while waiting for the worker") from None
-        _kill(container)
+        kill_container(container)
         return time_limit_failure(limits), -9
     code = int(status.get("StatusCode", -1))
     container.reload()
@@ -335,7 +335,7 @@ def _wait(container: Any, limits: Limits, started: float) -> tuple[Failure | Non
     return None, -(code - 128) if 128 < code < 128 + 65 else code
 
 
-def _kill(container: Any) -> None:
+def kill_container(container: Any) -> None:
     import docker
 
     try:
@@ -348,7 +348,7 @@ def _logs_tail(container: Any, limit: int = 4000) -> str:
     return container.logs(stdout=True, stderr=True, tail=LOG_TAIL_LINES).decode("utf-8", "replace")[-limit:]
 
 
-def _remove(container: Any) -> None:
+def remove_container(container: Any) -> None:
     import docker
 
     try:

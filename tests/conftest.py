@@ -97,3 +97,11 @@ def listener():
     threading.Thread(target=accept, daemon=True).start()
     yield server.getsockname()[1], accepted
     server.close()
+
+
+@pytest.fixture(scope="session")
+def service_root(reference_paths, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shipped assignments, final-service with a short load test (same checks and thresholds)."""
+    from tests.services import short_load_test_assignments
+
+    return short_load_test_assignments(tmp_path_factory.mktemp("assignments"))
