@@ -103,3 +103,12 @@ def test_command_placeholders_are_replaced_literally(tmp_path: Path) -> None:
     parts = expand(["{python}", "--uds={socket}", "{python.__class__}", "{unknown}", "{folder}/x"],
                    sys.executable, str(tmp_path / "s.sock"), str(tmp_path))
     assert parts == [sys.executable, f"--uds={tmp_path / 's.sock'}", "{python.__class__}", "{unknown}", f"{tmp_path}/x"]
+
+
+def test_a_crash_that_prints_a_huge_line_still_gets_a_report_with_the_end_of_its_log(
+        reference_paths, service_root: Path, tmp_path: Path) -> None:
+    folder = team_service(tmp_path / "final-service", "good", reference_paths["model_onnx"])
+    (folder / "app.py").write_text("raise SystemExit('x' * 20000 + ' model file missing: weights.onnx')\n")
+    grading = grade(folder, service_root)
+    assert grading.exit_code == exitcodes.REJECTED, grading.internal_error
+    assert grading.result.problems[0].hint.endswith("weights.onnx")

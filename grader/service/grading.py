@@ -59,7 +59,25 @@ def _never_healthy(service: Service, spec: ServiceSpec) -> Failure:
     how = "exited" if not service.alive() else f"did not answer GET /health within {spec.startup_s:.0f} s"
     return Failure(kind="load", role="service", message=f"the service {how}",
                    hint=f"Check it starts with the command in submission.yaml and listens on $GRADER_SOCKET. "
-                        f"Its last log lines: {service.log_tail()}")
+                        f"Its last log lines: {_last_log_lines(service)}")
+
+
+LOG_CHARS = 1200  # a failure's hint holds at most 2000 characters, the advice included
+
+
+def _last_log_lines(service: Service) -> str:
+    """The end of the service's log, cut to fit in a report (a crash can print one huge line)."""
+    text = service.log_tail()
+    return text if len(text) <= LOG_CHARS else "..." + text[-LOG_CHARS:]
+
+
+def _limit_hit(service: Service, name: str) -> Failure | None:
+    """The limit that stopped the service, said of the service and with its last log lines."""
+    if service.stopped is None:
+        return None
+    message = service.stopped.message.replace("the models used", "the service used")
+    return service.stopped.model_copy(update={"role": name, "message": message,
+                                              "hint": f"{service.stopped.hint} Its last log lines: {_last_log_lines(service)}"})
 
 
 def _measure(host: ServiceHost, command: list[str], folder: Path, assignment: Assignment, corpus: list[Item],
@@ -70,12 +88,12 @@ def _measure(host: ServiceHost, command: list[str], folder: Path, assignment: As
     with host.start(command, folder, assignment.limits, workdir, threads, name, extra_files) as svc:
         startup = wait_healthy(svc.socket, spec.startup_s, svc.alive)
         if startup is None:
-            return svc.stopped or _never_healthy(svc, spec), [], 0.0
+            return _limit_hit(svc, name) or _never_healthy(svc, spec), [], 0.0
         levels = _load_test(svc, spec, corpus)
         if not svc.alive():
-            failure = svc.stopped or Failure(
+            failure = _limit_hit(svc, name) or Failure(
                 kind="run", role=name, message="the service exited during the load test",
-                hint=f"Its last log lines: {svc.log_tail()}")
+                hint=f"Its last log lines: {_last_log_lines(svc)}")
             return failure, levels, startup
     return None, levels, startup
 
