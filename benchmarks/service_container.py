@@ -84,11 +84,12 @@ def main() -> None:
         for _ in range(args.runs):
             for name, host in hosts.items():
                 rows[name].append(timed(folder, host))
-    print(f"{'host':<14} {'wall s':>8} {'team req/s':>11} {'ref req/s':>10} {'team/ref':>9} {'score':>6}")
+    print(f"{'host':<14} {'wall s':>8} {'team req/s':>11} {'ref req/s':>10} {'team/ref':>9} {'range':>11} {'score':>6}")
     for name, runs in rows.items():
         med = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
+        spread = f"{min(r['ratio'] for r in runs):.2f}-{max(r['ratio'] for r in runs):.2f}"
         print(f"{name:<14} {med['wall']:8.1f} {med['team']:11.0f} {med['reference']:10.0f} {med['ratio']:9.2f} "
-              f"{med['score']:6.1f}")
+              f"{spread:>11} {med['score']:6.1f}")
     local, docker = (statistics.median(r["reference"] for r in rows[n]) for n in hosts)
     print(f"reference throughput in the container vs the local sandbox: {docker / local:.2f}x "
           f"(median of {args.runs} run(s) each, alternating)")

@@ -127,7 +127,8 @@ class ServiceSpec(Strict):
     startup_s: float = 60
     warmup_s: float = 2
     levels: list[int] = [1, 4, 16]
-    level_s: float = 5
+    level_s: float = Field(5, description="seconds of load per level, for each service")
+    rounds: int = Field(2, ge=1, le=20, description="slices each level is cut into, alternating team and reference")
     request_timeout_s: float = 5
     max_requests: int = 2048
 

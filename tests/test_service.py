@@ -112,3 +112,15 @@ def test_a_crash_that_prints_a_huge_line_still_gets_a_report_with_the_end_of_its
     grading = grade(folder, service_root)
     assert grading.exit_code == exitcodes.REJECTED, grading.internal_error
     assert grading.result.problems[0].hint.endswith("weights.onnx")
+
+
+def test_slices_of_a_level_combine_into_one_level() -> None:
+    from grader.service.loadgen import LevelStats
+
+    first = LevelStats(4, duration_s=2.0, ok=90, wrong=5, failed=5, labelled=95, correct_labels=80, latencies_s=[0.01] * 100)
+    second = LevelStats(4, duration_s=3.0, ok=210, malformed=10, labelled=210, correct_labels=200, latencies_s=[0.02] * 220)
+    total = LevelStats.combined([first, second])
+    assert (total.concurrency, total.duration_s, total.requests) == (4, 5.0, 320)
+    assert total.throughput == 300 / 5.0  # correct answers over the time both slices took, not a mean of rates
+    assert total.error_rate == 15 / 320
+    assert total.percentile_ms(50) == 20.0 and len(total.latencies_s) == 320

@@ -1,13 +1,16 @@
 """Grade a service: start it (and the course's reference service) in the sandbox, load both the
 same way in the same run, and turn what the load generator saw into named figures.
 
-The reference service is measured on the same machine in the same run, so throughput is judged
-as a ratio and services graded on different runners stay comparable.
+The reference service runs beside the team's on the same machine in the same run, and the load
+alternates between them in slices (team, reference, reference, team, ... at each level), so drift
+in the machine's load falls on both alike: throughput is judged as a ratio, and services graded
+on different runners stay comparable.
 """
 
 from __future__ import annotations
 
 import tempfile
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -32,9 +35,21 @@ def expected_answers(spec: ServiceSpec, corpus_path: Path) -> np.ndarray:
     return session.run(None, {session.get_inputs()[0].name: inputs})[0].argmax(-1)
 
 
-def _load_test(service: Service, spec: ServiceSpec, corpus: list[Item]) -> list[LevelStats]:
-    run_level(service.socket, corpus, concurrency=1, duration_s=spec.warmup_s, request_timeout_s=spec.request_timeout_s)
-    return [run_level(service.socket, corpus, level, spec.level_s, spec.request_timeout_s) for level in spec.levels]
+def _interleaved_load_test(team: Service, reference: Service, spec: ServiceSpec,
+                            corpus: list[Item]) -> tuple[list[LevelStats], list[LevelStats]]:
+    """Warm both up, then each level in ``spec.rounds`` slices per service, in ABBA order."""
+    for service in (team, reference):
+        run_level(service.socket, corpus, concurrency=1, duration_s=spec.warmup_s, request_timeout_s=spec.request_timeout_s)
+    slice_s = spec.level_s / spec.rounds
+    team_levels, reference_levels = [], []
+    for level in spec.levels:
+        parts: dict[int, list[LevelStats]] = {id(team): [], id(reference): []}
+        for round_ in range(spec.rounds):
+            for service in ((team, reference) if round_ % 2 == 0 else (reference, team)):
+                parts[id(service)].append(run_level(service.socket, corpus, level, slice_s, spec.request_timeout_s))
+        team_levels.append(LevelStats.combined(parts[id(team)]))
+        reference_levels.append(LevelStats.combined(parts[id(reference)]))
+    return team_levels, reference_levels
 
 
 def _figures(prefix: str, levels: list[LevelStats], startup_s: float) -> dict[str, Estimate]:
@@ -80,22 +95,12 @@ def _limit_hit(service: Service, name: str) -> Failure | None:
                                               "hint": f"{service.stopped.hint} Its last log lines: {_last_log_lines(service)}"})
 
 
-def _measure(host: ServiceHost, command: list[str], folder: Path, assignment: Assignment, corpus: list[Item],
-             workdir: Path, name: str, extra_files: list[Path]) -> tuple[Failure | None, list[LevelStats], float]:
-    spec = assignment.service
-    assert spec is not None
-    threads = assignment.measure.timing.threads
-    with host.start(command, folder, assignment.limits, workdir, threads, name, extra_files) as svc:
-        startup = wait_healthy(svc.socket, spec.startup_s, svc.alive)
-        if startup is None:
-            return _limit_hit(svc, name) or _never_healthy(svc, spec), [], 0.0
-        levels = _load_test(svc, spec, corpus)
-        if not svc.alive():
-            failure = _limit_hit(svc, name) or Failure(
-                kind="run", role=name, message="the service exited during the load test",
-                hint=f"Its last log lines: {_last_log_lines(svc)}")
-            return failure, levels, startup
-    return None, levels, startup
+def _exited(service: Service, name: str) -> Failure | None:
+    """Why the service is gone after the load test, if it is."""
+    if service.alive():
+        return None
+    return _limit_hit(service, name) or Failure(kind="run", role=name, message="the service exited during the load test",
+                                                hint=f"Its last log lines: {_last_log_lines(service)}")
 
 
 def observe_service(assignment: Assignment, submission: Submission, folder: Path,
@@ -105,16 +110,25 @@ def observe_service(assignment: Assignment, submission: Submission, folder: Path
     assert spec is not None and submission.service is not None
     corpus_path, data_name = evaluation_data(assignment.id, REPO_ROOT / spec.corpus)
     corpus = load_corpus(corpus_path, expected_answers(spec, corpus_path), spec.max_requests)
-    with tempfile.TemporaryDirectory(prefix="grader-service-") as work:
-        failure, levels, startup = _measure(host, submission.service.command, folder.resolve(), assignment, corpus,
-                                            Path(work), "service", [])
+    limits, threads = assignment.limits, assignment.measure.timing.threads
+    with tempfile.TemporaryDirectory(prefix="grader-service-") as work, ExitStack() as running:
+        team = running.enter_context(host.start(submission.service.command, folder.resolve(), limits, Path(work),
+                                                threads, "service", []))
+        startup = wait_healthy(team.socket, spec.startup_s, team.alive)
+        if startup is None:
+            return _limit_hit(team, "service") or _never_healthy(team, spec), {}, data_name
+        reference = running.enter_context(host.start(
+            spec.reference_command, REPO_ROOT / spec.reference_folder, limits, Path(work), threads,
+            "reference_service", [REPO_ROOT / f for f in spec.reference_files]))
+        ref_startup = wait_healthy(reference.socket, spec.startup_s, reference.alive)
+        if ref_startup is None:
+            raise RuntimeError(f"the reference service did not become healthy: {_last_log_lines(reference)}")
+        levels, ref_levels = _interleaved_load_test(team, reference, spec, corpus)
+        failure = _exited(team, "service")
         if failure is not None:
-            return failure, _figures("service", levels, startup) if levels else {}, data_name
-        ref_failure, ref_levels, ref_startup = _measure(host, spec.reference_command, REPO_ROOT / spec.reference_folder,
-                                                        assignment, corpus, Path(work), "reference_service",
-                                                        [REPO_ROOT / f for f in spec.reference_files])
-    if ref_failure is not None:
-        raise RuntimeError(f"the reference service failed: {ref_failure.message} {ref_failure.hint}")
+            return failure, _figures("service", levels, startup), data_name
+        if _exited(reference, "reference_service") is not None:
+            raise RuntimeError(f"the reference service failed during the load test: {_last_log_lines(reference)}")
     figures = {**_figures("service", levels, startup), **_figures("reference_service", ref_levels, ref_startup)}
     ratio = figures["service.best_throughput"].value / max(figures["reference_service.best_throughput"].value or 0, 1e-9)
     figures["service_vs_reference_service.throughput_ratio"] = Estimate(value=ratio, unit="x")

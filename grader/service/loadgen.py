@@ -60,6 +60,16 @@ class LevelStats:
     def agreement(self) -> float | None:
         return self.ok / self.answered if self.answered else None
 
+    @classmethod
+    def combined(cls, parts: list["LevelStats"]) -> "LevelStats":
+        """Slices of one level (measured interleaved with another service) as one level."""
+        total = cls(parts[0].concurrency)
+        for part in parts:
+            for name in ("duration_s", "ok", "wrong", "malformed", "http_errors", "failed", "correct_labels", "labelled"):
+                setattr(total, name, getattr(total, name) + getattr(part, name))
+            total.latencies_s.extend(part.latencies_s)
+        return total
+
     def percentile_ms(self, q: float) -> float | None:
         return float(np.percentile(self.latencies_s, q) * 1e3) if self.latencies_s else None
 
