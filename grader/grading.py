@@ -198,7 +198,7 @@ def _grade(state: _State, root: Path) -> Grading:
         from grader.runlimit import enforce
 
         enforce(state.store, state.submission.team, state.assignment.id, state.assignment.max_runs_per_day,
-                state.context.event_time)
+                state.context.event_time, state.context.head_sha)
     if state.assignment.service is not None:
         return _grade_service(state)
     artifacts = vet_submission(state.folder, state.submission, state.assignment)

@@ -167,3 +167,26 @@ def test_held_out_data_comes_from_the_grading_environment(reference_paths, tmp_p
     result = grade(SOLUTION).result
     assert result.environment.data == "held-out"
     assert result.metrics["reference.heldout_accuracy"].value < 0.2
+
+
+def test_the_run_limit_counts_graded_commits_of_the_utc_day_never_the_one_being_decided() -> None:
+    from datetime import datetime, timezone
+
+    from grader.runlimit import GradedRun, count_graded, limit_reached
+
+    def run(sha: str | None, at: str, status: str = "graded", team: str = "team-alpha", key: str = "") -> GradedRun:
+        return GradedRun(team=team, assignment=FINAL, status=status, event_time=datetime.fromisoformat(at),
+                         head_sha=sha, run_key=key or f"k-{sha}-{at}")
+
+    runs = [run("a" * 40, "2026-12-01T00:00:00+00:00"), run("a" * 40, "2026-12-01T09:00:00+00:00"),  # re-run: once
+            run("b" * 40, "2026-12-01T23:59:59+00:00"), run("c" * 40, "2026-12-01T10:00:00+00:00", "error"),
+            run("d" * 40, "2026-11-30T23:59:59+00:00"), run("e" * 40, "2026-12-01T12:00:00+00:00", team="team-beta"),
+            run(None, "2026-12-01T13:00:00+00:00", key="store:7"), run(None, "2026-12-01T14:00:00+00:00", key="store:8"),
+            run("f" * 40, "2026-12-02T01:00:00+02:00")]  # 23:00 UTC on the 1st
+    moment = datetime(2026, 12, 1, 15, tzinfo=timezone.utc)
+    assert count_graded(runs, "team-alpha", FINAL, moment) == 5  # a, b, store:7, store:8, f
+    assert count_graded(runs, "team-alpha", FINAL, moment, exclude_sha="b" * 40) == 4
+    assert count_graded(runs, "team-alpha", "hw1-baseline", moment) == 0
+    assert limit_reached("team-alpha", FINAL, 2, 3, moment) is None
+    refusal = limit_reached("team-alpha", FINAL, 3, 3, moment)
+    assert refusal is not None and refusal.kind == "limit" and "2026-12-02 00:00 UTC" in refusal.hint
