@@ -54,8 +54,13 @@ class Published:
     detail: str = ""
 
 
-def decide_policy(gh: Github, event: PullRequestEvent, inputs: PolicyInputs) -> Decision:
-    """The policy for this event's head commit, from the API's changed-file list and git tree."""
+def decide_policy(gh: Github, event: PullRequestEvent, inputs: PolicyInputs, assignments: Path | None = None,
+                  count_runs: bool = False) -> Decision:
+    """The policy for this event's head commit, from the API's changed-file list and git tree.
+
+    With ``count_runs`` (the policy job), a PR that may be graded is also held to its
+    assignment's runs-per-day limit, counted from the workflow's earlier result artifacts.
+    """
     repo = gh.get_repo(event.repository)
     pull = repo.get_pull(event.pr_number)
     facts = {"author": event.author, "head_sha": event.head_sha, "author_teams": inputs.roster.teams_of(event.author)}
@@ -69,22 +74,60 @@ def decide_policy(gh: Github, event: PullRequestEvent, inputs: PolicyInputs) -> 
         refusals = check_tree(path, folder_tree(repo, event.head_sha, path), inputs.limits)
     if refusals:
         return Decision(verdict="refuse", refusals=refusals, **facts)
-    return Decision(verdict="grade", team=folder[0], assignment=folder[1],
-                    needs_approval=needs_approval(inputs.gate, event.author_association), **facts)
+    decision = Decision(verdict="grade", team=folder[0], assignment=folder[1],
+                        needs_approval=needs_approval(inputs.gate, event.author_association), **facts)
+    return apply_run_limit(gh, event, inputs, decision, assignments) if count_runs else decision
+
+
+def apply_run_limit(gh: Github, event: PullRequestEvent, inputs: PolicyInputs, decision: Decision,
+                    assignments: Path | None) -> Decision:
+    """``limited`` when the team's graded runs of this assignment today reach its limit."""
+    from grader.ci.runcount import published_runs
+    from grader.runlimit import count_graded
+
+    limit = load_assignment(decision.assignment, assignments).max_runs_per_day
+    if not limit:
+        return decision
+    runs = published_runs(gh, event.repository, inputs.roster, decision.team, decision.assignment, event.event_time)
+    used = count_graded(runs, decision.team, decision.assignment, event.event_time, exclude_sha=event.head_sha)
+    return with_run_count(decision, used, limit, event.event_time)
+
+
+def with_run_count(decision: Decision, used: int, limit: int, moment: datetime) -> Decision:
+    from grader.ci.policy import refusal
+    from grader.runlimit import limit_reached
+
+    reached = limit_reached(decision.team, decision.assignment, used, limit, moment)
+    if reached is None:
+        return decision.model_copy(update={"runs_today": used})
+    return decision.model_copy(update={"verdict": "limited", "runs_today": used, "needs_approval": False,
+                                       "refusals": [refusal("runs_per_day", f"{reached.message} {reached.hint}")]})
 
 
 def publish(gh: Github, publisher: Publisher, event: PullRequestEvent, run: RunInfo, inputs: PolicyInputs,
-            assignments: Path | None, artifact: Path, grade_outcome: str, summary: Path | None) -> Published:
-    """Post this run's outcome on the PR: a refusal, or the (validated) result, or an error report."""
+            assignments: Path | None, artifact: Path, grade_outcome: str, summary: Path | None,
+            policy_verdict: str = "", runs_today: int | None = None) -> Published:
+    """Post this run's outcome on the PR: a refusal, or the (validated) result, or an error report.
+
+    The file rules are decided again here, never taken from the policy job. The runs-per-day
+    count is the policy job's (``policy_verdict`` ``limited`` with ``runs_today``): it is what
+    kept this run off the GPU runner, and counting again now could see runs that finished since.
+    """
     decision = decide_policy(gh, event, inputs)
+    if decision.verdict == "grade" and policy_verdict == "limited":
+        limit = load_assignment(decision.assignment, assignments).max_runs_per_day
+        if limit:
+            decision = with_run_count(decision, runs_today if runs_today is not None else limit, limit,
+                                      event.event_time)
     if decision.verdict == "stale":
         return Published("stale", detail=f"PR #{event.pr_number} has moved past {event.head_sha}; the newer run reports")
-    if decision.verdict == "refuse":
+    if decision.verdict in ("refuse", "limited"):
         body = render_refusal(decision)
         comment = publisher.upsert_comment(event.pr_number, POLICY_MARKER, body)
-        publisher.set_status(event.head_sha, *refusal_status(), POLICY_STATUS_CONTEXT, run.run_url)
+        publisher.set_status(event.head_sha, *refusal_status(decision), POLICY_STATUS_CONTEXT, run.run_url)
         write_step_summary(summary, body)
-        return Published("refused", comment.html_url, "; ".join(r.rule for r in decision.refusals))
+        action = "refused" if decision.verdict == "refuse" else "limited"
+        return Published(action, comment.html_url, "; ".join(r.rule for r in decision.refusals))
     publisher.edit_if_present(event.pr_number, POLICY_MARKER, render_refusal(decision))
     assignment = load_assignment(decision.assignment, assignments)
     expected = Expected(repository=event.repository, pr_number=event.pr_number, head_sha=event.head_sha,

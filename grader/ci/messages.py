@@ -16,6 +16,7 @@ POLICY_STATUS_CONTEXT = f"{STATUS_CONTEXT}/policy"
 def render_refusal(decision: Decision) -> str:
     """The policy comment: why the PR is refused, or (once fixed) that the rules are met."""
     return render_markdown_template("refusal.md.j2", marker=Markup(POLICY_MARKER), refusals=decision.refusals,
+                                    limited=decision.verdict == "limited", assignment=decision.assignment,
                                     author=decision.author, author_teams=decision.author_teams,
                                     head_sha=decision.head_sha)
 
@@ -33,5 +34,7 @@ def result_status(result: Result) -> tuple[str, str]:
     return "error", "Grader error, not charged to you: course staff will look"
 
 
-def refusal_status() -> tuple[str, str]:
+def refusal_status(decision: Decision | None = None) -> tuple[str, str]:
+    if decision is not None and decision.verdict == "limited":
+        return "failure", "Not graded: today's runs of this assignment are used up (see the comment)"
     return "failure", "Not graded: this PR breaks the submission rules (see the comment)"

@@ -75,7 +75,7 @@ class Refusal(Strict):
 class Decision(Strict):
     """What the policy decided for one PR at one head commit; ``refusals`` say why, phrased for the student."""
 
-    verdict: Literal["grade", "refuse", "stale"]
+    verdict: Literal["grade", "refuse", "stale", "limited"]  # limited: today's runs of a limited assignment are used
     author: str
     head_sha: str
     team: str | None = None
@@ -83,6 +83,7 @@ class Decision(Strict):
     author_teams: list[str] = []
     refusals: list[Refusal] = []
     needs_approval: bool = False
+    runs_today: int | None = None  # graded runs counted against a runs-per-day limit, where there is one
 
     @property
     def folder(self) -> str | None:

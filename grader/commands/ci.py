@@ -29,7 +29,7 @@ CI_EXIT_CODES_HELP = """exit codes:
   2  usage error: not a pull-request event, no token, unreadable event file or roster
   4  GitHub kept failing after every retry, or refused a write (see the message)"""
 OUTPUT_VALUE = re.compile(r"^[A-Za-z0-9._/-]*$")
-POLICY_OUTPUTS = ("decision", "folder", "team", "assignment", "environment")  # what later jobs may read
+POLICY_OUTPUTS = ("decision", "folder", "team", "assignment", "environment", "runs_today")  # what later jobs may read
 DEFAULT_BOT = "github-actions[bot]"
 
 
@@ -53,6 +53,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     _policy_options(publish)
     publish.add_argument("--artifact", type=Path, required=True, help="the grading job's result.json (hostile input)")
     publish.add_argument("--grade-outcome", default="", help="the grading job's result (success, failure, ...)")
+    publish.add_argument("--policy-decision", default="", choices=("", "grade", "refuse", "stale", "limited"),
+                         help="the policy job's decision; only its runs-per-day verdict (limited) is used")
+    publish.add_argument("--runs-today", default="", help="the policy job's count of today's graded runs")
     publish.add_argument("--bot-login", default=os.environ.get("GRADER_BOT_LOGIN") or DEFAULT_BOT,
                          help=f"login that owns the grader's comments (default $GRADER_BOT_LOGIN or {DEFAULT_BOT})")
     publish.set_defaults(handler=run_publish_step)
@@ -101,17 +104,18 @@ def run_policy_step(args: argparse.Namespace) -> int:
 
     try:
         session = _setup(args)
-        decision = decide_policy(session.gh, session.event, session.inputs)
+        decision = decide_policy(session.gh, session.event, session.inputs, args.assignments, count_runs=True)
     except _Failed as failed:
         return failed.code
     except Exception as exc:  # noqa: BLE001 - GitHub errors end as a message and exit 4, never a traceback
         return _github_failure(exc)
-    values = (decision.verdict, decision.folder, decision.team, decision.assignment, decision.environment)
+    runs = "" if decision.runs_today is None else str(decision.runs_today)
+    values = (decision.verdict, decision.folder, decision.team, decision.assignment, decision.environment, runs)
     outputs = {key: value or "" for key, value in zip(POLICY_OUTPUTS, values)}
     _write_outputs(outputs)
     if args.out:
         args.out.write_text(decision.model_dump_json(indent=2) + "\n", encoding="utf-8")
-    if decision.verdict == "refuse":
+    if decision.verdict in ("refuse", "limited"):
         write_step_summary(_env_path("GITHUB_STEP_SUMMARY"), render_refusal(decision))
     reasons = "; ".join(r.rule for r in decision.refusals)
     print(f"policy: {decision.verdict} {decision.folder or ''} {reasons}".rstrip())
@@ -126,8 +130,9 @@ def run_publish_step(args: argparse.Namespace) -> int:
         s = _setup(args)
         publisher = Publisher(s.gh, s.event.repository, args.bot_login, attempts=s.settings.attempts,
                               backoff_s=s.settings.backoff_s, secondary_rate_wait_s=s.settings.secondary_rate_wait_s)
+        runs_today = int(args.runs_today) if args.runs_today.isdigit() else None
         done = publish(s.gh, publisher, s.event, s.run, s.inputs, args.assignments, args.artifact, args.grade_outcome,
-                       _env_path("GITHUB_STEP_SUMMARY"))
+                       _env_path("GITHUB_STEP_SUMMARY"), args.policy_decision, runs_today)
     except _Failed as failed:
         return failed.code
     except Exception as exc:  # noqa: BLE001

@@ -75,20 +75,31 @@ def from_artifacts(source: Source) -> Batch:
         where = f"artifact:{source.repository}#{artifact.id}"
         if artifact.expired:
             continue
-        if artifact.size_in_bytes > MAX_ARTIFACT_BYTES:
-            batch.rejected.append(Rejection(where, f"artifact is {artifact.size_in_bytes} bytes (limit {MAX_ARTIFACT_BYTES})"))
-            continue
         try:
-            blob = _download(gh, artifact.archive_download_url)
-            for text in _result_entries(blob):
-                result = _with_context(parse_result(text), source.repository, None)
-                run_sha = (artifact.raw_data.get("workflow_run") or {}).get("head_sha")
-                if run_sha and result.context.head_sha not in (None, run_sha):
-                    raise InvalidResult("result.json names another commit than the workflow run that uploaded it")
-                batch.results.append((result, where))
+            batch.results += [(result, where) for result in artifact_results(gh, artifact, source.repository)]
         except (InvalidResult, zipfile.BadZipFile, OSError) as exc:
             batch.rejected.append(Rejection(where, str(exc)))
     return batch
+
+
+def artifact_results(gh, artifact, repository: str) -> list[Result]:
+    """Every ``result.json`` in one artifact, validated as hostile input.
+
+    Raises ``InvalidResult`` (or ``BadZipFile`` / ``OSError``) for an artifact that is too big,
+    malformed, off-schema, from another repository, or that names another commit than the
+    workflow run that uploaded it.
+    """
+    if artifact.size_in_bytes > MAX_ARTIFACT_BYTES:
+        raise InvalidResult(f"artifact is {artifact.size_in_bytes} bytes (limit {MAX_ARTIFACT_BYTES})")
+    blob = _download(gh, artifact.archive_download_url)
+    results = []
+    for text in _result_entries(blob):
+        result = _with_context(parse_result(text), repository, None)
+        run_sha = (artifact.raw_data.get("workflow_run") or {}).get("head_sha")
+        if run_sha and result.context.head_sha not in (None, run_sha):
+            raise InvalidResult("result.json names another commit than the workflow run that uploaded it")
+        results.append(result)
+    return results
 
 
 def _download(gh, url: str) -> bytes:

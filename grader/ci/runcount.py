@@ -1,0 +1,60 @@
+"""A team's graded runs of one assignment today, counted where CI has no results store.
+
+The policy job decides whether a PR may use the GPU runner; for an assignment with
+``max_runs_per_day`` it counts from the grading workflow's own record: every grading run uploads
+its ``result.json`` as the ``result`` artifact (kept 7 days by grade.yml). Those files come from
+jobs that ran student models, so each is read the way ``grader results collect`` reads artifacts
+(size caps, schema, the commit of the run that uploaded it), and a run counts for a team only if
+the PR it names was opened by a member of that team: a forged artifact cannot use up another
+team's runs. The rule itself (graded commits per UTC day, never the commit being decided) is
+``grader.runlimit.count_graded``, the same as with the store.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from datetime import datetime
+
+from github import Github, GithubException
+from github.Repository import Repository
+
+from grader.gradebook.collect import DEFAULT_ARTIFACT, artifact_results
+from grader.gradebook.ingest import InvalidResult
+from grader.roster import Roster
+from grader.runlimit import GradedRun, utc_day
+
+
+def published_runs(gh: Github, repository: str, roster: Roster, team: str, assignment: str, moment: datetime,
+                   artifact_name: str = DEFAULT_ARTIFACT) -> list[GradedRun]:
+    """The runs of (team, assignment) whose GitHub event fell on ``moment``'s UTC day, from the artifacts."""
+    start, end = utc_day(moment)
+    repo = gh.get_repo(repository)
+    members: dict[int, bool] = {}
+    runs = []
+    for artifact in repo.get_artifacts(name=artifact_name):
+        if artifact.expired or artifact.created_at < start:  # uploaded after its event, so not today's
+            continue
+        try:
+            results = artifact_results(gh, artifact, repository)
+        except (InvalidResult, zipfile.BadZipFile, OSError):
+            continue  # an unreadable artifact is charged to nobody
+        for result in results:
+            ctx = result.context
+            if (result.submission.team, result.assignment.id) != (team, assignment):
+                continue
+            if ctx.event_time is None or not start <= ctx.event_time < end or ctx.pr_number is None:
+                continue
+            if _opened_by_team(repo, ctx.pr_number, team, roster, members):
+                runs.append(GradedRun(team=team, assignment=assignment, status=result.status,
+                                      event_time=ctx.event_time, head_sha=ctx.head_sha, run_key=f"artifact:{artifact.id}"))
+    return runs
+
+
+def _opened_by_team(repo: Repository, number: int, team: str, roster: Roster, seen: dict[int, bool]) -> bool:
+    if number not in seen:
+        try:
+            author = repo.get_pull(number).user.login
+        except GithubException:
+            author = ""
+        seen[number] = team in roster.teams_of(author)
+    return seen[number]
