@@ -18,7 +18,7 @@ writes a workflow_dispatch matrix and the work; each runner first runs
   grader regrade --run-tasks FILE --shard K --fetch-only     (token from $GITHUB_TOKEN, if any)
 then, in a step without the token,
   grader regrade --run-tasks FILE --shard K --out DIR [--runner docker --image ...]
-and the result.json files are stored with  grader results import DIR.
+and the result.json files are stored with  grader results import DIR --tasks FILE.
 
 """ + STAFF_EXIT_CODES
 

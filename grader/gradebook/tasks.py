@@ -21,14 +21,14 @@ import json
 import math
 from collections import Counter
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from grader.gradebook.ingest import ASSIGNMENT, REPOSITORY, SHA, TEAM
-from grader.result import RunContext
+from grader.gradebook.ingest import ASSIGNMENT, REPOSITORY, SHA, TEAM, Batch, Rejection
+from grader.result import Result, RunContext
 
 MAX_SHARDS = 256  # GitHub runs at most 256 jobs per matrix
 MAX_TASKS_BYTES = 32 * 1024 * 1024
@@ -178,3 +178,41 @@ def tasks_file(tasks: list[Task], shards: int, path: Path) -> dict:
     parse_tasks(text)
     path.write_text(text, encoding="utf-8")
     return data
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    return moment.astimezone(timezone.utc) if moment else None
+
+
+def task_key(task: Task) -> tuple:
+    when = _utc(datetime.fromisoformat(task.event_time)) if task.event_time else None
+    return (task.team, task.assignment, task.head_sha, task.pr_number, task.repository, when)
+
+
+def result_key(result: Result) -> tuple:
+    ctx = result.context
+    return (result.submission.team, result.assignment.id, ctx.head_sha, ctx.pr_number, ctx.repository,
+            _utc(ctx.event_time))
+
+
+def keep_task_results(batch: Batch, plan: Plan) -> Batch:
+    """Only results that are the grading of one task of the regrade: same team, assignment, commit,
+    PR, repository and event time (a forged event time would change lateness), one result per task.
+    Results from the runners are hostile input: a runner that ran student code could write any
+    well-formed result.json; this confines it to the gradings it was asked for."""
+    tasks = {task_key(task): task for _, task in plan.tasks}
+    claims = Counter(result_key(result) for result, _ in batch.results)
+    kept = Batch(rejected=list(batch.rejected))
+    for result, source in batch.results:
+        key = result_key(result)
+        task = tasks.get(key)
+        if task is None:
+            reason = ("is not the grading of any task in the tasks file (team, assignment, commit, PR, "
+                      "repository and event time must all match one)")
+            kept.rejected.append(Rejection(source.removeprefix("file:"), reason))
+        elif claims[key] > 1:
+            reason = f"{claims[key]} results claim task {task.run_id} ({task.team}, {task.assignment}); none is stored"
+            kept.rejected.append(Rejection(source.removeprefix("file:"), reason))
+        else:
+            kept.results.append((result, source))
+    return kept
