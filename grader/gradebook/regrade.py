@@ -124,16 +124,18 @@ def fetch_commits(repo: Path, tasks: Iterable[Task], token: str | None) -> Fetch
     holds the token; the grading step then needs no network and no token)."""
     env = fetch_environment(repo, token)
     done = Fetched()
-    seen: set[str] = set()
+    first: dict[str, Task] = {}  # one task per commit
     for task in tasks:
-        if task.head_sha in seen:
-            continue
-        seen.add(task.head_sha)
-        if _have_commit(repo, task.head_sha):
-            done.present.append(task.head_sha)
-            continue
+        first.setdefault(task.head_sha, task)
+    absent = []
+    for sha, task in first.items():
+        if _have_commit(repo, sha):
+            done.present.append(sha)
+        else:
+            absent.append(task)
+    for task in absent:
         try:
-            ensure_commit(repo, task, env)
+            ensure_commit(repo, task, env)  # returns at once if an earlier PR ref fetch brought the commit
             done.fetched.append(task.head_sha)
         except (LookupError, subprocess.SubprocessError) as exc:
             done.missing.append(f"{task.head_sha} (run {task.run_id}, {task.team}, {task.assignment}): {exc}")
