@@ -105,8 +105,11 @@ def github(course: dict) -> dict:
 
 def fetch_step(course: dict, github: dict, tasks_path: Path, shard: int, token: str | None):
     env = github["env"] | ({"GITHUB_TOKEN": token} if token else {})
+    # a course.yaml whose Docker runner has no image yet: fetching runs nothing, so it does not care
+    settings = course["tmp"] / "course.yaml"
+    settings.write_text("schema: 1\nrunner:\n  kind: docker\n")
     return grader(course, "regrade", "--repo-dir", str(github["clone"]), "--run-tasks", str(tasks_path),
-                  "--shard", str(shard), "--fetch-only", env=env)
+                  "--shard", str(shard), "--fetch-only", "--course", str(settings), env=env)
 
 
 def import_results(course: dict, *args: str, db: Path | None = None) -> subprocess.CompletedProcess:

@@ -57,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--fetch-only goes with --run-tasks FILE --shard K")
     if not (args.repo_dir / ".git").exists():
         raise UsageError(f"{args.repo_dir} is not a git clone of the course repository (see --repo-dir)")
-    args.runner_settings = runner_config(args)  # refuse bad runner options before any work
+    if not args.fetch_only:  # fetching runs nothing: course.yaml's runner does not matter to it
+        args.runner_settings = runner_config(args)  # refuse bad runner options before any work
     if args.run_tasks:
         return _run_shard(args)
     from grader.gradebook.load import open_gradebook
