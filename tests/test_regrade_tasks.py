@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from grader.commands.ci import REGRADE_PLAN_OUTPUTS
 from grader.gradebook import tasks
 from tests.test_ci_cli import LIGHT_RUNNER, heavy_modules
 
@@ -54,6 +55,7 @@ def test_a_valid_file_gives_the_matrix_as_step_outputs(tmp_path: Path, valid: di
     assert done.stdout == '{"shard":[0,1]}\n'
     outputs = dict(line.split("=", 1) for line in (tmp_path / "output").read_text().splitlines())
     assert outputs == {"matrix": '{"shard":[0,1]}', "shards": "2", "tasks": "3"}
+    assert set(outputs) == set(REGRADE_PLAN_OUTPUTS)  # what the workflow's plan job declares
     assert json.loads(outputs["matrix"]) == valid["matrix"]
     summary = (tmp_path / "summary.md").read_text()
     assert "3 task(s) in 2 shard(s)" in summary and f"| {HW2} | 3 |" in summary

@@ -35,6 +35,7 @@ exit codes:
   2  it is not: unreadable, outside the checkout, or invalid (the message says what and where)"""
 MATRIX_OUTPUT = re.compile(r'^\{"shard":\[\d+(,\d+)*\]\}$')
 OUTPUT_VALUE = re.compile(r"^[A-Za-z0-9._/-]*$")
+REGRADE_PLAN_OUTPUTS = ("matrix", "shards", "tasks")  # what the regrade workflow's later jobs may read
 POLICY_OUTPUTS = ("decision", "folder", "team", "assignment", "environment")  # what later jobs may read
 DEFAULT_BOT = "github-actions[bot]"
 
