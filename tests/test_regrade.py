@@ -188,7 +188,7 @@ def test_a_regrade_that_errors_is_never_stored(course: dict) -> None:
 
 
 def write_tasks(course: dict, shards: int) -> tuple[Path, dict]:
-    tasks_path = course["tmp"] / "regrade-tasks.json"
+    tasks_path = course["tmp"] / "regrade" / "tasks.json"  # as README says; the folder is made
     done = grader(course, "regrade", "--repo-dir", str(course["repo"]), "--tasks", str(tasks_path),
                   "--shards", str(shards))
     assert done.returncode == 0, done.stderr

@@ -176,6 +176,7 @@ def tasks_file(tasks: list[Task], shards: int, path: Path) -> dict:
             "tasks": [{**asdict(task), "shard": i % shards} for i, task in enumerate(tasks)]}
     text = json.dumps(data, indent=1) + "\n"
     parse_tasks(text)
+    path.parent.mkdir(parents=True, exist_ok=True)  # e.g. regrade/tasks.json in a fresh branch
     path.write_text(text, encoding="utf-8")
     return data
 
