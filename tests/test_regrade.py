@@ -3,11 +3,13 @@ assignment config, in a process pool; changes shown before anything is stored.""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import shutil
 import subprocess
 import sys
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -16,11 +18,13 @@ import yaml
 from grader.assignment import load_assignment
 from grader.gradebook import regrade
 from grader.gradebook.store import Store
-from tests import builders
+from tests import builders, githttp
 from tests.results_builders import HW2, make_result
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {k: v for k, v in os.environ.items() if not k.startswith(("GRADER_", "GITHUB_", "GH_"))} | {"COLUMNS": "250"}
+TOKEN = "ghs_" + "R3gr4deT0ken" * 3  # shaped like an Actions token; a test fails if it shows up anywhere
+BASIC = base64.b64encode(f"x-access-token:{TOKEN}".encode()).decode()
 ROSTER = "schema: 1\nteams:\n  team-alpha:\n    members:\n      - {github: ann}\n  team-beta:\n    members:\n      - {github: bo}\n"
 
 
@@ -62,10 +66,59 @@ def course(tmp_path: Path, tiny_models: dict[str, Path]) -> dict:
     return {"repo": repo, "sha": sha, "db": db, "assignments": assignments, "roster": roster, "tmp": tmp_path}
 
 
-def grader(course: dict, *args: str) -> subprocess.CompletedProcess:
+def grader(course: dict, *args: str, env: dict[str, str] = ENV) -> subprocess.CompletedProcess:
     common = ["--db", str(course["db"]), "--assignments", str(course["assignments"]), "--roster", str(course["roster"])]
     return subprocess.run([sys.executable, "-m", "grader.cli", *args, *common], cwd=ROOT, capture_output=True,
-                          text=True, timeout=600, stdin=subprocess.DEVNULL, env=ENV)
+                          text=True, timeout=600, stdin=subprocess.DEVNULL, env=env)
+
+
+@pytest.fixture
+def github(course: dict) -> dict:
+    """The course repository as GitHub holds it, in a bare repository to serve over HTTP: main has
+    only the base branch's commit; team-alpha's graded commit is reachable only as refs/pull/3/head
+    (a PR from a fork). And a runner's clone of main as actions/checkout leaves it: full history of
+    the branches, no pull refs, no stored credentials."""
+    tmp = course["tmp"]
+    bare = tmp / "github" / "course.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(bare)], check=True)
+    base = tmp / "base"
+    base.mkdir()
+    (base / "README.md").write_text("course repository\n")
+    git(base, "init", "-q")
+    git(base, "-c", "user.name=staff", "-c", "user.email=s@example.com", "add", ".")
+    git(base, "-c", "user.name=staff", "-c", "user.email=s@example.com", "commit", "-q", "-m", "base")
+    git(base, "push", "-q", str(bare), "HEAD:refs/heads/main")
+    git(course["repo"], "push", "-q", str(bare), f"{course['sha']}:refs/pull/3/head")
+    clone = tmp / "runner"
+    subprocess.run(["git", "clone", "-q", "--no-local", "--branch", "main", str(bare), str(clone)], check=True)
+    assert subprocess.run(["git", "-C", str(clone), "cat-file", "-e", course["sha"]]).returncode != 0
+    # every git command the grader runs, logged with its arguments, then run
+    wrapper = tmp / "bin" / "git"
+    wrapper.parent.mkdir()
+    wrapper.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> {tmp / "git-argv.log"}\nexec {shutil.which("git")} "$@"\n')
+    wrapper.chmod(0o755)
+    # no global or system git config: no credential helper answers the 401 in place of the token
+    env = ENV | {"PATH": f"{wrapper.parent}:{os.environ['PATH']}", "HOME": str(tmp / "home"),
+                 "GIT_CONFIG_NOSYSTEM": "1"}
+    return {"root": bare.parent, "clone": clone, "env": env, "argv_log": tmp / "git-argv.log"}
+
+
+def fetch_step(course: dict, github: dict, tasks_path: Path, shard: int, token: str | None):
+    env = github["env"] | ({"GITHUB_TOKEN": token} if token else {})
+    # a course.yaml whose Docker runner has no image yet: fetching runs nothing, so it does not care
+    settings = course["tmp"] / "course.yaml"
+    settings.write_text("schema: 1\nrunner:\n  kind: docker\n")
+    return grader(course, "regrade", "--repo-dir", str(github["clone"]), "--run-tasks", str(tasks_path),
+                  "--shard", str(shard), "--fetch-only", "--course", str(settings), env=env)
+
+
+def import_results(course: dict, *args: str, db: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "grader.cli", "results", "import", *args, "--db",
+                           str(db or course["db"])], cwd=ROOT, capture_output=True, text=True, timeout=120, env=ENV)
+
+
+def have_commit(repo: Path, sha: str) -> bool:
+    return subprocess.run(["git", "-C", str(repo), "cat-file", "-e", f"{sha}^{{commit}}"]).returncode == 0
 
 
 def stored_runs(course: dict):
@@ -134,29 +187,125 @@ def test_a_regrade_that_errors_is_never_stored(course: dict) -> None:
     assert regrade.storable([outcome]) == []
 
 
-def test_job_matrix_for_a_runner_pool(course: dict) -> None:
-    tasks_path = course["tmp"] / "regrade-tasks.json"
-    done = grader(course, "regrade", "--repo-dir", str(course["repo"]), "--tasks", str(tasks_path), "--shards", "2")
-    assert done.returncode == 0 and "wrote 3 task(s) in 2 shard(s)" in done.stdout
-    data = json.loads(tasks_path.read_text())
+def write_tasks(course: dict, shards: int) -> tuple[Path, dict]:
+    tasks_path = course["tmp"] / "regrade" / "tasks.json"  # as README says; the folder is made
+    done = grader(course, "regrade", "--repo-dir", str(course["repo"]), "--tasks", str(tasks_path),
+                  "--shards", str(shards))
+    assert done.returncode == 0, done.stderr
+    return tasks_path, json.loads(tasks_path.read_text())
+
+
+def test_fetch_step_authenticates_with_the_token_and_leaves_no_trace(course: dict, github: dict) -> None:
+    tasks_path, data = write_tasks(course, 1)
+    clone, sha = github["clone"], course["sha"]
+    with githttp.serve(github["root"], TOKEN) as server:
+        git(clone, "remote", "set-url", "origin", server.url("course.git"))
+
+        refused = fetch_step(course, github, tasks_path, 0, token=None)
+        assert refused.returncode == 5, refused.stdout + refused.stderr  # needed commits, fetched none
+        assert "0 fetched (without a token), 2 missing" in refused.stdout and not have_commit(clone, sha)
+        assert server.requests and not any(r.authorized for r in server.requests)
+
+        server.requests.clear()
+        done = fetch_step(course, github, tasks_path, 0, token=TOKEN)
+        assert done.returncode == 0, done.stdout + done.stderr + str(server.requests)
+        # team-alpha's and team-beta's tasks share the commit (fetched once, by refs/pull/3/head);
+        # the third task's commit is on no ref and not on the server
+        assert "1 fetched (with a token), 1 missing" in done.stdout
+        assert f"not fetched: {'ab' * 20}" in done.stderr and have_commit(clone, sha)
+        assert server.requests and all(r.authorized for r in server.requests)
+        assert {r.authorization for r in server.requests} == {f"basic {BASIC}"}
+
+    # the token was in git's environment only: in no file of the clone, on no command line
+    assert "extraheader" not in (clone / ".git" / "config").read_text()
+    for path in (clone / ".git").rglob("*"):
+        if path.is_file():
+            content = path.read_bytes()
+            assert TOKEN.encode() not in content and BASIC.encode() not in content, path
+    argv = github["argv_log"].read_text()
+    assert "fetch --quiet origin pull/3/head" in argv and TOKEN not in argv and BASIC not in argv
+    assert subprocess.run(["git", "-C", str(clone), "config", "--get-regexp", "extraheader"],
+                          env=github["env"]).returncode == 1  # git itself finds no such setting
+
+
+def test_fetch_step_without_a_token_fetches_a_public_repository(course: dict, github: dict) -> None:
+    tasks_path, data = write_tasks(course, 1)
+    with githttp.serve(github["root"], token=None) as server:
+        git(github["clone"], "remote", "set-url", "origin", server.url("course.git"))
+        done = fetch_step(course, github, tasks_path, 0, token=None)
+    assert done.returncode == 0 and "1 fetched (without a token), 1 missing" in done.stdout
+    assert have_commit(github["clone"], course["sha"])
+    assert not any(r.authorization for r in server.requests)
+
+
+def test_a_runner_pool_shard_fetches_then_grades_offline_and_its_results_are_imported(course: dict,
+                                                                                      github: dict) -> None:
+    """The regrade workflow's steps for one shard, then the instructor's import of the artifact."""
+    tasks_path, data = write_tasks(course, 2)
     assert data["matrix"] == {"shard": [0, 1]}
     assert sorted(t["shard"] for t in data["tasks"]) == [0, 0, 1]
     assert {t["head_sha"] for t in data["tasks"]} == {course["sha"], "ab" * 20}
     assert len(stored_runs(course)) == 3  # writing the matrix grades and stores nothing
 
-    shard = next(t["shard"] for t in data["tasks"] if t["team"] == "team-alpha" and t["head_sha"] == course["sha"])
+    task = next(t for t in data["tasks"] if t["team"] == "team-alpha" and t["head_sha"] == course["sha"])
+    with githttp.serve(github["root"], TOKEN) as server:
+        git(github["clone"], "remote", "set-url", "origin", server.url("course.git"))
+        fetched = fetch_step(course, github, tasks_path, task["shard"], token=TOKEN)
+        assert fetched.returncode == 0 and "1 fetched" in fetched.stdout, fetched.stderr
+    # the server is gone and the step has no token: grading needs neither
     out = course["tmp"] / "shard-out"
-    ran = grader(course, "regrade", "--repo-dir", str(course["repo"]), "--run-tasks", str(tasks_path),
-                 "--shard", str(shard), "--out", str(out))
+    ran = grader(course, "regrade", "--repo-dir", str(github["clone"]), "--run-tasks", str(tasks_path),
+                 "--shard", str(task["shard"]), "--out", str(out), "--runner", "local", "--jobs", "1",
+                 env=github["env"])
     assert ran.returncode == 0, ran.stderr
-    written = sorted(out.rglob("result.json"))
-    assert len(written) == 1
-    imported = subprocess.run([sys.executable, "-m", "grader.cli", "results", "import", str(out), "--db",
-                               str(course["db"])], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert "stored 1 new run(s)" in imported.stdout
+    assert sorted(out.rglob("result.json")) == [out / str(task["run_id"]) / "result.json"]
+
+    # gh run download RUN_ID -n regrade-results -D regraded: the shards' folders merged into one
+    regraded = course["tmp"] / "regraded"
+    shutil.copytree(out, regraded)
+    imported = import_results(course, str(regraded), "--tasks", str(tasks_path))
+    assert imported.returncode == 0 and "stored 1 new run(s)" in imported.stdout, imported.stderr
     runs = _runs_frame(course)
     assert runs.loc[runs["current"] & (runs["head_sha"] == course["sha"]) & (runs["team"] == "team-alpha"),
                     "score"].item() > 40  # the runner's grading replaced the stored one
+    again = import_results(course, str(regraded), "--tasks", str(tasks_path))
+    assert again.returncode == 0 and "stored 0 new run(s); 1 already stored" in again.stdout
+
+
+def test_import_with_the_tasks_file_takes_only_the_gradings_it_asked_for(course: dict, github: dict) -> None:
+    """A runner that ran student code could write any well-formed result.json: with --tasks, a
+    result must be the grading of one task (a moved event time would change lateness), once."""
+    tasks_path, data = write_tasks(course, 1)
+    task = next(t for t in data["tasks"] if t["team"] == "team-alpha" and t["head_sha"] == course["sha"])
+    genuine = json.loads(make_result("team-alpha", score=90, head_sha=course["sha"], pr=3,
+                                     event_time=datetime.fromisoformat(task["event_time"])).to_json())
+    folder = course["tmp"] / "incoming"
+
+    def put(name: str, result: dict) -> None:
+        (folder / name).mkdir(parents=True)
+        (folder / name / "result.json").write_text(json.dumps(result))
+
+    put("earlier", genuine | {"context": genuine["context"] | {"event_time": "2025-12-01T10:00:00Z"}})
+    put("other-team", genuine | {"submission": genuine["submission"] | {"team": "team-beta"}})
+    put("other-commit", genuine | {"context": genuine["context"] | {"head_sha": "cd" * 20}})
+    # each forgery alone passes the schema and plausibility checks: without --tasks it would be stored
+    scratch = course["tmp"] / "scratch.sqlite"
+    plain = import_results(course, str(folder / "earlier"), db=scratch)
+    assert plain.returncode == 0 and "stored 1 new run(s)" in plain.stdout
+
+    refused = import_results(course, str(folder), "--tasks", str(tasks_path))
+    assert refused.returncode == 3 and "stored 0 new run(s)" in refused.stdout
+    assert refused.stderr.count("is not the grading of any task in the tasks file") == 3
+
+    shutil.rmtree(folder)
+    put("1", genuine)
+    put("2", genuine | {"score": 100.0})
+    twice = import_results(course, str(folder), "--tasks", str(tasks_path))
+    assert twice.returncode == 3 and twice.stderr.count(f"2 results claim task {task['run_id']}") == 2
+    assert len(stored_runs(course)) == 3
+
+    broken = import_results(course, str(folder), "--tasks", str(folder / "1" / "result.json"))
+    assert broken.returncode == 2 and "not a valid tasks file" in broken.stderr
 
 
 def test_checkout_refuses_paths_outside_the_folder(course: dict, tmp_path: Path) -> None:

@@ -1,7 +1,14 @@
-"""The course workflow's security properties, read from the YAML itself, and zizmor's audit of it."""
+"""The course workflows' security properties, read from the YAML itself, and zizmor's audit of them.
+
+grade.yml (pull_request_target) grades students' pull requests; regrade.yml (workflow_dispatch,
+staff only) regrades stored submissions on the runner pool. Each regrade.yml property is a
+``check_*`` function, and ``test_each_regrade_check_fails_on_a_broken_copy`` breaks the file in
+one way per check to show that the check notices.
+"""
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import shutil
@@ -12,11 +19,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from grader.commands.ci import POLICY_OUTPUTS
+from grader.commands.ci import POLICY_OUTPUTS, REGRADE_PLAN_OUTPUTS
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS = ROOT / ".github" / "workflows"
 GRADE = WORKFLOWS / "grade.yml"
+REGRADE = WORKFLOWS / "regrade.yml"
+ALL = [GRADE, REGRADE]
 PINNED = re.compile(r"^[\w.-]+/[\w./-]+@[0-9a-f]{40}$")
 PR_HEAD = "github.event.pull_request.head"
 
@@ -45,10 +54,15 @@ def workflow() -> dict:
 
 
 def test_only_the_base_branch_definition_runs(workflow) -> None:
+    """Pull requests reach only grade.yml, whose base-branch copy runs; every other workflow is
+    started by staff only (workflow_dispatch needs write access), never by a PR's event."""
     assert set(workflow["on"]) == {"pull_request_target"}
     assert workflow["permissions"] == {}
     assert "pull_request.number" in workflow["concurrency"]["group"]
-    assert sorted(p.name for p in WORKFLOWS.iterdir()) == ["grade.yml"]
+    assert sorted(p.name for p in WORKFLOWS.iterdir()) == ["grade.yml", "regrade.yml"]
+    for path in ALL:
+        if path != GRADE:
+            assert set(load(path)["on"]) == {"workflow_dispatch"}, path.name
 
 
 def test_each_job_has_only_the_permissions_it_needs(workflow) -> None:
@@ -89,8 +103,8 @@ def test_the_grader_runs_the_models_in_the_pinned_container(workflow) -> None:
     assert "GITHUB_TOKEN" not in json.dumps(step)
 
 
-def test_every_checkout_drops_credentials_and_every_action_is_pinned(workflow) -> None:
-    for name, job in workflow["jobs"].items():
+def check_pinned_and_no_credentials(doc: dict) -> None:
+    for name, job in doc["jobs"].items():
         for step in steps(job):
             uses = step.get("uses")
             if uses:
@@ -99,10 +113,20 @@ def test_every_checkout_drops_credentials_and_every_action_is_pinned(workflow) -
             assert checkout["with"]["persist-credentials"] is False, name
 
 
-def test_no_expression_is_pasted_into_a_shell_script(workflow) -> None:
-    for name, job in workflow["jobs"].items():
+def check_no_expression_in_scripts(doc: dict) -> None:
+    for name, job in doc["jobs"].items():
         for step in steps(job):
             assert "${{" not in step.get("run", ""), f"{name}: pass values through env, not into the script"
+
+
+@pytest.mark.parametrize("path", ALL, ids=lambda p: p.name)
+def test_every_checkout_drops_credentials_and_every_action_is_pinned(path: Path) -> None:
+    check_pinned_and_no_credentials(load(path))
+
+
+@pytest.mark.parametrize("path", ALL, ids=lambda p: p.name)
+def test_no_expression_is_pasted_into_a_shell_script(path: Path) -> None:
+    check_no_expression_in_scripts(load(path))
 
 
 def test_the_token_reaches_only_the_grader_ci_steps(workflow) -> None:
@@ -130,8 +154,9 @@ def test_later_jobs_read_only_outputs_the_policy_step_writes(workflow) -> None:
     assert used and used <= set(declared)
 
 
-def test_every_zizmor_ignore_is_explained() -> None:
-    lines = GRADE.read_text().splitlines()
+@pytest.mark.parametrize("path", ALL, ids=lambda p: p.name)
+def test_every_zizmor_ignore_is_explained(path: Path) -> None:
+    lines = path.read_text().splitlines()
     for number, line in enumerate(lines):
         if "zizmor: ignore[" in line:
             reason = line.split("]", 1)[1].strip() or lines[number - 1].strip()
@@ -152,3 +177,185 @@ def test_zizmor_finds_nothing_unexplained() -> None:
                                   str(WORKFLOWS)], capture_output=True, text=True, timeout=120)
     found = {f["ident"] for f in json.loads(unexplained.stdout)}
     assert found == {"dangerous-triggers", "self-hosted-runner"}, found  # the two explained in the YAML
+    per_file = {(Path(*f["locations"][0]["symbolic"]["key"]["Local"].values()).name, f["ident"])
+                for f in json.loads(unexplained.stdout)}
+    assert per_file == {("grade.yml", "dangerous-triggers"), ("grade.yml", "self-hosted-runner"),
+                        ("regrade.yml", "self-hosted-runner")}, per_file
+
+
+# regrade.yml --------------------------------------------------------------------------------
+
+TOKEN_MARKS = ("github.token", "secrets.", "GITHUB_TOKEN", "GH_TOKEN")
+
+
+def step_named(job: dict, words: str) -> dict:
+    [step] = [s for s in steps(job) if words in s.get("name", "")]
+    return step
+
+
+def regrade_runs(job: dict) -> list[dict]:
+    return [s for s in steps(job) if "grader regrade --run-tasks" in s.get("run", "")]
+
+
+def check_regrade_is_staff_only_and_reads_only(doc: dict) -> None:
+    assert set(doc["on"]) == {"workflow_dispatch"}
+    assert doc["permissions"] == {}
+    jobs = doc["jobs"]
+    assert jobs["plan"]["permissions"] == {"contents": "read"}
+    assert jobs["regrade"]["permissions"] == {"contents": "read"}
+    assert jobs["gather"]["permissions"] == {}
+    assert not [name for name, job in jobs.items() if writes(job) or job["permissions"] == "write-all"]
+    assert "pull_request" not in json.dumps(doc)  # it grades commits named by the tasks file, no event's
+
+
+def check_the_token_is_only_in_the_fetch_step(doc: dict) -> None:
+    """No token at workflow or job level; one step holds it, in its own env, and only fetches."""
+    outside_steps = {key: value for key, value in doc.items() if key != "jobs"}
+    outside_steps["jobs"] = {name: {k: v for k, v in job.items() if k != "steps"} for name, job in doc["jobs"].items()}
+    assert not any(mark in json.dumps(outside_steps) for mark in TOKEN_MARKS)
+    holders = [(name, step) for name, job in doc["jobs"].items() for step in steps(job)
+               if any(mark in json.dumps(step) for mark in TOKEN_MARKS)]
+    assert [name for name, _ in holders] == ["regrade"]
+    [(_, fetch)] = holders
+    assert fetch["env"] == {"GITHUB_TOKEN": "${{ github.token }}"}
+    assert fetch["run"].strip() == '.venv/bin/grader regrade --run-tasks "$TASKS" --shard "$SHARD" --fetch-only'
+
+
+def check_the_runner_fetches_then_grades_in_the_container_without_a_token(doc: dict) -> None:
+    regrade = doc["jobs"]["regrade"]
+    assert "self-hosted" in regrade["runs-on"] and "gpu" in regrade["runs-on"]
+    [checkout] = checkouts(regrade)
+    assert checkout["with"] == {"fetch-depth": 0, "persist-credentials": False}  # history, no stored token
+    fetch, grade = regrade_runs(regrade)
+    assert "--fetch-only" in fetch["run"] and "--fetch-only" not in grade["run"]
+    assert "env" not in grade and not any(mark in json.dumps(grade) for mark in TOKEN_MARKS)
+    assert '--shard "$SHARD"' in grade["run"] and '--out "$RUNNER_TEMP/regrade-out"' in grade["run"]
+    assert '--runner docker --image "$GRADER_IMAGE"' in grade["run"]
+    assert re.fullmatch(r"[\w./-]+@sha256:[0-9a-f]{64}", regrade["env"]["GRADER_IMAGE"])
+    after = steps(regrade)[steps(regrade).index(grade):]
+    assert not any(mark in json.dumps(after) for mark in TOKEN_MARKS)
+
+
+def check_the_matrix_comes_from_the_plan_job(doc: dict) -> None:
+    plan, regrade = doc["jobs"]["plan"], doc["jobs"]["regrade"]
+    assert "self-hosted" not in json.dumps(plan["runs-on"])
+    step = step_named(plan, "Validate the tasks file")
+    assert step["id"] == "plan" and step["env"] == {"TASKS": "${{ inputs.tasks }}"}
+    assert 'ci regrade-plan --tasks "$TASKS"' in step["run"]
+    assert plan["outputs"] == {key: f"${{{{ steps.plan.outputs.{key} }}}}" for key in REGRADE_PLAN_OUTPUTS}
+    assert regrade["needs"] == "plan"
+    assert regrade["strategy"]["matrix"] == "${{ fromJSON(needs.plan.outputs.matrix) }}"
+    assert regrade["strategy"]["fail-fast"] is False
+    assert isinstance(regrade["strategy"]["max-parallel"], int) and regrade["strategy"]["max-parallel"] >= 1
+    assert regrade["env"]["SHARD"] == "${{ matrix.shard }}" and regrade["env"]["TASKS"] == "${{ inputs.tasks }}"
+    used = set(re.findall(r"needs\.plan\.outputs\.(\w+)", json.dumps(doc)))
+    assert used and used <= set(REGRADE_PLAN_OUTPUTS)
+
+
+def check_each_shard_uploads_its_own_artifact_and_gather_merges_them(doc: dict) -> None:
+    regrade, gather = doc["jobs"]["regrade"], doc["jobs"]["gather"]
+    [upload] = [s for s in steps(regrade) if s.get("uses", "").startswith("actions/upload-artifact@")]
+    assert upload["with"]["name"] == "regrade-shard-${{ matrix.shard }}"  # unique per matrix job
+    assert upload["with"]["path"] == "${{ runner.temp }}/regrade-out/" and upload["if"] == "${{ !cancelled() }}"
+    assert gather["needs"] == ["plan", "regrade"] and "!cancelled()" in gather["if"]
+    downloads = [s for s in steps(gather) if s.get("uses", "").startswith("actions/download-artifact@")]
+    assert {d["with"]["pattern"] for d in downloads} == {"regrade-shard-*"}
+    assert any(d["with"].get("merge-multiple") is True for d in downloads)
+    assert all(d["with"]["path"].startswith("${{ runner.temp }}") for d in downloads)
+    [merged] = [s for s in steps(gather) if s.get("uses", "").startswith("actions/upload-artifact@")]
+    assert merged["with"]["name"] == "regrade-results"
+    assert not regrade_runs(gather) and not checkouts(gather)  # it never runs what the runners wrote
+
+
+def check_it_runs_where_and_in_what_grade_yml_grades(doc: dict) -> None:
+    grade = load(GRADE)["jobs"]["grade"]
+    regrade = doc["jobs"]["regrade"]
+    assert regrade["runs-on"] == grade["runs-on"] and regrade["env"]["GRADER_IMAGE"] == grade["env"]["GRADER_IMAGE"]
+
+
+REGRADE_CHECKS = [check_regrade_is_staff_only_and_reads_only, check_the_token_is_only_in_the_fetch_step,
+                  check_the_runner_fetches_then_grades_in_the_container_without_a_token,
+                  check_the_matrix_comes_from_the_plan_job,
+                  check_each_shard_uploads_its_own_artifact_and_gather_merges_them,
+                  check_it_runs_where_and_in_what_grade_yml_grades, check_pinned_and_no_credentials,
+                  check_no_expression_in_scripts]
+
+
+@pytest.mark.parametrize("check", REGRADE_CHECKS, ids=lambda c: c.__name__)
+def test_the_regrade_workflow(check) -> None:
+    check(load(REGRADE))
+
+
+def _job(name: str):
+    return lambda doc: doc["jobs"][name]
+
+
+def _step(job: str, words: str):
+    return lambda doc: step_named(doc["jobs"][job], words)
+
+
+FETCH, GRADE_STEP = "Fetch this shard", "Grade the shard"
+BREAKS = {  # one way to break each property, and the check that must notice
+    "a write permission": (lambda d: _job("plan")(d)["permissions"].update(contents="write"),
+                           check_regrade_is_staff_only_and_reads_only),
+    "workflow-level permissions": (lambda d: d.update(permissions={"contents": "read"}),
+                                   check_regrade_is_staff_only_and_reads_only),
+    "gather with a token scope": (lambda d: _job("gather")(d).update(permissions={"actions": "read"}),
+                                  check_regrade_is_staff_only_and_reads_only),
+    "a pull_request trigger": (lambda d: d["on"].update(pull_request=None),
+                               check_regrade_is_staff_only_and_reads_only),
+    "the token at job level": (lambda d: _job("regrade")(d)["env"].update(GITHUB_TOKEN="${{ github.token }}"),
+                               check_the_token_is_only_in_the_fetch_step),
+    "the token in the grading step": (lambda d: _step("regrade", GRADE_STEP)(d).update(
+        env={"GITHUB_TOKEN": "${{ github.token }}"}), check_the_token_is_only_in_the_fetch_step),
+    "a secret in the grading step": (lambda d: _step("regrade", GRADE_STEP)(d).update(
+        env={"HF": "${{ secrets.HF_TOKEN }}"}), check_the_token_is_only_in_the_fetch_step),
+    "the token in the plan job": (lambda d: _step("plan", "Validate")(d)["env"].update(
+        GITHUB_TOKEN="${{ github.token }}"), check_the_token_is_only_in_the_fetch_step),
+    "the fetch step also grades": (lambda d: _step("regrade", FETCH)(d).update(
+        run=_step("regrade", FETCH)(d)["run"] + " && .venv/bin/grader regrade --out x"),
+        check_the_token_is_only_in_the_fetch_step),
+    "grading before fetching": (lambda d: _job("regrade")(d)["steps"].insert(
+        2, _job("regrade")(d)["steps"].pop(3)),
+        check_the_runner_fetches_then_grades_in_the_container_without_a_token),
+    "the token after the grading": (lambda d: _job("regrade")(d)["steps"][-1].update(
+        env={"GITHUB_TOKEN": "${{ github.token }}"}),
+        check_the_runner_fetches_then_grades_in_the_container_without_a_token),
+    "a shallow checkout": (lambda d: checkouts(_job("regrade")(d))[0]["with"].pop("fetch-depth"),
+                           check_the_runner_fetches_then_grades_in_the_container_without_a_token),
+    "grading outside the container": (lambda d: _step("regrade", GRADE_STEP)(d).update(
+        run=_step("regrade", GRADE_STEP)(d)["run"].replace("--runner docker", "--runner local")),
+        check_the_runner_fetches_then_grades_in_the_container_without_a_token),
+    "an image by tag": (lambda d: _job("regrade")(d)["env"].update(GRADER_IMAGE="ghcr.io/course/grader:latest"),
+                        check_the_runner_fetches_then_grades_in_the_container_without_a_token),
+    "a literal matrix": (lambda d: _job("regrade")(d)["strategy"].update(matrix={"shard": [0, 1]}),
+                         check_the_matrix_comes_from_the_plan_job),
+    "fail-fast": (lambda d: _job("regrade")(d)["strategy"].update({"fail-fast": True}),
+                  check_the_matrix_comes_from_the_plan_job),
+    "an undeclared plan output": (lambda d: _job("gather")(d).update({"if": "${{ needs.plan.outputs.secret }}"}),
+                                  check_the_matrix_comes_from_the_plan_job),
+    "one artifact name for every shard": (lambda d: [s for s in steps(_job("regrade")(d)) if "upload-artifact" in
+                                                     s.get("uses", "")][0]["with"].update(name="result"),
+                                          check_each_shard_uploads_its_own_artifact_and_gather_merges_them),
+    "no merged artifact": (lambda d: [s for s in steps(_job("gather")(d)) if "download-artifact" in
+                                      s.get("uses", "")][1]["with"].pop("merge-multiple"),
+                           check_each_shard_uploads_its_own_artifact_and_gather_merges_them),
+    "another runner": (lambda d: _job("regrade")(d).update({"runs-on": "ubuntu-latest"}),
+                       check_it_runs_where_and_in_what_grade_yml_grades),
+    "an unpinned action": (lambda d: checkouts(_job("plan")(d))[0].update(uses="actions/checkout@v4"),
+                           check_pinned_and_no_credentials),
+    "stored credentials": (lambda d: checkouts(_job("plan")(d))[0]["with"].update({"persist-credentials": True}),
+                           check_pinned_and_no_credentials),
+    "an expression in a script": (lambda d: _step("regrade", FETCH)(d).update(
+        run='.venv/bin/grader regrade --run-tasks "${{ inputs.tasks }}" --fetch-only'), check_no_expression_in_scripts),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BREAKS))
+def test_each_regrade_check_fails_on_a_broken_copy(case: str) -> None:
+    breaks, check = BREAKS[case]
+    broken = copy.deepcopy(load(REGRADE))
+    breaks(broken)
+    assert broken != load(REGRADE)
+    with pytest.raises(AssertionError):
+        check(broken)

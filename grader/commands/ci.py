@@ -25,16 +25,24 @@ if TYPE_CHECKING:  # only for annotations: the handlers import these lazily, --h
     from grader.ci.flows import PolicyInputs
 
 CI_EXIT_CODES_HELP = """exit codes:
-  0  done: context written / policy decided (grade, refuse or stale) / outcome published
+  0  done: context written / policy decided (grade, refuse, limited or stale) / outcome published
   2  usage error: not a pull-request event, no token, unreadable event file or roster
   4  GitHub kept failing after every retry, or refused a write (see the message)"""
+REGRADE_PLAN_HELP = """step outputs: matrix ({"shard": [0, ..., N-1]}, for strategy.matrix), shards (N), tasks (count)
+
+exit codes:
+  0  the tasks file is valid; outputs written
+  2  it is not: unreadable, outside the checkout, or invalid (the message says what and where)"""
+MATRIX_OUTPUT = re.compile(r'^\{"shard":\[\d+(,\d+)*\]\}$')
 OUTPUT_VALUE = re.compile(r"^[A-Za-z0-9._/-]*$")
+REGRADE_PLAN_OUTPUTS = ("matrix", "shards", "tasks")  # what the regrade workflow's later jobs may read
 POLICY_OUTPUTS = ("decision", "folder", "team", "assignment", "environment", "runs_today")  # what later jobs may read
 DEFAULT_BOT = "github-actions[bot]"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    ci = sub.add_parser("ci", help="steps of the course repository's GitHub workflow (context, policy, publish)",
+    ci = sub.add_parser("ci", help="steps of the course repository's GitHub workflows (context, policy, publish, "
+                        "regrade-plan)",
                         epilog=CI_EXIT_CODES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     steps = ci.add_subparsers(dest="step", required=True)
 
@@ -59,6 +67,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     publish.add_argument("--bot-login", default=os.environ.get("GRADER_BOT_LOGIN") or DEFAULT_BOT,
                          help=f"login that owns the grader's comments (default $GRADER_BOT_LOGIN or {DEFAULT_BOT})")
     publish.set_defaults(handler=run_publish_step)
+
+    text = "validate a regrade tasks file (grader regrade --tasks) and write its job matrix as step outputs"
+    plan = steps.add_parser("regrade-plan", help=text, description=text, epilog=REGRADE_PLAN_HELP,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    plan.add_argument("--tasks", type=Path, required=True,
+                      help="the tasks file, a path inside the repository checkout (the working directory)")
+    plan.set_defaults(handler=run_regrade_plan_step)
 
 
 def _step(steps: argparse._SubParsersAction, name: str, text: str) -> argparse.ArgumentParser:
@@ -138,6 +153,42 @@ def run_publish_step(args: argparse.Namespace) -> int:
     except Exception as exc:  # noqa: BLE001
         return _github_failure(exc)
     print(f"publish: {done.action} {done.comment_url or ''} {done.detail}".rstrip())
+    return exitcodes.GRADED
+
+
+def run_regrade_plan_step(args: argparse.Namespace) -> int:
+    """The regrade workflow's plan job: the tasks file is staff-written but read as strictly as the
+    runners will read it, so a broken file stops the run before any runner starts."""
+    import json
+    from collections import Counter
+
+    from grader.gradebook.tasks import TasksFileError, read_tasks
+
+    here = Path.cwd().resolve()
+    if args.tasks.is_absolute() or not (here / args.tasks).resolve().is_relative_to(here):
+        return _usage(f"--tasks {args.tasks}: must be a path inside the repository checkout")
+    try:
+        plan = read_tasks(args.tasks)
+    except (OSError, TasksFileError) as exc:
+        return _usage(f"{args.tasks}: {exc}")
+    matrix = json.dumps(plan.matrix, separators=(",", ":"))
+    if not MATRIX_OUTPUT.match(matrix):  # built from validated numbers; checked anyway, it is an output line
+        raise ValueError(f"refusing to write output matrix={matrix!r}")
+    _write_outputs({"shards": str(len(plan.shards)), "tasks": str(len(plan.tasks))})
+    path = _env_path("GITHUB_OUTPUT")
+    if path:
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(f"matrix={matrix}\n")
+    per_assignment = Counter(task.assignment for _, task in plan.tasks)
+    summary = _env_path("GITHUB_STEP_SUMMARY")
+    if summary:  # assignment ids are validated names: safe in Markdown
+        rows = "".join(f"| {name} | {count} |\n" for name, count in sorted(per_assignment.items()))
+        with open(summary, "a", encoding="utf-8") as handle:
+            name = re.sub(r"[^A-Za-z0-9._/-]", "?", args.tasks.as_posix())
+            handle.write(f"### Regrade plan\n\n{len(plan.tasks)} task(s) in {len(plan.shards)} shard(s) "
+                         f"from `{name}`\n\n| assignment | tasks |\n| --- | --- |\n{rows}")
+    print(matrix)
+    print(f"regrade-plan: {len(plan.tasks)} task(s) in {len(plan.shards)} shard(s)", file=sys.stderr)
     return exitcodes.GRADED
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -12,9 +13,12 @@ from grader.commands.common import (STAFF_EXIT_CODES, UsageError, add_policy_opt
 
 EPILOG = """Without --yes it prints what would change (old score -> new score) and asks before storing;
 without a terminal it stores nothing unless --yes is given. A regrade that ends in an internal
-error is never stored. For a runner pool: --tasks FILE --shards N writes a workflow_dispatch matrix
-and the work; each runner then runs  grader regrade --run-tasks FILE --shard K --out DIR  and the
-result.json files it writes are stored with  grader results import DIR.
+error is never stored. For a runner pool (.github/workflows/regrade.yml): --tasks FILE --shards N
+writes a workflow_dispatch matrix and the work; each runner first runs
+  grader regrade --run-tasks FILE --shard K --fetch-only     (token from $GITHUB_TOKEN, if any)
+then, in a step without the token,
+  grader regrade --run-tasks FILE --shard K --out DIR [--runner docker --image ...]
+and the result.json files are stored with  grader results import DIR --tasks FILE.
 
 """ + STAFF_EXIT_CODES
 
@@ -34,6 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     regrade.add_argument("--run-tasks", type=Path, help="on a runner: grade one shard of a --tasks file")
     regrade.add_argument("--shard", type=int, default=0)
     regrade.add_argument("--out", type=Path, help="with --run-tasks: folder for the result.json files")
+    regrade.add_argument("--fetch-only", action="store_true",
+                         help="with --run-tasks: only fetch the shard's commits from origin (token from $GITHUB_TOKEN, "
+                         "sent as a header through git's environment, never stored); grade later without it")
     add_runner_options(regrade)
     regrade.set_defaults(handler=run)
 
@@ -44,9 +51,14 @@ def run(args: argparse.Namespace) -> int:
 
     if args.jobs is not None and args.jobs < 1:
         raise UsageError("--jobs must be at least 1")
+    if args.shards < 1:
+        raise UsageError("--shards must be at least 1")
+    if args.fetch_only and not args.run_tasks:
+        raise UsageError("--fetch-only goes with --run-tasks FILE --shard K")
     if not (args.repo_dir / ".git").exists():
         raise UsageError(f"{args.repo_dir} is not a git clone of the course repository (see --repo-dir)")
-    args.runner_settings = runner_config(args)  # refuse bad runner options before any work
+    if not args.fetch_only:  # fetching runs nothing: course.yaml's runner does not matter to it
+        args.runner_settings = runner_config(args)  # refuse bad runner options before any work
     if args.run_tasks:
         return _run_shard(args)
     from grader.gradebook.load import open_gradebook
@@ -57,7 +69,11 @@ def run(args: argparse.Namespace) -> int:
     for reason in skipped:
         print(f"skipped {reason}", file=sys.stderr)
     if args.tasks:
-        data = regrade.tasks_file(tasks, args.shards, args.tasks)
+        from grader.gradebook.tasks import tasks_file
+
+        if not tasks:
+            raise UsageError("nothing to regrade: no tasks file written")
+        data = tasks_file(tasks, args.shards, args.tasks)
         print(f"wrote {len(tasks)} task(s) in {len(data['matrix']['shard'])} shard(s) to {args.tasks}")
         return exitcodes.GRADED
     if not tasks:
@@ -102,14 +118,20 @@ def _confirmed(args: argparse.Namespace, count: int) -> bool:
 
 
 def _run_shard(args: argparse.Namespace) -> int:
+    from grader.gradebook.tasks import TasksFileError, shard_tasks
+
+    if not args.out and not args.fetch_only:
+        raise UsageError("--run-tasks needs --out (a folder for the result.json files) or --fetch-only")
+    try:
+        tasks = shard_tasks(args.run_tasks, args.shard)
+    except OSError as exc:
+        raise UsageError(f"cannot read {args.run_tasks}: {exc}") from None
+    except TasksFileError as exc:
+        raise UsageError(f"{args.run_tasks}: {exc}") from None
+    if args.fetch_only:
+        return _fetch_shard(args, tasks)
     from grader.gradebook import regrade
 
-    if not args.out:
-        raise UsageError("--run-tasks needs --out (a folder for the result.json files)")
-    try:
-        tasks = regrade.shard_tasks(args.run_tasks, args.shard)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise UsageError(f"cannot read {args.run_tasks}: {exc}") from None
     outcomes = _grade_with_progress(tasks, args)
     from grader.gradebook.console import print_regrade_changes
 
@@ -117,3 +139,20 @@ def _run_shard(args: argparse.Namespace) -> int:
     written = regrade.write_outcomes(outcomes, args.out)
     print(f"wrote {len(written)} result.json file(s) to {args.out}")
     return exitcodes.GRADED
+
+
+def _fetch_shard(args: argparse.Namespace, tasks) -> int:
+    """Exit 5 when commits were needed and none could be fetched (a token or network problem);
+    a commit GitHub no longer has is listed, and the grading step reports it as not regraded."""
+    from grader.gradebook.regrade import fetch_commits
+
+    token = os.environ.get("GITHUB_TOKEN") or os.environ.get("GH_TOKEN")
+    try:
+        done = fetch_commits(args.repo_dir.resolve(), tasks, token)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    for line in done.missing:
+        print(f"not fetched: {line}", file=sys.stderr)
+    print(f"shard {args.shard}: {len(done.present)} commit(s) already here, {len(done.fetched)} fetched "
+          f"({'with' if token else 'without'} a token), {len(done.missing)} missing")
+    return exitcodes.UNAVAILABLE if done.missing and not done.fetched else exitcodes.GRADED

@@ -20,6 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     imp = actions.add_parser("import", help="store result.json files (folders are searched recursively)")
     imp.add_argument("paths", nargs="+", type=Path)
+    imp.add_argument("--tasks", type=Path, help="a regrade's tasks file: store only results that are the grading "
+                     "of one of its tasks (team, assignment, commit, PR, repository and event time all match)")
     add_store_option(imp)
     imp.set_defaults(handler=run_import)
 
@@ -88,6 +90,14 @@ def run_import(args: argparse.Namespace) -> int:
     if missing:
         raise UsageError(f"no such file or folder: {', '.join(missing)}")
     batch = read_results(args.paths)
+    if args.tasks:
+        from grader.gradebook.tasks import TasksFileError, keep_task_results, read_tasks
+
+        try:
+            plan = read_tasks(args.tasks)
+        except (OSError, TasksFileError) as exc:
+            raise UsageError(f"--tasks {args.tasks}: {exc}") from None
+        batch = keep_task_results(batch, plan)
     with Store(db_path(args)) as store:
         report = store.add_runs(batch.results)
     return _report_batch(batch, report.added, report.duplicates)

@@ -5,49 +5,33 @@ working tree, and graded with the same pipeline as ``grader check``, keeping its
 GitHub event time, so lateness is unchanged and the new grading replaces the old one in the
 gradebook (same commit graded again). Gradings run in a process pool; a regrade that ends in
 ``status: error`` (the grader's own fault) is reported and never stored, so it cannot take a
-grade away. For a class too large for one machine, ``tasks_file`` writes the work as shards for a
-``workflow_dispatch`` matrix, and ``run_shard`` grades one shard on a runner without the store.
+grade away. For a class too large for one machine, ``grader.gradebook.tasks`` writes the work as
+shards for a ``workflow_dispatch`` matrix (``.github/workflows/regrade.yml``); each runner first
+fetches its shard's commits (``fetch_commits``, the only step with a token), then grades them
+without the store, the network or a token.
 """
 
 from __future__ import annotations
 
+import base64
 import io
-import json
 import multiprocessing
 import os
 import subprocess
 import tarfile
 import tempfile
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
 import pandas as pd
 
 from grader.course import RunnerConfig
-from grader.result import Result, RunContext
+from grader.gradebook.tasks import Task
+from grader.result import Result
 
 SUBMISSIONS = "submissions"
-
-
-@dataclass(frozen=True)
-class Task:
-    """One stored grading to redo; everything a runner needs, nothing from the store."""
-
-    run_id: int
-    team: str
-    assignment: str
-    head_sha: str
-    repository: str | None
-    pr_number: int | None
-    event_time: str | None
-    old_status: str
-    old_score: float
-
-    def context(self) -> RunContext:
-        return RunContext(repository=self.repository, pr_number=self.pr_number, head_sha=self.head_sha,
-                          event_time=self.event_time)
 
 
 @dataclass
@@ -81,20 +65,81 @@ def select_tasks(runs: pd.DataFrame, assignment: str | None = None, team: str | 
     return tasks, skipped
 
 
-def _git(repo: Path, *args: str, data: bool = False) -> subprocess.CompletedProcess:
-    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, timeout=300, text=not data)
+def _git(repo: Path, *args: str, data: bool = False, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, timeout=300, text=not data, env=env)
 
 
-def ensure_commit(repo: Path, task: Task) -> None:
-    """Make the commit available locally: a PR head from a fork is fetched by its PR ref."""
-    if _git(repo, "cat-file", "-e", f"{task.head_sha}^{{commit}}").returncode == 0:
+def _have_commit(repo: Path, sha: str) -> bool:
+    return _git(repo, "cat-file", "-e", f"{sha}^{{commit}}").returncode == 0
+
+
+def ensure_commit(repo: Path, task: Task, env: dict[str, str] | None = None) -> None:
+    """Make the commit available locally: a PR head from a fork is fetched by its PR ref.
+    ``env`` is the environment of the ``git fetch`` calls (default: no token, never a prompt)."""
+    if _have_commit(repo, task.head_sha):
         return
+    env = env or fetch_environment(repo, None)
     refs = ([f"pull/{task.pr_number}/head"] if task.pr_number else []) + [task.head_sha]
     for ref in refs:
-        _git(repo, "fetch", "--quiet", "origin", ref)
-        if _git(repo, "cat-file", "-e", f"{task.head_sha}^{{commit}}").returncode == 0:
+        _git(repo, "fetch", "--quiet", "origin", ref, env=env)
+        if _have_commit(repo, task.head_sha):
             return
     raise LookupError(f"commit {task.head_sha} is not in {repo} and could not be fetched from origin")
+
+
+def fetch_environment(repo: Path, token: str | None) -> dict[str, str]:
+    """The environment for ``git fetch origin``: never a prompt, never a trace of the traffic, and
+    with a token, an ``Authorization`` header for the origin URL only.
+
+    The header reaches git through ``GIT_CONFIG_COUNT`` / ``GIT_CONFIG_KEY_0`` /
+    ``GIT_CONFIG_VALUE_0``: not written to ``.git/config`` (as ``git config`` or actions/checkout's
+    persisted credentials would), not on any command line (as ``git -c`` would be, visible in the
+    process list), and gone with the process. Basic auth as ``x-access-token`` is how GitHub takes
+    an Actions token over HTTPS.
+    """
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("GIT_CONFIG_", "GIT_TRACE", "GIT_CURL_VERBOSE"))}
+    env["GIT_TERMINAL_PROMPT"] = "0"
+    if token:
+        url = _git(repo, "remote", "get-url", "origin").stdout.strip()
+        if not url.startswith(("https://", "http://")):
+            raise ValueError(f"origin is {url or 'not set'}: a token can only be sent to an http(s) remote")
+        basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
+        env.update({"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": f"http.{url}.extraheader",
+                    "GIT_CONFIG_VALUE_0": f"Authorization: basic {basic}"})
+    return env
+
+
+@dataclass
+class Fetched:
+    """What ``fetch_commits`` found: commits already there, fetched, and missing (with why)."""
+
+    present: list[str] = field(default_factory=list)
+    fetched: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+
+
+def fetch_commits(repo: Path, tasks: Iterable[Task], token: str | None) -> Fetched:
+    """Fetch every task's commit that the clone lacks, before any grading (a separate step that
+    holds the token; the grading step then needs no network and no token)."""
+    env = fetch_environment(repo, token)
+    done = Fetched()
+    first: dict[str, Task] = {}  # one task per commit
+    for task in tasks:
+        first.setdefault(task.head_sha, task)
+    absent = []
+    for sha, task in first.items():
+        if _have_commit(repo, sha):
+            done.present.append(sha)
+        else:
+            absent.append(task)
+    for task in absent:
+        try:
+            ensure_commit(repo, task, env)  # returns at once if an earlier PR ref fetch brought the commit
+            done.fetched.append(task.head_sha)
+        except (LookupError, subprocess.SubprocessError) as exc:
+            done.missing.append(f"{task.head_sha} (run {task.run_id}, {task.team}, {task.assignment}): {exc}")
+    return done
 
 
 def checkout_submission(repo: Path, task: Task, dest: Path) -> Path:
@@ -153,23 +198,6 @@ def run_tasks(tasks: list[Task], repo: Path, assignments: Path | None, workers: 
 def storable(outcomes: Iterable[Outcome]) -> list[Result]:
     """New gradings worth storing: never an error (which would replace a real grade)."""
     return [o.result for o in outcomes if o.result_json and o.result.status != "error"]
-
-
-# sharding for a runner pool ------------------------------------------------------------------
-
-def tasks_file(tasks: list[Task], shards: int, path: Path) -> dict:
-    """Write ``{"matrix": {"shard": [...]}, "tasks": [...]}``: the matrix for ``strategy.matrix``
-    and the work, each task tagged with its shard (round-robin, so shards stay even)."""
-    shards = max(1, min(shards, len(tasks) or 1, 256))  # GitHub allows 256 jobs per matrix
-    data = {"matrix": {"shard": list(range(shards))},
-            "tasks": [{**asdict(task), "shard": i % shards} for i, task in enumerate(tasks)]}
-    path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
-    return data
-
-
-def shard_tasks(path: Path, shard: int) -> list[Task]:
-    data = json.loads(path.read_text(encoding="utf-8"))
-    return [Task(**{k: v for k, v in t.items() if k != "shard"}) for t in data["tasks"] if t["shard"] == shard]
 
 
 def write_outcomes(outcomes: list[Outcome], out_dir: Path) -> list[Path]:
