@@ -292,3 +292,50 @@ def test_publish_restamps_the_event_time_from_its_own_event(course: Course) -> N
     block = machine.decode(course.bot_comments(pull)[0]["body"])
     assert block["status"] == "graded"
     assert RunContext.model_validate(block["context"]).event_time == pull.updated_at
+
+
+FINAL = "final-project"
+
+
+def published_run(course: Course, author: str, team: str = "team-alpha", status: str = "graded",
+                  event_time=None) -> None:
+    """An earlier PR of ``author`` graded for ``team``: its result artifact, as grade.yml uploads it."""
+    pull = course.fake.open_pull(course.repo, author, {f"submissions/{team}/{FINAL}/notes.md": b"an earlier run\n"})
+    context = RunContext(repository=REPO, pr_number=pull.number, head_sha=pull.head_sha,
+                         event_time=event_time or pull.updated_at, run_id=RUN_ID - 1)
+    result = graded_result(context, team=team, assignment=FINAL).model_copy(update={"status": status})
+    course.fake.add_artifact(course.repo, "result", {"result.json": result.to_json().encode()}, head_sha=pull.head_sha)
+
+
+def test_the_runs_per_day_limit_keeps_a_pr_off_the_runner_and_says_when_to_try_again(course: Course) -> None:
+    """final-project allows 3 graded runs a day; the policy job counts them from the result artifacts."""
+    from datetime import timedelta
+
+    for _ in range(2):
+        published_run(course, "octocat")
+    published_run(course, "octocat", status="error")  # an infrastructure fault is charged to nobody
+    published_run(course, "hubot", team="team-alpha")  # forged: hubot's PR cannot spend team-alpha's runs
+    published_run(course, "octocat", event_time=course.fake.clock - timedelta(days=1))  # yesterday's
+    files = {f"submissions/team-alpha/{FINAL}/submission.yaml": b"schema: 1\n"}
+    pull = course.fake.open_pull(course.repo, "octocat", files)
+
+    assert course.ci("policy", pull, token="read-token").returncode == 0
+    assert course.outputs()["decision"] == "grade" and course.outputs()["runs_today"] == "2"
+
+    published_run(course, "octocat")  # a third graded run today
+    (course.tmp / "output").unlink()
+    course.fake.push(course.repo, pull, {f"submissions/team-alpha/{FINAL}/notes.md": b"tuned again\n"})
+    assert course.ci("policy", pull, token="read-token").returncode == 0
+    outputs = course.outputs()
+    assert (outputs["decision"], outputs["runs_today"], outputs["team"]) == ("limited", "3", "team-alpha")
+    assert "used up" in (course.tmp / "summary.md").read_text()
+
+    done = course.ci("publish", pull, "--artifact", str(course.tmp / "none" / "result.json"), "--grade-outcome",
+                     "skipped", "--policy-decision", "limited", "--runs-today", "3")
+    assert done.returncode == 0 and "limited" in done.stdout, done.stdout + done.stderr
+    [comment] = course.bot_comments(pull)
+    assert comment["body"].startswith("<!-- compression-grader:v1 policy -->")
+    assert f"today's runs of {FINAL} are used up" in comment["body"]
+    assert "3 graded run(s)" in comment["body"] and "2026-12-01 00:00 UTC" in comment["body"]
+    [status] = course.repo.statuses[pull.head_sha]
+    assert status["state"] == "failure" and "used up" in status["description"]

@@ -67,7 +67,7 @@ def test_only_the_base_branch_definition_runs(workflow) -> None:
 
 def test_each_job_has_only_the_permissions_it_needs(workflow) -> None:
     jobs = workflow["jobs"]
-    assert jobs["policy"]["permissions"] == {"contents": "read", "pull-requests": "read"}
+    assert jobs["policy"]["permissions"] == {"contents": "read", "pull-requests": "read", "actions": "read"}
     assert jobs["grade"]["permissions"] == {"contents": "read"}
     assert jobs["publish"]["permissions"] == {"contents": "read", "pull-requests": "write", "statuses": "write"}
     assert [name for name, job in jobs.items() if writes(job)] == ["publish"]
