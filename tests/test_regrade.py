@@ -321,3 +321,22 @@ def test_checkout_refuses_paths_outside_the_folder(course: dict, tmp_path: Path)
                         repository=None, pr_number=None, event_time=None, old_status="graded", old_score=0)
     outcome = regrade.regrade_one(task, repo, course["assignments"])
     assert outcome.result_json is None and "escape" in outcome.problem
+
+
+def test_a_regraded_manifest_naming_another_team_is_filed_under_its_folder_not_that_team(
+        course: dict, tiny_models: dict[str, Path]) -> None:
+    """A submission.yaml in team-beta's folder that says team-alpha must not put a grade on team-alpha's row."""
+    repo = course["repo"]
+    folder = repo / "submissions" / "team-beta" / HW2
+    builders.submission(folder, {"baseline": tiny_models["baseline"], "candidate": tiny_models["correct"]},
+                        tiny_models["inputs"], team="team-alpha")
+    git(repo, "-c", "user.name=t", "-c", "user.email=t@example.com", "add", str(folder))
+    git(repo, "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-q", "-m", "team-beta hw2")
+    task = regrade.Task(run_id=9, team="team-beta", assignment=HW2, head_sha=git(repo, "rev-parse", "HEAD"),
+                        repository="course/grading", pr_number=4, event_time=None, old_status="graded", old_score=55)
+    outcome = regrade.regrade_one(task, repo, course["assignments"])
+    result = outcome.result
+    assert result is not None, outcome.problem
+    assert result.submission.team == "team-beta" and result.status == "rejected"
+    assert "says team 'team-alpha'" in result.problems[0].message
+    assert result.score == 0

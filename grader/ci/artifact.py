@@ -20,7 +20,8 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from grader.assignment import Assignment
-from grader.result import AssignmentRef, CheckStatus, Problem, Result
+from grader.filing import keyed_to_folder
+from grader.result import Result
 
 MAX_RESULT_BYTES = 4 * 2**20
 SCORE_TOLERANCE = 0.01
@@ -94,37 +95,11 @@ def check_adds_up(result: Result, assignment: Assignment) -> None:
                                    "base branch")
 
 
-def keyed_to_folder(result: Result, expected: Expected) -> Result:
-    """The result filed under the folder the policy approved.
-
-    A result that is not ``graded`` keeps its problems and is re-keyed (an unreadable manifest
-    leaves no trustworthy team or assignment in it). A graded result whose submission.yaml names
-    another team or assignment is the student's mistake: it becomes ``rejected`` with the fix.
-    """
-    team, assignment = expected.team, expected.assignment
-    matches = result.submission.team == team and result.assignment.id == assignment
-    if matches:
-        return result
-    submission = result.submission.model_copy(update={"team": team})
-    ref = AssignmentRef(id=assignment, version=result.assignment.version)
-    if result.status != "graded":
-        return result.model_copy(update={"submission": submission, "assignment": ref})
-    problem = Problem(kind="manifest", field="team",
-                      message=f"submission.yaml says team '{result.submission.team}' and assignment "
-                              f"'{result.assignment.id}', but the folder is submissions/{team}/{assignment}/.",
-                      hint="Make 'team' and 'assignment' in submission.yaml match the folder names.")
-    checks = [c.model_copy(update={"status": CheckStatus.SKIPPED, "points": 0.0, "evidence": {},
-                                   "message": "Not graded: submission.yaml does not match its folder."})
-              for c in result.checks]
-    return result.model_copy(update={"status": "rejected", "score": 0.0, "checks": checks, "problems": [problem],
-                                     "metrics": {}, "submission": submission, "assignment": ref})
-
-
 def load_result_artifact(path: Path, expected: Expected, assignment: Assignment,
                          max_bytes: int = MAX_RESULT_BYTES) -> Result:
     """The validated result for this run, filed under the approved folder, or ``ArtifactRejected``."""
     result = read_result(path, max_bytes)
     check_belongs(result, expected)
-    result = keyed_to_folder(result, expected)
+    result = keyed_to_folder(result, expected.team, expected.assignment)
     check_adds_up(result, assignment)
     return result

@@ -28,6 +28,7 @@ from typing import Callable, Iterable
 import pandas as pd
 
 from grader.course import RunnerConfig
+from grader.filing import keyed_to_folder
 from grader.gradebook.tasks import Task
 from grader.result import Result
 
@@ -169,8 +170,9 @@ def regrade_one(task: Task, repo: Path, assignments: Path | None, runner: Runner
             return Outcome(task, None, str(exc))
         result = grade(folder, assignments, task.context(), select_runner(runner), None,
                        select_service_host(runner)).result
-    moved = result.submission.model_copy(update={"path": f"{SUBMISSIONS}/{task.team}/{task.assignment}"})
-    return Outcome(task, result.model_copy(update={"submission": moved}).to_json())
+    filed = keyed_to_folder(result, task.team, task.assignment)
+    moved = filed.submission.model_copy(update={"path": f"{SUBMISSIONS}/{task.team}/{task.assignment}"})
+    return Outcome(task, filed.model_copy(update={"submission": moved}).to_json())
 
 
 def default_workers() -> int:
