@@ -222,17 +222,20 @@ def _grade_service(state: _State) -> Grading:
                               "\"--uds\", \"{socket}\"]} (see the assignment README).", kind="manifest")
     state.files = {MANIFEST_NAME: sha256_file(state.folder / MANIFEST_NAME)}
     host = state.service_host or LocalServiceHost()
-    failure, service_figures, data_name = observe_service(state.assignment, state.submission, state.folder, host)
-    obs = Observations(failure=failure, environment=Environment(sandbox=host.describe(), data=data_name))
-    return _finish(state, obs, service_figures)
+    seen = observe_service(state.assignment, state.submission, state.folder, host)
+    obs = Observations(failure=seen.failure, environment=Environment(sandbox=host.describe(), data=seen.data_name))
+    notes = [Problem(kind=n.kind, message=n.message, hint=n.hint) for n in seen.notes]
+    return _finish(state, obs, seen.figures, notes)
 
 
-def _finish(state: _State, obs: Observations, figures_: dict) -> Grading:
+def _finish(state: _State, obs: Observations, figures_: dict, notes: list[Problem] | None = None) -> Grading:
+    """Checks, score and result; ``notes`` are problems worth fixing that did not stop the grading."""
     if state.assignment.score is not None and obs.failure is None:
         figures_[SCORE_FIGURE] = state.assignment.score.evaluate(figures_)
     ctx = CheckContext(state.assignment, state.submission, obs, figures_)
     checks = evaluate(ctx)
     problems = [Problem(kind=obs.failure.kind, message=obs.failure.message, hint=obs.failure.hint)] if obs.failure else []
+    problems += notes or []
     result = _result(state, "rejected" if obs.failure else "graded", checks, problems, environment=obs.environment)
     result.metrics = figures_
     return Grading(result, exitcodes.REJECTED if obs.failure else exitcodes.GRADED)

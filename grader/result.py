@@ -84,7 +84,8 @@ class SubmissionRef(Strict):
 
 
 class Problem(Strict):
-    """Why a submission was rejected, phrased for the student."""
+    """Why a submission was rejected, or (in a graded result) what cost it points and how to fix
+    that, phrased for the student."""
 
     kind: str
     message: str

@@ -12,6 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 COMMAND = ["{python}", "-m", "uvicorn", "app:app", "--uds", "{socket}", "--no-access-log", "--log-level", "warning"]
 
 SERVICE_TEMPLATE = '''
+import asyncio
 import itertools
 import numpy as np
 import onnxruntime as ort
@@ -42,6 +43,7 @@ BEHAVIOURS = {
     "malformed": ("Response('ok')", "return PlainTextResponse('label=' + str(label))"),
     "flaky": ("Response('ok')", "if n % 3 == 0: return Response('overloaded', status_code=503)"),
     "never_healthy": ("Response('starting', status_code=503)", "pass"),
+    "hangs": ("Response('ok')", "if n >= 5: print('stuck waiting for the batch queue', flush=True); await asyncio.sleep(3600)"),
 }
 
 
@@ -60,6 +62,7 @@ def short_load_test_assignments(root: Path) -> Path:
     shutil.copytree(ROOT / "assignments", root, dirs_exist_ok=True)
     path = root / "final-service" / "assignment.yaml"
     config = yaml.safe_load(path.read_text())
-    config["service"].update({"warmup_s": 0.3, "levels": [1, 4], "level_s": 0.8, "startup_s": 20, "max_requests": 200})
+    config["service"].update({"warmup_s": 0.3, "levels": [1, 4], "level_s": 0.8, "startup_s": 20, "max_requests": 200,
+                              "request_timeout_s": 2})
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return root

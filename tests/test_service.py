@@ -36,6 +36,7 @@ def test_a_correct_service_is_graded_against_the_reference_service(graded) -> No
         assert check(result, check_id).status is CheckStatus.PASS, check(result, check_id).message
     assert result.metrics["service.agreement"].value == 1.0
     assert result.metrics["service.error_rate"].value == 0.0
+    assert result.problems == []  # nothing failed under load, so nothing to report
     assert result.metrics["service.throughput_c4"].value > 0
     assert result.metrics["reference_service.throughput_c4"].value > 0
     assert result.metrics["service.p99_ms_c4"].value >= result.metrics["service.p50_ms_c4"].value
@@ -65,6 +66,14 @@ def test_errors_under_load_are_counted(graded) -> None:
     assert 0.25 < rate < 0.42  # every third request is refused
     assert check(result, "reliable").status is CheckStatus.FAIL
     assert check(result, "correct").status is CheckStatus.PASS  # the answers it did give were right
+
+
+def test_a_service_that_hangs_under_load_is_graded_with_its_log_lines(graded) -> None:
+    result, code = graded("hangs")
+    assert code == exitcodes.GRADED and result.status == "graded"
+    assert check(result, "reliable").status is CheckStatus.FAIL
+    [note] = result.problems
+    assert "timed out" in note.message and "stuck waiting for the batch queue" in note.hint
 
 
 def test_a_service_that_never_becomes_healthy_is_rejected_with_its_log(graded) -> None:

@@ -10,6 +10,7 @@ on different runners stay comparable.
 from __future__ import annotations
 
 import tempfile
+from dataclasses import dataclass, field
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -103,9 +104,34 @@ def _exited(service: Service, name: str) -> Failure | None:
                                                 hint=f"Its last log lines: {_last_log_lines(service)}")
 
 
+def _trouble(service: Service, levels: list[LevelStats]) -> Failure | None:
+    """Requests that failed under load, with the service's own account of it: a hang shows in its log."""
+    lost = sum(s.failed for s in levels)
+    refused = sum(s.http_errors for s in levels)
+    if not lost and not refused:
+        return None
+    total = sum(s.requests for s in levels)
+    return Failure(kind="load", role="service",
+                   message=f"{lost + refused} of {total} requests failed under load ({lost} timed out or lost "
+                           f"the connection, {refused} answered with an HTTP error); they count as errors.",
+                   hint=f"A service that hangs or falls over under concurrent load usually says why in its log. "
+                        f"Its last log lines: {_last_log_lines(service)}")
+
+
+@dataclass
+class ServiceObservation:
+    """What load-testing a service showed: the failure that stopped grading, if any, the figures,
+    which data the corpus was, and notes for the student that do not stop the grading."""
+
+    failure: Failure | None
+    figures: dict[str, Estimate]
+    data_name: str
+    notes: list[Failure] = field(default_factory=list)
+
+
 def observe_service(assignment: Assignment, submission: Submission, folder: Path,
-                    host: ServiceHost) -> tuple[Failure | None, dict[str, Estimate], str]:
-    """Load-test the team's service and the reference service on the same host; (failure, figures, data name)."""
+                    host: ServiceHost) -> ServiceObservation:
+    """Load-test the team's service and the reference service on the same host."""
     spec = assignment.service
     assert spec is not None and submission.service is not None
     corpus_path, data_name = evaluation_data(assignment.id, REPO_ROOT / spec.corpus)
@@ -116,7 +142,7 @@ def observe_service(assignment: Assignment, submission: Submission, folder: Path
                                                 threads, "service", []))
         startup = wait_healthy(team.socket, spec.startup_s, team.alive)
         if startup is None:
-            return _limit_hit(team, "service") or _never_healthy(team, spec), {}, data_name
+            return ServiceObservation(_limit_hit(team, "service") or _never_healthy(team, spec), {}, data_name)
         reference = running.enter_context(host.start(
             spec.reference_command, REPO_ROOT / spec.reference_folder, limits, Path(work), threads,
             "reference_service", [REPO_ROOT / f for f in spec.reference_files]))
@@ -126,10 +152,11 @@ def observe_service(assignment: Assignment, submission: Submission, folder: Path
         levels, ref_levels = _interleaved_load_test(team, reference, spec, corpus)
         failure = _exited(team, "service")
         if failure is not None:
-            return failure, _figures("service", levels, startup), data_name
+            return ServiceObservation(failure, _figures("service", levels, startup), data_name)
+        trouble = _trouble(team, levels)
         if _exited(reference, "reference_service") is not None:
             raise RuntimeError(f"the reference service failed during the load test: {_last_log_lines(reference)}")
     figures = {**_figures("service", levels, startup), **_figures("reference_service", ref_levels, ref_startup)}
     ratio = figures["service.best_throughput"].value / max(figures["reference_service.best_throughput"].value or 0, 1e-9)
     figures["service_vs_reference_service.throughput_ratio"] = Estimate(value=ratio, unit="x")
-    return None, figures, data_name
+    return ServiceObservation(None, figures, data_name, [trouble] if trouble else [])
