@@ -4,7 +4,7 @@ the table renders, every plot decodes to a real image, student text stays text."
 from __future__ import annotations
 
 import shutil
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
