@@ -209,7 +209,15 @@ class Assignment(Strict):
         ids = [c.id for c in self.checks]
         if len(ids) != len(set(ids)):
             raise ValueError("check ids must be unique")
+        missing = sorted(set(self.leaderboard.ranked_if) - set(ids)) if self.leaderboard else []
+        if missing:
+            raise ValueError(f"leaderboard.ranked_if names unknown checks {missing}")
         return self
+
+    def ranking_checks(self) -> list[str]:
+        """The checks an entry must pass to be ranked on the leaderboard: the gates and ``ranked_if``."""
+        extra = self.leaderboard.ranked_if if self.leaderboard else []
+        return [c.id for c in self.checks if c.gate or c.id in extra]
 
     @property
     def max_score(self) -> float:

@@ -42,6 +42,8 @@ class Leaderboard(Strict):
 
     x: Axis
     y: Axis
+    ranked_if: list[str] = Field([], description="checks an entry must pass to be ranked, besides the gate checks "
+                                                 "(the service track: correct answers)")
 
 
 class Policy(Strict):

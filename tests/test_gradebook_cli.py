@@ -67,7 +67,7 @@ def test_import_then_gradebook_writes_every_file(course: dict[str, Path]) -> Non
     names = sorted(p.name for p in course["out"].iterdir())
     # one leaderboard per assignment that names two figures (hw2 and the final project do)
     assert names == ["gradebook.html", "grades.csv", "grades.md", "grades.xlsx", "leaderboard-final-project.csv",
-                     f"leaderboard-{HW2}.csv", "runs.csv"]
+                     "leaderboard-final-service.csv", f"leaderboard-{HW2}.csv", "runs.csv"]
     rows = {r["github"]: r for r in csv.DictReader((course["out"] / "grades.csv").open())}
     assert rows["ann"][HW2] == rows["bo"][HW2] == "85.5" and rows["cy"][HW2] == "60"
 

@@ -133,3 +133,35 @@ def test_slices_of_a_level_combine_into_one_level() -> None:
     assert total.throughput == 300 / 5.0  # correct answers over the time both slices took, not a mean of rates
     assert total.error_rate == 15 / 320
     assert total.percentile_ms(50) == 20.0 and len(total.latencies_s) == 320
+
+
+def test_the_service_leaderboard_ranks_correct_services_by_throughput_only() -> None:
+    """A fast service with wrong answers is listed, never ranked: correct answers are required."""
+    from datetime import datetime, timezone
+
+    from grader.assignment import load_assignment
+    from grader.gradebook.final import entry_of, rank, to_markdown
+    from grader.observations import Estimate
+    from grader.result import RunContext
+    from grader.scoring import SCORE_FIGURE
+    from tests.results import graded_result
+
+    assignment = load_assignment("final-service")
+
+    def entry(team: str, ratio: float, correct: CheckStatus, minute: int):
+        context = RunContext(event_time=datetime(2026, 12, 1, 12, minute, tzinfo=timezone.utc))
+        result = graded_result(context, team=team, assignment="final-service")
+        checks = [c.model_copy(update={"status": correct}) if c.id == "correct" else c for c in result.checks]
+        metrics = {"service_vs_reference_service.throughput_ratio": Estimate(value=ratio),
+                   "service.p99_ms_c16": Estimate(value=40.0), SCORE_FIGURE: assignment.score.evaluate(
+                       {"service_vs_reference_service.throughput_ratio": Estimate(value=ratio)})}
+        return entry_of(result.model_copy(update={"checks": checks, "metrics": metrics}), assignment)
+
+    board = rank([entry("team-fast-wrong", 3.0, CheckStatus.PARTIAL, 1), entry("team-a", 1.5, CheckStatus.PASS, 2),
+                  entry("team-b", 1.5, CheckStatus.PASS, 1), entry("team-c", 0.8, CheckStatus.PASS, 3)],
+                 None, assignment)
+    assert [(e.team, e.rank) for e in board] == [("team-b", 1), ("team-a", 2), ("team-c", 3), ("team-fast-wrong", None),
+                                                 ("(course reference)", None)]
+    assert board[0].score == 1.5 and board[-1].score == 1.0  # the reference service scores 1 by definition
+    text = to_markdown(board, assignment, "public")
+    assert "Its answers agree with the reference model" in text and "below gate" in text

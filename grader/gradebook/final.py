@@ -1,7 +1,8 @@
 """The final project's leaderboard: each team's best gated entry, ranked by the score formula.
 
 Entries come from the results store. An entry counts only if every gate check passed (the
-accuracy gate, as MLPerf does); a team with no such entry is listed but not ranked. Ties go to
+accuracy gate, as MLPerf does) and the leaderboard's ``ranked_if`` checks (the service track's
+correct answers); a team with no such entry is listed but not ranked. Ties go to
 the earlier submission, by GitHub's event time. The course reference (score of an entry equal to
 it) and staff teams are shown as baseline rows and never ranked. The public view leaves out
 held-out figures, members and links; the private view is for instructors.
@@ -41,7 +42,7 @@ class Entry:
 
 
 def entry_of(result: Result, assignment: Assignment) -> Entry:
-    gate_ids = {c.id for c in assignment.checks if c.gate}  # the base branch's definition, not the result's
+    gate_ids = assignment.ranking_checks()  # the base branch's definition, not the result's
     statuses = {c.id: c.status for c in result.checks}
     passed = result.status == "graded" and all(statuses.get(i) is CheckStatus.PASS for i in gate_ids)
     wanted = [SCORE_FIGURE]
@@ -130,8 +131,10 @@ def to_markdown(entries: list[Entry], assignment: Assignment, view: str) -> str:
     cols = columns(assignment, view)
     lines = [f"## Leaderboard: {md(assignment.title)}", ""]
     if assignment.score:
+        gates = ", ".join(c.title for c in assignment.checks if c.id in assignment.ranking_checks())
         lines += [f"Score: {md(assignment.score.describe())}. Ratios are against the course reference measured "
-                  "in the same run; entries below the accuracy gate are listed but not ranked.", ""]
+                  f"in the same run; an entry is ranked only if it passes: {md(gates)}. Others are listed, "
+                  "not ranked.", ""]
     lines.append("| " + " | ".join(md(h) for _, h in cols) + " |")
     lines.append("|" + "---|" * len(cols))
     for entry in entries:
@@ -190,8 +193,9 @@ def to_html(entries: list[Entry], assignment: Assignment, view: str) -> str:
     cols = columns(assignment, view)
     rows = [[cell(e, k) for k, _ in cols] for e in entries]
     plot = scatter(entries, assignment) if view == "private" else None
+    gates = ", ".join(c.title for c in assignment.checks if c.id in assignment.ranking_checks())
     return template.render(a=assignment, headers=[h for _, h in cols], rows=rows, plot=plot, view=view,
-                           formula=assignment.score.describe() if assignment.score else "")
+                           formula=assignment.score.describe() if assignment.score else "", gates=gates)
 
 
 HTML = """<!doctype html>
@@ -200,11 +204,11 @@ HTML = """<!doctype html>
 table{border-collapse:collapse;width:100%}th,td{border:1px solid #ddd;padding:.3rem .5rem;text-align:left}
 td:nth-child(n+3){font-variant-numeric:tabular-nums}</style></head>
 <body><h1>Leaderboard: {{ a.title }} ({{ view }} view)</h1>
-<p>{{ formula }}. Ratios are against the course reference measured in the same run; entries below the
-accuracy gate are listed but not ranked; ties go to the earlier submission.</p>
+<p>{{ formula }}. Ratios are against the course reference measured in the same run; an entry is ranked
+only if it passes: {{ gates }}. Others are listed, not ranked; ties go to the earlier submission.</p>
 <table><tr>{% for h in headers %}<th>{{ h }}</th>{% endfor %}</tr>
 {% for row in rows %}<tr>{% for c in row %}<td>{{ c }}</td>{% endfor %}</tr>{% endfor %}</table>
-{% if plot %}<h2>Accuracy against speed</h2><img alt="best entry per team, Pareto front in red" src="{{ plot }}">{% endif %}
+{% if plot %}<h2>{{ a.leaderboard.y.label }} against {{ a.leaderboard.x.label }}</h2><img alt="best entry per team, Pareto front in red" src="{{ plot }}">{% endif %}
 </body></html>
 """
 
