@@ -52,7 +52,7 @@ def team_copy_of_the_reference(folder: Path) -> Path:
 
 def settings_for(args: argparse.Namespace) -> DockerSettings:
     if args.image:
-        return DockerSettings(image=args.image, readonly_mounts=args.mount, pull=False, gpus="none")
+        return DockerSettings(image=args.image, service_mounts=args.mount, pull=False, gpus="none")
     from tests import docker_host
 
     return docker_host.settings(engine(), gpus="none")

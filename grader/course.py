@@ -46,7 +46,11 @@ class DockerSettings(Strict):
     user: str = Field(NOBODY, pattern=r"^[0-9]+:[0-9]+$", description="uid:gid; never 0")
     scratch_mb: int = Field(256, ge=16, description="size of the tmpfs at /tmp (counts against memory)")
     pull: bool = Field(True, description="pull the image when the engine does not have it")
-    readonly_mounts: list[str] = Field([], description="host paths bind-mounted read-only at the same path")
+    readonly_mounts: list[str] = Field([], description="host paths bind-mounted read-only at the same path "
+                                                       "into model workers (e.g. staff data)")
+    service_mounts: list[str] = Field([], description="host paths bind-mounted read-only into service-track "
+                                                      "containers; none by default: a team's service runs its own "
+                                                      "code and must not see staff data")
 
     @field_validator("user")
     @classmethod
@@ -55,7 +59,7 @@ class DockerSettings(Strict):
             raise ValueError("the worker must not run as root (uid or gid 0)")
         return value
 
-    @field_validator("readonly_mounts")
+    @field_validator("readonly_mounts", "service_mounts")
     @classmethod
     def _absolute(cls, value: list[str]) -> list[str]:
         relative = [path for path in value if not os.path.isabs(path)]

@@ -187,14 +187,18 @@ def worker_env(threads: int, gpu: bool) -> dict[str, str]:
     return env
 
 
-def mounts(out: Path, readonly: list[Path], settings: DockerSettings) -> list[Any]:
-    """The output folder read-write; the submission folders and the staff's extra paths read-only."""
+def mounts(out: Path, readonly: list[Path], settings: DockerSettings, extra: list[str] | None = None) -> list[Any]:
+    """The output folder read-write; the submission folders and the staff's extra paths read-only.
+
+    ``extra`` replaces ``settings.readonly_mounts`` (the service track passes its own, shorter list).
+    """
     from docker.types import Mount
 
     found = [Mount(CONTAINER_OUT, str(out), type="bind", read_only=False)]
     found += [Mount(f"{CONTAINER_IN}/{i}", str(Path(p).resolve()), type="bind", read_only=True)
               for i, p in enumerate(readonly)]
-    found += [Mount(p, p, type="bind", read_only=True) for p in settings.readonly_mounts]
+    found += [Mount(p, p, type="bind", read_only=True)
+              for p in (settings.readonly_mounts if extra is None else extra)]
     return found
 
 

@@ -97,6 +97,7 @@ def build_image(client: Any) -> str:
 
 def settings(client: Any, **overrides: Any) -> DockerSettings:
     """Production settings with the test image and the host mounts it needs."""
-    values = {"image": build_image(client), "readonly_mounts": host_mounts(), "pull": False, "gpus": "auto"}
+    values = {"image": build_image(client), "readonly_mounts": host_mounts(), "service_mounts": host_mounts(),
+              "pull": False, "gpus": "auto"}
     values.update(overrides)
     return DockerSettings(**values)

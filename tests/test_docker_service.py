@@ -29,6 +29,7 @@ PROBE = """
 import errno, http.server, json, os, socket, socketserver, sys
 
 found = {"uid": os.getuid(), "gid": os.getgid(), "cwd": os.getcwd(), "interfaces": sorted(os.listdir("/sys/class/net")),
+         "staff_data": os.path.exists("STAFF"),
          "socket_env": os.environ.get("GRADER_SOCKET"), "env": sorted(os.environ)}
 try:
     open("/service/planted", "w").write("x")
@@ -93,8 +94,12 @@ def test_the_service_container_is_locked_down_and_reachable_only_by_its_socket(
     port, accepted = listener
     folder = tmp_path / "probe"
     folder.mkdir()
-    (folder / "probe.py").write_text(PROBE.replace("PORT", str(port)))
-    host = DockerServiceHost(docker_settings)
+    staff = tmp_path / "staff-data"  # e.g. held-out labels, mounted for the model workers
+    staff.mkdir()
+    (staff / "heldout.npz").write_bytes(b"labels")
+    (folder / "probe.py").write_text(PROBE.replace("PORT", str(port)).replace("STAFF", str(staff / "heldout.npz")))
+    settings = docker_settings.model_copy(update={"readonly_mounts": [*docker_settings.readonly_mounts, str(staff)]})
+    host = DockerServiceHost(settings)
     work = tmp_path / "work"
     work.mkdir(mode=0o700)
     with host.start(["{python}", "probe.py", "{socket}"], folder, Limits(wall_time_s=60, memory_mb=512), work,
@@ -108,6 +113,7 @@ def test_the_service_container_is_locked_down_and_reachable_only_by_its_socket(
     assert int(found["cap_eff"], 16) == 0
     assert found["interfaces"] == ["lo"] and found["network"] != "connected" and not accepted
     assert found["socket_env"] == "/grading/out/service.sock"
+    assert found["staff_data"] is False  # the workers' staff mounts never reach the team's own code
     assert not any("TOKEN" in name or name.startswith("GITHUB") for name in found["env"]), found["env"]
     assert mode == 0o777  # umask 0: the host's user, another uid in CI, may connect
     assert leftovers(docker_client) == ([], [])
@@ -175,6 +181,7 @@ def test_grader_check_with_the_docker_runner_builds_and_load_tests_both_services
     course = tmp_path / "course.yaml"
     course.write_text(yaml.safe_dump({"schema": 1, "runner": {"kind": "docker", "docker": {
         "image": docker_settings.image, "readonly_mounts": docker_settings.readonly_mounts,
+        "service_mounts": docker_settings.service_mounts,
         "pull": False, "gpus": "none"}}}))
     out = tmp_path / "out"
     env = {k: v for k, v in os.environ.items() if k != "GRADER_COURSE"}

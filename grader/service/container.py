@@ -242,7 +242,8 @@ def _running(client: Any, settings: DockerSettings, tag: str, command: list[str]
     out = output_folder(workdir)
     inner_socket = f"{CONTAINER_OUT}/{name}.sock"
     argv = ["python", "-c", UMASK_EXEC, *expand(command, "python", inner_socket, SERVICE_ROOT)]
-    options = container_options(settings, limits, threads, mounts(out, [], settings), gpus)
+    # not the workers' readonly_mounts (staff data): the service is the team's own code
+    options = container_options(settings, limits, threads, mounts(out, [], settings, settings.service_mounts), gpus)
     options["environment"][SOCKET_ENV] = inner_socket
     options.update(working_dir=SERVICE_ROOT, hostname="grader-service", labels={LABEL: "1", SERVICE_LABEL: name},
                    name=f"grader-service-{uuid.uuid4().hex[:12]}")
