@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from grader.gradebook.collect import artifact_name
 from grader.report import machine
 from grader.result import RunContext
 from tests import builders
@@ -304,7 +305,8 @@ def published_run(course: Course, author: str, team: str = "team-alpha", status:
     context = RunContext(repository=REPO, pr_number=pull.number, head_sha=pull.head_sha,
                          event_time=event_time or pull.updated_at, run_id=RUN_ID - 1)
     result = graded_result(context, team=team, assignment=FINAL).model_copy(update={"status": status})
-    course.fake.add_artifact(course.repo, "result", {"result.json": result.to_json().encode()}, head_sha=pull.head_sha)
+    course.fake.add_artifact(course.repo, artifact_name(team, FINAL), {"result.json": result.to_json().encode()},
+                             head_sha=pull.head_sha)
 
 
 def test_the_runs_per_day_limit_keeps_a_pr_off_the_runner_and_says_when_to_try_again(course: Course) -> None:
@@ -316,11 +318,14 @@ def test_the_runs_per_day_limit_keeps_a_pr_off_the_runner_and_says_when_to_try_a
     published_run(course, "octocat", status="error")  # an infrastructure fault is charged to nobody
     published_run(course, "hubot", team="team-alpha")  # forged: hubot's PR cannot spend team-alpha's runs
     published_run(course, "octocat", event_time=course.fake.clock - timedelta(days=1))  # yesterday's
+    for _ in range(3):  # another team's runs: never even downloaded (one listing by exact name)
+        published_run(course, "hubot", team="team-beta")
     files = {f"submissions/team-alpha/{FINAL}/submission.yaml": b"schema: 1\n"}
     pull = course.fake.open_pull(course.repo, "octocat", files)
 
     assert course.ci("policy", pull, token="read-token").returncode == 0
     assert course.outputs()["decision"] == "grade" and course.outputs()["runs_today"] == "2"
+    assert len(course.fake.requests("GET", r".*/actions/artifacts/\d+/zip")) == 5  # team-alpha's five only
 
     published_run(course, "octocat")  # a third graded run today
     (course.tmp / "output").unlink()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from grader.gradebook.collect import Source, collect, from_artifacts, from_comments
+from grader.gradebook.collect import Source, artifact_name, collect, from_artifacts, from_comments
 from grader.gradebook.store import Store
 from grader.report.render import render_markdown
 from tests.fakegithub import FakeGitHub, FakeRepo
@@ -93,12 +93,15 @@ def test_comment_without_pr_context_gets_it_from_the_comment(github: FakeGitHub,
 
 def test_collects_result_json_from_artifacts(github: FakeGitHub, repo: FakeRepo) -> None:
     results = [make_result(f"team-{c}", pr=i + 1) for i, c in enumerate("abc")]
-    for result in results:
-        github.add_artifact(repo, "result", {"out/result.json": result.to_json().encode(), "report.md": b"x"},
+    for result in results:  # named as grade.yml names them, per team and assignment
+        name = artifact_name(result.submission.team, result.assignment.id)
+        github.add_artifact(repo, name, {"out/result.json": result.to_json().encode(), "report.md": b"x"},
                             result.context.head_sha)
     github.add_artifact(repo, "result", {"result.json": results[0].to_json().encode()},
                         results[0].context.head_sha, expired=True)
     github.add_artifact(repo, "coverage", {"result.json": b"{}"}, "0" * 40)  # another artifact name
+    github.add_artifact(repo, "resultant", {"result.json": b"{}"}, "0" * 40)  # only a common prefix
+    github.add_artifact(repo, "regrade-results", {"1/result.json": b"{}"}, "0" * 40)  # import --tasks takes these
     github.add_artifact(repo, "result", {"result.json": results[1].to_json().encode()}, "f" * 40)  # wrong run
     github.add_artifact(repo, "result", {"notes.txt": b"hello"}, "e" * 40)
     batch = from_artifacts(source(github))

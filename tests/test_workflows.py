@@ -146,6 +146,21 @@ def test_publish_reads_the_artifact_outside_the_workspace_and_always_reports(wor
     assert any("grader\" ci publish" in r and "$RUNNER_TEMP/incoming/result.json" in r for r in runs)
 
 
+def test_each_grading_uploads_its_result_under_its_team_and_assignment(workflow) -> None:
+    """The publish job downloads exactly what the grade job uploaded, and the policy job counts a
+    team's runs by that same name (grader.gradebook.collect.artifact_name)."""
+    from grader.gradebook.collect import artifact_name
+
+    [upload] = [s for s in steps(workflow["jobs"]["grade"]) if s.get("uses", "").startswith("actions/upload-artifact@")]
+    [download] = [s for s in steps(workflow["jobs"]["publish"])
+                  if s.get("uses", "").startswith("actions/download-artifact@")]
+    name = upload["with"]["name"]
+    assert download["with"]["name"] == name
+    filled = name.replace("${{ needs.policy.outputs.team }}", "team-x").replace(
+        "${{ needs.policy.outputs.assignment }}", "hw-y")
+    assert filled == artifact_name("team-x", "hw-y")
+
+
 def test_later_jobs_read_only_outputs_the_policy_step_writes(workflow) -> None:
     declared = workflow["jobs"]["policy"]["outputs"]
     assert all(value == f"${{{{ steps.policy.outputs.{key} }}}}" and key in POLICY_OUTPUTS

@@ -2,7 +2,9 @@
 
 The policy job decides whether a PR may use the GPU runner; for an assignment with
 ``max_runs_per_day`` it counts from the grading workflow's own record: every grading run uploads
-its ``result.json`` as the ``result`` artifact (kept 7 days by grade.yml). Those files come from
+its ``result.json`` as the artifact ``result-<team>-<assignment>`` (kept 7 days by grade.yml), so
+one listing by exact name finds one team's runs, and only those are downloaded: the job token's
+API budget does not grow with the class. Those files come from
 jobs that ran student models, so each is read the way ``grader results collect`` reads artifacts
 (size caps, schema, the commit of the run that uploaded it), and a run counts for a team only if
 the PR it names was opened by a member of that team: a forged artifact cannot use up another
@@ -18,20 +20,20 @@ from datetime import datetime
 from github import Github, GithubException
 from github.Repository import Repository
 
-from grader.gradebook.collect import DEFAULT_ARTIFACT, artifact_results
+from grader.gradebook.collect import DEFAULT_ARTIFACT, artifact_name, artifact_results
 from grader.gradebook.ingest import InvalidResult
 from grader.roster import Roster
 from grader.runlimit import GradedRun, utc_day
 
 
 def published_runs(gh: Github, repository: str, roster: Roster, team: str, assignment: str, moment: datetime,
-                   artifact_name: str = DEFAULT_ARTIFACT) -> list[GradedRun]:
+                   prefix: str = DEFAULT_ARTIFACT) -> list[GradedRun]:
     """The runs of (team, assignment) whose GitHub event fell on ``moment``'s UTC day, from the artifacts."""
     start, end = utc_day(moment)
     repo = gh.get_repo(repository)
     members: dict[int, bool] = {}
     runs = []
-    for artifact in repo.get_artifacts(name=artifact_name):
+    for artifact in repo.get_artifacts(name=artifact_name(team, assignment, prefix)):
         if artifact.expired or artifact.created_at < start:  # uploaded after its event, so not today's
             continue
         try:

@@ -31,7 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     col.add_argument("--from", dest="kinds", choices=["comments", "artifacts", "both"], default="both")
     col.add_argument("--bot", default=os.environ.get("GRADER_BOT_LOGIN"),
                      help="login whose comments are trusted (default $GRADER_BOT_LOGIN or github-actions[bot])")
-    col.add_argument("--artifact-name", default=None, help="name of the result artifact (default: result)")
+    col.add_argument("--artifact-name", default=None, help="name of the result artifacts: NAME or NAME-<team>-<assignment> "
+                     "(default: result, as grade.yml uploads them)")
     col.add_argument("--api-url", default=os.environ.get("GITHUB_API_URL", "https://api.github.com"))
     add_store_option(col)
     col.set_defaults(handler=run_collect)

@@ -24,7 +24,7 @@ from grader.report import machine
 from grader.result import Result
 
 DEFAULT_BOT = "github-actions[bot]"
-DEFAULT_ARTIFACT = "result"  # the name the grading workflow (.github/workflows/grade.yml) uploads
+DEFAULT_ARTIFACT = "result"  # grade.yml uploads result-<team>-<assignment> (see artifact_name)
 MAX_ARTIFACT_BYTES = 16 * 1024 * 1024
 MAX_RESULT_BYTES = 8 * 1024 * 1024
 ISSUE_NUMBER = re.compile(r"/issues/(\d+)$")
@@ -71,7 +71,9 @@ def from_artifacts(source: Source) -> Batch:
     batch = Batch()
     gh = client(source)
     repo = gh.get_repo(source.repository)
-    for artifact in repo.get_artifacts(name=source.artifact_name):
+    for artifact in repo.get_artifacts():
+        if not named(artifact.name, source.artifact_name):
+            continue
         where = f"artifact:{source.repository}#{artifact.id}"
         if artifact.expired:
             continue
@@ -100,6 +102,17 @@ def artifact_results(gh, artifact, repository: str) -> list[Result]:
             raise InvalidResult("result.json names another commit than the workflow run that uploaded it")
         results.append(result)
     return results
+
+
+def artifact_name(team: str, assignment: str, prefix: str = DEFAULT_ARTIFACT) -> str:
+    """What grade.yml names a grading's artifact: per team and assignment, so that the policy job's
+    runs-per-day count lists exactly one team's artifacts instead of downloading everyone's."""
+    return f"{prefix}-{team}-{assignment}"
+
+
+def named(name: str, prefix: str) -> bool:
+    """``prefix`` itself or ``prefix-<team>-<assignment>``."""
+    return name == prefix or name.startswith(prefix + "-")
 
 
 def _download(gh, url: str) -> bytes:
