@@ -21,7 +21,7 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from grader.assignment import Limits
 from grader.course import DockerSettings
@@ -48,6 +48,7 @@ WORKER_FILE_LIMIT_BYTES = 64 * 1024 * 1024
 OPEN_FILES = 4096
 LOG_TAIL_LINES = 400
 OOM_EXIT = 128 + 9  # SIGKILL: the cgroup's OOM killer
+LimitFailure = Callable[[Limits], Failure]
 
 
 @dataclass
@@ -321,8 +322,12 @@ def start_container(container: Any, gpus: GpuPlan) -> None:
         raise WorkerError(f"the Docker engine could not start the grading container{hint}: {exc}") from None
 
 
-def wait_for_exit(container: Any, limits: Limits, started: float) -> tuple[Failure | None, int]:
-    """Wait up to the wall-time limit; kill on it. Exit codes 128+N become -N, like a child process."""
+def wait_for_exit(container: Any, limits: Limits, started: float, time_limit: LimitFailure = time_limit_failure,
+                  memory: LimitFailure = memory_failure) -> tuple[Failure | None, int]:
+    """Wait up to the wall-time limit; kill on it. Exit codes 128+N become -N, like a child process.
+
+    ``time_limit`` and ``memory`` say what was stopped (a model worker by default, or a service).
+    """
     import requests
 
     try:
@@ -331,11 +336,11 @@ def wait_for_exit(container: Any, limits: Limits, started: float) -> tuple[Failu
         if time.monotonic() - started < limits.wall_time_s:
             raise WorkerError("lost the Docker engine while waiting for the worker") from None
         kill_container(container)
-        return time_limit_failure(limits), -9
+        return time_limit(limits), -9
     code = int(status.get("StatusCode", -1))
     container.reload()
     if container.attrs.get("State", {}).get("OOMKilled") or code == OOM_EXIT:
-        return memory_failure(limits), code
+        return memory(limits), code
     return None, -(code - 128) if 128 < code < 128 + 65 else code
 
 

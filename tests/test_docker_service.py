@@ -213,4 +213,5 @@ def test_a_service_over_its_memory_limit_is_stopped_and_named_so(docker_client, 
         assert wait_healthy(service.socket, 30, service.alive) is None
         assert not service.alive()
         assert service.stopped is not None and service.stopped.kind == "memory_limit", service.stopped
+        assert service.stopped.message.startswith("the service used more than the 256 MiB")
     assert leftovers(docker_client) == ([], [])

@@ -12,6 +12,7 @@ the same limits on the same machine.
 
 from __future__ import annotations
 
+import io
 import os
 import stat
 import tarfile
@@ -46,7 +47,7 @@ from grader.errors import ConfigError, SubmissionError
 from grader.observations import Failure
 from grader.runner import WorkerError
 from grader.service.protocol import SOCKET_ENV
-from grader.service.runner import expand
+from grader.service.runner import expand, service_memory_failure, service_time_failure
 
 SERVICE_ROOT = "/service"  # where the folder lies in the image; the service's working directory
 CONTEXT_FOLDER = "service"
@@ -117,8 +118,6 @@ def _add_dir(tar: tarfile.TarFile, name: str) -> None:
 
 
 def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    import io
-
     info = _tar_info(name, 0o644)
     info.size = len(data)
     tar.addfile(info, io.BytesIO(data))
@@ -200,7 +199,8 @@ class ContainerService:
         import docker
 
         try:
-            self.stopped, _ = wait_for_exit(self.container, self.limits, self.started)
+            self.stopped, _ = wait_for_exit(self.container, self.limits, self.started,
+                                            service_time_failure, service_memory_failure)
         except (WorkerError, docker.errors.DockerException):
             pass  # removed by the grader while waiting: the grading is over
         finally:

@@ -91,8 +91,7 @@ def _limit_hit(service: Service, name: str) -> Failure | None:
     """The limit that stopped the service, said of the service and with its last log lines."""
     if service.stopped is None:
         return None
-    message = service.stopped.message.replace("the models used", "the service used")
-    return service.stopped.model_copy(update={"role": name, "message": message,
+    return service.stopped.model_copy(update={"role": name,
                                               "hint": f"{service.stopped.hint} Its last log lines: {_last_log_lines(service)}"})
 
 

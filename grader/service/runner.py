@@ -17,7 +17,7 @@ from typing import Iterator
 
 from grader.assignment import Limits
 from grader.observations import Failure
-from grader.sandbox import kill_group, memory_failure, spawn_sandboxed, tail, tree_rss_mb
+from grader.sandbox import kill_group, spawn_sandboxed, tail, tree_rss_mb
 from grader.service.protocol import SOCKET_ENV
 
 WATCH_S = 0.2
@@ -42,14 +42,28 @@ class RunningService:
         """Kill the service if it outgrows its memory or time; runs in a thread."""
         while self.alive():
             if tree_rss_mb(self.proc.pid) > self.limits.memory_mb:  # type: ignore[attr-defined]
-                self.stopped = memory_failure(self.limits)
+                self.stopped = service_memory_failure(self.limits)
                 kill_group(self.proc)  # type: ignore[arg-type]
                 return
             if time.monotonic() - self.started > self.limits.wall_time_s:
-                self.stopped = Failure(kind="time_limit", message=f"the service ran past the {self.limits.wall_time_s:.0f} s limit")
+                self.stopped = service_time_failure(self.limits)
                 kill_group(self.proc)  # type: ignore[arg-type]
                 return
             time.sleep(WATCH_S)
+
+
+def service_memory_failure(limits: Limits) -> Failure:
+    return Failure(kind="memory_limit", role="service",
+                   message=f"the service used more than the {limits.memory_mb} MiB memory limit and was stopped",
+                   hint="Load the model once at start-up and keep per-request buffers small; check the service's "
+                        "memory while it answers concurrent requests.")
+
+
+def service_time_failure(limits: Limits) -> Failure:
+    return Failure(kind="time_limit", role="service",
+                   message=f"the service ran past the {limits.wall_time_s:.0f} s limit and was stopped",
+                   hint="The whole load test must finish within the limit; a service that stops answering "
+                        "holds every request until it times out.")
 
 
 def expand(command: list[str], python: str, socket: str, folder: str) -> list[str]:
