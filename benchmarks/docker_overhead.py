@@ -24,11 +24,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from grader.assignment import Limits  # noqa: E402
-from grader.course import DockerSettings  # noqa: E402
-from grader.docker_sandbox import DockerRunner, engine, run_in_container  # noqa: E402
-from grader.grading import grade  # noqa: E402
-from grader.sandbox import isolation, run_sandboxed  # noqa: E402
+from grader.config.assignment import Limits  # noqa: E402
+from grader.config.course import DockerSettings  # noqa: E402
+from grader.sandbox.docker import DockerRunner, engine, run_in_container  # noqa: E402
+from grader.grading.pipeline import grade  # noqa: E402
+from grader.sandbox.local import isolation, run_sandboxed  # noqa: E402
 from reference.build import ensure_built  # noqa: E402
 
 SOLUTION = ROOT / "reference" / "solutions" / "hw2-quantization-pruning"

@@ -3,7 +3,7 @@
 Prints one table:
 - wall time per grading (target <= 60 s on 2 cores),
 - the spread of the measured speedup across the runs, (max - min) / median (target <= 10%),
-- the grader's own overhead: its latency for the candidate (grader.runtime + grader.measure)
+- the grader's own overhead: its latency for the candidate (grader.worker.runtime + grader.worker.measure)
   against a bare onnxruntime loop over the same model, interleaved in one process (target <= 5%).
 
 Run: .venv/bin/python benchmarks/grade_reference.py [--runs 5]
@@ -22,9 +22,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from grader.grading import grade  # noqa: E402
-from grader.measure import ratio_estimate, time_interleaved  # noqa: E402
-from grader.runtime import load_model  # noqa: E402
+from grader.grading.pipeline import grade  # noqa: E402
+from grader.worker.measure import ratio_estimate, time_interleaved  # noqa: E402
+from grader.worker.runtime import load_model  # noqa: E402
 from reference.build import ensure_built  # noqa: E402
 
 SOLUTION = ROOT / "reference" / "solutions" / "hw2-quantization-pruning"

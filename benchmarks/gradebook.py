@@ -25,9 +25,9 @@ sys.path.insert(0, str(ROOT))
 
 from grader.gradebook.export import write_csv, write_excel, write_html, write_markdown  # noqa: E402
 from grader.gradebook.load import Sources, open_gradebook  # noqa: E402
-from grader.gradebook.store import Store  # noqa: E402
-from grader.observations import Estimate  # noqa: E402
-from grader.result import (AssignmentRef, CheckResult, CheckStatus, GraderRef, Result, RunContext,  # noqa: E402
+from grader.records.store import Store  # noqa: E402
+from grader.contracts.observations import Estimate  # noqa: E402
+from grader.contracts.result import (AssignmentRef, CheckResult, CheckStatus, GraderRef, Result, RunContext,  # noqa: E402
                            SubmissionRef)
 
 STUDENTS, ASSIGNMENTS, RUNS = 200, 7, 20

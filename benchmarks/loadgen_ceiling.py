@@ -20,11 +20,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from grader.assignment import Limits, load_assignment  # noqa: E402
-from grader.service.corpus import load_corpus  # noqa: E402
-from grader.service.grading import expected_answers  # noqa: E402
-from grader.service.loadgen import run_level, wait_healthy  # noqa: E402
-from grader.service.runner import running_service  # noqa: E402
+from grader.config.assignment import Limits, load_assignment  # noqa: E402
+from grader.grading.corpus import load_corpus  # noqa: E402
+from grader.grading.service import expected_answers  # noqa: E402
+from grader.grading.loadgen import run_level, wait_healthy  # noqa: E402
+from grader.sandbox.service_local import running_service  # noqa: E402
 from reference.build import ensure_built  # noqa: E402
 
 

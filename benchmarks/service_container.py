@@ -30,11 +30,11 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from grader.course import DockerSettings  # noqa: E402
-from grader.docker_sandbox import engine  # noqa: E402
-from grader.grading import grade  # noqa: E402
-from grader.service.container import DockerServiceHost  # noqa: E402
-from grader.service.runner import LocalServiceHost  # noqa: E402
+from grader.config.course import DockerSettings  # noqa: E402
+from grader.sandbox.docker import engine  # noqa: E402
+from grader.grading.pipeline import grade  # noqa: E402
+from grader.sandbox.service_docker import DockerServiceHost  # noqa: E402
+from grader.sandbox.service_local import LocalServiceHost  # noqa: E402
 from reference.build import ensure_built  # noqa: E402
 
 

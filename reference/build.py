@@ -336,8 +336,8 @@ def _check_int8_zeros(path: Path) -> float:
     """Pruned zeros must survive quantization; judged by the grader's own evidence functions."""
     import onnx
 
-    from grader.evidence.onnx_graph import onnx_evidence
-    from grader.evidence.summary import summarize
+    from grader.worker.evidence.onnx_graph import onnx_evidence
+    from grader.grading.evidence import summarize
 
     summary = summarize(onnx_evidence(onnx.load(str(path))))
     if summary.quantized_fraction < 0.99:
@@ -348,10 +348,10 @@ def _check_int8_zeros(path: Path) -> float:
 
 
 def _timings(x_test: np.ndarray) -> dict[str, float]:
-    """Batch-1 latency and batch-64 speedup, one thread, fp32 and int8 interleaved (grader.measure)."""
+    """Batch-1 latency and batch-64 speedup, one thread, fp32 and int8 interleaved (grader.worker.measure)."""
     import numpy as np
 
-    from grader.measure import ratio_estimate, time_interleaved
+    from grader.worker.measure import ratio_estimate, time_interleaved
     from reference.compress import ort_session
     from reference.digits_cnn import INPUT_NAME
 

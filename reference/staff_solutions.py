@@ -175,7 +175,7 @@ def build_hw4(folder: Path, scratch_path: Path, teacher: nn.Module, model_onnx: 
 def build_hw5(folder: Path, student: nn.Module, data: tuple) -> dict[str, Any]:
     """A grid search over pruning amount x weight storage of the hw4 student, logged the way
     Optuna's ``study.trials_dataframe().to_csv()`` writes it, and the chosen trial's model."""
-    from grader.measure import gzip_size
+    from grader.worker.measure import gzip_size
 
     x_train, _, x_test, y_test = data
     folder.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,7 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
-from grader.course import DockerSettings
+from grader.config.course import DockerSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE_REPOSITORY = "compression-grader-hostpython"

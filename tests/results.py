@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from pathlib import Path
 
-from grader.assignment import load_assignment
-from grader.result import (AssignmentRef, CheckResult, CheckStatus, GraderRef, Problem, Result, RunContext,
+from grader.config.assignment import load_assignment
+from grader.contracts.result import (AssignmentRef, CheckResult, CheckStatus, GraderRef, Problem, Result, RunContext,
                            SubmissionRef)
 
 HW2 = "hw2-quantization-pruning"

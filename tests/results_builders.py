@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 from datetime import datetime, timedelta, timezone
 
-from grader.observations import Estimate
-from grader.result import AssignmentRef, CheckResult, CheckStatus, GraderRef, Result, RunContext, SubmissionRef
+from grader.contracts.observations import Estimate
+from grader.contracts.result import AssignmentRef, CheckResult, CheckStatus, GraderRef, Result, RunContext, SubmissionRef
 
 HW2 = "hw2-quantization-pruning"
 REPO = "course/compression-2026"

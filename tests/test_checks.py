@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from grader.assignment import load_assignment
+from grader.config.assignment import load_assignment
 from grader.checks import CheckContext, evaluate
-from grader.checks.rules import claimed_bits, favourable, linear
-from grader.manifest import parse_manifest
-from grader.metrics import figures
-from grader.observations import (Estimate, Failure, FidelityComparison, ModelEvidence, ModelObservation,
+from grader.checks.rules.compression import claimed_bits, favourable, linear
+from grader.intake.manifest import parse_manifest
+from grader.grading.figures import figures
+from grader.contracts.observations import (Estimate, Failure, FidelityComparison, ModelEvidence, ModelObservation,
                                  Observations, TensorEvidence, TimingComparison)
-from grader.result import CheckStatus
+from grader.contracts.result import CheckStatus
 
 MANIFEST = """schema: 1
 assignment: hw2-quantization-pruning
@@ -116,7 +116,7 @@ def test_accuracy_drop_fails_fidelity_even_when_agreement_is_fine() -> None:
 
 def test_pending_and_bonus_points_stay_out_of_max_score() -> None:
     from grader.checks.engine import totals
-    from grader.result import CheckResult
+    from grader.contracts.result import CheckResult
 
     def result(points: float, max_points: float, **flags) -> CheckResult:
         status = CheckStatus.SKIPPED if flags.get("pending") else CheckStatus.PASS

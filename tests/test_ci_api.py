@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from grader.ci.api import ClientSettings, folder_tree, make_client
 from grader.ci.event import PullRequestEvent
 from grader.ci.flows import PolicyInputs, decide_policy
-from grader.roster import Roster
+from grader.config.roster import Roster
 from tests.fakegithub import FakeGitHub, sized, submodule, symlink
 
 REPO = "course/grading"

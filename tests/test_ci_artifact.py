@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from grader.assignment import load_assignment
+from grader.config.assignment import load_assignment
 from grader.ci.artifact import ArtifactRejected, Expected, load_result_artifact, read_result
-from grader.result import RunContext
+from grader.contracts.result import RunContext
 from tests.results import HW2, graded_result, rejected_result
 
 SHA = "a" * 40

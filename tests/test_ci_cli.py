@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from grader.gradebook.collect import artifact_name
+from grader.ci.collect import artifact_name
 from grader.report import machine
-from grader.result import RunContext
+from grader.contracts.result import RunContext
 from tests import builders
 from tests.fakegithub import FakeGitHub, FakePull, FakeRepo
 from tests.results import HW2, graded_result

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from grader.ci.policy import (ChangedFile, FolderTree, PolicyLimits, TreeEntry, check_changes, check_tree,
+from grader.ci.admission import (ChangedFile, FolderTree, PolicyLimits, TreeEntry, check_changes, check_tree,
                               needs_approval)
-from grader.roster import load_roster
+from grader.config.roster import load_roster
 
 ASSIGNMENTS = ["hw2-quantization-pruning", "hw3-clustering"]
 LIMITS = PolicyLimits()

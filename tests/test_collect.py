@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from grader.gradebook.collect import Source, artifact_name, collect, from_artifacts, from_comments
-from grader.gradebook.store import Store
+from grader.ci.collect import Source, artifact_name, collect, from_artifacts, from_comments
+from grader.records.store import Store
 from grader.report.render import render_markdown
 from tests.fakegithub import FakeGitHub, FakeRepo
 from tests.results_builders import REPO, make_result

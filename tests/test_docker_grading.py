@@ -11,9 +11,9 @@ import pytest
 import yaml
 
 from grader import exitcodes
-from grader.docker_sandbox import LABEL, DockerRunner
-from grader.grading import grade
-from grader.result import CheckStatus, Result
+from grader.sandbox.docker import LABEL, DockerRunner
+from grader.grading.pipeline import grade
+from grader.contracts.result import CheckStatus, Result
 from tests import builders
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -99,7 +99,7 @@ def unreachable_engine(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 def test_no_engine_is_the_graders_error_not_the_students(unreachable_engine, tiny_models, fast_root,
                                                          tmp_path: Path) -> None:
-    from grader.course import DockerSettings
+    from grader.config.course import DockerSettings
 
     folder = builders.submission(tmp_path / "s", {"baseline": tiny_models["baseline"], "candidate": tiny_models["correct"]},
                                  tiny_models["inputs"])

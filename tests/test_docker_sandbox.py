@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from grader.assignment import Limits
-from grader.course import DockerSettings
-from grader.docker_sandbox import LABEL, engine_has_gpus, mounts, output_folder, plan_gpus, run_in_container
-from grader.runner import WorkerError
+from grader.config.assignment import Limits
+from grader.config.course import DockerSettings
+from grader.sandbox.docker import LABEL, engine_has_gpus, mounts, output_folder, plan_gpus, run_in_container
+from grader.sandbox.base import WorkerError
 
 
 def run_python(code: str, settings: DockerSettings, workdir: Path, threads: int = 1, **limits: float):

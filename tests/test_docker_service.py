@@ -16,13 +16,13 @@ import pytest
 import yaml
 
 from grader import exitcodes
-from grader.assignment import Limits
-from grader.docker_sandbox import LABEL
+from grader.config.assignment import Limits
+from grader.sandbox.docker import LABEL
 from grader.errors import SubmissionError
-from grader.grading import grade
-from grader.result import CheckStatus, Result
-from grader.service.container import SERVICE_LABEL, DockerServiceHost, build_context
-from grader.service.loadgen import wait_healthy
+from grader.grading.pipeline import grade
+from grader.contracts.result import CheckStatus, Result
+from grader.sandbox.service_docker import SERVICE_LABEL, DockerServiceHost, build_context
+from grader.grading.loadgen import wait_healthy
 from tests.services import team_service
 
 PROBE = """

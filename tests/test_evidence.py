@@ -18,16 +18,16 @@ from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 from torch.utils._pytree import tree_map
 
-from grader.evidence.onnx_graph import onnx_evidence
-from grader.evidence.summary import (
+from grader.worker.evidence.onnx_graph import onnx_evidence
+from grader.grading.evidence import (
     EvidenceSummary,
     effective_sparsity,
     largest_float_weights,
     layer_sparsity,
     summarize,
 )
-from grader.evidence.torch_model import exported_program_evidence, module_evidence, stored_tensor_evidence
-from grader.observations import ModelEvidence, TensorEvidence
+from grader.worker.evidence.torch_model import exported_program_evidence, module_evidence, stored_tensor_evidence
+from grader.contracts.observations import ModelEvidence, TensorEvidence
 from reference import compress
 from tests.builders import TinyCNN, export, prune_to, quantize, trained_tiny
 
@@ -392,7 +392,7 @@ def _tiny_macs(width: int = 16) -> int:
 
 
 def test_onnx_and_torch_count_the_same_macs(models: dict[str, Path], trained: TinyCNN) -> None:
-    from grader.evidence.flops import onnx_macs, torch_macs
+    from grader.worker.evidence.flops import onnx_macs, torch_macs
 
     shapes = {"input": (1, 1, 8, 8)}
     fp32 = onnx_macs(onnx.load(str(models["fp32"])), shapes)
@@ -405,7 +405,7 @@ def test_onnx_and_torch_count_the_same_macs(models: dict[str, Path], trained: Ti
 
 
 def test_macs_are_not_computable_when_shapes_are_unknown() -> None:
-    from grader.evidence.flops import onnx_macs
+    from grader.worker.evidence.flops import onnx_macs
 
     graph = helper.make_graph(
         [helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
@@ -419,7 +419,7 @@ def test_macs_are_not_computable_when_shapes_are_unknown() -> None:
 
 
 def test_onnx_facts_report_opset_and_checker_complaints(models: dict[str, Path], tmp_path: Path) -> None:
-    from grader.evidence.onnx_validity import onnx_facts
+    from grader.worker.evidence.onnx_validity import onnx_facts
 
     good = onnx_facts(onnx.load(str(models["fp32"])), models["fp32"])
     assert good.opset == 17 and good.checker_error is None and good.shape_inference_error is None
@@ -432,7 +432,7 @@ def test_onnx_facts_report_opset_and_checker_complaints(models: dict[str, Path],
 
 
 def test_float_noise_around_a_few_centres_is_counted_exactly_but_diagnosed() -> None:
-    from grader.evidence.tensors import tensor_evidence
+    from grader.worker.evidence.tensors import tensor_evidence
 
     rng = np.random.default_rng(0)
     centres = np.linspace(-1, 1, 16).astype(np.float32)
@@ -446,7 +446,7 @@ def test_float_noise_around_a_few_centres_is_counted_exactly_but_diagnosed() -> 
 
 
 def test_palettized_size_is_log2_k_bits_per_weight_plus_the_codebook() -> None:
-    from grader.evidence.summary import palettized_bytes
+    from grader.grading.evidence import palettized_bytes
 
     def evidence(distinct: int) -> ModelEvidence:
         w = TensorEvidence(name="w", layer="Conv", stored_dtype="float32", bits=32, shape=[1000], numel=1000,

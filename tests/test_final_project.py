@@ -14,17 +14,17 @@ import numpy as np
 import pytest
 
 from grader import exitcodes
-from grader.assignment import load_assignment
+from grader.config.assignment import load_assignment
 from grader.checks import CheckContext, evaluate
 from grader.gradebook.final import board_from_store, to_csv
-from grader.gradebook.store import Store
-from grader.grading import grade
-from grader.manifest import parse_manifest
-from grader.observations import Estimate, Observations
-from grader.result import CheckStatus, Result, RunContext
-from grader.roster import load_roster
-from grader.runlimit import graded_runs_on
-from grader.scoring import SCORE_FIGURE
+from grader.records.store import Store
+from grader.grading.pipeline import grade
+from grader.intake.manifest import parse_manifest
+from grader.contracts.observations import Estimate, Observations
+from grader.contracts.result import CheckStatus, Result, RunContext
+from grader.config.roster import load_roster
+from grader.records.runlimit import graded_runs_on
+from grader.config.scoring import SCORE_FIGURE
 from tests.results import graded_result
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -172,7 +172,7 @@ def test_held_out_data_comes_from_the_grading_environment(reference_paths, tmp_p
 def test_the_run_limit_counts_graded_commits_of_the_utc_day_never_the_one_being_decided() -> None:
     from datetime import datetime, timezone
 
-    from grader.runlimit import GradedRun, count_graded, limit_reached
+    from grader.records.runlimit import GradedRun, count_graded, limit_reached
 
     def run(sha: str | None, at: str, status: str = "graded", team: str = "team-alpha", key: str = "") -> GradedRun:
         return GradedRun(team=team, assignment=FINAL, status=status, event_time=datetime.fromisoformat(at),

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from grader.grading import grade
-from grader.result import CheckStatus
-from grader.runtime import load_model
+from grader.grading.pipeline import grade
+from grader.contracts.result import CheckStatus
+from grader.worker.runtime import load_model
 from tests import builders
 
 

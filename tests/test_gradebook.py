@@ -12,14 +12,14 @@ import numpy as np
 import openpyxl
 import pytest
 
-from grader.assignment import Assignment, load_assignment
+from grader.config.assignment import Assignment, load_assignment
 from grader.gradebook.export import write_csv, write_excel, write_markdown
 from grader.gradebook.gradescope import export_gradescope
 from grader.gradebook.leaderboard import leaderboard, pareto_front
-from grader.gradebook.store import Store
+from grader.records.store import Store
 from grader.gradebook.table import Gradebook, build_gradebook
-from grader.policy import LateRule, Policy
-from grader.roster import Roster
+from grader.config.policy import LateRule, Policy
+from grader.config.roster import Roster
 from tests.results_builders import HW2, make_result, sha_for
 
 DEADLINE = datetime(2026, 12, 11, 22, 59, tzinfo=timezone.utc)

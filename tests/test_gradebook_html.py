@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from grader.assignment import load_assignment
+from grader.config.assignment import load_assignment
 from grader.gradebook.export import write_html
-from grader.gradebook.store import Store
+from grader.records.store import Store
 from grader.gradebook.table import build_gradebook
-from grader.roster import Roster
+from grader.config.roster import Roster
 from tests.results_builders import HW2, make_result
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from grader.grading import grade
-from grader.result import CheckStatus
+from grader.grading.pipeline import grade
+from grader.contracts.result import CheckStatus
 from tests import builders
 from tests.builders import check_of
 
@@ -33,7 +33,7 @@ def _grade(files: dict[str, Path], model: str, root: Path, folder: Path, **manif
 def _honest_report(path: Path) -> dict:
     import onnx
 
-    from grader.evidence.onnx_graph import onnx_evidence
+    from grader.worker.evidence.onnx_graph import onnx_evidence
 
     return {"size_mb": round(path.stat().st_size / 2**20, 4),
             "params": onnx_evidence(onnx.load(str(path))).params_total, "latency_ms": 0.5}

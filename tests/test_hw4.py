@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from grader.grading import grade
-from grader.result import CheckStatus
+from grader.grading.pipeline import grade
+from grader.contracts.result import CheckStatus
 from reference.digits_cnn import DigitsStudent
 from tests import builders
 from tests.builders import check_of

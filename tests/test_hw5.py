@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from grader import exitcodes
-from grader.grading import grade
-from grader.result import CheckStatus
+from grader.grading.pipeline import grade
+from grader.contracts.result import CheckStatus
 from tests import builders
 from tests.builders import check_of
 

@@ -10,8 +10,8 @@ import onnx
 import pytest
 
 from grader import exitcodes
-from grader.grading import grade
-from grader.result import CheckStatus
+from grader.grading.pipeline import grade
+from grader.contracts.result import CheckStatus
 from tests import builders
 from tests.builders import check_of
 
@@ -110,9 +110,9 @@ def test_an_onnx_file_as_the_source_is_rejected_with_the_formats_to_use(graded) 
 
 def test_the_engine_build_reports_why_tensorrt_is_unavailable(files) -> None:
     """The worker's TensorRT path: here there is no TensorRT (or no GPU), and it says so."""
-    from grader.assignment import DerivedSpec
-    from grader.runtime import load_model
-    from grader.worker import build_derived
+    from grader.config.assignment import DerivedSpec
+    from grader.worker.runtime import load_model
+    from grader.worker.session import build_derived
 
     source = load_model(files["onnx"], "onnx", threads=1)
     status = build_derived(DerivedSpec(role="tensorrt", source="onnx", runtime="tensorrt"), files["onnx"], source,

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from grader.errors import SubmissionError
-from grader.manifest import ManifestError, load_manifest, parse_manifest
+from grader.intake.manifest import ManifestError, load_manifest, parse_manifest
 
 VALID = """\
 schema: 1

@@ -1,4 +1,4 @@
-"""Measurements (grader.measure): interleaved timing, the ratio estimate, fidelity, size, memory."""
+"""Measurements (grader.worker.measure): interleaved timing, the ratio estimate, fidelity, size, memory."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from grader.measure import (
+from grader.worker.measure import (
     PairedTimes,
     accuracy,
     gzip_size,

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from grader import exitcodes
-from grader.grading import grade
+from grader.grading.pipeline import grade
 from grader.report.render import render_markdown
-from grader.result import CheckStatus, Result
+from grader.contracts.result import CheckStatus, Result
 from tests import builders
 
 

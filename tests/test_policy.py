@@ -11,10 +11,10 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from grader.assignment import load_assignment
+from grader.config.assignment import load_assignment
 from grader.errors import ConfigError
 from grader.gradebook.late import assess
-from grader.policy import LateRule, Policy
+from grader.config.policy import LateRule, Policy
 
 NEW_YORK = ZoneInfo("America/New_York")
 

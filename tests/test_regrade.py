@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from grader.assignment import load_assignment
+from grader.config.assignment import load_assignment
 from grader.gradebook import regrade
-from grader.gradebook.store import Store
+from grader.records.store import Store
 from tests import builders, githttp
 from tests.results_builders import HW2, make_result
 

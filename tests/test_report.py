@@ -10,11 +10,11 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from grader.observations import Estimate
+from grader.contracts.observations import Estimate
 from grader.report import machine
 from grader.report.escape import md
 from grader.report.render import COMMENT_LIMIT, marker, render_html, render_markdown, write_reports
-from grader.result import (AssignmentRef, CheckResult, CheckStatus, GraderRef, Problem, Result, SubmissionRef,
+from grader.contracts.result import (AssignmentRef, CheckResult, CheckStatus, GraderRef, Problem, Result, SubmissionRef,
                            json_schema)
 
 HOSTILE = "<script>alert(1)</script> @octocat [click](https://evil.example) --> **bold** | pipe `tick`\n# heading"
@@ -128,7 +128,7 @@ def test_written_result_matches_the_committed_schema(tmp_path: Path) -> None:
 
 
 def _pending_bonus_chart_result() -> Result:
-    from grader.result import Chart, ChartPoint, ChartSeries
+    from grader.contracts.result import Chart, ChartPoint, ChartSeries
 
     chart = Chart(title="Pareto front", x_label="gzip_mb (minimize)", y_label="accuracy (maximize)", series=[
         ChartSeries(name="logged trials", table=False, points=[ChartPoint(x=0.02, y=0.97), ChartPoint(x=0.01, y=0.5)]),

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from grader.errors import ConfigError
-from grader.roster import load_roster
+from grader.config.roster import load_roster
 
 
 def test_shipped_roster_loads() -> None:

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from grader.course import Course, DockerSettings, RunnerConfig, load_course
+from grader.config.course import Course, DockerSettings, RunnerConfig, load_course
 from grader.errors import ConfigError
-from grader.observations import Observations
-from grader.runner import MAX_OUTPUT_BYTES, WorkerError, read_observations, select_runner
-from grader.sandbox import run_worker as local_runner
+from grader.contracts.observations import Observations
+from grader.sandbox.base import MAX_OUTPUT_BYTES, WorkerError, read_observations, select_runner
+from grader.sandbox.local import run_worker as local_runner
 
 ROOT = Path(__file__).resolve().parent.parent
 SOLUTION = "reference/solutions/hw2-quantization-pruning"
@@ -124,7 +124,7 @@ def test_runner_usage_errors(args: list[str], complaint: str) -> None:
 
 def test_worker_names_the_gpus_the_driver_lists(tmp_path: Path) -> None:
     """The environment's ``gpu`` without torch: the driver's per-GPU listing (format of nvidia.ko)."""
-    from grader.worker import gpu_name
+    from grader.worker.session import gpu_name
 
     assert gpu_name(tmp_path / "no-driver") == "none"
     for bus, model in (("0000:17:00.0", "NVIDIA H200"), ("0000:3d:00.0", "NVIDIA H200")):

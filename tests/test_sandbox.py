@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from grader.assignment import Limits
-from grader.sandbox import available_isolation, run_sandboxed
+from grader.config.assignment import Limits
+from grader.sandbox.local import available_isolation, run_sandboxed
 
 ISOLATING = [kind for kind in available_isolation() if kind != "none"]
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from grader import searchlog
-from grader.pareto import dominates, dominators, pareto_front
-from grader.searchlog import SearchLogError, read_search_log
+from grader.worker import searchlog
+from grader.checks.pareto import dominates, dominators, pareto_front
+from grader.worker.searchlog import SearchLogError, read_search_log
 
 optuna = pytest.importorskip("optuna", reason="optuna (the dev extra) writes the real studies these tests read")
 

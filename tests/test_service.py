@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from grader import exitcodes
-from grader.grading import grade
-from grader.result import CheckStatus, Result
+from grader.grading.pipeline import grade
+from grader.contracts.result import CheckStatus, Result
 from tests.services import team_service
 @pytest.fixture(scope="module")
 def graded(reference_paths, service_root: Path, tmp_path_factory: pytest.TempPathFactory):
@@ -107,7 +107,7 @@ def test_command_placeholders_are_replaced_literally(tmp_path: Path) -> None:
     """Student text never reaches str.format: other braces pass through and nothing is evaluated."""
     import sys
 
-    from grader.service.runner import expand
+    from grader.sandbox.service_local import expand
 
     parts = expand(["{python}", "--uds={socket}", "{python.__class__}", "{unknown}", "{folder}/x"],
                    sys.executable, str(tmp_path / "s.sock"), str(tmp_path))
@@ -124,7 +124,7 @@ def test_a_crash_that_prints_a_huge_line_still_gets_a_report_with_the_end_of_its
 
 
 def test_slices_of_a_level_combine_into_one_level() -> None:
-    from grader.service.loadgen import LevelStats
+    from grader.grading.loadgen import LevelStats
 
     first = LevelStats(4, duration_s=2.0, ok=90, wrong=5, failed=5, labelled=95, correct_labels=80, latencies_s=[0.01] * 100)
     second = LevelStats(4, duration_s=3.0, ok=210, malformed=10, labelled=210, correct_labels=200, latencies_s=[0.02] * 220)
@@ -139,11 +139,11 @@ def test_the_service_leaderboard_ranks_correct_services_by_throughput_only() -> 
     """A fast service with wrong answers is listed, never ranked: correct answers are required."""
     from datetime import datetime, timezone
 
-    from grader.assignment import load_assignment
+    from grader.config.assignment import load_assignment
     from grader.gradebook.final import entry_of, rank, to_markdown
-    from grader.observations import Estimate
-    from grader.result import RunContext
-    from grader.scoring import SCORE_FIGURE
+    from grader.contracts.observations import Estimate
+    from grader.contracts.result import RunContext
+    from grader.config.scoring import SCORE_FIGURE
     from tests.results import graded_result
 
     assignment = load_assignment("final-service")

@@ -11,10 +11,10 @@ import pytest
 
 from grader.errors import ConfigError
 from grader.gradebook import store as store_module
-from grader.gradebook.ingest import InvalidResult, parse_result, read_results
-from grader.gradebook.store import SCHEMA_VERSION, Store
+from grader.records.ingest import InvalidResult, parse_result, read_results
+from grader.records.store import SCHEMA_VERSION, Store
 from grader.report import machine
-from grader.result import Result
+from grader.contracts.result import Result
 from tests.results_builders import make_result
 
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from grader.assignment import Pair, ProbeSpec, TimingSpec, MeasureSpec
-from grader.job import Job
-from grader.runtime import load_model
-from grader.worker import batch_probe, compare_outputs, count_macs, time_alone
+from grader.config.assignment import Pair, ProbeSpec, TimingSpec, MeasureSpec
+from grader.contracts.job import Job
+from grader.worker.runtime import load_model
+from grader.worker.session import batch_probe, compare_outputs, count_macs, time_alone
 from tests import builders
 
 

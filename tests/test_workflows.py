@@ -148,8 +148,8 @@ def test_publish_reads_the_artifact_outside_the_workspace_and_always_reports(wor
 
 def test_each_grading_uploads_its_result_under_its_team_and_assignment(workflow) -> None:
     """The publish job downloads exactly what the grade job uploaded, and the policy job counts a
-    team's runs by that same name (grader.gradebook.collect.artifact_name)."""
-    from grader.gradebook.collect import artifact_name
+    team's runs by that same name (grader.ci.collect.artifact_name)."""
+    from grader.ci.collect import artifact_name
 
     [upload] = [s for s in steps(workflow["jobs"]["grade"]) if s.get("uses", "").startswith("actions/upload-artifact@")]
     [download] = [s for s in steps(workflow["jobs"]["publish"])

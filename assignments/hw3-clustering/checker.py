@@ -8,9 +8,9 @@ are 4,096 values. The evidence's noise-tolerant count only explains the failure.
 
 from __future__ import annotations
 
-from grader.assignment import CheckSpec
+from grader.config.assignment import CheckSpec
 from grader.checks.engine import CheckContext, Outcome, register
-from grader.checks.rules import linear
+from grader.checks.rules.compression import linear
 
 
 def _claimed_k(value: object) -> int | None:

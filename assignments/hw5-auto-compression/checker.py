@@ -1,7 +1,7 @@
 """hw5's rules: the search log is real, the chosen model is on its Pareto front, its figures reproduce.
 
-The log is parsed inside the sandbox (``grader.searchlog``) and arrives as validated data; the
-dominance maths is shared (``grader.pareto``); the measured figures are the shared ones
+The log is parsed inside the sandbox (``grader.worker.searchlog``) and arrives as validated data; the
+dominance maths is shared (``grader.checks.pareto``); the measured figures are the shared ones
 (``candidate.accuracy``, ``candidate.gzip_mb``, ...). This module maps logged objectives to those
 figures, as ``assignment.yaml``'s ``search`` block says, and phrases the verdicts.
 """
@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from grader.assignment import CheckSpec, ObjectiveSpec
+from grader.config.assignment import CheckSpec, ObjectiveSpec
 from grader.checks.engine import CheckContext, Outcome, register
-from grader.checks.rules import _fmt, linear
-from grader.pareto import dominators, pareto_front
-from grader.result import Chart, ChartPoint, ChartSeries
-from grader.searchlog import SearchLog, Trial
+from grader.checks.rules.compression import _fmt, linear
+from grader.checks.pareto import dominators, pareto_front
+from grader.contracts.result import Chart, ChartPoint, ChartSeries
+from grader.worker.searchlog import SearchLog, Trial
 
 
 class LogProblem(Exception):

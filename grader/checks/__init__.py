@@ -8,6 +8,6 @@ adds a small ``checker.py`` in its folder that registers its own.
 from __future__ import annotations
 
 from grader.checks.engine import CheckContext, Outcome, evaluate, register, rule_names  # noqa: F401
-from grader.checks import rules as _rules  # noqa: F401  (registers the shared rules)
-from grader.checks import behaviour as _behaviour  # noqa: F401
-from grader.checks import figures as _figures  # noqa: F401
+from grader.checks.rules import behaviour as _behaviour  # noqa: F401  (registers the shared rules)
+from grader.checks.rules import comparison as _comparison  # noqa: F401
+from grader.checks.rules import compression as _compression  # noqa: F401

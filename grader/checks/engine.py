@@ -8,12 +8,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from grader.assignment import Assignment, CheckSpec
+from grader.config.assignment import Assignment, CheckSpec
 from grader.errors import ConfigError
-from grader.evidence.summary import EvidenceSummary, summarize
-from grader.manifest import Submission
-from grader.observations import Estimate, Observations
-from grader.result import Chart, CheckResult, CheckStatus
+from grader.grading.evidence import EvidenceSummary, summarize
+from grader.intake.manifest import Submission
+from grader.contracts.observations import Estimate, Observations
+from grader.contracts.result import Chart, CheckResult, CheckStatus
 
 
 @dataclass

@@ -19,9 +19,9 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from grader.assignment import Assignment
-from grader.filing import keyed_to_folder
-from grader.result import Result
+from grader.config.assignment import Assignment
+from grader.records.filing import keyed_to_folder
+from grader.contracts.result import Result
 
 MAX_RESULT_BYTES = 4 * 2**20
 SCORE_TOLERANCE = 0.01

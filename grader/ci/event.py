@@ -18,7 +18,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
 
 from grader.errors import CIUsageError
-from grader.result import RunContext
+from grader.contracts.result import RunContext
 
 SUPPORTED_EVENTS = ("pull_request_target", "pull_request")
 DEFAULT_API_URL = "https://api.github.com"

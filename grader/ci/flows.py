@@ -15,17 +15,17 @@ from pathlib import Path
 from github import Github
 
 from grader import __version__
-from grader.assignment import Assignment, load_assignment
+from grader.config.assignment import Assignment, load_assignment
 from grader.ci.api import changed_files, folder_tree
 from grader.ci.artifact import ArtifactRejected, Expected, load_result_artifact
 from grader.ci.event import PullRequestEvent, RunInfo, run_context
 from grader.ci.messages import (POLICY_MARKER, POLICY_STATUS_CONTEXT, refusal_status, render_refusal, result_status,
                                 status_context)
-from grader.ci.policy import Decision, PolicyLimits, check_changes, check_tree, needs_approval
+from grader.ci.admission import Decision, PolicyLimits, check_changes, check_tree, needs_approval
 from grader.ci.publisher import Publisher, write_step_summary
 from grader.report.render import marker, render_markdown
-from grader.result import AssignmentRef, GraderRef, Problem, Result, SubmissionRef
-from grader.roster import Roster
+from grader.contracts.result import AssignmentRef, GraderRef, Problem, Result, SubmissionRef
+from grader.config.roster import Roster
 
 OUTCOME_WORDS = {
     "success": "The grading job finished, but its result could not be trusted",
@@ -83,7 +83,7 @@ def apply_run_limit(gh: Github, event: PullRequestEvent, inputs: PolicyInputs, d
                     assignments: Path | None) -> Decision:
     """``limited`` when the team's graded runs of this assignment today reach its limit."""
     from grader.ci.runcount import published_runs
-    from grader.runlimit import count_graded
+    from grader.records.runlimit import count_graded
 
     limit = load_assignment(decision.assignment, assignments).max_runs_per_day
     if not limit:
@@ -94,8 +94,8 @@ def apply_run_limit(gh: Github, event: PullRequestEvent, inputs: PolicyInputs, d
 
 
 def with_run_count(decision: Decision, used: int, limit: int, moment: datetime) -> Decision:
-    from grader.ci.policy import refusal
-    from grader.runlimit import limit_reached
+    from grader.ci.admission import refusal
+    from grader.records.runlimit import limit_reached
 
     reached = limit_reached(decision.team, decision.assignment, used, limit, moment)
     if reached is None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from markupsafe import Markup
 
-from grader.ci.policy import Decision
+from grader.ci.admission import Decision
 from grader.report.render import MARKER_PREFIX, render_markdown_template
-from grader.result import Result
+from grader.contracts.result import Result
 
 POLICY_MARKER = f"<!-- {MARKER_PREFIX}:v1 policy -->"
 STATUS_CONTEXT = "compression-grader"

@@ -9,7 +9,7 @@ jobs that ran student models, so each is read the way ``grader results collect``
 (size caps, schema, the commit of the run that uploaded it), and a run counts for a team only if
 the PR it names was opened by a member of that team: a forged artifact cannot use up another
 team's runs. The rule itself (graded commits per UTC day, never the commit being decided) is
-``grader.runlimit.count_graded``, the same as with the store.
+``grader.records.runlimit.count_graded``, the same as with the store.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from datetime import datetime
 from github import Github, GithubException
 from github.Repository import Repository
 
-from grader.gradebook.collect import DEFAULT_ARTIFACT, artifact_name, artifact_results
-from grader.gradebook.ingest import InvalidResult
-from grader.roster import Roster
-from grader.runlimit import GradedRun, utc_day
+from grader.ci.collect import DEFAULT_ARTIFACT, artifact_name, artifact_results
+from grader.records.ingest import InvalidResult
+from grader.config.roster import Roster
+from grader.records.runlimit import GradedRun, utc_day
 
 
 def published_runs(gh: Github, repository: str, roster: Roster, team: str, assignment: str, moment: datetime,

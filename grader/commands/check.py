@@ -32,9 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from grader.grading import grade
+    from grader.grading.pipeline import grade
     from grader.report.render import write_reports
-    from grader.summary import print_summary
+    from grader.report.terminal import print_summary
 
     if not args.folder.is_dir():
         print(f"grader: {args.folder} is not a folder", file=sys.stderr)
@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     if args.context:
         from pydantic import ValidationError
 
-        from grader.result import RunContext
+        from grader.contracts.result import RunContext
 
         try:
             context = RunContext.model_validate_json(args.context.read_text(encoding="utf-8"))
@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     config = _runner_config_or_exit_code(args)
     if isinstance(config, int):
         return config
-    from grader.runner import select_runner, select_service_host
+    from grader.sandbox.base import select_runner, select_service_host
 
     grading = grade(args.folder, args.assignments, context, select_runner(config), args.store,
                     select_service_host(config))

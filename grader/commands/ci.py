@@ -210,13 +210,13 @@ class _Session:
 
 def _setup(args: argparse.Namespace) -> _Session:
     """Event, run, base-branch inputs and a GitHub client; usage problems end as exit code 2."""
-    from grader.assignment import list_assignment_ids
+    from grader.config.assignment import list_assignment_ids
     from grader.ci.api import ClientSettings, make_client
     from grader.ci.event import load_event, run_info
     from grader.ci.flows import PolicyInputs
-    from grader.ci.policy import PolicyLimits
+    from grader.ci.admission import PolicyLimits
     from grader.errors import CIUsageError, ConfigError
-    from grader.roster import load_roster
+    from grader.config.roster import load_roster
 
     try:
         event, run = load_event(event_path=args.event), run_info()

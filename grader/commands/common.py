@@ -51,7 +51,7 @@ def runner_config(args: argparse.Namespace):
 
     Raises ``UsageError`` for contradictory options and ``ConfigError`` for a broken course.yaml.
     """
-    from grader.course import load_course
+    from grader.config.course import load_course
 
     if args.course and not args.course.is_file():
         raise UsageError(f"--course {args.course} is not a file")
@@ -75,14 +75,14 @@ def runner_config(args: argparse.Namespace):
 
 
 def db_path(args: argparse.Namespace) -> Path:
-    from grader.gradebook.store import default_db_path
+    from grader.records.store import default_db_path
 
     return args.db or default_db_path()
 
 
 def existing_store(args: argparse.Namespace):
     """Open the store for reading; a missing file is a usage error, not an empty gradebook."""
-    from grader.gradebook.store import Store
+    from grader.records.store import Store
 
     path = db_path(args)
     if not path.is_file():

@@ -20,8 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_assignments(args: argparse.Namespace) -> int:
-    from grader.assignment import list_assignment_ids, load_assignment
-    from grader.summary import print_assignments
+    from grader.config.assignment import list_assignment_ids, load_assignment
+    from grader.report.terminal import print_assignments
 
     ids = list_assignment_ids(args.assignments)
     print_assignments([load_assignment(i, args.assignments) for i in ids])
@@ -29,7 +29,7 @@ def run_assignments(args: argparse.Namespace) -> int:
 
 
 def run_schema(args: argparse.Namespace) -> int:
-    from grader.result import json_schema
+    from grader.contracts.result import json_schema
 
     text = json_schema()
     if args.write:

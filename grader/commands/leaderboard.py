@@ -21,9 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from grader.assignment import load_assignment
+    from grader.config.assignment import load_assignment
     from grader.gradebook.final import board_from_store, to_markdown, write
-    from grader.roster import default_roster_path, load_roster
+    from grader.config.roster import default_roster_path, load_roster
 
     assignment = load_assignment(args.assignment, args.assignments)
     roster = load_roster(args.roster or default_roster_path())

@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     if not new or args.dry_run or not _confirmed(args, len(new)):
         print("nothing stored")
         return exitcodes.GRADED
-    from grader.gradebook.store import Store
+    from grader.records.store import Store
 
     with Store(sources(args).db) as store:
         report = store.add_runs((r, "regrade") for r in new)

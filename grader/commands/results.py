@@ -84,8 +84,8 @@ def _report_batch(batch, added: int, duplicates: int) -> int:
 
 @staff_command
 def run_import(args: argparse.Namespace) -> int:
-    from grader.gradebook.ingest import read_results
-    from grader.gradebook.store import Store
+    from grader.records.ingest import read_results
+    from grader.records.store import Store
 
     missing = [str(p) for p in args.paths if not p.exists()]
     if missing:
@@ -109,9 +109,9 @@ def run_collect(args: argparse.Namespace) -> int:
     from github import GithubException
     from requests import RequestException
 
-    from grader.gradebook.collect import DEFAULT_ARTIFACT, DEFAULT_BOT, Source, collect
-    from grader.gradebook.ingest import REPOSITORY
-    from grader.gradebook.store import Store
+    from grader.ci.collect import DEFAULT_ARTIFACT, DEFAULT_BOT, Source, collect
+    from grader.records.ingest import REPOSITORY
+    from grader.records.store import Store
 
     if not REPOSITORY.match(args.repo):
         raise UsageError(f"--repo must be OWNER/NAME, not {args.repo!r}")
@@ -144,7 +144,7 @@ def run_runs(args: argparse.Namespace) -> int:
 
 
 def _known_assignment(args: argparse.Namespace):
-    from grader.assignment import list_assignment_ids, load_assignment
+    from grader.config.assignment import list_assignment_ids, load_assignment
 
     known = list_assignment_ids(args.assignments)
     if args.assignment not in known:
@@ -153,7 +153,7 @@ def _known_assignment(args: argparse.Namespace):
 
 
 def _known_team(args: argparse.Namespace) -> None:
-    from grader.roster import default_roster_path, load_roster
+    from grader.config.roster import default_roster_path, load_roster
 
     roster = load_roster(args.roster or default_roster_path())
     if args.team not in roster.teams:
@@ -162,7 +162,7 @@ def _known_team(args: argparse.Namespace) -> None:
 
 @staff_command
 def run_override(args: argparse.Namespace) -> int:
-    from grader.gradebook.store import Store
+    from grader.records.store import Store
 
     _known_assignment(args)
     _known_team(args)
@@ -177,8 +177,8 @@ def run_override(args: argparse.Namespace) -> int:
 
 @staff_command
 def run_extend(args: argparse.Namespace) -> int:
-    from grader.gradebook.store import Store
-    from grader.policy import Policy
+    from grader.records.store import Store
+    from grader.config.policy import Policy
 
     assignment = _known_assignment(args)
     _known_team(args)

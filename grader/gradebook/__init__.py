@@ -1,5 +1,5 @@
 """Instructors' side: the results store, late policy, grade tables, exports and regrades.
 
-Every module here reads ``result.json`` (``grader.result.Result``) and the staff-written policy
+Every module here reads ``result.json`` (``grader.contracts.result.Result``) and the staff-written policy
 files; none reaches into the grading pipeline's internals.
 """

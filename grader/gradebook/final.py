@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from grader.assignment import Assignment
+from grader.config.assignment import Assignment
 from grader.gradebook.leaderboard import pareto_front
-from grader.gradebook.store import Store
+from grader.records.store import Store
 from grader.report.escape import md
-from grader.result import CheckStatus, Result
-from grader.roster import Roster
-from grader.scoring import SCORE_FIGURE
+from grader.contracts.result import CheckStatus, Result
+from grader.config.roster import Roster
+from grader.config.scoring import SCORE_FIGURE
 
 VIEWS = ("public", "private")
 

@@ -14,9 +14,9 @@ from typing import Any
 
 import pandas as pd
 
-from grader.assignment import Assignment
+from grader.config.assignment import Assignment
 from grader.gradebook.table import Gradebook, metrics_of
-from grader.result import CheckStatus, Result
+from grader.contracts.result import CheckStatus, Result
 
 
 def gradescope_results(grade: pd.Series, result: Result | None, assignment: Assignment,

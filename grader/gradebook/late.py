@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from grader.policy import SECONDS_PER_DAY, LateRule
+from grader.config.policy import SECONDS_PER_DAY, LateRule
 
 
 @dataclass

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from grader import pareto
-from grader.assignment import Assignment
+from grader.checks import pareto
+from grader.config.assignment import Assignment
 from grader.gradebook.table import Gradebook, metrics_of
 
 LEADERBOARD_COLUMNS = ["team", "x", "y", "on_front", "score", "run_id"]
@@ -16,7 +16,7 @@ LEADERBOARD_COLUMNS = ["team", "x", "y", "on_front", "score", "run_id"]
 def pareto_front(x: np.ndarray, y: np.ndarray, x_higher: bool = True, y_higher: bool = True) -> np.ndarray:
     """Mask of the teams no other team matches or beats on both axes while beating it on one.
 
-    The dominance rule is hw5's (``grader.pareto``), so a front means the same thing everywhere;
+    The dominance rule is hw5's (``grader.checks.pareto``), so a front means the same thing everywhere;
     boards have one point per team, so its pairwise comparison is cheap.
     """
     directions = ["maximize" if x_higher else "minimize", "maximize" if y_higher else "minimize"]

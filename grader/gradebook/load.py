@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from grader.assignment import Assignment, list_assignment_ids, load_assignment
-from grader.gradebook.store import Store
+from grader.config.assignment import Assignment, list_assignment_ids, load_assignment
+from grader.records.store import Store
 from grader.gradebook.table import Gradebook, build_gradebook
-from grader.roster import Roster, default_roster_path, load_roster
+from grader.config.roster import Roster, default_roster_path, load_roster
 
 
 @dataclass

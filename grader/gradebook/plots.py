@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from grader.assignment import Assignment
+from grader.config.assignment import Assignment
 from grader.gradebook.leaderboard import leaderboard
 from grader.gradebook.table import Gradebook
 

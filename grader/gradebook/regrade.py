@@ -27,10 +27,10 @@ from typing import Callable, Iterable
 
 import pandas as pd
 
-from grader.course import RunnerConfig
-from grader.filing import keyed_to_folder
+from grader.config.course import RunnerConfig
+from grader.records.filing import keyed_to_folder
 from grader.gradebook.tasks import Task
-from grader.result import Result
+from grader.contracts.result import Result
 
 SUBMISSIONS = "submissions"
 
@@ -158,8 +158,8 @@ def checkout_submission(repo: Path, task: Task, dest: Path) -> Path:
 def regrade_one(task: Task, repo: Path, assignments: Path | None, runner: RunnerConfig | None = None) -> Outcome:
     """Check the submission out into a temporary folder and grade it there (runs in a worker process),
     in the sandbox ``runner`` names (course.yaml's choice: in CI the same container as the grade job)."""
-    from grader.grading import grade
-    from grader.runner import select_runner, select_service_host
+    from grader.grading.pipeline import grade
+    from grader.sandbox.base import select_runner, select_service_host
 
     runner = runner or RunnerConfig()
 

@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from grader.assignment import Assignment
+from grader.config.assignment import Assignment
 from grader.gradebook.late import assess
-from grader.roster import Roster
+from grader.config.roster import Roster
 
 GRADE_COLUMNS = ["team", "assignment", "run_id", "status", "raw_score", "days_late", "points_lost", "score",
                  "final", "when", "time_source", "deadline", "pr_url", "override_points", "override_reason",

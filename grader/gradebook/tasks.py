@@ -27,8 +27,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from grader.gradebook.ingest import ASSIGNMENT, REPOSITORY, SHA, TEAM, Batch, Rejection
-from grader.result import Result, RunContext
+from grader.records.ingest import ASSIGNMENT, REPOSITORY, SHA, TEAM, Batch, Rejection
+from grader.contracts.result import Result, RunContext
 
 MAX_SHARDS = 256  # GitHub runs at most 256 jobs per matrix
 MAX_TASKS_BYTES = 32 * 1024 * 1024

@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import io
 
-from grader.result import Chart
+from grader.contracts.result import Chart
 
 MARKERS = ["o", "D", "*", "s", "^", "v", "P", "X"]
 SIZES = {"o": 22, "D": 40, "*": 160, "s": 40, "^": 40, "v": 40, "P": 40, "X": 40}

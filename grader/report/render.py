@@ -13,11 +13,11 @@ from pathlib import Path
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup
 
-from grader.observations import Estimate
+from grader.contracts.observations import Estimate
 from grader.report import machine
 from grader.report.charts import chart_data_uri
 from grader.report.escape import marker_value, md
-from grader.result import CheckStatus, Result
+from grader.contracts.result import CheckStatus, Result
 
 STATUS_ICON = {
     CheckStatus.PASS: "✅", CheckStatus.PARTIAL: "🟡", CheckStatus.FAIL: "❌",
