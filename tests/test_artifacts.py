@@ -19,8 +19,8 @@ import onnx
 import pytest
 import torch
 
-from grader.intake.artifacts import resolve_inside, sniff, vet_model, vet_pt2
 from grader.errors import SubmissionError
+from grader.intake.artifacts import resolve_inside, sniff, vet_model, vet_pt2
 from tests.builders import TinyCNN, export
 
 EXAMPLE = (torch.zeros(1, 1, 8, 8),)

@@ -14,16 +14,16 @@ from grader.worker.measure import (
     accuracy,
     gzip_size,
     kl_divergence,
+    max_abs_error,
     median_estimate,
     output_parity,
-    time_single,
-    max_abs_error,
     peak_rss_mb,
     ratio_estimate,
     reset_peak_rss,
     rss_mb,
     snr_db,
     time_interleaved,
+    time_single,
     top1_agreement,
 )
 

@@ -29,8 +29,11 @@ def dominates(a: Point, b: Point, directions: Sequence[str]) -> bool:
 
 def pareto_front(points: Mapping[int, Point], directions: Sequence[str]) -> list[int]:
     """Keys of the points no other point dominates, in key order."""
-    return [k for k, p in sorted(points.items())
-            if not any(dominates(q, p, directions) for j, q in points.items() if j != k)]
+    return [
+        k
+        for k, p in sorted(points.items())
+        if not any(dominates(q, p, directions) for j, q in points.items() if j != k)
+    ]
 
 
 def give_benefit(point: Point, tolerances: Sequence[float], directions: Sequence[str]) -> list[float]:
@@ -38,8 +41,9 @@ def give_benefit(point: Point, tolerances: Sequence[float], directions: Sequence
     return [v + t if d == "maximize" else v - t for v, t, d in zip(point, tolerances, directions)]
 
 
-def dominators(point: Point, tolerances: Sequence[float], points: Mapping[int, Point],
-               directions: Sequence[str]) -> list[int]:
+def dominators(
+    point: Point, tolerances: Sequence[float], points: Mapping[int, Point], directions: Sequence[str]
+) -> list[int]:
     """Keys of the logged points that dominate ``point`` even after it gets its tolerance."""
     helped = give_benefit(point, tolerances, directions)
     return [k for k, p in sorted(points.items()) if dominates(p, helped, directions)]

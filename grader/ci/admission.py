@@ -14,9 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
-
 from grader.config.roster import Roster
+from grader.contracts.base import Strict
 
 SUBMISSIONS = "submissions"
 SHOWN_PATHS = 20  # a refusal lists this many offending paths, then "and N more"
@@ -24,10 +23,6 @@ GATES = ("none", "first-time", "all")
 FIRST_TIME = {"FIRST_TIMER", "FIRST_TIME_CONTRIBUTOR"}
 ENVIRONMENT = "grading"
 APPROVAL_ENVIRONMENT = "grading-approval"
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class PolicyLimits(Strict):
@@ -108,42 +103,84 @@ def submission_folder(path: str) -> tuple[str, str] | None:
     return parts[1], parts[2]
 
 
-def check_changes(author: str, changed: list[ChangedFile], changed_count: int, roster: Roster,
-                  assignment_ids: list[str], limits: PolicyLimits) -> tuple[tuple[str, str] | None, list[Refusal]]:
+def check_changes(
+    author: str,
+    changed: list[ChangedFile],
+    changed_count: int,
+    roster: Roster,
+    assignment_ids: list[str],
+    limits: PolicyLimits,
+) -> tuple[tuple[str, str] | None, list[Refusal]]:
     """The folder this PR submits, or the reasons it may not be graded (from the changed-file list)."""
     teams = roster.teams_of(author)
     if changed_count > limits.max_changed_files:
-        return None, [refusal("too-many-changes", f"This pull request changes {changed_count} files; a submission "
-                              f"may change at most {limits.max_changed_files}. Open a PR with only your submission folder.")]
+        return None, [
+            refusal(
+                "too-many-changes",
+                f"This pull request changes {changed_count} files; a submission "
+                f"may change at most {limits.max_changed_files}. Open a PR with only your submission folder.",
+            )
+        ]
     if not teams:
-        return None, [refusal("not-on-roster", f"The GitHub account {author} is not on the course roster "
-                              "(roster.yaml on the base branch), so there is no team to grade. Ask course staff to "
-                              "add you; a pull request cannot change the roster.")]
+        return None, [
+            refusal(
+                "not-on-roster",
+                f"The GitHub account {author} is not on the course roster "
+                "(roster.yaml on the base branch), so there is no team to grade. Ask course staff to "
+                "add you; a pull request cannot change the roster.",
+            )
+        ]
     paths = [p for f in changed for p in (f.path, f.previous_path) if p]
     outside = [p for p in paths if submission_folder(p) is None]
     folders = {folder for p in paths if (folder := submission_folder(p))}
     refusals = []
     if outside:
-        refusals.append(refusal("outside-submissions", "This pull request changes files outside "
-                                "submissions/<team>/<assignment>/. The grader, workflows, roster and assignments "
-                                "come from the base branch and only course staff change them: remove these "
-                                "changes from the PR.", outside))
+        refusals.append(
+            refusal(
+                "outside-submissions",
+                "This pull request changes files outside "
+                "submissions/<team>/<assignment>/. The grader, workflows, roster and assignments "
+                "come from the base branch and only course staff change them: remove these "
+                "changes from the PR.",
+                outside,
+            )
+        )
     others = sorted({team for team, _ in folders if team not in teams})
     if others:
-        refusals.append(refusal("other-team", f"This pull request changes the folder of team(s) {', '.join(others)}, "
-                                f"but the roster lists {author} only in: {', '.join(teams)}. Change only your own "
-                                "team's folder.", [p for p in paths if (submission_folder(p) or ("",))[0] in others]))
+        refusals.append(
+            refusal(
+                "other-team",
+                f"This pull request changes the folder of team(s) {', '.join(others)}, "
+                f"but the roster lists {author} only in: {', '.join(teams)}. Change only your own "
+                "team's folder.",
+                [p for p in paths if (submission_folder(p) or ("",))[0] in others],
+            )
+        )
     unknown = sorted({a for t, a in folders if t in teams and a not in assignment_ids})
     if unknown:
-        refusals.append(refusal("unknown-assignment", f"There is no assignment {', '.join(unknown)}. Name the folder "
-                                f"after one of: {', '.join(assignment_ids) or 'none'}."))
+        refusals.append(
+            refusal(
+                "unknown-assignment",
+                f"There is no assignment {', '.join(unknown)}. Name the folder "
+                f"after one of: {', '.join(assignment_ids) or 'none'}.",
+            )
+        )
     own = {(team, assignment) for team, assignment in folders if team in teams}
     if len(own) > 1:
-        refusals.append(refusal("one-folder", "This pull request changes several submission folders; open one "
-                                "pull request per assignment.", [f"{SUBMISSIONS}/{t}/{a}" for t, a in own]))
+        refusals.append(
+            refusal(
+                "one-folder",
+                "This pull request changes several submission folders; open one pull request per assignment.",
+                [f"{SUBMISSIONS}/{t}/{a}" for t, a in own],
+            )
+        )
     if not folders and not refusals:
-        refusals.append(refusal("nothing-to-grade", "This pull request changes no submission folder. Add your work "
-                                "under submissions/<team>/<assignment>/."))
+        refusals.append(
+            refusal(
+                "nothing-to-grade",
+                "This pull request changes no submission folder. Add your work under submissions/<team>/<assignment>/.",
+            )
+        )
     if refusals:
         return None, refusals
     return next(iter(folders)), []
@@ -153,11 +190,20 @@ def check_tree(folder: str, tree: FolderTree | None, limits: PolicyLimits) -> li
     """Refusals for the submission folder as it stands at the head commit (``None``: it does not exist)."""
     entries = tree.entries if tree else []
     if not entries:
-        return [refusal("nothing-to-grade", f"At this commit {folder}/ holds no files (was it deleted?); there is "
-                        "nothing to grade.")]
+        return [
+            refusal(
+                "nothing-to-grade",
+                f"At this commit {folder}/ holds no files (was it deleted?); there is nothing to grade.",
+            )
+        ]
     if tree.truncated:
-        return [refusal("too-many-files", f"{folder}/ holds so many files that GitHub cannot list them; keep only "
-                        "the files submission.yaml names.")]
+        return [
+            refusal(
+                "too-many-files",
+                f"{folder}/ holds so many files that GitHub cannot list them; keep only "
+                "the files submission.yaml names.",
+            )
+        ]
     where = [f"{folder}/{e.path}" for e in entries]
     refusals = []
     links = [w for w, e in zip(where, entries) if e.kind == "symlink"]
@@ -168,15 +214,24 @@ def check_tree(folder: str, tree: FolderTree | None, limits: PolicyLimits) -> li
         refusals.append(refusal("submodule", "Git submodules are not accepted; commit the files themselves.", modules))
     files = [(w, e) for w, e in zip(where, entries) if e.kind == "file"]
     if len(files) > limits.max_files:
-        refusals.append(refusal("too-many-files", f"The folder holds {len(files)} files; at most {limits.max_files} "
-                                "are accepted. Keep only the files submission.yaml names."))
+        refusals.append(
+            refusal(
+                "too-many-files",
+                f"The folder holds {len(files)} files; at most {limits.max_files} "
+                "are accepted. Keep only the files submission.yaml names.",
+            )
+        )
     big = [w for w, e in files if e.size > limits.max_file_mb * 2**20]
     if big:
         refusals.append(refusal("file-too-big", f"Files larger than {limits.max_file_mb:g} MB are not accepted.", big))
     total = sum(e.size for _, e in files)
     if total > limits.max_total_mb * 2**20:
-        refusals.append(refusal("folder-too-big", f"The folder holds {total / 2**20:.0f} MB; at most "
-                                f"{limits.max_total_mb:g} MB are accepted."))
+        refusals.append(
+            refusal(
+                "folder-too-big",
+                f"The folder holds {total / 2**20:.0f} MB; at most {limits.max_total_mb:g} MB are accepted.",
+            )
+        )
     return refusals
 
 

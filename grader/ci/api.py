@@ -89,4 +89,3 @@ def _kind(type_: str, mode: str) -> str:
     if mode == "120000":
         return "symlink"
     return "file"
-

@@ -16,12 +16,13 @@ from __future__ import annotations
 import io
 import re
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any
 
+from grader.contracts.result import Result
 from grader.records.ingest import Batch, InvalidResult, Rejection, parse_result
 from grader.report import machine
-from grader.contracts.result import Result
 
 DEFAULT_BOT = "github-actions[bot]"
 DEFAULT_ARTIFACT = "result"  # grade.yml uploads result-<team>-<assignment> (see artifact_name)
@@ -39,7 +40,7 @@ class Source:
     artifact_name: str = DEFAULT_ARTIFACT
 
 
-def client(source: Source):
+def client(source: Source) -> Any:
     from github import Auth, Github
 
     auth = Auth.Token(source.token) if source.token else None
@@ -84,7 +85,7 @@ def from_artifacts(source: Source) -> Batch:
     return batch
 
 
-def artifact_results(gh, artifact, repository: str) -> list[Result]:
+def artifact_results(gh: Any, artifact: Any, repository: str) -> list[Result]:
     """Every ``result.json`` in one artifact, validated as hostile input.
 
     Raises ``InvalidResult`` (or ``BadZipFile`` / ``OSError``) for an artifact that is too big,
@@ -115,7 +116,7 @@ def named(name: str, prefix: str) -> bool:
     return name == prefix or name.startswith(prefix + "-")
 
 
-def _download(gh, url: str) -> bytes:
+def _download(gh: Any, url: str) -> bytes:
     """The artifact zip, through PyGithub's requester (which follows GitHub's redirect), capped."""
     _, _, chunks = gh.requester.getStream(url, chunk_size=65536)
     buffer = io.BytesIO()

@@ -10,27 +10,34 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from grader.config.paths import assignments_root, references_root  # noqa: F401  (re-exported)
-from grader.errors import ConfigError, SubmissionError
 from grader.config.policy import Leaderboard, Policy
 from grader.config.scoring import ScoreFormula
+from grader.contracts.base import Strict
+from grader.contracts.job import (  # noqa: F401  (re-exported: part of assignment.yaml)
+    DerivedSpec,
+    HeldoutSpec,
+    Limits,
+    MeasureSpec,
+    Pair,
+    ProbeSpec,
+    TimingSpec,
+)
+from grader.errors import ConfigError, SubmissionError
 
 ASSIGNMENT_FILE = "assignment.yaml"
 # libyaml's safe loader when PyYAML has it (same rules, ~10x faster: the gradebook reads every file)
 SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
 class ModelSlot(Strict):
     description: str = ""
     required: bool = True
     formats: list[Literal["onnx", "torchscript", "pt2", "safetensors"]] | None = Field(
-        None, description="formats this role accepts (default: any the grader reads)")
+        None, description="formats this role accepts (default: any the grader reads)"
+    )
 
 
 class ReferenceModel(Strict):
@@ -39,77 +46,6 @@ class ReferenceModel(Strict):
     path: str = Field(description="relative to the references folder ($GRADER_REFERENCES or reference/)")
     architecture: str | None = None
     description: str = ""
-
-
-class Limits(Strict):
-    wall_time_s: float = 180
-    memory_mb: int = 4096
-    model_file_mb: int = 512
-    inputs_file_mb: int = 256
-    search_log_mb: int = 16
-
-
-class TimingSpec(Strict):
-    """Interleaved timing: rounds of A B A B within ``budget_s``, after ``warmup`` calls each."""
-
-    threads: int = 1
-    batch_sizes: list[int] = [1, 64]
-    warmup: int = 3
-    budget_s: float = 20.0
-    min_rounds: int = 7
-    max_rounds: int = 400
-
-
-class Pair(Strict):
-    """Compare ``candidate``'s outputs with ``reference``'s (and time them interleaved).
-
-    ``atol`` / ``rtol`` set the per-output parity tolerance (``np.allclose`` semantics); every
-    pair reports it, checks decide whether it matters.
-    """
-
-    reference: str
-    candidate: str
-    atol: float = 1e-4
-    rtol: float = 1e-3
-    timed: bool = True
-
-
-class ProbeSpec(Strict):
-    """Run the first ``batch_size`` samples one at a time and as one batch, for these roles."""
-
-    roles: list[str]
-    batch_size: int = Field(8, ge=2, le=256)
-    atol: float = 1e-4
-    rtol: float = 1e-3
-
-
-class HeldoutSpec(Strict):
-    """Accuracy of ``roles`` on the course's labelled data (``inputs`` under the references folder)."""
-
-    inputs: str
-    roles: list[str]
-
-
-class DerivedSpec(Strict):
-    """A model the grader builds on the grading machine from a submitted one (engines do not travel)."""
-
-    role: str
-    source: str
-    runtime: Literal["tensorrt"]
-    claim: str | None = Field(None, description="built only when the submission claims this key as true")
-    max_batch: int = Field(256, ge=1)
-    workspace_mb: int = Field(2048, ge=64)
-
-
-class MeasureSpec(Strict):
-    compare: list[Pair] = []
-    timing: TimingSpec = TimingSpec()
-    solo: list[str] = Field([], description="roles timed alone at every timing batch size")
-    probe: ProbeSpec | None = None
-    heldout: HeldoutSpec | None = None
-    derived: list[DerivedSpec] = []
-    fidelity_batch_size: int = 256
-    max_samples: int = 4096
 
 
 class ServiceSpec(Strict):
@@ -122,8 +58,11 @@ class ServiceSpec(Strict):
     corpus: str = Field(description="public request corpus (.npz with 'input', optional 'labels')")
     reference_command: list[str] = Field(description="command of the course's reference service")
     reference_folder: str
-    reference_files: list[str] = Field([], description="course files placed next to the reference service's "
-                                                      "own files when it runs in a container (its model)")
+    reference_files: list[str] = Field(
+        [],
+        description="course files placed next to the reference service's "
+        "own files when it runs in a container (its model)",
+    )
     startup_s: float = 60
     warmup_s: float = 2
     levels: list[int] = [1, 4, 16]
@@ -140,8 +79,11 @@ class ObjectiveSpec(Strict):
     direction: Literal["maximize", "minimize"]
     tolerance: float = Field(0.0, ge=0, description="absolute agreement allowed between logged and measured")
     relative_tolerance: float = Field(0.0, ge=0, description="relative agreement allowed (of the measured value)")
-    hardware_dependent: bool = Field(False, description="e.g. latency: logged on the student's machine, "
-                                                        "so shown next to the measured value but not compared")
+    hardware_dependent: bool = Field(
+        False,
+        description="e.g. latency: logged on the student's machine, "
+        "so shown next to the measured value but not compared",
+    )
 
 
 class SearchSpec(Strict):
@@ -191,7 +133,7 @@ class Assignment(Strict):
     max_runs_per_day: int | None = Field(None, ge=1, description="graded runs per team per UTC day (needs a store)")
 
     @model_validator(mode="after")
-    def _consistent(self) -> "Assignment":
+    def _consistent(self) -> Assignment:
         clash = set(self.models) & set(self.references)
         if clash:
             raise ValueError(f"references reuse model roles {sorted(clash)}")

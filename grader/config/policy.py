@@ -8,17 +8,18 @@ deadline must be unambiguous: either an ISO time with a UTC offset, or a local t
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from grader.contracts.base import Strict
+from grader.errors import SubmissionError
 
 SECONDS_PER_DAY = 86_400
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class LateRule(Strict):
@@ -42,8 +43,11 @@ class Leaderboard(Strict):
 
     x: Axis
     y: Axis
-    ranked_if: list[str] = Field([], description="checks an entry must pass to be ranked, besides the gate checks "
-                                                 "(the service track: correct answers)")
+    ranked_if: list[str] = Field(
+        [],
+        description="checks an entry must pass to be ranked, besides the gate checks "
+        "(the service track: correct answers)",
+    )
 
 
 class Policy(Strict):
@@ -51,7 +55,8 @@ class Policy(Strict):
     timezone: str | None = Field(None, description="IANA zone for a deadline written without a UTC offset")
     late: LateRule = LateRule()
     counts: Literal["best", "last"] = Field(
-        "best", description="best: the highest score after late penalties; last: the latest run before the cutoff")
+        "best", description="best: the highest score after late penalties; last: the latest run before the cutoff"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -82,3 +87,60 @@ class Policy(Strict):
 
     def deadline_utc(self) -> datetime | None:
         return self.deadline.astimezone(timezone.utc) if self.deadline else None
+
+
+# --------------------------------------------------------------------------- runs per day
+# At most N graded runs per team, assignment and UTC day (the final project's ``max_runs_per_day``),
+# so a team cannot tune against the held-out set by submitting all day. The same rule counts in
+# two places: ``grader check --store`` from the results store (``grader.records.runlimit``), and
+# the CI policy job from the grading workflow's result artifacts (``grader.ci.runcount``). A run
+# counts once per commit: grading the same commit again (a re-run, a regrade) is not charged a
+# second time, and the commit being decided is never counted against itself.
+
+
+@dataclass(frozen=True)
+class GradedRun:
+    """The facts of one stored or published grading that the limit needs."""
+
+    team: str
+    assignment: str
+    status: str
+    event_time: datetime | None
+    head_sha: str | None
+    run_key: str  # tells runs apart when there is no commit SHA
+
+
+def utc_day(moment: datetime) -> tuple[datetime, datetime]:
+    start = moment.astimezone(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+    return start, start + timedelta(days=1)
+
+
+def count_graded(
+    runs: Iterable[GradedRun], team: str, assignment: str, moment: datetime, exclude_sha: str | None = None
+) -> int:
+    """Distinct graded commits of (team, assignment) whose GitHub event fell on ``moment``'s UTC day."""
+    start, end = utc_day(moment)
+    commits = {
+        run.head_sha or run.run_key
+        for run in runs
+        if run.team == team
+        and run.assignment == assignment
+        and run.status == "graded"
+        and run.event_time is not None
+        and start <= run.event_time < end
+        and (exclude_sha is None or run.head_sha != exclude_sha)
+    }
+    return len(commits)
+
+
+def limit_reached(team: str, assignment: str, used: int, limit: int, moment: datetime) -> SubmissionError | None:
+    """The refusal for a run over the limit, or None when it may be graded."""
+    if used < limit:
+        return None
+    tomorrow = (moment.astimezone(timezone.utc) + timedelta(days=1)).strftime("%Y-%m-%d")
+    return SubmissionError(
+        f"team {team} already has {used} graded run(s) of {assignment} today (limit {limit} per UTC day); "
+        "this run was not graded.",
+        f"Push again after {tomorrow} 00:00 UTC; until then test locally with grader check on the public split.",
+        kind="limit",
+    )

@@ -11,19 +11,15 @@ from pathlib import Path
 from typing import Annotated
 
 import yaml
-from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
+from pydantic import ConfigDict, StringConstraints, ValidationError
 
 from grader.config.paths import REPO_ROOT
+from grader.contracts.base import GitHubLogin, Strict, TeamName
 from grader.errors import ConfigError
-from grader.intake.manifest import GitHubLogin, TeamName
 
 ROSTER_FILE = "roster.yaml"
 # libyaml's safe loader when PyYAML has it (same rules, ~10x faster: the gradebook reads every file)
 SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class Member(Strict):

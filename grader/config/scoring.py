@@ -10,25 +10,21 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from grader.contracts.base import Strict
+from grader.contracts.figures import SCORE_FIGURE  # noqa: F401  (the figure this formula fills)
 from grader.contracts.observations import Estimate
 
-SCORE_FIGURE = "leaderboard.score"
 
-
-class Term(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class Term(Strict):
     metric: str = Field(description="a figure name, e.g. candidate_vs_reference.speedup_b64")
     weight: float
     transform: Literal["log2", "linear"] = Field("log2", description="log2: doubling a ratio adds `weight`")
     label: str = ""
 
 
-class ScoreFormula(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ScoreFormula(Strict):
     terms: list[Term] = Field(min_length=1)
 
     def describe(self) -> str:

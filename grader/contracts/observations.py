@@ -9,15 +9,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field, field_validator
 
-from grader.worker.searchlog import SearchLogObservation
+from grader.contracts.base import Strict
+from grader.contracts.problem import Problem
+from grader.contracts.searchlog import SearchLogObservation
 
-
-class Strict(BaseModel):
-    """Unknown fields are an error: the host must not silently accept what it did not ask for."""
-
-    model_config = ConfigDict(extra="forbid")
+# what a worker (or a sandbox on its behalf) may report as the reason it stopped
+WORKER_PROBLEM_KINDS = frozenset({"format", "load", "run", "time_limit", "memory_limit", "input"})
 
 
 class Estimate(Strict):
@@ -27,6 +26,9 @@ class Estimate(Strict):
     low: float | None = None
     high: float | None = None
     unit: str = ""
+
+
+PALETTE_MAX = 256  # above this many distinct values a codebook saves nothing over int8
 
 
 class TensorEvidence(Strict):
@@ -42,8 +44,10 @@ class TensorEvidence(Strict):
     near_zeros: int = Field(0, description="not zero but within 1e-6 of the tensor's largest magnitude")
     distinct: int = Field(description="distinct stored values, counted exactly (-1: tensor too large to count)")
     distinct_within_noise: int | None = Field(
-        None, description="distinct values once values closer than 1e-5 of the largest magnitude are merged; "
-                          "diagnostic only, never used to pass a check")
+        None,
+        description="distinct values once values closer than 1e-5 of the largest magnitude are merged; "
+        "diagnostic only, never used to pass a check",
+    )
     quantized: bool = Field(description="stored as an integer of <= 8 bits and dequantized by the graph")
     prunable: bool = Field(description="a conv / linear / matmul weight")
 
@@ -87,8 +91,9 @@ class ModelObservation(Strict):
     load_s: float | None = None
     peak_rss_mb: float | None = Field(None, description="resident memory added by loading and one batch")
     accuracy: float | None = None
-    macs_per_sample: int | None = Field(None, description="multiply-accumulates of one batch-1 inference "
-                                                          "(conv / matmul / gemm; FLOPs = 2 x MACs)")
+    macs_per_sample: int | None = Field(
+        None, description="multiply-accumulates of one batch-1 inference (conv / matmul / gemm; FLOPs = 2 x MACs)"
+    )
     macs_note: str = Field("", max_length=1000, description="how MACs were counted, or why they could not be")
     trusted: bool = Field(False, description="a course reference model, not a file from the submission")
 
@@ -183,15 +188,6 @@ class DerivedStatus(Strict):
     build_s: float | None = None
 
 
-class Failure(Strict):
-    """Why the worker could not finish; always something the student can act on."""
-
-    kind: Literal["format", "load", "run", "time_limit", "memory_limit", "input"]
-    role: str | None = None
-    message: str = Field(max_length=4000)
-    hint: str = Field("", max_length=2000)
-
-
 class Environment(Strict):
     cpu: str = ""
     cores: int | None = None
@@ -217,4 +213,16 @@ class Observations(Strict):
     unavailable: dict[str, str] = Field({}, description="trusted reference models that could not run, and why")
     search_log: SearchLogObservation | None = None
     environment: Environment = Environment()
-    failure: Failure | None = None
+    failure: Problem | None = Field(None, description="what stopped the worker, phrased for the student")
+
+    @field_validator("failure")
+    @classmethod
+    def _bounded(cls, failure: Problem | None) -> Problem | None:
+        """The worker's account of a failure goes into a report: only known kinds, bounded text."""
+        if failure is None:
+            return None
+        if failure.kind not in WORKER_PROBLEM_KINDS:
+            raise ValueError(f"unknown failure kind {failure.kind!r}")
+        if len(failure.message) > 4000 or len(failure.hint) > 2000 or len(failure.field or "") > 128:
+            raise ValueError("failure text is longer than allowed")
+        return failure

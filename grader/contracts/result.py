@@ -13,9 +13,11 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
+from grader.contracts.base import Strict
 from grader.contracts.observations import Environment, Estimate
+from grader.contracts.problem import Problem  # noqa: F401  (part of the result)
 
 SCHEMA_VERSION = 1
 
@@ -26,10 +28,6 @@ class CheckStatus(str, Enum):
     FAIL = "fail"
     SKIPPED = "skipped"
     ERROR = "error"
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class ChartPoint(Strict):
@@ -63,8 +61,11 @@ class CheckResult(Strict):
     evidence: dict[str, Any] = {}
     gate: bool = False
     bonus: bool = Field(False, description="extra credit: points add to score, max_points not to max_score")
-    pending: bool = Field(False, description="could not run on this machine (e.g. needs a GPU): skipped, and its "
-                                             "points count neither for nor against; the grading runner decides")
+    pending: bool = Field(
+        False,
+        description="could not run on this machine (e.g. needs a GPU): skipped, and its "
+        "points count neither for nor against; the grading runner decides",
+    )
     chart: Chart | None = None
 
 
@@ -81,16 +82,6 @@ class SubmissionRef(Strict):
     claims: dict[str, Any] = {}
     reported: dict[str, Any] = {}
     notes: str = ""
-
-
-class Problem(Strict):
-    """Why a submission was rejected, or (in a graded result) what cost it points and how to fix
-    that, phrased for the student."""
-
-    kind: str
-    message: str
-    hint: str = ""
-    field: str | None = None
 
 
 class GraderRef(Strict):
@@ -132,7 +123,7 @@ class Result(Strict):
         return self.model_dump_json(by_alias=True, indent=2)
 
     @classmethod
-    def load(cls, path: Path) -> "Result":
+    def load(cls, path: Path) -> Result:
         return cls.model_validate_json(Path(path).read_text(encoding="utf-8"))
 
 

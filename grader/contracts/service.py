@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from grader.contracts.base import Strict
+
 PROCESS_PATH = "/process"
 HEALTH_PATH = "/health"
 SOCKET_ENV = "GRADER_SOCKET"
 
 
-class ProcessRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ProcessRequest(Strict):
     id: str = Field(max_length=64)
     input: list
 

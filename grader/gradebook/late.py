@@ -36,5 +36,10 @@ def assess(when: pd.Series, deadline: pd.Series, score: pd.Series, max_score: pd
     fraction = np.minimum(rule.cap, rule.per_day * days)
     basis = score if rule.basis == "score" else max_score
     lost = (fraction * basis).clip(upper=score).round(2)
-    return Lateness(seconds_late=seconds, days_late=days, past_cutoff=past_cutoff.astype(bool),
-                    points_lost=lost, final=(score - lost).round(2))
+    return Lateness(
+        seconds_late=seconds,
+        days_late=days,
+        past_cutoff=past_cutoff.astype(bool),
+        points_lost=lost,
+        final=(score - lost).round(2),
+    )

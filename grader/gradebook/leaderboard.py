@@ -32,10 +32,19 @@ def leaderboard(book: Gradebook, assignment: Assignment) -> pd.DataFrame:
         return pd.DataFrame(columns=LEADERBOARD_COLUMNS)
     counted = book.runs[(book.runs["assignment"] == assignment.id) & book.runs["counted"]]
     metrics = metrics_of(counted)
-    board = pd.DataFrame({
-        "team": counted["team"], "x": metrics.map(lambda m: m.get(spec.x.metric)),
-        "y": metrics.map(lambda m: m.get(spec.y.metric)), "score": counted["final"], "run_id": counted["id"],
-    }).dropna(subset=["x", "y"]).astype({"x": float, "y": float})
+    board = (
+        pd.DataFrame(
+            {
+                "team": counted["team"],
+                "x": metrics.map(lambda m: m.get(spec.x.metric)),
+                "y": metrics.map(lambda m: m.get(spec.y.metric)),
+                "score": counted["final"],
+                "run_id": counted["id"],
+            }
+        )
+        .dropna(subset=["x", "y"])
+        .astype({"x": float, "y": float})
+    )
     front = pareto_front(board["x"].to_numpy(), board["y"].to_numpy(), spec.x.higher_is_better, spec.y.higher_is_better)
     board["on_front"] = pd.Series(front, index=board.index, dtype=bool)
     board = board.sort_values("y", ascending=not spec.y.higher_is_better, kind="stable")

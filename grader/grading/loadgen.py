@@ -18,8 +18,8 @@ import aiohttp
 import numpy as np
 from pydantic import ValidationError
 
-from grader.grading.corpus import Item
 from grader.contracts.service import HEALTH_PATH, PROCESS_PATH, ProcessResponse
+from grader.grading.corpus import Item
 
 MAX_RESPONSE_BYTES = 64 * 1024
 
@@ -61,11 +61,20 @@ class LevelStats:
         return self.ok / self.answered if self.answered else None
 
     @classmethod
-    def combined(cls, parts: list["LevelStats"]) -> "LevelStats":
+    def combined(cls, parts: list[LevelStats]) -> LevelStats:
         """Slices of one level (measured interleaved with another service) as one level."""
         total = cls(parts[0].concurrency)
         for part in parts:
-            for name in ("duration_s", "ok", "wrong", "malformed", "http_errors", "failed", "correct_labels", "labelled"):
+            for name in (
+                "duration_s",
+                "ok",
+                "wrong",
+                "malformed",
+                "http_errors",
+                "failed",
+                "correct_labels",
+                "labelled",
+            ):
                 setattr(total, name, getattr(total, name) + getattr(part, name))
             total.latencies_s.extend(part.latencies_s)
         return total
@@ -81,8 +90,12 @@ def _connector(socket_path: Path) -> aiohttp.UnixConnector:
 async def _one(session: aiohttp.ClientSession, item: Item, stats: LevelStats, timeout: aiohttp.ClientTimeout) -> None:
     started = time.perf_counter()
     try:
-        async with session.post(f"http://service{PROCESS_PATH}", data=item.body, timeout=timeout,
-                                headers={"Content-Type": "application/json"}) as response:
+        async with session.post(
+            f"http://service{PROCESS_PATH}",
+            data=item.body,
+            timeout=timeout,
+            headers={"Content-Type": "application/json"},
+        ) as response:
             raw = await response.content.read(MAX_RESPONSE_BYTES + 1)
             status = response.status
     except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
@@ -111,8 +124,9 @@ async def _one(session: aiohttp.ClientSession, item: Item, stats: LevelStats, ti
         stats.correct_labels += int(answer.label == item.label)
 
 
-async def _drive(socket_path: Path, corpus: list[Item], concurrency: int, duration_s: float,
-                 request_timeout_s: float) -> LevelStats:
+async def _drive(
+    socket_path: Path, corpus: list[Item], concurrency: int, duration_s: float, request_timeout_s: float
+) -> LevelStats:
     stats = LevelStats(concurrency)
     items = itertools.cycle(corpus)
     timeout = aiohttp.ClientTimeout(total=request_timeout_s)
@@ -129,8 +143,9 @@ async def _drive(socket_path: Path, corpus: list[Item], concurrency: int, durati
     return stats
 
 
-def run_level(socket_path: Path, corpus: list[Item], concurrency: int, duration_s: float,
-              request_timeout_s: float = 5.0) -> LevelStats:
+def run_level(
+    socket_path: Path, corpus: list[Item], concurrency: int, duration_s: float, request_timeout_s: float = 5.0
+) -> LevelStats:
     """Closed-loop load: ``concurrency`` users each sending the next request when the last returns."""
     return asyncio.run(_drive(socket_path, corpus, concurrency, duration_s, request_timeout_s))
 

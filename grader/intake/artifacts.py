@@ -16,6 +16,7 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from grader.contracts.job import FileRef, Folder
 from grader.errors import SubmissionError
 
 SAFE_FORMATS_HINT = (
@@ -39,6 +40,11 @@ class Artifact:
     sha256: str
     architecture: str | None = None
     extra_files: dict[str, str] = field(default_factory=dict)  # relpath -> sha256 (ONNX external data)
+    folder: Folder = "submission"  # the folder it lies in, as the worker's job names it
+
+    @property
+    def ref(self) -> FileRef:
+        return FileRef(folder=self.folder, path=PurePosixPath(self.relpath.replace("\\", "/")).as_posix())
 
 
 def resolve_inside(root: Path, relpath: str, what: str) -> Path:
@@ -117,9 +123,7 @@ def sniff(path: Path, relpath: str, what: str) -> str:
         return "onnx"
     if path.suffix.lower() in {".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin", ".joblib"}:
         raise _refuse_pickle(relpath, what)
-    raise SubmissionError(
-        f"{what} '{relpath}' is not a format the grader can read.", SAFE_FORMATS_HINT, kind="format"
-    )
+    raise SubmissionError(f"{what} '{relpath}' is not a format the grader can read.", SAFE_FORMATS_HINT, kind="format")
 
 
 def _looks_like_safetensors(path: Path, head: bytes) -> bool:
@@ -232,7 +236,9 @@ def _all_tensors(model):  # noqa: ANN001, ANN202 - onnx types are imported lazil
     return _get_all_tensors(model)
 
 
-def vet_model(root: Path, role: str, relpath: str, architecture: str | None, limit_mb: int) -> Artifact:
+def vet_model(
+    root: Path, role: str, relpath: str, architecture: str | None, limit_mb: int, folder: Folder = "submission"
+) -> Artifact:
     """Everything the host can prove about a model file without running anything."""
     what = f"model '{role}'"
     path = resolve_inside(root, relpath, what)
@@ -254,7 +260,7 @@ def vet_model(root: Path, role: str, relpath: str, architecture: str | None, lim
             "architecture: digits-cnn}.",
             kind="manifest",
         )
-    return Artifact(role, path, relpath, fmt, path.stat().st_size, sha256_file(path), architecture, extra)
+    return Artifact(role, path, relpath, fmt, path.stat().st_size, sha256_file(path), architecture, extra, folder)
 
 
 def vet_inputs(root: Path, relpath: str, limit_mb: int) -> Artifact:

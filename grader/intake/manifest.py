@@ -8,25 +8,20 @@ and says how to fix it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Union
+from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
+from pydantic import ConfigDict, Field, StringConstraints, ValidationError, field_validator
 
+from grader.contracts.base import AssignmentId, GitHubLogin, Strict, TeamName
+from grader.contracts.problem import Problem
 from grader.errors import SubmissionError
 
 MANIFEST_NAME = "submission.yaml"
 MAX_MANIFEST_BYTES = 64 * 1024
 
-TeamName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]+(-[a-z0-9]+)*$", max_length=39)]
-GitHubLogin = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9]+(-[A-Za-z0-9]+)*$", max_length=39)]
-AssignmentId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")]
 RelPath = Annotated[str, StringConstraints(min_length=1, max_length=255)]
-ClaimValue = Union[bool, int, float, Annotated[str, StringConstraints(max_length=200)]]
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+ClaimValue = bool | int | float | Annotated[str, StringConstraints(max_length=200)]
 
 
 class ModelRef(Strict):
@@ -121,17 +116,10 @@ def parse_manifest(text: str) -> Submission:
     try:
         return Submission.model_validate(data)
     except ValidationError as exc:
-        problems = [_describe(err) for err in exc.errors()]
-        raise ManifestError(problems) from None
-
-
-class ManifestError(SubmissionError):
-    """Several field errors at once, so the student fixes them in one round trip."""
-
-    def __init__(self, problems: list[tuple[str, str]]) -> None:
-        self.problems = problems
-        summary = "; ".join(msg for _, msg in problems)
-        super().__init__(f"{MANIFEST_NAME} is invalid: {summary}", "", kind="manifest")
+        problems = [
+            Problem(kind="manifest", field=field, message=message) for field, message in map(_describe, exc.errors())
+        ]
+        raise SubmissionError.of(problems) from None
 
 
 def load_manifest(submission_dir: Path) -> Submission:

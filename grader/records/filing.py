@@ -25,12 +25,32 @@ def keyed_to_folder(result: Result, team: str, assignment: str) -> Result:
     ref = AssignmentRef(id=assignment, version=result.assignment.version)
     if result.status != "graded":
         return result.model_copy(update={"submission": submission, "assignment": ref})
-    problem = Problem(kind="manifest", field="team",
-                      message=f"submission.yaml says team '{result.submission.team}' and assignment "
-                              f"'{result.assignment.id}', but the folder is submissions/{team}/{assignment}/.",
-                      hint="Make 'team' and 'assignment' in submission.yaml match the folder names.")
-    checks = [c.model_copy(update={"status": CheckStatus.SKIPPED, "points": 0.0, "evidence": {},
-                                   "message": "Not graded: submission.yaml does not match its folder."})
-              for c in result.checks]
-    return result.model_copy(update={"status": "rejected", "score": 0.0, "checks": checks, "problems": [problem],
-                                     "metrics": {}, "submission": submission, "assignment": ref})
+    problem = Problem(
+        kind="manifest",
+        field="team",
+        message=f"submission.yaml says team '{result.submission.team}' and assignment "
+        f"'{result.assignment.id}', but the folder is submissions/{team}/{assignment}/.",
+        hint="Make 'team' and 'assignment' in submission.yaml match the folder names.",
+    )
+    checks = [
+        c.model_copy(
+            update={
+                "status": CheckStatus.SKIPPED,
+                "points": 0.0,
+                "evidence": {},
+                "message": "Not graded: submission.yaml does not match its folder.",
+            }
+        )
+        for c in result.checks
+    ]
+    return result.model_copy(
+        update={
+            "status": "rejected",
+            "score": 0.0,
+            "checks": checks,
+            "problems": [problem],
+            "metrics": {},
+            "submission": submission,
+            "assignment": ref,
+        }
+    )

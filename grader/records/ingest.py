@@ -49,7 +49,9 @@ def parse_result(data: str | bytes | dict[str, Any]) -> Result:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        raise InvalidResult(f"not a valid result ({exc.error_count()} error(s); first at {where}: {first['msg']})") from None
+        raise InvalidResult(
+            f"not a valid result ({exc.error_count()} error(s); first at {where}: {first['msg']})"
+        ) from None
     check_plausible(result)
     return result
 

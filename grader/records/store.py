@@ -13,13 +13,14 @@ import hashlib
 import json
 import os
 import sqlite3
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING
 
-from grader.errors import ConfigError
 from grader.contracts.result import Result
+from grader.errors import ConfigError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -73,8 +74,23 @@ MIGRATIONS: list[str] = [
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
-RUN_COLUMNS = ("id", "team", "assignment", "assignment_version", "repository", "pr_number", "head_sha",
-               "event_time", "graded_at", "status", "score", "max_score", "grader_version", "run_url", "source")
+RUN_COLUMNS = (
+    "id",
+    "team",
+    "assignment",
+    "assignment_version",
+    "repository",
+    "pr_number",
+    "head_sha",
+    "event_time",
+    "graded_at",
+    "status",
+    "score",
+    "max_score",
+    "grader_version",
+    "run_url",
+    "source",
+)
 
 
 def utc_text(moment: datetime) -> str:
@@ -129,7 +145,7 @@ class Store:
     def close(self) -> None:
         self.conn.close()
 
-    def __enter__(self) -> "Store":
+    def __enter__(self) -> Store:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -143,8 +159,10 @@ class Store:
         """Apply the migrations this file has not seen; refuse a file from a newer grader."""
         current = self.version
         if current > SCHEMA_VERSION:
-            raise ConfigError(f"{self.path} has schema version {current}, newer than this grader's "
-                              f"{SCHEMA_VERSION}: upgrade compression-grader")
+            raise ConfigError(
+                f"{self.path} has schema version {current}, newer than this grader's "
+                f"{SCHEMA_VERSION}: upgrade compression-grader"
+            )
         for target in range(current + 1, SCHEMA_VERSION + 1):
             try:
                 self.conn.executescript(f"BEGIN; {MIGRATIONS[target - 1]}; PRAGMA user_version = {target}; COMMIT;")
@@ -162,27 +180,44 @@ class Store:
         rows = []
         for result, source in items:
             ctx = result.context
-            rows.append((
-                run_key(result), result.submission.team, result.assignment.id, result.assignment.version,
-                ctx.repository, ctx.pr_number, ctx.head_sha,
-                utc_text(ctx.event_time) if ctx.event_time else None, utc_text(result.started_at),
-                result.status, result.score, result.max_score, result.grader.version, ctx.run_url, source,
-                imported_at, json.dumps(flat_metrics(result)), result.to_json(),
-            ))
+            rows.append(
+                (
+                    run_key(result),
+                    result.submission.team,
+                    result.assignment.id,
+                    result.assignment.version,
+                    ctx.repository,
+                    ctx.pr_number,
+                    ctx.head_sha,
+                    utc_text(ctx.event_time) if ctx.event_time else None,
+                    utc_text(result.started_at),
+                    result.status,
+                    result.score,
+                    result.max_score,
+                    result.grader.version,
+                    ctx.run_url,
+                    source,
+                    imported_at,
+                    json.dumps(flat_metrics(result)),
+                    result.to_json(),
+                )
+            )
         with self.transaction():
             for row in rows:
                 cursor = self.conn.execute(
                     "INSERT OR IGNORE INTO runs (run_key, team, assignment, assignment_version, repository, "
                     "pr_number, head_sha, event_time, graded_at, status, score, max_score, grader_version, "
                     "run_url, source, imported_at, metrics_json, result_json) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    row,
+                )
                 if cursor.rowcount:
                     report.added += 1
                 else:
                     report.duplicates += 1
         return report
 
-    def runs_frame(self, with_metrics: bool = False) -> "pd.DataFrame":
+    def runs_frame(self, with_metrics: bool = False) -> pd.DataFrame:
         """Every run's light columns (not the result JSON), one row per run."""
         import pandas as pd
 
@@ -200,7 +235,7 @@ class Store:
     def _by_id(self, column: str, run_ids: Iterable[int]) -> Iterable[tuple[int, str]]:
         wanted = [int(i) for i in run_ids]
         for start in range(0, len(wanted), 500):
-            chunk = wanted[start:start + 500]
+            chunk = wanted[start : start + 500]
             marks = ", ".join("?" * len(chunk))
             yield from self.conn.execute(f"SELECT id, {column} FROM runs WHERE id IN ({marks})", chunk)
 
@@ -208,29 +243,36 @@ class Store:
 
     def add_override(self, team: str, assignment: str, points: float | None, reason: str, author: str) -> None:
         with self.transaction():
-            self.conn.execute("INSERT INTO overrides (team, assignment, points, reason, author, created_at) "
-                              "VALUES (?, ?, ?, ?, ?, ?)", (team, assignment, points, reason, author, now_text()))
+            self.conn.execute(
+                "INSERT INTO overrides (team, assignment, points, reason, author, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (team, assignment, points, reason, author, now_text()),
+            )
 
     def add_extension(self, team: str, assignment: str, due: datetime, reason: str, author: str) -> None:
         with self.transaction():
-            self.conn.execute("INSERT INTO extensions (team, assignment, due, reason, author, created_at) "
-                              "VALUES (?, ?, ?, ?, ?, ?)", (team, assignment, utc_text(due), reason, author, now_text()))
+            self.conn.execute(
+                "INSERT INTO extensions (team, assignment, due, reason, author, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (team, assignment, utc_text(due), reason, author, now_text()),
+            )
 
-    def overrides_frame(self) -> "pd.DataFrame":
+    def overrides_frame(self) -> pd.DataFrame:
         """The latest override per team and assignment (a cleared one has no points)."""
         return self._latest("overrides", "points, reason, author, created_at")
 
-    def extensions_frame(self) -> "pd.DataFrame":
+    def extensions_frame(self) -> pd.DataFrame:
         return self._latest("extensions", "due, reason, author, created_at")
 
-    def _latest(self, table: str, columns: str) -> "pd.DataFrame":
+    def _latest(self, table: str, columns: str) -> pd.DataFrame:
         import pandas as pd
 
-        query = (f"SELECT team, assignment, {columns} FROM {table} WHERE id IN "
-                 f"(SELECT MAX(id) FROM {table} GROUP BY team, assignment) ORDER BY team, assignment")
+        query = (
+            f"SELECT team, assignment, {columns} FROM {table} WHERE id IN "
+            f"(SELECT MAX(id) FROM {table} GROUP BY team, assignment) ORDER BY team, assignment"
+        )
         return pd.read_sql_query(query, self.conn)
 
-    def transaction(self) -> "_Transaction":
+    def transaction(self) -> _Transaction:
         return _Transaction(self.conn)
 
 

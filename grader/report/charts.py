@@ -23,8 +23,15 @@ def chart_svg(chart: Chart) -> bytes:
     axes = figure.subplots()
     for index, series in enumerate(chart.series):
         marker = MARKERS[index % len(MARKERS)]
-        axes.scatter([p.x for p in series.points], [p.y for p in series.points], marker=marker,
-                     s=SIZES[marker], label=series.name, alpha=0.85, zorder=2 + index)
+        axes.scatter(
+            [p.x for p in series.points],
+            [p.y for p in series.points],
+            marker=marker,
+            s=SIZES[marker],
+            label=series.name,
+            alpha=0.85,
+            zorder=2 + index,
+        )
         for point in series.points:
             if point.label:
                 axes.annotate(point.label, (point.x, point.y), textcoords="offset points", xytext=(5, 4), fontsize=8)

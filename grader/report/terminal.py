@@ -8,11 +8,16 @@ from rich.console import Console
 from rich.table import Table
 
 from grader.config.assignment import Assignment
-from grader.report.render import fmt
 from grader.contracts.result import CheckStatus, Result
+from grader.report.render import fmt
 
-STYLE = {CheckStatus.PASS: "green", CheckStatus.PARTIAL: "yellow", CheckStatus.FAIL: "red",
-         CheckStatus.SKIPPED: "dim", CheckStatus.ERROR: "magenta"}
+STYLE = {
+    CheckStatus.PASS: "green",
+    CheckStatus.PARTIAL: "yellow",
+    CheckStatus.FAIL: "red",
+    CheckStatus.SKIPPED: "dim",
+    CheckStatus.ERROR: "magenta",
+}
 KEY_FIGURES = ("size_ratio", "speedup_b1", "speedup_b64", "top1_agreement", "accuracy_drop_pts", "effective_sparsity")
 
 

@@ -1,6 +1,6 @@
-"""Run the worker in a Docker container: trust boundary 2 as CI enforces it on the GPU runner.
+"""Run the worker in a Docker container: trust boundary 2 as CI enforces it on the GPU runner machine.
 
-Same contract as the local runner (``grader.sandbox.local.run_worker``): a job, the limits, a scratch
+Same contract as the local sandbox (``grader.sandbox.local.run_worker``): a job, the limits, a scratch
 folder and the folders to mount read-only in; observations out, read back by the same
 ``grader.sandbox.base.read_observations``. The container gets no network, a read-only root with a
 small tmpfs at /tmp, no capabilities, no new privileges, an unprivileged user, private IPC, pid /
@@ -8,7 +8,7 @@ memory (swap = memory) / CPU limits, no core dumps, explicit thread counts, an e
 from nothing (no host variable, so no token, reaches it) and the GPUs only where the engine can
 pass them through. On the wall-time limit it is killed; it is removed in every case.
 
-The Docker SDK is imported lazily: the local runner and ``grader --help`` never need it.
+The Docker SDK is imported lazily: the local sandbox and ``grader --help`` never need it.
 """
 
 from __future__ import annotations
@@ -18,37 +18,38 @@ import shutil
 import stat
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
-from grader.config.assignment import Limits
 from grader.config.course import DockerSettings
-from grader.errors import ConfigError
-from grader.contracts.job import Job
-from grader.contracts.observations import Environment, Failure, Observations
+from grader.contracts.job import Job, Limits
+from grader.contracts.observations import Observations
+from grader.contracts.problem import Problem
+from grader.errors import ConfigError, WorkerError
 from grader.sandbox.base import (
+    JOB_FILE,
     OBSERVATIONS_FILE,
     Finished,
-    WorkerError,
     memory_failure,
     read_observations,
+    stopped,
     thread_env,
     time_limit_failure,
+    worker_command,
 )
 
-WORKER_COMMAND = ["python", "-m", "grader.worker"]
 CONTAINER_OUT = "/grading/out"  # the only writable mount
-CONTAINER_IN = "/grading/in"  # read-only folders, /grading/in/0, /grading/in/1, ...
-JOB_FILE = "job.json"
+CONTAINER_IN = "/grading/in"  # read-only folders by name: /grading/in/submission, /grading/in/references, ...
 OUTPUT_FOLDER = "container-out"
 LABEL = "org.compression-grader.worker"
 WORKER_FILE_LIMIT_BYTES = 64 * 1024 * 1024
 OPEN_FILES = 4096
 LOG_TAIL_LINES = 400
 OOM_EXIT = 128 + 9  # SIGKILL: the cgroup's OOM killer
-LimitFailure = Callable[[Limits], Failure]
+LimitFailure = Callable[[Limits], Problem]
 
 
 @dataclass
@@ -59,17 +60,18 @@ class GpuPlan:
     summary: str = "CPU only"
 
 
-class DockerRunner:
-    """A ``grader.sandbox.base.Runner`` that starts each grading in a fresh container of ``settings.image``."""
+class DockerSandbox:
+    """A ``grader.sandbox.base.Sandbox`` that starts each grading in a fresh container of ``settings.image``."""
 
     def __init__(self, settings: DockerSettings) -> None:
         if not settings.image:
-            raise ConfigError("the Docker runner needs an image: --image NAME@sha256:... or runner.docker.image "
-                              "in course.yaml")
+            raise ConfigError(
+                "the Docker sandbox needs an image: --image NAME@sha256:... or runner.docker.image in course.yaml"
+            )
         self.settings = settings
 
-    def __call__(self, job: Job, limits: Limits, workdir: Path, readonly: list[Path]) -> Observations:
-        return run_worker(job, limits, workdir, readonly, self.settings)
+    def __call__(self, job: Job, limits: Limits, workdir: Path, folders: dict[str, Path]) -> Observations:
+        return run_worker(job, limits, workdir, folders, self.settings)
 
 
 def engine() -> Any:
@@ -77,8 +79,9 @@ def engine() -> Any:
     try:
         import docker
     except ImportError:
-        raise WorkerError("the Docker runner needs the Docker SDK for Python: "
-                          "pip install 'compression-grader[docker]'") from None
+        raise WorkerError(
+            "the Docker sandbox needs the Docker SDK for Python: pip install 'compression-grader[docker]'"
+        ) from None
     try:
         client = docker.from_env()
         client.ping()
@@ -101,35 +104,47 @@ def engine_session(client: Any) -> Iterator[Any]:
         client.close()
 
 
-def run_worker(job: Job, limits: Limits, workdir: Path, readonly: list[Path], settings: DockerSettings,
-               client: Any = None) -> Observations:
+def run_worker(
+    job: Job, limits: Limits, workdir: Path, folders: dict[str, Path], settings: DockerSettings, client: Any = None
+) -> Observations:
     """Run ``grader.worker`` on ``job`` in a container and parse what it reports.
 
-    Host paths in the job become their places under the read-only mounts; a limit hit yields
-    observations holding only the failure; anything else broken raises ``WorkerError``.
+    Each folder is mounted read-only at ``/grading/in/<name>`` and the worker is told so; the job
+    file is the host's, unchanged. A limit hit yields observations holding only the failure;
+    anything else broken raises ``WorkerError``.
     """
     with engine_session(client) as client:
         gpus = plan_gpus(client, settings)
         sandbox = describe(settings, gpus)
         out = output_folder(workdir)
-        inner = container_job(job, readonly, sandbox)
-        (out / JOB_FILE).write_text(inner.model_dump_json())
-        done = run_in_container([*WORKER_COMMAND, f"{CONTAINER_OUT}/{JOB_FILE}"], settings, limits, workdir,
-                                readonly, threads=job.measure.timing.threads, client=client, gpus=gpus)
+        (out / JOB_FILE).write_text(job.model_dump_json())
+        inner = {name: f"{CONTAINER_IN}/{name}" for name in folders}
+        command = worker_command("python", f"{CONTAINER_OUT}/{JOB_FILE}", f"{CONTAINER_OUT}/{OBSERVATIONS_FILE}", inner)
+        done = run_in_container(
+            command, settings, limits, workdir, folders, threads=job.measure.timing.threads, client=client, gpus=gpus
+        )
     if done.stopped is not None:
-        return Observations(failure=done.stopped, environment=Environment(sandbox=sandbox))
-    return read_observations(out / OBSERVATIONS_FILE, done.returncode, done.output_tail)
+        return stopped(done.stopped, sandbox)
+    return read_observations(out / OBSERVATIONS_FILE, done.returncode, done.output_tail, sandbox)
 
 
-def run_in_container(command: list[str], settings: DockerSettings, limits: Limits, workdir: Path,
-                     readonly: list[Path], threads: int = 1, client: Any = None, gpus: GpuPlan | None = None) -> Finished:
+def run_in_container(
+    command: list[str],
+    settings: DockerSettings,
+    limits: Limits,
+    workdir: Path,
+    folders: dict[str, Path],
+    threads: int = 1,
+    client: Any = None,
+    gpus: GpuPlan | None = None,
+) -> Finished:
     """Run ``command`` in a fresh, locked-down container; ``workdir``'s output folder is its only writable place."""
     with engine_session(client) as client:
         ensure_image(client, settings)
         gpus = gpus or plan_gpus(client, settings)
         out = output_folder(workdir)
-        check_readable(readonly, settings.user)
-        options = container_options(settings, limits, threads, mounts(out, readonly, settings), gpus)
+        check_readable(list(folders.values()), settings.user)
+        options = container_options(settings, limits, threads, mounts(out, folders, settings), gpus)
         container = create_container(client, settings.image, command, options)
         started = time.monotonic()
         try:
@@ -141,8 +156,9 @@ def run_in_container(command: list[str], settings: DockerSettings, limits: Limit
     return Finished(returncode, stopped, tail, time.monotonic() - started)
 
 
-def container_options(settings: DockerSettings, limits: Limits, threads: int, mount_list: list[Any],
-                      gpus: GpuPlan) -> dict[str, Any]:
+def container_options(
+    settings: DockerSettings, limits: Limits, threads: int, mount_list: list[Any], gpus: GpuPlan
+) -> dict[str, Any]:
     """Everything ``containers.create`` gets besides the command; each line is one isolation setting."""
     from docker.types import LogConfig, Ulimit
 
@@ -160,9 +176,11 @@ def container_options(settings: DockerSettings, limits: Limits, threads: int, mo
         "memswap_limit": memory,
         "nano_cpus": int(settings.cpus * 1e9),
         "cpuset_cpus": settings.cpuset,
-        "ulimits": [Ulimit(name="core", soft=0, hard=0),
-                    Ulimit(name="fsize", soft=WORKER_FILE_LIMIT_BYTES, hard=WORKER_FILE_LIMIT_BYTES),
-                    Ulimit(name="nofile", soft=OPEN_FILES, hard=OPEN_FILES)],
+        "ulimits": [
+            Ulimit(name="core", soft=0, hard=0),
+            Ulimit(name="fsize", soft=WORKER_FILE_LIMIT_BYTES, hard=WORKER_FILE_LIMIT_BYTES),
+            Ulimit(name="nofile", soft=OPEN_FILES, hard=OPEN_FILES),
+        ],
         "init": True,
         "environment": worker_env(threads, gpu=bool(gpus.requests)),
         "working_dir": "/tmp",
@@ -181,49 +199,33 @@ def worker_env(threads: int, gpu: bool) -> dict[str, str]:
     Without a GPU request, ``NVIDIA_VISIBLE_DEVICES=void`` overrides the CUDA images' ``all``, so
     an engine whose default runtime is NVIDIA's still hands the container no GPU.
     """
-    env = {"HOME": "/tmp", "TMPDIR": "/tmp", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1",
-           "PYTHONHASHSEED": "0", **thread_env(threads)}
+    env = {
+        "HOME": "/tmp",
+        "TMPDIR": "/tmp",
+        "LANG": "C.UTF-8",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONHASHSEED": "0",
+        **thread_env(threads),
+    }
     if not gpu:
         env["NVIDIA_VISIBLE_DEVICES"] = "void"
     return env
 
 
-def mounts(out: Path, readonly: list[Path], settings: DockerSettings, extra: list[str] | None = None) -> list[Any]:
-    """The output folder read-write; the submission folders and the staff's extra paths read-only.
+def mounts(out: Path, folders: dict[str, Path], settings: DockerSettings, extra: list[str] | None = None) -> list[Any]:
+    """The output folder read-write; each named folder and the staff's extra paths read-only.
 
     ``extra`` replaces ``settings.readonly_mounts`` (the service track passes its own, shorter list).
     """
     from docker.types import Mount
 
     found = [Mount(CONTAINER_OUT, str(out), type="bind", read_only=False)]
-    found += [Mount(f"{CONTAINER_IN}/{i}", str(Path(p).resolve()), type="bind", read_only=True)
-              for i, p in enumerate(readonly)]
-    found += [Mount(p, p, type="bind", read_only=True)
-              for p in (settings.readonly_mounts if extra is None else extra)]
+    found += [
+        Mount(f"{CONTAINER_IN}/{name}", str(Path(path).resolve()), type="bind", read_only=True)
+        for name, path in sorted(folders.items())
+    ]
+    found += [Mount(p, p, type="bind", read_only=True) for p in (settings.readonly_mounts if extra is None else extra)]
     return found
-
-
-def container_job(job: Job, readonly: list[Path], sandbox: str) -> Job:
-    """The job with every host path replaced by where the container sees it."""
-    roots = [(Path(p).resolve(), f"{CONTAINER_IN}/{i}") for i, p in enumerate(readonly)]
-    models = [m.model_copy(update={"path": to_container(m.path, roots)}) for m in job.models]
-    inputs = to_container(job.inputs, roots) if job.inputs else None
-    heldout = to_container(job.heldout_inputs, roots) if job.heldout_inputs else None
-    search_log = (job.search_log.model_copy(update={"path": to_container(job.search_log.path, roots)})
-                  if job.search_log else None)
-    return job.model_copy(update={"models": models, "inputs": inputs, "heldout_inputs": heldout,
-                                  "search_log": search_log, "sandbox": sandbox,
-                                  "output": f"{CONTAINER_OUT}/{OBSERVATIONS_FILE}"})
-
-
-def to_container(path: str, roots: list[tuple[Path, str]]) -> str:
-    host = Path(path).resolve()
-    for root, target in roots:
-        if host == root:
-            return target
-        if root in host.parents:
-            return f"{target}/{host.relative_to(root).as_posix()}"
-    raise WorkerError(f"{path} is outside every folder mounted into the container")
 
 
 def output_folder(workdir: Path) -> Path:
@@ -246,9 +248,11 @@ def check_readable(readonly: list[Path], user: str) -> None:
             for path in [Path(folder), *(Path(folder) / name for name in files)]:
                 info = path.lstat()
                 if not stat.S_ISLNK(info.st_mode) and not _may_read(info, uid, gid):
-                    raise WorkerError(f"the container's user {user} cannot read {path} "
-                                      f"({stat.filemode(info.st_mode)}); make the submission world-readable, "
-                                      "e.g. chmod -R a+rX")
+                    raise WorkerError(
+                        f"the container's user {user} cannot read {path} "
+                        f"({stat.filemode(info.st_mode)}); make the submission world-readable, "
+                        "e.g. chmod -R a+rX"
+                    )
 
 
 def _may_read(info: os.stat_result, uid: int, gid: int) -> bool:
@@ -272,7 +276,9 @@ def ensure_image(client: Any, settings: DockerSettings) -> None:
     try:
         client.images.pull(settings.image)
     except docker.errors.DockerException as exc:
-        raise WorkerError(f"the image {settings.image} is not on this Docker engine and cannot be pulled: {exc}") from None
+        raise WorkerError(
+            f"the image {settings.image} is not on this Docker engine and cannot be pulled: {exc}"
+        ) from None
 
 
 def plan_gpus(client: Any, settings: DockerSettings) -> GpuPlan:
@@ -286,8 +292,9 @@ def plan_gpus(client: Any, settings: DockerSettings) -> GpuPlan:
         return GpuPlan(summary="CPU only (this Docker engine cannot pass a GPU through)")
     if wanted in ("auto", "all"):
         return GpuPlan([DeviceRequest(count=-1, capabilities=[["gpu"]])], "all GPUs passed through")
-    return GpuPlan([DeviceRequest(device_ids=list(wanted), capabilities=[["gpu"]])],
-                   f"GPU {', '.join(wanted)} passed through")
+    return GpuPlan(
+        [DeviceRequest(device_ids=list(wanted), capabilities=[["gpu"]])], f"GPU {', '.join(wanted)} passed through"
+    )
 
 
 def engine_has_gpus(client: Any) -> bool:
@@ -299,8 +306,10 @@ def engine_has_gpus(client: Any) -> bool:
 
 
 def describe(settings: DockerSettings, gpus: GpuPlan) -> str:
-    return (f"docker ({settings.image}): no network, read-only root, all capabilities dropped, "
-            f"user {settings.user}, {settings.cpus:g} CPUs; {gpus.summary}")
+    return (
+        f"docker ({settings.image}): no network, read-only root, all capabilities dropped, "
+        f"user {settings.user}, {settings.cpus:g} CPUs; {gpus.summary}"
+    )
 
 
 def create_container(client: Any, image: str, command: list[str], options: dict[str, Any]) -> Any:
@@ -318,12 +327,19 @@ def start_container(container: Any, gpus: GpuPlan) -> None:
     try:
         container.start()
     except docker.errors.DockerException as exc:
-        hint = " (is the NVIDIA Container Toolkit installed? set gpus: none to grade on the CPU)" if gpus.requests else ""
+        hint = (
+            " (is the NVIDIA Container Toolkit installed? set gpus: none to grade on the CPU)" if gpus.requests else ""
+        )
         raise WorkerError(f"the Docker engine could not start the grading container{hint}: {exc}") from None
 
 
-def wait_for_exit(container: Any, limits: Limits, started: float, time_limit: LimitFailure = time_limit_failure,
-                  memory: LimitFailure = memory_failure) -> tuple[Failure | None, int]:
+def wait_for_exit(
+    container: Any,
+    limits: Limits,
+    started: float,
+    time_limit: LimitFailure = time_limit_failure,
+    memory: LimitFailure = memory_failure,
+) -> tuple[Problem | None, int]:
     """Wait up to the wall-time limit; kill on it. Exit codes 128+N become -N, like a child process.
 
     ``time_limit`` and ``memory`` say what was stopped (a model worker by default, or a service).

@@ -18,21 +18,21 @@ import time
 from functools import lru_cache
 from pathlib import Path
 
-from grader.config.assignment import Limits
-from grader.contracts.job import Job
-from grader.contracts.observations import Environment, Failure, Observations
+from grader.contracts.job import Job, Limits
+from grader.contracts.observations import Observations
+from grader.contracts.problem import Problem
+from grader.errors import WorkerError
 from grader.sandbox.base import (
+    JOB_FILE,
     OBSERVATIONS_FILE,
     Finished,
-    WorkerError,
     memory_failure,
     read_observations,
+    stopped,
     thread_env,
     time_limit_failure,
+    worker_command,
 )
-
-__all__ = ["Finished", "WorkerError", "available_isolation", "isolation", "kill_group", "memory_failure",
-           "run_sandboxed", "run_worker", "spawn_sandboxed", "tail", "tree_rss_mb"]
 
 WORKER_FILE_LIMIT_BYTES = 64 * 1024 * 1024
 ADDRESS_SPACE_SLACK_MB = 3072  # runtimes reserve virtual memory they never touch
@@ -54,7 +54,9 @@ def isolation() -> str:
 def available_isolation() -> list[str]:
     """Every isolation this machine offers, strongest first; 'none' is always last."""
     kinds = []
-    if shutil.which("bwrap") and _works(["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--unshare-net", "--", "true"]):
+    if shutil.which("bwrap") and _works(
+        ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--unshare-net", "--", "true"]
+    ):
         kinds.append("bwrap")
     if shutil.which("unshare") and os.geteuid() == 0 and _works(["unshare", "--net", "--mount", "--", "true"]):
         kinds.append("unshare")
@@ -78,14 +80,28 @@ def describe(kind: str) -> str:
 
 def wrap(kind: str, command: list[str], workdir: Path, readonly: list[Path]) -> list[str]:
     if kind == "bwrap":
-        args = ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--bind", str(workdir), str(workdir)]
+        args = [
+            "bwrap",
+            "--ro-bind",
+            "/",
+            "/",
+            "--dev",
+            "/dev",
+            "--proc",
+            "/proc",
+            "--bind",
+            str(workdir),
+            str(workdir),
+        ]
         for path in readonly:
             args += ["--ro-bind", str(path), str(path)]
         args += ["--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-pid", "--die-with-parent"]
         return args + ["--"] + command
     if kind == "unshare":
-        remount = " && ".join(f'mount --bind "{p}" "{p}" && mount -o remount,bind,ro "{p}" "{p}"' for p in map(str, readonly))
-        script = f"{remount} && exec \"$@\"" if remount else 'exec "$@"'
+        remount = " && ".join(
+            f'mount --bind "{p}" "{p}" && mount -o remount,bind,ro "{p}" "{p}"' for p in map(str, readonly)
+        )
+        script = f'{remount} && exec "$@"' if remount else 'exec "$@"'
         return ["unshare", "--net", "--mount", "--propagation", "private", "--", "sh", "-c", script, "sh"] + command
     return command
 
@@ -130,9 +146,16 @@ def tree_rss_mb(pgid: int) -> float:
     return total * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def spawn_sandboxed(command: list[str], limits: Limits, workdir: Path, readonly: list[Path], threads: int = 1,
-                    extra_env: dict[str, str] | None = None, log_name: str = "sandbox.log",
-                    cwd: Path | None = None) -> tuple[subprocess.Popen, Path]:
+def spawn_sandboxed(
+    command: list[str],
+    limits: Limits,
+    workdir: Path,
+    readonly: list[Path],
+    threads: int = 1,
+    extra_env: dict[str, str] | None = None,
+    log_name: str = "sandbox.log",
+    cwd: Path | None = None,
+) -> tuple[subprocess.Popen, Path]:
     """Start ``command`` isolated and limited, without waiting; its output goes to a log in ``workdir``.
 
     The caller supervises it (``run_sandboxed`` waits; a served model stays up for a load test)
@@ -142,13 +165,21 @@ def spawn_sandboxed(command: list[str], limits: Limits, workdir: Path, readonly:
     env = {**clean_env(workdir, threads), **(extra_env or {})}
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            wrap(isolation(), command, workdir, readonly), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-            cwd=cwd or workdir, env=env, start_new_session=True, preexec_fn=lambda: _limits(limits.memory_mb),
+            wrap(isolation(), command, workdir, readonly),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            cwd=cwd or workdir,
+            env=env,
+            start_new_session=True,
+            preexec_fn=lambda: _limits(limits.memory_mb),
         )
     return proc, log_path
 
 
-def run_sandboxed(command: list[str], limits: Limits, workdir: Path, readonly: list[Path], threads: int = 1) -> Finished:
+def run_sandboxed(
+    command: list[str], limits: Limits, workdir: Path, readonly: list[Path], threads: int = 1
+) -> Finished:
     """Run ``command`` isolated, limited and supervised until it ends or hits a limit."""
     started = time.monotonic()
     proc, log_path = spawn_sandboxed(command, limits, workdir, readonly, threads)
@@ -156,24 +187,30 @@ def run_sandboxed(command: list[str], limits: Limits, workdir: Path, readonly: l
     return Finished(proc.returncode, stopped, tail(log_path), time.monotonic() - started)
 
 
-def run_worker(job: Job, limits: Limits, workdir: Path, readonly: list[Path]) -> Observations:
-    """Run ``grader.worker`` on ``job`` in the sandbox and parse what it reports.
+def run_worker(job: Job, limits: Limits, workdir: Path, folders: dict[str, Path]) -> Observations:
+    """A ``Sandbox``: run ``grader.worker`` on ``job`` in a child process and parse what it reports.
 
-    A limit hit yields observations holding only the failure; a worker that breaks without a
+    The folders are mounted read-only at their own paths, so the worker is told those. A limit
+    hit yields observations holding only the failure; a worker that breaks without a
     student-caused reason raises ``WorkerError`` (the grader's fault).
     """
     sandbox = describe(isolation())
-    job = job.model_copy(update={"sandbox": sandbox, "output": str(workdir / OBSERVATIONS_FILE)})
-    job_path = workdir / "job.json"
+    job_path = workdir / JOB_FILE
     job_path.write_text(job.model_dump_json())
-    done = run_sandboxed([sys.executable, "-m", "grader.worker", str(job_path)], limits, workdir, readonly,
-                         job.measure.timing.threads)
+    readonly = [Path(p).resolve() for p in folders.values()]
+    command = worker_command(
+        sys.executable,
+        str(job_path),
+        str(workdir / OBSERVATIONS_FILE),
+        {name: str(Path(path).resolve()) for name, path in folders.items()},
+    )
+    done = run_sandboxed(command, limits, workdir, readonly, job.measure.timing.threads)
     if done.stopped is not None:
-        return Observations(failure=done.stopped, environment=Environment(sandbox=sandbox))
-    return read_observations(workdir / OBSERVATIONS_FILE, done.returncode, done.output_tail)
+        return stopped(done.stopped, sandbox)
+    return read_observations(workdir / OBSERVATIONS_FILE, done.returncode, done.output_tail, sandbox)
 
 
-def _supervise(proc: subprocess.Popen, limits: Limits) -> Failure | None:
+def _supervise(proc: subprocess.Popen, limits: Limits) -> Problem | None:
     """Wait for the worker; kill its whole process group on the time or memory limit."""
     deadline = time.monotonic() + limits.wall_time_s
     while proc.poll() is None:

@@ -20,13 +20,17 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any
 
-from grader.config.assignment import Limits
 from grader.config.course import DockerSettings
+from grader.contracts.job import Limits
+from grader.contracts.problem import Problem
+from grader.contracts.service import SOCKET_ENV
+from grader.errors import ConfigError, SubmissionError, WorkerError
 from grader.sandbox.docker import (
     CONTAINER_OUT,
     LABEL,
@@ -43,10 +47,6 @@ from grader.sandbox.docker import (
     start_container,
     wait_for_exit,
 )
-from grader.errors import ConfigError, SubmissionError
-from grader.contracts.observations import Failure
-from grader.sandbox.base import WorkerError
-from grader.contracts.service import SOCKET_ENV
 from grader.sandbox.service_local import expand, service_memory_failure, service_time_failure
 
 SERVICE_ROOT = "/service"  # where the folder lies in the image; the service's working directory
@@ -69,8 +69,9 @@ def dockerfile(base_image: str) -> str:
     return f"FROM {base_image}\nCOPY {CONTEXT_FOLDER}/ {SERVICE_ROOT}/\nWORKDIR {SERVICE_ROOT}\n"
 
 
-def build_context(folder: Path, extra_files: list[Path], base_image: str,
-                  max_bytes: int = MAX_CONTEXT_BYTES) -> IO[bytes]:
+def build_context(
+    folder: Path, extra_files: list[Path], base_image: str, max_bytes: int = MAX_CONTEXT_BYTES
+) -> IO[bytes]:
     """A tar of the grader's Dockerfile and the folder's plain files, owned by root and readable by all.
 
     Links, sockets and devices are refused (a link could pull in a file from outside the folder);
@@ -130,9 +131,12 @@ def _add_file(tar: tarfile.TarFile, path: Path, name: str, budget: list[int]) ->
         size = os.fstat(handle.fileno()).st_size
         budget[0] -= size
         if budget[0] < 0:
-            raise SubmissionError(f"the service folder is larger than {MAX_CONTEXT_BYTES // 1024**2} MiB "
-                                  f"(at {name.removeprefix(CONTEXT_FOLDER + '/')}).",
-                                  "Ship only the model and code the service needs.", kind="invalid")
+            raise SubmissionError(
+                f"the service folder is larger than {MAX_CONTEXT_BYTES // 1024**2} MiB "
+                f"(at {name.removeprefix(CONTEXT_FOLDER + '/')}).",
+                "Ship only the model and code the service needs.",
+                kind="invalid",
+            )
         executable = os.fstat(handle.fileno()).st_mode & stat.S_IXUSR
         info = _tar_info(name, 0o755 if executable else 0o644)
         info.size = size
@@ -144,8 +148,17 @@ def build_image(client: Any, context: IO[bytes], tag: str) -> None:
     import docker
 
     try:
-        client.images.build(fileobj=context, custom_context=True, tag=tag, pull=False, rm=True, forcerm=True,
-                            network_mode="none", labels={SERVICE_LABEL: "1"}, timeout=BUILD_TIMEOUT_S)
+        client.images.build(
+            fileobj=context,
+            custom_context=True,
+            tag=tag,
+            pull=False,
+            rm=True,
+            forcerm=True,
+            network_mode="none",
+            labels={SERVICE_LABEL: "1"},
+            timeout=BUILD_TIMEOUT_S,
+        )
     except docker.errors.BuildError as exc:
         raise WorkerError(f"building the service image failed: {exc.msg}") from None
     except docker.errors.DockerException as exc:
@@ -169,7 +182,7 @@ class ContainerService:
     socket: Path
     limits: Limits
     started: float = field(default_factory=time.monotonic)
-    stopped: Failure | None = None
+    stopped: Problem | None = None
     exited: threading.Event = field(default_factory=threading.Event)
 
     def alive(self) -> bool:
@@ -199,8 +212,9 @@ class ContainerService:
         import docker
 
         try:
-            self.stopped, _ = wait_for_exit(self.container, self.limits, self.started,
-                                            service_time_failure, service_memory_failure)
+            self.stopped, _ = wait_for_exit(
+                self.container, self.limits, self.started, service_time_failure, service_memory_failure
+            )
         except (WorkerError, docker.errors.DockerException):
             pass  # removed by the grader while waiting: the grading is over
         finally:
@@ -212,8 +226,10 @@ class DockerServiceHost:
 
     def __init__(self, settings: DockerSettings) -> None:
         if not settings.image:
-            raise ConfigError("the Docker service host needs the grading image: --image NAME@sha256:... "
-                              "or runner.docker.image in course.yaml")
+            raise ConfigError(
+                "the Docker service host needs the grading image: --image NAME@sha256:... "
+                "or runner.docker.image in course.yaml"
+            )
         self.settings = settings
         self.gpus = GpuPlan(summary="GPUs not yet planned")
 
@@ -221,8 +237,16 @@ class DockerServiceHost:
         return f"service container built from the submission folder on {describe(self.settings, self.gpus)}"
 
     @contextmanager
-    def start(self, command: list[str], folder: Path, limits: Limits, workdir: Path, threads: int,
-              name: str, extra_files: list[Path]) -> Iterator[ContainerService]:
+    def start(
+        self,
+        command: list[str],
+        folder: Path,
+        limits: Limits,
+        workdir: Path,
+        threads: int,
+        name: str,
+        extra_files: list[Path],
+    ) -> Iterator[ContainerService]:
         tag = f"{IMAGE_REPOSITORY}:{name}-{uuid.uuid4().hex[:12]}"
         with engine_session(None) as client:
             ensure_image(client, self.settings)
@@ -230,23 +254,38 @@ class DockerServiceHost:
             with build_context(folder, extra_files, self.settings.image) as context:
                 build_image(client, context, tag)
             try:
-                with _running(client, self.settings, tag, command, limits, workdir, threads, name, self.gpus) as service:
+                with _running(
+                    client, self.settings, tag, command, limits, workdir, threads, name, self.gpus
+                ) as service:
                     yield service
             finally:
                 remove_image(client, tag)
 
 
 @contextmanager
-def _running(client: Any, settings: DockerSettings, tag: str, command: list[str], limits: Limits, workdir: Path,
-             threads: int, name: str, gpus: GpuPlan) -> Iterator[ContainerService]:
+def _running(
+    client: Any,
+    settings: DockerSettings,
+    tag: str,
+    command: list[str],
+    limits: Limits,
+    workdir: Path,
+    threads: int,
+    name: str,
+    gpus: GpuPlan,
+) -> Iterator[ContainerService]:
     out = output_folder(workdir)
     inner_socket = f"{CONTAINER_OUT}/{name}.sock"
     argv = ["python", "-c", UMASK_EXEC, *expand(command, "python", inner_socket, SERVICE_ROOT)]
     # not the workers' readonly_mounts (staff data): the service is the team's own code
-    options = container_options(settings, limits, threads, mounts(out, [], settings, settings.service_mounts), gpus)
+    options = container_options(settings, limits, threads, mounts(out, {}, settings, settings.service_mounts), gpus)
     options["environment"][SOCKET_ENV] = inner_socket
-    options.update(working_dir=SERVICE_ROOT, hostname="grader-service", labels={LABEL: "1", SERVICE_LABEL: name},
-                   name=f"grader-service-{uuid.uuid4().hex[:12]}")
+    options.update(
+        working_dir=SERVICE_ROOT,
+        hostname="grader-service",
+        labels={LABEL: "1", SERVICE_LABEL: name},
+        name=f"grader-service-{uuid.uuid4().hex[:12]}",
+    )
     container = create_container(client, tag, argv, options)
     try:
         start_container(container, gpus)

@@ -10,15 +10,15 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
-from grader.config.assignment import Limits
-from grader.contracts.observations import Failure
-from grader.sandbox.local import kill_group, spawn_sandboxed, tail, tree_rss_mb
+from grader.contracts.job import Limits
+from grader.contracts.problem import Problem
 from grader.contracts.service import SOCKET_ENV
+from grader.sandbox.local import kill_group, spawn_sandboxed, tail, tree_rss_mb
 
 WATCH_S = 0.2
 
@@ -30,7 +30,7 @@ class RunningService:
     socket: Path
     limits: Limits
     started: float = field(default_factory=time.monotonic)
-    stopped: Failure | None = None
+    stopped: Problem | None = None
 
     def alive(self) -> bool:
         return self.proc.poll() is None  # type: ignore[attr-defined]
@@ -52,18 +52,24 @@ class RunningService:
             time.sleep(WATCH_S)
 
 
-def service_memory_failure(limits: Limits) -> Failure:
-    return Failure(kind="memory_limit", role="service",
-                   message=f"the service used more than the {limits.memory_mb} MiB memory limit and was stopped",
-                   hint="Load the model once at start-up and keep per-request buffers small; check the service's "
-                        "memory while it answers concurrent requests.")
+def service_memory_failure(limits: Limits) -> Problem:
+    return Problem(
+        kind="memory_limit",
+        field="service",
+        message=f"the service used more than the {limits.memory_mb} MiB memory limit and was stopped",
+        hint="Load the model once at start-up and keep per-request buffers small; check the service's "
+        "memory while it answers concurrent requests.",
+    )
 
 
-def service_time_failure(limits: Limits) -> Failure:
-    return Failure(kind="time_limit", role="service",
-                   message=f"the service ran past the {limits.wall_time_s:.0f} s limit and was stopped",
-                   hint="The whole load test must finish within the limit; a service that stops answering "
-                        "holds every request until it times out.")
+def service_time_failure(limits: Limits) -> Problem:
+    return Problem(
+        kind="time_limit",
+        field="service",
+        message=f"the service ran past the {limits.wall_time_s:.0f} s limit and was stopped",
+        hint="The whole load test must finish within the limit; a service that stops answering "
+        "holds every request until it times out.",
+    )
 
 
 def expand(command: list[str], python: str, socket: str, folder: str) -> list[str]:
@@ -83,12 +89,21 @@ def expand(command: list[str], python: str, socket: str, folder: str) -> list[st
 
 
 @contextmanager
-def running_service(command: list[str], folder: Path, limits: Limits, workdir: Path,
-                    threads: int = 1, name: str = "service") -> Iterator[RunningService]:
+def running_service(
+    command: list[str], folder: Path, limits: Limits, workdir: Path, threads: int = 1, name: str = "service"
+) -> Iterator[RunningService]:
     """The service, started in ``folder`` (read-only) and always stopped afterwards."""
     socket = workdir / f"{name}.sock"
-    proc, log_path = spawn_sandboxed(expand(command, sys.executable, str(socket), str(folder)), limits, workdir,
-                                     [folder], threads, extra_env={SOCKET_ENV: str(socket)}, log_name=f"{name}.log", cwd=folder)
+    proc, log_path = spawn_sandboxed(
+        expand(command, sys.executable, str(socket), str(folder)),
+        limits,
+        workdir,
+        [folder],
+        threads,
+        extra_env={SOCKET_ENV: str(socket)},
+        log_name=f"{name}.log",
+        cwd=folder,
+    )
     service = RunningService(proc, log_path, socket, limits)
     watcher = threading.Thread(target=service.watch, daemon=True)
     watcher.start()
@@ -107,8 +122,16 @@ class LocalServiceHost:
     sandbox sees the course repository read-only.
     """
 
-    def start(self, command: list[str], folder: Path, limits: Limits, workdir: Path, threads: int,
-              name: str, extra_files: list[Path]) -> AbstractContextManager[RunningService]:
+    def start(
+        self,
+        command: list[str],
+        folder: Path,
+        limits: Limits,
+        workdir: Path,
+        threads: int,
+        name: str,
+        extra_files: list[Path],
+    ) -> AbstractContextManager[RunningService]:
         return running_service(command, folder, limits, workdir, threads, name)
 
     def describe(self) -> str:

@@ -11,9 +11,9 @@ import gzip
 import os
 import resource
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -229,21 +229,34 @@ def output_parity(name: str, reference: np.ndarray, candidate: np.ndarray, atol:
     """
     shape = [int(d) for d in candidate.shape]
     if reference.shape != candidate.shape:
-        return OutputParity(name=name[:256], shape=shape, max_abs_error=None, max_rel_error=None,
-                            tolerance_ratio=None, note=f"shape {list(candidate.shape)} differs from the "
-                                                       f"reference's {list(reference.shape)}")
+        return OutputParity(
+            name=name[:256],
+            shape=shape,
+            max_abs_error=None,
+            max_rel_error=None,
+            tolerance_ratio=None,
+            note=f"shape {list(candidate.shape)} differs from the reference's {list(reference.shape)}",
+        )
     ref = reference.astype(np.float64)
     diff = np.abs(candidate.astype(np.float64) - ref)
     finite = np.isfinite(diff)
     nonfinite = int(diff.size - np.count_nonzero(finite))
     if nonfinite or not diff.size:
         note = f"{nonfinite} non-finite value(s) (NaN or inf)" if nonfinite else "empty output"
-        return OutputParity(name=name[:256], shape=shape, max_abs_error=None, max_rel_error=None,
-                            tolerance_ratio=None, nonfinite=nonfinite, note=note)
+        return OutputParity(
+            name=name[:256],
+            shape=shape,
+            max_abs_error=None,
+            max_rel_error=None,
+            tolerance_ratio=None,
+            nonfinite=nonfinite,
+            note=note,
+        )
     magnitude = np.abs(ref)
     floor = max(float(magnitude.max()) * RELATIVE_FLOOR, np.finfo(np.float64).tiny)
     return OutputParity(
-        name=name[:256], shape=shape,
+        name=name[:256],
+        shape=shape,
         max_abs_error=float(diff.max()),
         max_rel_error=float((diff / np.maximum(magnitude, floor)).max()),
         tolerance_ratio=float((diff / (atol + rtol * magnitude)).max()) if atol > 0 or rtol > 0 else None,

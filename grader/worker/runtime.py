@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import io
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
-from grader.worker.evidence.flops import MacCount
 from grader.contracts.observations import IOSpec, ModelEvidence
+from grader.worker.evidence.flops import MacCount
 
 Feeds = dict[str, np.ndarray]
 
@@ -72,8 +73,13 @@ def _load_onnx(path: Path, threads: int) -> LoadedModel:
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     inputs = [IOSpec(name=i.name, shape=list(i.shape), dtype=i.type) for i in session.get_inputs()]
     outputs = [IOSpec(name=o.name, shape=list(o.shape), dtype=o.type) for o in session.get_outputs()]
-    return LoadedModel(lambda feeds: session.run(None, feeds), inputs, outputs, evidence,
-                       count_macs=lambda feeds: onnx_macs(proto, per_sample_shapes(feeds)))
+    return LoadedModel(
+        lambda feeds: session.run(None, feeds),
+        inputs,
+        outputs,
+        evidence,
+        count_macs=lambda feeds: onnx_macs(proto, per_sample_shapes(feeds)),
+    )
 
 
 def _torch_args(feeds: Feeds, names: list[str]) -> list[Any]:
@@ -97,8 +103,13 @@ def _torch_runner(module: Any, names: list[str]) -> Callable[[Feeds], list[np.nd
 def _torch_model(module: Any, names: list[str], evidence: ModelEvidence) -> LoadedModel:
     from grader.worker.evidence.flops import torch_macs
 
-    return LoadedModel(_torch_runner(module, names), _specs(names), _specs(["output"]), evidence,
-                       count_macs=lambda feeds: torch_macs(module, _torch_args(feeds, names)))
+    return LoadedModel(
+        _torch_runner(module, names),
+        _specs(names),
+        _specs(["output"]),
+        evidence,
+        count_macs=lambda feeds: torch_macs(module, _torch_args(feeds, names)),
+    )
 
 
 def _set_torch_threads(threads: int) -> None:
@@ -171,9 +182,7 @@ def _load_safetensors(path: Path, threads: int, architecture: str) -> LoadedMode
     try:
         module = architectures.build(architecture)
     except KeyError:
-        raise LookupError(
-            f"unknown architecture '{architecture}'; known: {', '.join(architectures.known())}"
-        ) from None
+        raise LookupError(f"unknown architecture '{architecture}'; known: {', '.join(architectures.known())}") from None
     module.load_state_dict(load_file(str(path)), strict=True)
     module.eval()
     names = _forward_arg_names(module)

@@ -21,53 +21,25 @@ import json
 import math
 import sqlite3
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 from urllib.parse import quote
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import ValidationError
 
-MAX_TRIALS = 10_000
-MAX_OBJECTIVES = 8
-MAX_PARAMS = 64
+from grader.contracts.searchlog import (
+    MAX_OBJECTIVES,
+    MAX_PARAMS,
+    MAX_TRIALS,
+    ParamValue,
+    SearchLog,
+    SearchLogObservation,
+    Trial,
+    TrialState,
+)
+
 MAX_COLUMNS = 512
 MAX_SQLITE_STEPS = 50_000_000  # VM instructions; a legitimate 10,000-trial study needs a fraction
 SQLITE_PROGRESS_EVERY = 10_000
-
-Name = Annotated[str, StringConstraints(max_length=64)]
-ParamValue = float | int | bool | Annotated[str, StringConstraints(max_length=200)] | None
-TrialState = Literal["COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING"]
-Direction = Literal["maximize", "minimize"]
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class Trial(Strict):
-    number: int
-    state: TrialState
-    values: list[float | None] = Field(max_length=MAX_OBJECTIVES, description="by objective index; None if not finite")
-    params: dict[Name, ParamValue] = Field({}, max_length=MAX_PARAMS)
-
-
-class SearchLog(Strict):
-    """The trials of one study, as logged (nothing here has been checked against a model yet)."""
-
-    source: Literal["optuna-sqlite", "csv", "json"]
-    study: str = Field("", max_length=512)
-    objectives: list[Name] = Field(max_length=MAX_OBJECTIVES, description="names by index; '' where unnamed")
-    directions: list[Direction | None] = Field(max_length=MAX_OBJECTIVES, description="None where the log says none")
-    trials: list[Trial] = Field(max_length=MAX_TRIALS)
-
-    def complete(self) -> list[Trial]:
-        return [t for t in self.trials if t.state == "COMPLETE" and all(v is not None for v in t.values)]
-
-
-class SearchLogObservation(Strict):
-    """What the worker read: the log, or why it could not be read (phrased for the student)."""
-
-    log: SearchLog | None = None
-    error: str = Field("", max_length=2000)
 
 
 class SearchLogError(Exception):
@@ -76,8 +48,11 @@ class SearchLogError(Exception):
 
 def read_search_log(path: Path, fmt: str, study: str | None = None) -> SearchLog:
     """Read and validate a log already vetted by ``grader.intake.artifacts`` as ``fmt``."""
-    readers = {"sqlite": lambda: _read_sqlite(path, study), "csv": lambda: _read_csv(path),
-               "json": lambda: _read_json(path)}
+    readers = {
+        "sqlite": lambda: _read_sqlite(path, study),
+        "csv": lambda: _read_csv(path),
+        "json": lambda: _read_json(path),
+    }
     if fmt not in readers:
         raise SearchLogError(f"unknown search log format '{fmt}'")
     try:
@@ -126,7 +101,8 @@ def _read_sqlite(path: Path, study: str | None) -> SearchLog:
         if "no such table" in str(exc) or "no such column" in str(exc):
             raise SearchLogError(
                 f"this SQLite file is not an Optuna (>= 3.0) study ({exc}); save the study with "
-                "storage='sqlite:///study.db', or export study.trials_dataframe() to CSV") from None
+                "storage='sqlite:///study.db', or export study.trials_dataframe() to CSV"
+            ) from None
         raise SearchLogError(f"the SQLite file cannot be read: {exc}") from None
     except sqlite3.Error as exc:
         raise SearchLogError(f"the SQLite file cannot be read: {exc}") from None
@@ -142,9 +118,12 @@ def _pick_study(conn: sqlite3.Connection, study: str | None) -> tuple[int, str]:
             raise SearchLogError(f"the SQLite file has no study named '{study[:64]}'; it has: {_names(rows)}")
         return int(match[0][0]), str(match[0][1])
     if len(rows) != 1:
-        raise SearchLogError(f"the SQLite file holds {len(rows)} studies ({_names(rows)}); say which one "
-                             "with claims: {study: <name>} in submission.yaml" if rows else
-                             "the SQLite file holds no study")
+        raise SearchLogError(
+            f"the SQLite file holds {len(rows)} studies ({_names(rows)}); say which one "
+            "with claims: {study: <name>} in submission.yaml"
+            if rows
+            else "the SQLite file holds no study"
+        )
     return int(rows[0][0]), str(rows[0][1])
 
 
@@ -154,34 +133,47 @@ def _names(rows: list[tuple[Any, ...]]) -> str:
 
 def _read_optuna_tables(conn: sqlite3.Connection, study: str | None) -> SearchLog:
     study_id, study_name = _pick_study(conn, study)
-    directions = conn.execute("SELECT objective, direction FROM study_directions WHERE study_id = ? "
-                              "ORDER BY objective LIMIT ?", (study_id, MAX_OBJECTIVES + 1)).fetchall()
+    directions = conn.execute(
+        "SELECT objective, direction FROM study_directions WHERE study_id = ? ORDER BY objective LIMIT ?",
+        (study_id, MAX_OBJECTIVES + 1),
+    ).fetchall()
     if len(directions) > MAX_OBJECTIVES:
         raise SearchLogError(f"the study has more than {MAX_OBJECTIVES} objectives")
-    names_row = conn.execute("SELECT value_json FROM study_system_attributes WHERE study_id = ? AND key = "
-                             "'study:metric_names'", (study_id,)).fetchone()
+    names_row = conn.execute(
+        "SELECT value_json FROM study_system_attributes WHERE study_id = ? AND key = 'study:metric_names'", (study_id,)
+    ).fetchone()
     names = _metric_names(names_row[0] if names_row else None, len(directions))
-    trials = conn.execute("SELECT trial_id, number, state FROM trials WHERE study_id = ? ORDER BY number LIMIT ?",
-                          (study_id, MAX_TRIALS + 1)).fetchall()
+    trials = conn.execute(
+        "SELECT trial_id, number, state FROM trials WHERE study_id = ? ORDER BY number LIMIT ?",
+        (study_id, MAX_TRIALS + 1),
+    ).fetchall()
     if len(trials) > MAX_TRIALS:
         raise SearchLogError(f"the study has more than {MAX_TRIALS:,} trials; submit a log of at most that many")
     values: dict[int, list[float | None]] = {int(t[0]): [None] * len(directions) for t in trials}
     for trial_id, objective, value, value_type in conn.execute(
-            "SELECT v.trial_id, v.objective, v.value, v.value_type FROM trial_values v JOIN trials t "
-            "ON v.trial_id = t.trial_id WHERE t.study_id = ?", (study_id,)):
+        "SELECT v.trial_id, v.objective, v.value, v.value_type FROM trial_values v JOIN trials t "
+        "ON v.trial_id = t.trial_id WHERE t.study_id = ?",
+        (study_id,),
+    ):
         if trial_id in values and isinstance(objective, int) and 0 <= objective < len(directions):
             values[trial_id][objective] = _finite(value) if value_type == "FINITE" else None
     params: dict[int, dict[str, ParamValue]] = {int(t[0]): {} for t in trials}
     for trial_id, name, value, distribution in conn.execute(
-            "SELECT p.trial_id, p.param_name, p.param_value, p.distribution_json FROM trial_params p JOIN trials t "
-            "ON p.trial_id = t.trial_id WHERE t.study_id = ?", (study_id,)):
+        "SELECT p.trial_id, p.param_name, p.param_value, p.distribution_json FROM trial_params p JOIN trials t "
+        "ON p.trial_id = t.trial_id WHERE t.study_id = ?",
+        (study_id,),
+    ):
         if trial_id in params and len(params[trial_id]) < MAX_PARAMS:
             params[trial_id][str(name)[:64]] = _decode_param(value, distribution)
     return SearchLog(
-        source="optuna-sqlite", study=study_name[:512], objectives=names,
+        source="optuna-sqlite",
+        study=study_name[:512],
+        objectives=names,
         directions=[str(d).lower() if str(d).lower() in ("maximize", "minimize") else None for _, d in directions],
-        trials=[Trial(number=int(number), state=_state(state), values=values[int(tid)], params=params[int(tid)])
-                for tid, number, state in trials],
+        trials=[
+            Trial(number=int(number), state=_state(state), values=values[int(tid)], params=params[int(tid)])
+            for tid, number, state in trials
+        ],
     )
 
 
@@ -253,8 +245,9 @@ def _read_json(path: Path) -> SearchLog:
     if isinstance(data, dict) and isinstance(data.get("trials"), list):
         data = data["trials"]
     if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
-        raise SearchLogError("the JSON must be a list of trial records, as study.trials_dataframe()"
-                             ".to_json(orient='records') writes it")
+        raise SearchLogError(
+            "the JSON must be a list of trial records, as study.trials_dataframe().to_json(orient='records') writes it"
+        )
     if len(data) > MAX_TRIALS:
         raise SearchLogError(f"the log has more than {MAX_TRIALS:,} trials; submit at most that many")
     header: list[str] = []
@@ -271,8 +264,10 @@ def _objective_columns(header: list[str]) -> list[tuple[str, str]]:
     if not columns and "value" in header:
         columns = [("value", "")]
     if not columns:
-        raise SearchLogError("the log has no objective columns: expected 'values_<name>' per objective "
-                             "(study.set_metric_names([...]) before study.trials_dataframe())")
+        raise SearchLogError(
+            "the log has no objective columns: expected 'values_<name>' per objective "
+            "(study.set_metric_names([...]) before study.trials_dataframe())"
+        )
     if len(columns) > MAX_OBJECTIVES:
         raise SearchLogError(f"the log has more than {MAX_OBJECTIVES} objectives")
     return [(c, "" if n.isdigit() else n[:64]) for c, n in columns]
@@ -289,13 +284,17 @@ def _from_records(rows: list[dict[str, Any]], header: list[str], source: Literal
         number = _integer(row.get("number"))
         if number is None:
             raise SearchLogError(f"row {index + 1}: 'number' is not an integer")
-        trials.append(Trial(
-            number=number, state=_state(row.get("state")),
-            values=[_finite(_number(row.get(c))) for c, _ in objectives],
-            params={c.removeprefix("params_")[:64]: _scalar(row.get(c)) for c in param_columns},
-        ))
-    return SearchLog(source=source, objectives=[n for _, n in objectives], directions=[None] * len(objectives),
-                     trials=trials)
+        trials.append(
+            Trial(
+                number=number,
+                state=_state(row.get("state")),
+                values=[_finite(_number(row.get(c))) for c, _ in objectives],
+                params={c.removeprefix("params_")[:64]: _scalar(row.get(c)) for c in param_columns},
+            )
+        )
+    return SearchLog(
+        source=source, objectives=[n for _, n in objectives], directions=[None] * len(objectives), trials=trials
+    )
 
 
 def _number(value: Any) -> float | None:

@@ -1,12 +1,13 @@
 """The sandboxed worker: loads the student's models, gathers evidence, measures, writes JSON.
 
-Run as ``python -m grader.worker JOB.json`` by ``grader.sandbox.local`` only. Every failure a student
+Run as ``python -m grader.worker JOB OUT --folder NAME=PATH ...`` by a sandbox only. Every failure a student
 can cause ends as an ``Observations.failure`` with a message, never as a traceback; the host
 treats the output file as untrusted and validates it.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import sys
@@ -16,9 +17,21 @@ from pathlib import Path
 
 import numpy as np
 
-from grader.config.assignment import DerivedSpec, Pair, ProbeSpec
+from grader.contracts.job import DerivedSpec, FileRef, Job, ModelJob, Pair, ProbeSpec
+from grader.contracts.observations import (
+    BatchProbe,
+    DerivedStatus,
+    Environment,
+    FidelityComparison,
+    HeldoutAccuracy,
+    ModelObservation,
+    Observations,
+    SoloTiming,
+    TimingComparison,
+)
+from grader.contracts.problem import Problem, model_field
+from grader.errors import SubmissionError
 from grader.worker.evidence.flops import MacCount
-from grader.contracts.job import Job, ModelJob
 from grader.worker.measure import (
     accuracy,
     gzip_size,
@@ -35,50 +48,57 @@ from grader.worker.measure import (
     time_single,
     top1_agreement,
 )
-from grader.contracts.observations import (
-    BatchProbe,
-    DerivedStatus,
-    Environment,
-    Failure,
-    FidelityComparison,
-    HeldoutAccuracy,
-    ModelObservation,
-    Observations,
-    SoloTiming,
-    TimingComparison,
-)
 from grader.worker.runtime import Feeds, LoadedModel, load_model
 from grader.worker.searchlog import observe_search_log
 
-ORT_DTYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16,
-              "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(uint8)": np.uint8, "tensor(int8)": np.int8}
+ORT_DTYPES = {
+    "tensor(float)": np.float32,
+    "tensor(double)": np.float64,
+    "tensor(float16)": np.float16,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(uint8)": np.uint8,
+    "tensor(int8)": np.int8,
+}
 
 
-class StudentFault(Exception):
-    """Raised inside the worker for anything the student's files caused."""
-
-    def __init__(self, failure: Failure) -> None:
-        super().__init__(failure.message)
-        self.failure = failure
+def fault(problem: Problem) -> SubmissionError:
+    """The exception for anything the student's files caused; it ends as ``Observations.failure``."""
+    return SubmissionError.of([problem])
 
 
-def load_inputs(path: str | None, max_samples: int) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+def load_inputs(path: Path | None, max_samples: int) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
     if path is None:
-        raise StudentFault(Failure(kind="input", message="no inputs were given", hint="Add data.inputs to submission.yaml."))
+        raise fault(Problem(kind="input", message="no inputs were given", hint="Add data.inputs to submission.yaml."))
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {k: archive[k][:max_samples] for k in archive.files}
     except ValueError as exc:
-        raise StudentFault(Failure(kind="input", message=f"inputs file cannot be read without pickle: {exc}",
-                                   hint="Save plain numeric arrays with np.savez.")) from None
+        raise fault(
+            Problem(
+                kind="input",
+                message=f"inputs file cannot be read without pickle: {exc}",
+                hint="Save plain numeric arrays with np.savez.",
+            )
+        ) from None
     labels = arrays.pop("labels", None)
     if not arrays:
-        raise StudentFault(Failure(kind="input", message="inputs file holds no input arrays",
-                                   hint="Store each model input under its input name, e.g. np.savez(f, input=x)."))
+        raise fault(
+            Problem(
+                kind="input",
+                message="inputs file holds no input arrays",
+                hint="Store each model input under its input name, e.g. np.savez(f, input=x).",
+            )
+        )
     sizes = {a.shape[0] if a.ndim else 0 for a in arrays.values()}
     if len(sizes) != 1 or 0 in sizes:
-        raise StudentFault(Failure(kind="input", message="input arrays must share a non-empty first (batch) axis",
-                                   hint="Stack samples along axis 0."))
+        raise fault(
+            Problem(
+                kind="input",
+                message="input arrays must share a non-empty first (batch) axis",
+                hint="Stack samples along axis 0.",
+            )
+        )
     return arrays, labels
 
 
@@ -90,10 +110,14 @@ def feeds_for(model: LoadedModel, role: str, arrays: dict[str, np.ndarray], inde
     elif len(names) == 1 and len(arrays) == 1:
         chosen = {names[0]: next(iter(arrays.values()))}
     else:
-        raise StudentFault(Failure(
-            kind="input", role=role,
-            message=f"model '{role}' expects inputs {names} but inputs.npz has {sorted(arrays)}",
-            hint="Save one array per model input, keyed by the input's name."))
+        raise fault(
+            Problem(
+                kind="input",
+                field=model_field(role),
+                message=f"model '{role}' expects inputs {names} but inputs.npz has {sorted(arrays)}",
+                hint="Save one array per model input, keyed by the input's name.",
+            )
+        )
     feeds = {}
     for spec in model.inputs:
         value = chosen[spec.name][index]
@@ -131,8 +155,14 @@ def _call(model: LoadedModel, role: str, feeds: Feeds) -> list[np.ndarray]:
     except Exception as exc:  # noqa: BLE001 - the student's model failed, say how
         if _is_allocation_failure(exc):
             raise MemoryError(str(exc)) from None
-        raise StudentFault(Failure(kind="run", role=role, message=f"model '{role}' failed to run: {_short(exc)}",
-                                   hint="Run it yourself with the same inputs.npz (e.g. in onnxruntime) and fix the error.")) from None
+        raise fault(
+            Problem(
+                kind="run",
+                field=model_field(role),
+                message=f"model '{role}' failed to run: {_short(exc)}",
+                hint="Run it yourself with the same inputs.npz (e.g. in onnxruntime) and fix the error.",
+            )
+        ) from None
 
 
 def _short(exc: BaseException) -> str:
@@ -140,45 +170,73 @@ def _short(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0][:600] if text else ''}"
 
 
-def observe_model(job: ModelJob, threads: int, arrays: dict[str, np.ndarray], labels: np.ndarray | None,
-                  batch: int) -> tuple[ModelObservation, LoadedModel, list[np.ndarray]]:
+def observe_model(
+    job: ModelJob, path: Path, threads: int, arrays: dict[str, np.ndarray], labels: np.ndarray | None, batch: int
+) -> tuple[ModelObservation, LoadedModel, list[np.ndarray]]:
     reset_peak_rss()
     before = rss_mb()
     started = time.perf_counter()
     try:
-        model = load_model(Path(job.path), job.format, threads, job.architecture)
+        model = load_model(path, job.format, threads, job.architecture)
     except Exception as exc:  # noqa: BLE001
         if _is_allocation_failure(exc):
             raise MemoryError(str(exc)) from None
-        raise StudentFault(Failure(kind="load", role=job.role, message=f"model '{job.role}' ('{job.relpath}') failed to load: {_short(exc)}",
-                                   hint="Check that the file loads on your machine with the format's own loader.")) from None
+        raise fault(
+            Problem(
+                kind="load",
+                field=model_field(job.role),
+                message=f"model '{job.role}' ('{job.display_name}') failed to load: {_short(exc)}",
+                hint="Check that the file loads on your machine with the format's own loader.",
+            )
+        ) from None
     load_s = time.perf_counter() - started
     outputs = run_all(model, job.role, arrays, batch)
-    path = Path(job.path)
+    peak = max(peak_rss_mb() - before, 0.0)
+    macs = count_macs(model, job.role, arrays)
     observation = ModelObservation(
-        role=job.role, path=job.relpath, format=job.format,
-        size_bytes=path.stat().st_size, gzip_bytes=gzip_size(path), evidence=model.evidence,
-        inputs=model.inputs, outputs=model.outputs, load_s=load_s,
-        peak_rss_mb=max(peak_rss_mb() - before, 0.0),
+        role=job.role,
+        path=job.display_name,
+        format=job.format,
+        size_bytes=path.stat().st_size,
+        gzip_bytes=gzip_size(path),
+        evidence=model.evidence,
+        inputs=model.inputs,
+        outputs=model.outputs,
+        load_s=load_s,
+        peak_rss_mb=peak,
         accuracy=accuracy(outputs[0], labels) if labels is not None and outputs else None,
+        macs_per_sample=macs.macs,
+        macs_note=macs.note[:1000],
+        trusted=job.trusted,
     )
     return observation, model, outputs
 
 
-def compare_outputs(pair: Pair, ref_out: list[np.ndarray], cand_out: list[np.ndarray],
-                    names: list[str]) -> FidelityComparison:
+def compare_outputs(
+    pair: Pair, ref_out: list[np.ndarray], cand_out: list[np.ndarray], names: list[str]
+) -> FidelityComparison:
     """Top-1 agreement, SNR, KL on the first output; per-output parity on every output."""
     a, b = ref_out[0], cand_out[0]
-    parity = [output_parity(names[i] if i < len(names) else f"output{i}", r, c, pair.atol, pair.rtol)
-              for i, (r, c) in enumerate(zip(ref_out, cand_out))]
+    parity = [
+        output_parity(names[i] if i < len(names) else f"output{i}", r, c, pair.atol, pair.rtol)
+        for i, (r, c) in enumerate(zip(ref_out, cand_out))
+    ]
     note = ""
     if len(ref_out) != len(cand_out):
         note = f"'{pair.candidate}' has {len(cand_out)} output(s), '{pair.reference}' has {len(ref_out)}"
-    return FidelityComparison(reference=pair.reference, candidate=pair.candidate,
-                              samples=int(a.shape[0]) if a.ndim else 1,
-                              top1_agreement=top1_agreement(a, b), snr_db=snr_db(a, b),
-                              max_abs_error=max_abs_error(a, b), kl_divergence=kl_divergence(a, b),
-                              atol=pair.atol, rtol=pair.rtol, outputs=parity, note=note)
+    return FidelityComparison(
+        reference=pair.reference,
+        candidate=pair.candidate,
+        samples=int(a.shape[0]) if a.ndim else 1,
+        top1_agreement=top1_agreement(a, b),
+        snr_db=snr_db(a, b),
+        max_abs_error=max_abs_error(a, b),
+        kl_divergence=kl_divergence(a, b),
+        atol=pair.atol,
+        rtol=pair.rtol,
+        outputs=parity,
+        note=note,
+    )
 
 
 def _timing_batch(models: list[LoadedModel], batch: int) -> int:
@@ -186,34 +244,67 @@ def _timing_batch(models: list[LoadedModel], batch: int) -> int:
     return fixed.pop() if len(fixed) == 1 else batch
 
 
-def time_pair(ref: str, cand: str, models: dict[str, LoadedModel], arrays: dict[str, np.ndarray],
-              batch: int, job: Job, budget: float) -> TimingComparison:
+def time_pair(
+    ref: str,
+    cand: str,
+    models: dict[str, LoadedModel],
+    arrays: dict[str, np.ndarray],
+    batch: int,
+    job: Job,
+    budget: float,
+) -> TimingComparison:
     batch = _timing_batch([models[ref], models[cand]], batch)
     total = next(iter(arrays.values())).shape[0]
     index = np.arange(batch) % total
     feeds = {r: feeds_for(models[r], r, arrays, index) for r in (ref, cand)}
     timing = job.measure.timing
-    times = time_interleaved(lambda: models[ref].run(feeds[ref]), lambda: models[cand].run(feeds[cand]),
-                             budget_s=budget, warmup=timing.warmup, min_rounds=timing.min_rounds,
-                             max_rounds=timing.max_rounds)
+    times = time_interleaved(
+        lambda: models[ref].run(feeds[ref]),
+        lambda: models[cand].run(feeds[cand]),
+        budget_s=budget,
+        warmup=timing.warmup,
+        min_rounds=timing.min_rounds,
+        max_rounds=timing.max_rounds,
+    )
     ref_ms, cand_ms = float(np.median(times.reference_s)) * 1e3, float(np.median(times.candidate_s)) * 1e3
-    return TimingComparison(reference=ref, candidate=cand, batch_size=batch, threads=timing.threads, rounds=times.rounds,
-                            reference_ms=ref_ms, candidate_ms=cand_ms, speedup=ratio_estimate(times),
-                            reference_items_per_s=batch / ref_ms * 1e3, candidate_items_per_s=batch / cand_ms * 1e3)
+    return TimingComparison(
+        reference=ref,
+        candidate=cand,
+        batch_size=batch,
+        threads=timing.threads,
+        rounds=times.rounds,
+        reference_ms=ref_ms,
+        candidate_ms=cand_ms,
+        speedup=ratio_estimate(times),
+        reference_items_per_s=batch / ref_ms * 1e3,
+        candidate_items_per_s=batch / cand_ms * 1e3,
+    )
 
 
-def time_alone(role: str, model: LoadedModel, arrays: dict[str, np.ndarray], batch: int, job: Job,
-               budget: float) -> SoloTiming:
+def time_alone(
+    role: str, model: LoadedModel, arrays: dict[str, np.ndarray], batch: int, job: Job, budget: float
+) -> SoloTiming:
     """One model timed by itself: hw1's latency at batch 1 and throughput at a larger batch."""
     batch = _timing_batch([model], batch)
     total = next(iter(arrays.values())).shape[0]
     feeds = feeds_for(model, role, arrays, np.arange(batch) % total)
     timing = job.measure.timing
-    seconds = time_single(lambda: model.run(feeds), budget_s=budget, warmup=timing.warmup,
-                          min_rounds=timing.min_rounds, max_rounds=timing.max_rounds)
+    seconds = time_single(
+        lambda: model.run(feeds),
+        budget_s=budget,
+        warmup=timing.warmup,
+        min_rounds=timing.min_rounds,
+        max_rounds=timing.max_rounds,
+    )
     latency = median_estimate(seconds, scale=1e3, unit="ms")
-    return SoloTiming(role=role, batch_size=batch, threads=timing.threads, rounds=int(seconds.size),
-                      latency_ms=latency, items_per_s=batch / max(latency.value or 0.0, 1e-9) * 1e3)
+    return SoloTiming(
+        role=role,
+        batch_size=batch,
+        threads=timing.threads,
+        rounds=int(seconds.size),
+        latency_ms=latency,
+        items_per_s=batch / max(latency.value or 0.0, 1e-9) * 1e3,
+    )
 
 
 def batch_probe(model: LoadedModel, role: str, arrays: dict[str, np.ndarray], spec: ProbeSpec) -> BatchProbe:
@@ -225,32 +316,38 @@ def batch_probe(model: LoadedModel, role: str, arrays: dict[str, np.ndarray], sp
     total = next(iter(arrays.values())).shape[0]
     index = np.arange(spec.batch_size) % total
     names = [o.name for o in model.outputs]
-    probe = BatchProbe(role=role, batch_size=int(index.size), fixed_batch=model.fixed_batch(),
-                       single_ok=False, batch_ok=False)
+    probe = BatchProbe(
+        role=role, batch_size=int(index.size), fixed_batch=model.fixed_batch(), single_ok=False, batch_ok=False
+    )
     errors: list[str] = []
     singles: list[list[np.ndarray]] = []
     batch: list[np.ndarray] = []
     try:
-        singles = [_call(model, role, feeds_for(model, role, arrays, index[i:i + 1])) for i in range(index.size)]
+        singles = [_call(model, role, feeds_for(model, role, arrays, index[i : i + 1])) for i in range(index.size)]
         probe.single_ok = True
         probe.single_shapes = [list(map(int, o.shape)) for o in singles[0]][:64]
         probe.single_shapes_stable = all([o.shape for o in s] == [o.shape for o in singles[0]] for s in singles)
-    except StudentFault as fault:
-        errors.append(f"batch 1: {fault.failure.message}")
+    except SubmissionError as error:
+        errors.append(f"batch 1: {error.problem.message}")
     try:
         batch = _call(model, role, feeds_for(model, role, arrays, index))
         again = _call(model, role, feeds_for(model, role, arrays, index))
         probe.batch_ok = True
         probe.batch_shapes = [list(map(int, o.shape)) for o in batch][:64]
         probe.repeat_max_abs_error = max((max_abs_error(a, b) or 0.0 for a, b in zip(batch, again)), default=0.0)
-    except StudentFault as fault:
-        errors.append(f"batch {index.size}: {fault.failure.message}")
+    except SubmissionError as error:
+        errors.append(f"batch {index.size}: {error.problem.message}")
     if probe.single_ok and probe.batch_ok:
         stacked = [np.concatenate([s[i] for s in singles]) for i in range(len(singles[0]))]
-        probe.shapes_consistent = probe.single_shapes_stable and len(stacked) == len(batch) and all(
-            s.shape == b.shape and b.shape[:1] == (index.size,) for s, b in zip(stacked, batch))
-        probe.outputs = [output_parity(names[i] if i < len(names) else f"output{i}", b, s, spec.atol, spec.rtol)
-                         for i, (s, b) in enumerate(zip(stacked, batch))][:64]
+        probe.shapes_consistent = (
+            probe.single_shapes_stable
+            and len(stacked) == len(batch)
+            and all(s.shape == b.shape and b.shape[:1] == (index.size,) for s, b in zip(stacked, batch))
+        )
+        probe.outputs = [
+            output_parity(names[i] if i < len(names) else f"output{i}", b, s, spec.atol, spec.rtol)
+            for i, (s, b) in enumerate(zip(stacked, batch))
+        ][:64]
     elif probe.single_ok:
         again = _call(model, role, feeds_for(model, role, arrays, index[:1]))
         probe.repeat_max_abs_error = max((max_abs_error(a, b) or 0.0 for a, b in zip(singles[0], again)), default=0.0)
@@ -268,15 +365,24 @@ def count_macs(model: LoadedModel, role: str, arrays: dict[str, np.ndarray]) -> 
     if count.macs is None or batch == 1:
         return count
     return MacCount(count.macs // batch, f"{count.note}; the file fixes the batch to {batch}, divided by it")
+
+
 def environment(job: Job) -> Environment:
+    """The worker's own facts; the host adds where it ran (the sandbox) and which data it used."""
     libraries = {"numpy": np.__version__}
     for name in ("onnxruntime", "onnx", "torch", "tensorrt"):
         module = sys.modules.get(name)
         if module is not None:
             libraries[name] = getattr(module, "__version__", "?")
-    return Environment(cpu=_cpu_name(), cores=os.cpu_count(), threads=job.measure.timing.threads, gpu=gpu_name(),
-                       sandbox=job.sandbox, python=platform.python_version(), platform=platform.platform(),
-                       libraries=libraries)
+    return Environment(
+        cpu=_cpu_name(),
+        cores=os.cpu_count(),
+        threads=job.measure.timing.threads,
+        gpu=gpu_name(),
+        python=platform.python_version(),
+        platform=platform.platform(),
+        libraries=libraries,
+    )
 
 
 def gpu_name(driver_proc: Path = Path("/proc/driver/nvidia/gpus")) -> str:
@@ -325,9 +431,12 @@ def _warm_onnxruntime() -> None:
     import onnxruntime as ort
     from onnx import TensorProto, helper
 
-    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "warm",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "warm",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = min(model.ir_version, 9)
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
@@ -338,14 +447,18 @@ def _warm_onnxruntime() -> None:
 class Session:
     """One grading inside the worker: what is loaded so far, and what has been observed."""
 
-    def __init__(self, job: Job, obs: Observations) -> None:
+    def __init__(self, job: Job, folders: dict[str, Path], obs: Observations) -> None:
         self.job = job
+        self.folders = folders
         self.obs = obs
         self.spec = job.measure
         self.threads = job.measure.timing.threads
         self.loaded: dict[str, LoadedModel] = {}
         self.outputs: dict[str, list[np.ndarray]] = {}
-        self.arrays, self.labels = load_inputs(job.inputs, job.measure.max_samples)
+        self.arrays, self.labels = load_inputs(self.path(job.inputs), job.measure.max_samples)
+
+    def path(self, ref: FileRef | None) -> Path | None:
+        return None if ref is None else ref.resolve(self.folders)
 
     def available(self, *roles: str) -> bool:
         return all(r in self.loaded for r in roles)
@@ -353,16 +466,19 @@ class Session:
     def load_models(self) -> None:
         for model_job in self.job.models:
             try:
-                observation, model, outputs = observe_model(model_job, self.threads, self.arrays, self.labels,
-                                                            self.spec.fidelity_batch_size)
-            except StudentFault as fault:
+                observation, model, outputs = observe_model(
+                    model_job,
+                    self.path(model_job.file),
+                    self.threads,
+                    self.arrays,
+                    self.labels,
+                    self.spec.fidelity_batch_size,
+                )
+            except SubmissionError as error:
                 if not model_job.trusted:
                     raise
-                self.obs.unavailable[model_job.role] = fault.failure.message  # the inputs do not fit it
+                self.obs.unavailable[model_job.role] = error.problem.message  # the inputs do not fit it
                 continue
-            observation.trusted = model_job.trusted
-            count = count_macs(model, model_job.role, self.arrays)
-            observation.macs_per_sample, observation.macs_note = count.macs, count.note[:1000]
             self.obs.models[model_job.role] = observation
             self.loaded[model_job.role], self.outputs[model_job.role] = model, outputs
 
@@ -370,14 +486,14 @@ class Session:
         """Models the grader builds itself (a TensorRT engine from the ONNX file), on this machine."""
         for spec in self.spec.derived:
             source = next(m for m in self.job.models if m.role == spec.source)
-            status = build_derived(spec, Path(source.path), self.loaded[spec.source], self.arrays)
+            status = build_derived(spec, self.path(source.file), self.loaded[spec.source], self.arrays)
             if isinstance(status, tuple):
                 status, model = status
                 try:
                     self.outputs[spec.role] = run_all(model, spec.role, self.arrays, self.spec.fidelity_batch_size)
                     self.loaded[spec.role] = model
-                except StudentFault as fault:
-                    status = status.model_copy(update={"status": "failed", "reason": fault.failure.message[:2000]})
+                except SubmissionError as error:
+                    status = status.model_copy(update={"status": "failed", "reason": error.problem.message[:2000]})
             self.obs.derived.append(status)
 
     def probe(self) -> None:
@@ -391,8 +507,9 @@ class Session:
         for pair in self.spec.compare:
             if self.available(pair.reference, pair.candidate):
                 names = [o.name for o in self.loaded[pair.candidate].outputs]
-                self.obs.fidelity.append(compare_outputs(pair, self.outputs[pair.reference],
-                                                         self.outputs[pair.candidate], names))
+                self.obs.fidelity.append(
+                    compare_outputs(pair, self.outputs[pair.reference], self.outputs[pair.candidate], names)
+                )
 
     def time(self) -> None:
         """The timing budget is shared by every timed pair and solo role, at every batch size."""
@@ -402,8 +519,9 @@ class Session:
         budget = self.spec.timing.budget_s / max(1, len(batches) * (len(pairs) + len(solo)))
         for pair in pairs:
             for batch in batches:
-                self.obs.timing.append(time_pair(pair.reference, pair.candidate, self.loaded, self.arrays, batch,
-                                                 self.job, budget))
+                self.obs.timing.append(
+                    time_pair(pair.reference, pair.candidate, self.loaded, self.arrays, batch, self.job, budget)
+                )
         for role in solo:
             for batch in batches:
                 self.obs.solo_timing.append(time_alone(role, self.loaded[role], self.arrays, batch, self.job, budget))
@@ -413,24 +531,25 @@ class Session:
         spec = self.spec.heldout
         if spec is None or self.job.heldout_inputs is None:
             return
-        arrays, labels = load_inputs(self.job.heldout_inputs, self.spec.max_samples)
+        arrays, labels = load_inputs(self.path(self.job.heldout_inputs), self.spec.max_samples)
         for role in spec.roles:
             if not self.available(role):
                 continue
             try:
                 logits = run_all(self.loaded[role], role, arrays, self.spec.fidelity_batch_size)[0]
-            except StudentFault as fault:
-                self.obs.heldout.append(HeldoutAccuracy(role=role, error=fault.failure.message[:2000]))
+            except SubmissionError as error:
+                self.obs.heldout.append(HeldoutAccuracy(role=role, error=error.problem.message[:2000]))
                 continue
             value = accuracy(logits, labels) if labels is not None else None
             error = "" if value is not None else "its outputs are not [N, classes] logits for the course's labels"
-            self.obs.heldout.append(HeldoutAccuracy(role=role, samples=int(logits.shape[0]), accuracy=value,
-                                                    error=error))
+            self.obs.heldout.append(
+                HeldoutAccuracy(role=role, samples=int(logits.shape[0]), accuracy=value, error=error)
+            )
 
     def search_log(self) -> None:
         if self.job.search_log is not None:
             log = self.job.search_log
-            self.obs.search_log = observe_search_log(Path(log.path), log.format, log.study)
+            self.obs.search_log = observe_search_log(self.path(log.file), log.format, log.study)
 
 
 def build_derived(spec: DerivedSpec, onnx_path: Path, source: LoadedModel, arrays: dict[str, np.ndarray]):  # noqa: ANN201
@@ -449,16 +568,22 @@ def build_derived(spec: DerivedSpec, onnx_path: Path, source: LoadedModel, array
         if _is_allocation_failure(exc):
             raise MemoryError(str(exc)) from None
         return DerivedStatus(**base, status="failed", reason=f"TensorRT failed: {_short(exc)}")
-    status = DerivedStatus(**base, status="built", reason=f"built on {engine.device}"[:2000],
-                           version=engine.version[:64], build_s=engine.build_s)
+    status = DerivedStatus(
+        **base,
+        status="built",
+        reason=f"built on {engine.device}"[:2000],
+        version=engine.version[:64],
+        build_s=engine.build_s,
+    )
     return status, engine.model
 
 
-def observe(job: Job) -> Observations:
+def observe(job: Job, folders: dict[str, Path]) -> Observations:
+    """Everything the job asks for; a student-caused failure stops it and is what it reports."""
     obs = Observations()
     try:
         _preload(job)
-        session = Session(job, obs)
+        session = Session(job, folders, obs)
         session.load_models()
         session.build_derived()
         session.probe()
@@ -466,27 +591,42 @@ def observe(job: Job) -> Observations:
         session.time()
         session.heldout()
         session.search_log()
-    except StudentFault as fault:
-        obs.failure = fault.failure
+    except SubmissionError as error:
+        obs.failure = error.problem
     except MemoryError:
-        obs.failure = Failure(kind="memory_limit",
-                              message="the models needed more memory than the sandbox's limit allows",
-                              hint="Check for huge intermediate tensors (e.g. an Expand or a large MatMul) and reduce them.")
+        obs.failure = Problem(
+            kind="memory_limit",
+            message="the models needed more memory than the sandbox's limit allows",
+            hint="Check for huge intermediate tensors (e.g. an Expand or a large MatMul) and reduce them.",
+        )
     obs.environment = environment(job)
     return obs
 
 
+def parse_args(argv: list[str]) -> tuple[Path, Path, dict[str, Path]]:
+    """``JOB OUT [--folder NAME=PATH ...]``: the sandbox says where it mounted each folder."""
+    parser = argparse.ArgumentParser(prog="python -m grader.worker", description="The sandboxed worker.")
+    parser.add_argument("job", type=Path, help="the host's job file (JSON)")
+    parser.add_argument("out", type=Path, help="where to write the observations (JSON)")
+    parser.add_argument(
+        "--folder",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="where the folder the job calls NAME is mounted",
+    )
+    args = parser.parse_args(argv)
+    folders = dict(item.split("=", 1) for item in args.folder)
+    return args.job, args.out, {name: Path(path) for name, path in folders.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    job = Job.model_validate_json(Path(argv[0]).read_text())
+    job_path, out, folders = parse_args(sys.argv[1:] if argv is None else argv)
+    job = Job.model_validate_json(job_path.read_text())
     try:
-        observations = observe(job)
+        observations = observe(job, folders)
     except Exception:  # noqa: BLE001 - the grader's own bug: say so on stderr, host maps it to 'error'
         traceback.print_exc()
         return 70
-    Path(job.output).write_text(observations.model_dump_json())
+    out.write_text(observations.model_dump_json())
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -48,13 +48,16 @@ def require_tensorrt() -> tuple[Any, Any]:
     try:
         import tensorrt as trt
     except ImportError:
-        raise TensorRTUnavailable("TensorRT is not installed on this machine (the course's GPU runner has it; "
-                                  "locally: pip install 'compression-grader[tensorrt]')") from None
+        raise TensorRTUnavailable(
+            "TensorRT is not installed on this machine (the course's GPU runner has it; "
+            "locally: pip install 'compression-grader[tensorrt]')"
+        ) from None
     import torch
 
     if not torch.cuda.is_available():
-        raise TensorRTUnavailable("no CUDA device on this machine; TensorRT engines are built and timed on "
-                                  "the course's GPU runner")
+        raise TensorRTUnavailable(
+            "no CUDA device on this machine; TensorRT engines are built and timed on the course's GPU runner"
+        )
     return trt, torch
 
 
@@ -104,9 +107,15 @@ def _profile(builder: Any, network: Any, feeds: Feeds, max_batch: int) -> Any:
     return profile
 
 
-TORCH_DTYPES = {np.dtype(np.float32): "float32", np.dtype(np.float16): "float16", np.dtype(np.int32): "int32",
-                np.dtype(np.int64): "int64", np.dtype(np.int8): "int8", np.dtype(np.uint8): "uint8",
-                np.dtype(np.bool_): "bool"}
+TORCH_DTYPES = {
+    np.dtype(np.float32): "float32",
+    np.dtype(np.float16): "float16",
+    np.dtype(np.int32): "int32",
+    np.dtype(np.int64): "int64",
+    np.dtype(np.int8): "int8",
+    np.dtype(np.uint8): "uint8",
+    np.dtype(np.bool_): "bool",
+}
 
 
 def _wrap(trt: Any, torch: Any, engine: Any) -> LoadedModel:
@@ -128,8 +137,9 @@ def _wrap(trt: Any, torch: Any, engine: Any) -> LoadedModel:
             results = []
             for name in outputs:
                 dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(name)))
-                out = torch.empty(tuple(context.get_tensor_shape(name)), dtype=getattr(torch, TORCH_DTYPES[dtype]),
-                                  device="cuda")
+                out = torch.empty(
+                    tuple(context.get_tensor_shape(name)), dtype=getattr(torch, TORCH_DTYPES[dtype]), device="cuda"
+                )
                 context.set_tensor_address(name, out.data_ptr())
                 results.append(out)
             if not context.execute_async_v3(stream.cuda_stream):

@@ -1,88 +1,105 @@
-"""The shared rules every assignment can use from YAML."""
+"""The shared rules about a run and its compression: the load gate, thresholds on figures, and
+the proofs that weights are really quantized or pruned."""
 
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Literal
 
-from grader.config.assignment import CheckSpec
-from grader.checks.engine import CheckContext, Outcome, register
-from grader.grading.evidence import largest_float_weights, layer_sparsity
-from grader.grading.figures import pair_key
-from grader.contracts.observations import Estimate
+from pydantic import Field, model_validator
 
-
-def _fmt(value: float | None, unit: str = "") -> str:
-    if value is None:
-        return "n/a"
-    text = f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
-    return f"{text}{'' if unit in ('', 'x') else ' '}{unit}" if unit else text
-
-
-def linear(value: float, full: float, zero: float) -> float:
-    """1 at ``full`` or beyond, 0 at ``zero`` or beyond the other way, linear in between."""
-    if full == zero:
-        return 1.0 if value >= full else 0.0
-    return min(max((value - zero) / (full - zero), 0.0), 1.0)
-
-
-def favourable(estimate: Estimate, higher_is_better: bool) -> float | None:
-    """The end of the 95% interval most favourable to the student (the value if none).
-
-    A figure within noise of a threshold then gets the benefit of the doubt every time, so a
-    rerun cannot flip the verdict.
-    """
-    if estimate.value is None:
-        return None
-    bound = estimate.high if higher_is_better else estimate.low
-    return estimate.value if bound is None else bound
+from grader.checks.engine import CheckContext, Outcome, Params, register
+from grader.checks.shared import favourable, fmt, largest_float_weights, layer_sparsity, linear
+from grader.contracts.figures import pair_key
 
 
 @register("loads")
-def loads(spec: CheckSpec, ctx: CheckContext) -> Outcome:
+def loads(_: Params, ctx: CheckContext) -> Outcome:
     failure = ctx.observations.failure
     if failure is not None:
         message = f"{failure.message}. {failure.hint}".strip()
         return Outcome(0.0, message, {"failure": failure.kind, "role": failure.role})
     loaded = {role: m.format for role, m in ctx.observations.models.items()}
-    described = ", ".join(f"{role} ({fmt})" for role, fmt in loaded.items())
+    described = ", ".join(f"{role} ({kind})" for role, kind in loaded.items())
     return Outcome(1.0, f"All models loaded and ran on the inputs: {described}.", {"formats": loaded})
 
 
-def _criterion(crit: dict[str, Any], ctx: CheckContext) -> tuple[float | None, str, dict[str, Any]]:
-    key = str(crit["metric"])
+class Criterion(Params):
+    """One figure scored linearly from ``zero`` points to full points at ``full``."""
+
+    metric: str = Field(description="a figure name, e.g. candidate_vs_baseline.size_ratio")
+    label: str = ""
+    full: float
+    zero: float
+    use_interval: bool = Field(True, description="judge the favourable end of the 95% interval, where there is one")
+
+
+class ThresholdsParams(Params):
+    """Either ``criteria: [...]`` or one criterion's fields inline; the check gets the lowest score."""
+
+    criteria: list[Criterion] = []
+    metric: str | None = None
+    label: str = ""
+    full: float | None = None
+    zero: float | None = None
+    use_interval: bool = True
+    missing: Literal["skip", "fail"] = Field("skip", description="fail: not measuring the figure is a shortfall")
+    note: str = ""
+
+    @model_validator(mode="after")
+    def _one_form(self) -> ThresholdsParams:
+        inline = self.metric is not None or self.full is not None or self.zero is not None
+        if inline and self.criteria:
+            raise ValueError("give either criteria or one criterion's metric / full / zero, not both")
+        if inline:
+            if self.metric is None or self.full is None or self.zero is None:
+                raise ValueError("an inline criterion needs metric, full and zero")
+            self.criteria = [
+                Criterion(
+                    metric=self.metric, label=self.label, full=self.full, zero=self.zero, use_interval=self.use_interval
+                )
+            ]
+        if not self.criteria:
+            raise ValueError("needs at least one criterion")
+        return self
+
+
+def _criterion(crit: Criterion, ctx: CheckContext) -> tuple[float | None, str, dict[str, Any]]:
+    key = crit.metric
     estimate = ctx.figures.get(key)
-    label = crit.get("label", key)
+    label = crit.label or key
     if estimate is None or estimate.value is None:
         return None, f"{label}: not measured", {key: None}
-    full, zero = float(crit["full"]), float(crit["zero"])
-    higher = full >= zero
-    used = favourable(estimate, higher) if crit.get("use_interval", True) else estimate.value
+    higher = crit.full >= crit.zero
+    used = favourable(estimate, higher) if crit.use_interval else estimate.value
     assert used is not None
-    fraction = linear(used, full, zero) if higher else linear(-used, -full, -zero)
+    fraction = linear(used, crit.full, crit.zero) if higher else linear(-used, -crit.full, -crit.zero)
     interval = ""
     if estimate.low is not None and estimate.high is not None:
-        interval = f" (95% CI {_fmt(estimate.low)}-{_fmt(estimate.high)})"
-    need = f"{'>=' if higher else '<='} {_fmt(full, estimate.unit)} for full marks"
-    text = f"{label} {_fmt(estimate.value, estimate.unit)}{interval}, needs {need}"
-    return fraction, text, {key: estimate.model_dump(exclude_none=True), f"{key}.full": full, f"{key}.zero": zero}
+        interval = f" (95% CI {fmt(estimate.low)}-{fmt(estimate.high)})"
+    need = f"{'>=' if higher else '<='} {fmt(crit.full, estimate.unit)} for full marks"
+    text = f"{label} {fmt(estimate.value, estimate.unit)}{interval}, needs {need}"
+    return (
+        fraction,
+        text,
+        {key: estimate.model_dump(exclude_none=True), f"{key}.full": crit.full, f"{key}.zero": crit.zero},
+    )
 
 
-@register("thresholds")
-def thresholds(spec: CheckSpec, ctx: CheckContext) -> Outcome:
+@register("thresholds", ThresholdsParams)
+def thresholds(params: ThresholdsParams, ctx: CheckContext) -> Outcome:
     """Every criterion scored linearly between ``zero`` and ``full``; the check gets the lowest."""
-    criteria = spec.params.get("criteria") or [spec.params]
-    scored = [_criterion(c, ctx) for c in criteria]
+    scored = [_criterion(c, ctx) for c in params.criteria]
     fractions = [f for f, _, _ in scored if f is not None]
     evidence: dict[str, Any] = {}
     for _, _, ev in scored:
         evidence.update(ev)
     texts = "; ".join(t for _, t, _ in scored)
     if not fractions:
-        if spec.params.get("missing") == "fail":  # the figure is required: not measuring it is a shortfall
+        if params.missing == "fail":  # the figure is required: not measuring it is a shortfall
             return Outcome(0.0, f"Could not be judged: {texts}.", evidence)
         return Outcome(None, f"Nothing to judge: {texts}.", evidence)
-    note = " ".join(str(spec.params.get("note", "")).split())
+    note = " ".join(params.note.split())
     return Outcome(min(fractions), f"{texts[0].upper()}{texts[1:]}.{' ' + note if note else ''}", evidence)
 
 
@@ -96,13 +113,21 @@ def claimed_bits(claim: Any) -> int | None:
     return int(match.group(1)) if match else None
 
 
-@register("quantized")
-def quantized(spec: CheckSpec, ctx: CheckContext) -> Outcome:
+class QuantizedParams(Params):
+    model: str = "candidate"
+    claim: str = Field("quantization", description="the claim key naming the bit width, e.g. int8")
+    max_bits: int = Field(8, ge=1, le=8)
+    full: float = Field(0.9, ge=0, le=1, description="share of weight elements stored as integers for full marks")
+    zero: float = Field(0.5, ge=0, le=1)
+
+
+@register("quantized", QuantizedParams)
+def quantized(params: QuantizedParams, ctx: CheckContext) -> Outcome:
     """Share of weight elements *stored* as integers of <= the claimed bits (fake Q/DQ counts as float)."""
-    role = spec.params.get("model", "candidate")
+    role = params.model
     summary, evidence = ctx.summaries[role], ctx.observations.models[role].evidence
-    bits_claim = claimed_bits(ctx.submission.claims.get(spec.params.get("claim", "quantization")))
-    max_bits = min(bits_claim or 8, int(spec.params.get("max_bits", 8)))
+    bits_claim = claimed_bits(ctx.submission.claims.get(params.claim))
+    max_bits = min(bits_claim or 8, params.max_bits)
     fraction = summary.quantized_fraction
     floats = [f"{w.name} ({w.stored_dtype}, {w.numel:,} values)" for w in largest_float_weights(evidence, 3)]
     facts = {
@@ -114,9 +139,10 @@ def quantized(spec: CheckSpec, ctx: CheckContext) -> Outcome:
         "largest_float_weights": floats,
         "notes": evidence.notes,
     }
-    full, zero = float(spec.params.get("full", 0.9)), float(spec.params.get("zero", 0.5))
-    score = linear(fraction, full, zero)
-    message = f"{fraction:.1%} of weight values are stored as integers of <= 8 bits (needs {full:.0%} for full marks)."
+    score = linear(fraction, params.full, params.zero)
+    message = (
+        f"{fraction:.1%} of weight values are stored as integers of <= 8 bits (needs {params.full:.0%} for full marks)."
+    )
     if summary.min_quantized_bits and summary.min_quantized_bits > max_bits:
         score = 0.0
         message = f"You claimed {max_bits}-bit weights, but the file stores {summary.min_quantized_bits}-bit integers."
@@ -127,18 +153,26 @@ def quantized(spec: CheckSpec, ctx: CheckContext) -> Outcome:
     return Outcome(score, message, facts)
 
 
-@register("pruned")
-def pruned(spec: CheckSpec, ctx: CheckContext) -> Outcome:
+class PrunedParams(Params):
+    model: str = "candidate"
+    reference: str = "baseline"
+    claim: str = Field("sparsity", description="the claim key stating the sparsity, e.g. 0.5")
+    min: float = Field(0.5, ge=0, le=1, description="sparsity for full marks (or the claim, if higher)")
+    zero: float = Field(0.25, ge=0, le=1)
+    claim_tolerance: float = Field(0.02, ge=0, le=1)
+
+
+@register("pruned", PrunedParams)
+def pruned(params: PrunedParams, ctx: CheckContext) -> Outcome:
     """Exact zeros (or removed channels) against the baseline, measured, then held against the claim."""
-    role, ref = spec.params.get("model", "candidate"), spec.params.get("reference", "baseline")
-    figure = ctx.figures.get(f"{pair_key(ref, role)}.effective_sparsity")
+    role = params.model
+    figure = ctx.figures.get(f"{pair_key(params.reference, role)}.effective_sparsity")
     sparsity = figure.value if figure and figure.value is not None else ctx.summaries[role].sparsity
-    claim = ctx.submission.claims.get(spec.params.get("claim", "sparsity"))
+    claim = ctx.submission.claims.get(params.claim)
     claimed = float(claim) if isinstance(claim, (int, float)) and not isinstance(claim, bool) else None
-    minimum, zero = float(spec.params.get("min", 0.5)), float(spec.params.get("zero", 0.25))
-    tolerance = float(spec.params.get("claim_tolerance", 0.02))
-    required = max(minimum, (claimed - tolerance) if claimed is not None else minimum)
-    score = linear(sparsity, required, zero)
+    tolerance = params.claim_tolerance
+    required = max(params.min, (claimed - tolerance) if claimed is not None else params.min)
+    score = linear(sparsity, required, params.zero)
     summary = ctx.summaries[role]
     facts = {
         "effective_sparsity": round(sparsity, 4),
@@ -152,6 +186,8 @@ def pruned(spec: CheckSpec, ctx: CheckContext) -> Outcome:
     if claimed is not None and sparsity < claimed - tolerance:
         message += f" You claimed {claimed:.0%}, but the file shows {sparsity:.1%}."
     if summary.near_zero_fraction > 0.01:
-        message += (f" {summary.near_zero_fraction:.1%} of the weights are tiny but not exactly zero: pruning must "
-                    "store exact zeros (e.g. torch.nn.utils.prune.remove after pruning, or multiply by the mask).")
+        message += (
+            f" {summary.near_zero_fraction:.1%} of the weights are tiny but not exactly zero: pruning must "
+            "store exact zeros (e.g. torch.nn.utils.prune.remove after pruning, or multiply by the mask)."
+        )
     return Outcome(score, message, facts)

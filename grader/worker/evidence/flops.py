@@ -28,8 +28,14 @@ class MacCount:
 # op type -> (index of the data input, index of the weight input)
 CONV_OPS = {"Conv": (0, 1), "QLinearConv": (0, 3), "ConvInteger": (0, 1), "FusedConv": (0, 1)}
 GEMM_OPS = {"Gemm": (0, 1), "QGemm": (0, 3)}
-MATMUL_OPS = {"MatMul": (0, 1), "QLinearMatMul": (0, 3), "MatMulInteger": (0, 1), "FusedMatMul": (0, 1),
-              "DynamicQuantizeMatMul": (0, 1), "MatMulIntegerToFloat": (0, 1)}
+MATMUL_OPS = {
+    "MatMul": (0, 1),
+    "QLinearMatMul": (0, 3),
+    "MatMulInteger": (0, 1),
+    "FusedMatMul": (0, 1),
+    "DynamicQuantizeMatMul": (0, 1),
+    "MatMulIntegerToFloat": (0, 1),
+}
 UNCOUNTED_HEAVY = {"LSTM", "GRU", "RNN", "Einsum", "Attention", "MultiHeadAttention", "If", "Loop", "Scan"}
 
 
@@ -72,8 +78,9 @@ def _light_copy(model: Any, input_shapes: dict[str, tuple[int, ...]]) -> Any:
     for tensor in graph.initializer:
         if prod(tensor.dims) > SMALL_CONSTANT:
             inputs.append(helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims)))
-    light_graph = helper.make_graph(list(graph.node), graph.name or "graph", inputs, list(graph.output),
-                                    initializer=small)
+    light_graph = helper.make_graph(
+        list(graph.node), graph.name or "graph", inputs, list(graph.output), initializer=small
+    )
     light = helper.make_model(light_graph, opset_imports=list(model.opset_import))
     light.ir_version = model.ir_version
     light.functions.extend(model.functions)
@@ -212,8 +219,10 @@ def torch_macs(module: Any, args: list[Any]) -> MacCount:
             module(*args)
     except Exception as exc:  # noqa: BLE001 - a model the counter cannot follow is "not computable"
         return MacCount(None, f"not computable: torch's flop counter failed ({type(exc).__name__})")
-    return MacCount(int(counter.get_total_flops()) // 2,
-                    "counted by torch.utils.flop_counter on one batch-1 run (conv, matmul, attention)")
+    return MacCount(
+        int(counter.get_total_flops()) // 2,
+        "counted by torch.utils.flop_counter on one batch-1 run (conv, matmul, attention)",
+    )
 
 
 def per_sample_shapes(feeds: dict[str, np.ndarray]) -> dict[str, tuple[int, ...]]:

@@ -15,8 +15,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from grader.worker.evidence.tensors import is_low_bit_integer, tensor_evidence, unpack_nibbles
 from grader.contracts.observations import ModelEvidence, TensorEvidence
+from grader.worker.evidence.tensors import is_low_bit_integer, tensor_evidence, unpack_nibbles
 
 # op type -> {weight input index: zero-point input index or None}
 QUANTIZED_SLOTS: dict[str, dict[int, int | None]] = {

@@ -26,8 +26,13 @@ def onnx_facts(model, path: Path) -> OnnxFacts:  # noqa: ANN001 - onnx is import
         shape_error = _tidy(exc)
     except Exception as exc:  # noqa: BLE001 - ValidationError and anything else the checker raises
         checker_error = _tidy(exc)
-    return OnnxFacts(opset=opset, ir_version=int(model.ir_version), producer=_producer(model),
-                     checker_error=checker_error, shape_inference_error=shape_error)
+    return OnnxFacts(
+        opset=opset,
+        ir_version=int(model.ir_version),
+        producer=_producer(model),
+        checker_error=checker_error,
+        shape_inference_error=shape_error,
+    )
 
 
 def _producer(model) -> str:  # noqa: ANN001

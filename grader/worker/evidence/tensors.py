@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from grader.contracts.observations import TensorEvidence
+from grader.contracts.observations import PALETTE_MAX, TensorEvidence
 
 NEAR_ZERO_RELATIVE = 1e-6
 NOISE_RELATIVE = 1e-5  # values closer than this (of the largest magnitude) differ only by float noise
 MAX_DISTINCT_EXACT = 50_000_000  # np.unique above this many elements is too slow to be worth it
-PALETTE_MAX = 256  # above this many distinct values a codebook saves nothing over int8
 
 
 def bits_of(dtype: np.dtype | str, packed_bits: int | None = None) -> int:

@@ -9,16 +9,29 @@ prove nothing.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import torch
 
-from grader.worker.evidence.tensors import is_low_bit_integer, tensor_evidence
 from grader.contracts.observations import ModelEvidence, TensorEvidence
+from grader.worker.evidence.tensors import is_low_bit_integer, tensor_evidence
 
 PRUNABLE_MODULES = {"Conv1d", "Conv2d", "Conv3d", "ConvTranspose2d", "Linear", "LSTM", "GRU", "RNN"}
-COMPUTE_OPS = {"conv1d", "conv2d", "conv3d", "convolution", "conv_transpose2d", "linear", "addmm", "mm", "matmul", "bmm", "embedding"}
+COMPUTE_OPS = {
+    "conv1d",
+    "conv2d",
+    "conv3d",
+    "convolution",
+    "conv_transpose2d",
+    "linear",
+    "addmm",
+    "mm",
+    "matmul",
+    "bmm",
+    "embedding",
+}
 VIEW_OPS = {"view", "reshape", "permute", "t", "transpose", "_to_copy", "to", "contiguous"}
 DATA_NAMES = ("qdata", "int_data", "data", "packed_weight", "tensor_impl")
 
@@ -47,8 +60,14 @@ def stored_tensor_evidence(name: str, t: torch.Tensor, layer: str, prunable: boo
     quantized = is_low_bit_integer(values.dtype, bits) and (subclass or dequantized)
     axis = 0 if np.asarray(zero_point).size > 1 else None
     return tensor_evidence(
-        name, values, layer, prunable=prunable, quantized=quantized,
-        zero_point=zero_point if quantized else 0, axis=axis, stored_dtype=str(values.dtype),
+        name,
+        values,
+        layer,
+        prunable=prunable,
+        quantized=quantized,
+        zero_point=zero_point if quantized else 0,
+        axis=axis,
+        stored_dtype=str(values.dtype),
     )
 
 
@@ -77,12 +96,19 @@ def _users_of(node: Any) -> Iterable[Any]:
 def exported_program_evidence(ep: Any) -> ModelEvidence:
     """Weights an exported program's graph really uses, with the op that consumes each."""
     sig = ep.graph_signature
-    lifted = {**sig.inputs_to_parameters, **sig.inputs_to_buffers, **getattr(sig, "inputs_to_lifted_tensor_constants", {})}
+    lifted = {
+        **sig.inputs_to_parameters,
+        **sig.inputs_to_buffers,
+        **getattr(sig, "inputs_to_lifted_tensor_constants", {}),
+    }
     tensors = {**ep.state_dict, **getattr(ep, "constants", {})}
     weights: list[TensorEvidence] = []
     params = 0
-    ops = Counter(str(n.target).split(".")[1] if "." in str(n.target) else str(n.target)
-                  for n in ep.graph.nodes if n.op == "call_function")
+    ops = Counter(
+        str(n.target).split(".")[1] if "." in str(n.target) else str(n.target)
+        for n in ep.graph.nodes
+        if n.op == "call_function"
+    )
     for node in ep.graph.nodes:
         if node.op != "placeholder" or node.name not in lifted or not _users_of(node):
             continue
