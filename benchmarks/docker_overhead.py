@@ -24,11 +24,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from grader.assignment import Limits  # noqa: E402
-from grader.course import DockerSettings  # noqa: E402
-from grader.docker_sandbox import DockerRunner, engine, run_in_container  # noqa: E402
-from grader.grading import grade  # noqa: E402
-from grader.sandbox import isolation, run_sandboxed  # noqa: E402
+from grader.config.course import DockerSettings  # noqa: E402
+from grader.contracts.job import Limits  # noqa: E402
+from grader.grading.pipeline import grade  # noqa: E402
+from grader.sandbox.base import Sandboxes  # noqa: E402
+from grader.sandbox.docker import DockerSandbox, engine, run_in_container  # noqa: E402
+from grader.sandbox.local import isolation, run_sandboxed, run_worker  # noqa: E402
+from grader.sandbox.service_local import LocalServiceHost  # noqa: E402
 from reference.build import ensure_built  # noqa: E402
 
 SOLUTION = ROOT / "reference" / "solutions" / "hw2-quantization-pruning"
@@ -46,7 +48,7 @@ def settings_for(args: argparse.Namespace) -> DockerSettings:
 def timed_grade(runner) -> tuple[float, tuple, float]:
     """Wall time, verdict and measured batch-64 speedup of one grading."""
     started = time.perf_counter()
-    grading = grade(SOLUTION, runner=runner)
+    grading = grade(SOLUTION, Sandboxes(runner or run_worker, LocalServiceHost()))
     elapsed = time.perf_counter() - started
     result = grading.result
     assert result.status == "graded", (result.problems, grading.internal_error)
@@ -62,7 +64,7 @@ def bare_start(settings: DockerSettings, runs: int) -> tuple[float, float]:
             local.append(run_sandboxed([sys.executable, "-c", "pass"], Limits(), Path(work), []).wall_s)
         with tempfile.TemporaryDirectory() as work:
             started = time.perf_counter()
-            done = run_in_container(["python", "-c", "pass"], settings, Limits(), Path(work), [])
+            done = run_in_container(["python", "-c", "pass"], settings, Limits(), Path(work), {})
             assert done.returncode == 0, done.output_tail
             docker.append(time.perf_counter() - started)
     return statistics.median(local), statistics.median(docker)
@@ -76,7 +78,7 @@ def main() -> int:
     args = parser.parse_args()
     ensure_built()
     settings = settings_for(args)
-    docker_runner = DockerRunner(settings)
+    docker_runner = DockerSandbox(settings)
     local_s, docker_s, same, speedups = [], [], [], {"local": [], "docker": []}
     for i in range(args.runs):
         local_time, local_verdict, speedups_local = timed_grade(None)
@@ -86,8 +88,10 @@ def main() -> int:
         speedups["local"].append(speedups_local)
         speedups["docker"].append(speedups_docker)
         same.append(local_verdict == docker_verdict)
-        print(f"run {i + 1}/{args.runs}: local {local_time:.1f} s, docker {docker_time:.1f} s, "
-              f"same verdict: {same[-1]}", flush=True)
+        print(
+            f"run {i + 1}/{args.runs}: local {local_time:.1f} s, docker {docker_time:.1f} s, same verdict: {same[-1]}",
+            flush=True,
+        )
     bare_local, bare_docker = bare_start(settings, max(5, args.runs))
     extra = statistics.median(d - loc for d, loc in zip(docker_s, local_s))
     rows = [

@@ -3,7 +3,7 @@
 Prints one table:
 - wall time per grading (target <= 60 s on 2 cores),
 - the spread of the measured speedup across the runs, (max - min) / median (target <= 10%),
-- the grader's own overhead: its latency for the candidate (grader.runtime + grader.measure)
+- the grader's own overhead: its latency for the candidate (grader.worker.runtime + grader.worker.measure)
   against a bare onnxruntime loop over the same model, interleaved in one process (target <= 5%).
 
 Run: .venv/bin/python benchmarks/grade_reference.py [--runs 5]
@@ -22,9 +22,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from grader.grading import grade  # noqa: E402
-from grader.measure import ratio_estimate, time_interleaved  # noqa: E402
-from grader.runtime import load_model  # noqa: E402
+from grader.commands.common import sandboxes  # noqa: E402
+from grader.config.course import RunnerConfig  # noqa: E402
+from grader.grading.pipeline import grade  # noqa: E402
+from grader.worker.measure import ratio_estimate, time_interleaved  # noqa: E402
+from grader.worker.runtime import load_model  # noqa: E402
 from reference.build import ensure_built  # noqa: E402
 
 SOLUTION = ROOT / "reference" / "solutions" / "hw2-quantization-pruning"
@@ -34,14 +36,17 @@ def grading_runs(runs: int) -> tuple[list[float], dict[str, list[float]]]:
     walls, speedups = [], {"b1": [], "b64": []}
     for i in range(runs):
         started = time.perf_counter()
-        grading = grade(SOLUTION)
+        grading = grade(SOLUTION, sandboxes(RunnerConfig()))
         walls.append(time.perf_counter() - started)
         result = grading.result
         assert result.status == "graded", result.problems
         for batch in speedups:
             speedups[batch].append(result.metrics[f"candidate_vs_baseline.speedup_{batch}"].value)
-        print(f"run {i + 1}/{runs}: {walls[-1]:.1f} s, score {result.score:g}/{result.max_score:g}, "
-              f"speedup b64 {speedups['b64'][-1]:.2f}x", flush=True)
+        print(
+            f"run {i + 1}/{runs}: {walls[-1]:.1f} s, score {result.score:g}/{result.max_score:g}, "
+            f"speedup b64 {speedups['b64'][-1]:.2f}x",
+            flush=True,
+        )
     return walls, speedups
 
 
@@ -75,8 +80,13 @@ def main() -> int:
         rows.append((f"speedup {batch}: spread (max-min)/median", f"{spread:.1%}", "<= 10%"))
     for batch in (1, 64):
         graded_ms, bare_ms, extra = overhead(batch)
-        rows.append((f"grader overhead at batch {batch} (grader {graded_ms:.3f} ms vs bare {bare_ms:.3f} ms)",
-                     f"{extra:+.1%}", "<= 5%"))
+        rows.append(
+            (
+                f"grader overhead at batch {batch} (grader {graded_ms:.3f} ms vs bare {bare_ms:.3f} ms)",
+                f"{extra:+.1%}",
+                "<= 5%",
+            )
+        )
     width = max(len(r[0]) for r in rows)
     print(f"\n{'figure':<{width}}  {'measured':<28}  target")
     print("-" * (width + 40))

@@ -20,13 +20,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from grader.assignment import Limits, load_assignment  # noqa: E402
-from grader.service.corpus import load_corpus  # noqa: E402
-from grader.service.grading import expected_answers  # noqa: E402
-from grader.service.loadgen import run_level, wait_healthy  # noqa: E402
-from grader.service.runner import running_service  # noqa: E402
+from grader.config.assignment import Limits, load_assignment  # noqa: E402
+from grader.grading.corpus import load_corpus  # noqa: E402
+from grader.grading.loadgen import run_level, wait_healthy  # noqa: E402
+from grader.grading.service import expected_answers  # noqa: E402
+from grader.sandbox.service_local import running_service  # noqa: E402
 from reference.build import ensure_built  # noqa: E402
-
 
 
 def _trivial_server(socket_path: str) -> None:
@@ -69,9 +68,12 @@ def ceiling(corpus, seconds: float, concurrency: int) -> float:  # noqa: ANN001
 
 def reference_throughput(corpus, seconds: float) -> tuple[float, int]:  # noqa: ANN001
     spec = load_assignment("final-service").service
-    with tempfile.TemporaryDirectory() as work, running_service(
-        spec.reference_command, ROOT / spec.reference_folder, Limits(wall_time_s=600), Path(work), 1, "reference"
-    ) as service:
+    with (
+        tempfile.TemporaryDirectory() as work,
+        running_service(
+            spec.reference_command, ROOT / spec.reference_folder, Limits(wall_time_s=600), Path(work), 1, "reference"
+        ) as service,
+    ):
         if wait_healthy(service.socket, 60, service.alive) is None:
             raise SystemExit(f"reference service did not start: {service.log_tail()}")
         run_level(service.socket, corpus, 1, 1.0)

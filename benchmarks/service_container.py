@@ -30,11 +30,13 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from grader.course import DockerSettings  # noqa: E402
-from grader.docker_sandbox import engine  # noqa: E402
-from grader.grading import grade  # noqa: E402
-from grader.service.container import DockerServiceHost  # noqa: E402
-from grader.service.runner import LocalServiceHost  # noqa: E402
+from grader.config.course import DockerSettings  # noqa: E402
+from grader.grading.pipeline import grade  # noqa: E402
+from grader.sandbox.base import Sandboxes  # noqa: E402
+from grader.sandbox.docker import engine  # noqa: E402
+from grader.sandbox.local import run_worker  # noqa: E402
+from grader.sandbox.service_docker import DockerServiceHost  # noqa: E402
+from grader.sandbox.service_local import LocalServiceHost  # noqa: E402
 from reference.build import ensure_built  # noqa: E402
 
 
@@ -44,9 +46,18 @@ def team_copy_of_the_reference(folder: Path) -> Path:
     folder.mkdir(parents=True)
     shutil.copy(ROOT / config["reference_folder"] / "app.py", folder / "app.py")
     shutil.copy(ROOT / config["reference_model"], folder / "digits_cnn.onnx")
-    (folder / "submission.yaml").write_text(yaml.safe_dump({
-        "schema": 1, "assignment": "final-service", "team": "benchmark", "members": ["octocat"],
-        "service": {"command": config["reference_command"]}}, sort_keys=False))
+    (folder / "submission.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "schema": 1,
+                "assignment": "final-service",
+                "team": "benchmark",
+                "members": ["octocat"],
+                "service": {"command": config["reference_command"]},
+            },
+            sort_keys=False,
+        )
+    )
     return folder
 
 
@@ -60,14 +71,18 @@ def settings_for(args: argparse.Namespace) -> DockerSettings:
 
 def timed(folder: Path, host) -> dict:
     started = time.perf_counter()
-    grading = grade(folder, service_host=host)
+    grading = grade(folder, Sandboxes(run_worker, host))
     elapsed = time.perf_counter() - started
     result = grading.result
     assert result.status == "graded", (result.problems, grading.internal_error)
     metric = result.metrics
-    return {"wall": elapsed, "team": metric["service.best_throughput"].value,
-            "reference": metric["reference_service.best_throughput"].value,
-            "ratio": metric["service_vs_reference_service.throughput_ratio"].value, "score": result.score}
+    return {
+        "wall": elapsed,
+        "team": metric["service.best_throughput"].value,
+        "reference": metric["reference_service.best_throughput"].value,
+        "ratio": metric["service_vs_reference_service.throughput_ratio"].value,
+        "score": result.score,
+    }
 
 
 def main() -> None:
@@ -88,11 +103,15 @@ def main() -> None:
     for name, runs in rows.items():
         med = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
         spread = f"{min(r['ratio'] for r in runs):.2f}-{max(r['ratio'] for r in runs):.2f}"
-        print(f"{name:<14} {med['wall']:8.1f} {med['team']:11.0f} {med['reference']:10.0f} {med['ratio']:9.2f} "
-              f"{spread:>11} {med['score']:6.1f}")
+        print(
+            f"{name:<14} {med['wall']:8.1f} {med['team']:11.0f} {med['reference']:10.0f} {med['ratio']:9.2f} "
+            f"{spread:>11} {med['score']:6.1f}"
+        )
     local, docker = (statistics.median(r["reference"] for r in rows[n]) for n in hosts)
-    print(f"reference throughput in the container vs the local sandbox: {docker / local:.2f}x "
-          f"(median of {args.runs} run(s) each, alternating)")
+    print(
+        f"reference throughput in the container vs the local sandbox: {docker / local:.2f}x "
+        f"(median of {args.runs} run(s) each, alternating)"
+    )
 
 
 if __name__ == "__main__":

@@ -83,11 +83,25 @@ GENERATED: dict[str, Path] = {
 # Committed files that belong with the generated ones.
 COMMITTED: dict[str, Path] = {
     f"{hw}_submission": folder / "submission.yaml"
-    for hw, folder in (("hw1", HW1_DIR), ("hw2", HW2_DIR), ("hw3", HW3_DIR), ("hw4", HW4_DIR), ("hw5", HW5_DIR),
-                       ("hw6", HW6_DIR), ("final", FINAL_DIR))
+    for hw, folder in (
+        ("hw1", HW1_DIR),
+        ("hw2", HW2_DIR),
+        ("hw3", HW3_DIR),
+        ("hw4", HW4_DIR),
+        ("hw5", HW5_DIR),
+        ("hw6", HW6_DIR),
+        ("final", FINAL_DIR),
+    )
 }
-SOLUTION_DIRS = {"hw1": HW1_DIR, "hw2": HW2_DIR, "hw3": HW3_DIR, "hw4": HW4_DIR, "hw5": HW5_DIR, "hw6": HW6_DIR,
-                 "final": FINAL_DIR}
+SOLUTION_DIRS = {
+    "hw1": HW1_DIR,
+    "hw2": HW2_DIR,
+    "hw3": HW3_DIR,
+    "hw4": HW4_DIR,
+    "hw5": HW5_DIR,
+    "hw6": HW6_DIR,
+    "final": FINAL_DIR,
+}
 
 Log = Callable[[str], None]
 
@@ -336,8 +350,8 @@ def _check_int8_zeros(path: Path) -> float:
     """Pruned zeros must survive quantization; judged by the grader's own evidence functions."""
     import onnx
 
-    from grader.evidence.onnx_graph import onnx_evidence
-    from grader.evidence.summary import summarize
+    from grader.grading.figures import summarize
+    from grader.worker.evidence.onnx_graph import onnx_evidence
 
     summary = summarize(onnx_evidence(onnx.load(str(path))))
     if summary.quantized_fraction < 0.99:
@@ -348,10 +362,10 @@ def _check_int8_zeros(path: Path) -> float:
 
 
 def _timings(x_test: np.ndarray) -> dict[str, float]:
-    """Batch-1 latency and batch-64 speedup, one thread, fp32 and int8 interleaved (grader.measure)."""
+    """Batch-1 latency and batch-64 speedup, one thread, fp32 and int8 interleaved (grader.worker.measure)."""
     import numpy as np
 
-    from grader.measure import ratio_estimate, time_interleaved
+    from grader.worker.measure import ratio_estimate, time_interleaved
     from reference.compress import ort_session
     from reference.digits_cnn import INPUT_NAME
 
@@ -359,7 +373,9 @@ def _timings(x_test: np.ndarray) -> dict[str, float]:
     figures: dict[str, float] = {}
     for batch, budget in ((1, 1.0), (64, 3.0)):
         feed = {INPUT_NAME: np.ascontiguousarray(x_test[:batch], dtype=np.float32)}
-        times = time_interleaved(lambda: fp32.run(None, feed), lambda: int8.run(None, feed), budget_s=budget, warmup=5)
+        times = time_interleaved(
+            lambda feed=feed: fp32.run(None, feed), lambda feed=feed: int8.run(None, feed), budget_s=budget, warmup=5
+        )
         figures[f"latency_ms_b{batch}_fp32"] = round(float(np.median(times.reference_s)) * 1e3, 3)
         figures[f"latency_ms_b{batch}_int8"] = round(float(np.median(times.candidate_s)) * 1e3, 3)
         figures[f"speedup_b{batch}_int8"] = round(ratio_estimate(times).value, 2)
@@ -372,23 +388,24 @@ def _log_summary(log: Log, s: dict[str, Any]) -> None:
         f"  accuracy   fp32 {s['accuracy_fp32']:.2%} | pruned fp32 {s['accuracy_pruned_fp32']:.2%}"
         f" | compressed int8 {s['accuracy_compressed_int8']:.2%}"
     )
-    log(
-        f"  size       fp32 {s['size_bytes_fp32'] / 1e6:.2f} MB | compressed {s['size_bytes_compressed'] / 1e6:.2f} MB"
-    )
+    log(f"  size       fp32 {s['size_bytes_fp32'] / 1e6:.2f} MB | compressed {s['size_bytes_compressed'] / 1e6:.2f} MB")
     log(
         f"  sparsity   {s['weight_sparsity']:.1%} of conv/linear weights;"
         f" {s['int8_weight_zero_fraction']:.1%} of int8 weights at zero point"
     )
     log(
-        f"  latency    batch-1 (1 thread) fp32 {s['latency_ms_b1_fp32']:.3f} ms | int8 {s['latency_ms_b1_int8']:.3f} ms;"
+        f"  latency    batch-1 (1 thread) fp32 {s['latency_ms_b1_fp32']:.3f} ms"
+        f" | int8 {s['latency_ms_b1_int8']:.3f} ms;"
         f" batch-64 speedup int8 vs fp32 {s['speedup_b64_int8']:.2f}x (interleaved median ratio)"
     )
     log(
         f"  hw3        16 clusters per tensor: accuracy {s['hw3_accuracy_clustered']:.2%};"
         f" hw4 distilled student {s['hw4_accuracy_student']:.2%} vs from scratch {s['hw4_accuracy_scratch']:.2%}"
     )
-    log(f"  hw5        {s['hw5_trials']} trials, chosen trial {s['hw5_chosen']['number']};"
-        f" hw6 ONNX vs .pt2 max abs error {s['hw6_max_abs_error']:.1e}")
+    log(
+        f"  hw5        {s['hw5_trials']} trials, chosen trial {s['hw5_chosen']['number']};"
+        f" hw6 ONNX vs .pt2 max abs error {s['hw6_max_abs_error']:.1e}"
+    )
 
 
 # --------------------------------------------------------------------------- CLI

@@ -318,9 +318,7 @@ def fake_quantize_onnx(src_path: PathLike, dst_path: PathLike) -> Path:
     return dst_path
 
 
-def _add_fake_qdq(
-    weight: np.ndarray, w_name: str, nodes: list[onnx.NodeProto], inits: list[onnx.TensorProto]
-) -> str:
+def _add_fake_qdq(weight: np.ndarray, w_name: str, nodes: list[onnx.NodeProto], inits: list[onnx.TensorProto]) -> str:
     """Append Q->DQ nodes for a float weight (per-tensor symmetric int8); return the DQ output."""
     scale = np.float32(max(float(np.abs(weight).max()), 1e-8) / 127.0)
     scale_name, zp_name = f"{w_name}_fq_scale", f"{w_name}_fq_zero_point"
@@ -354,8 +352,6 @@ def onnx_accuracy(path: PathLike, inputs: np.ndarray, labels: np.ndarray, batch_
         for i in range(0, len(inputs), batch_size)
     ]
     return float(np.mean(np.concatenate(preds) == labels))
-
-
 
 
 # --------------------------------------------------------------------------- weight clustering

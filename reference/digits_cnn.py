@@ -71,8 +71,12 @@ class DigitsStudent(nn.Module):
     def __init__(self, widths: tuple[int, int] = (16, 32), num_classes: int = NUM_CLASSES) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(INPUT_SHAPE[0], widths[0], kernel_size=3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(widths[0], widths[1], kernel_size=3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(INPUT_SHAPE[0], widths[0], kernel_size=3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(widths[0], widths[1], kernel_size=3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
             nn.Flatten(),
         )
         self.classifier = nn.Linear(widths[1] * 4, num_classes)
@@ -108,9 +112,7 @@ def load_digits_split(
     data = load_digits()
     x = (data.images.astype(np.float32) / 16.0).reshape(-1, *INPUT_SHAPE)
     y = data.target.astype(np.int64)
-    x_train, x_test, y_train, y_test = train_test_split(
-        x, y, test_size=test_fraction, random_state=seed, stratify=y
-    )
+    x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=test_fraction, random_state=seed, stratify=y)
     return (
         np.ascontiguousarray(x_train, dtype=np.float32),
         np.ascontiguousarray(y_train, dtype=np.int64),

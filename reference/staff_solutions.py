@@ -56,15 +56,19 @@ def build_hw1(folder: Path, model_onnx: Path, x_test: np.ndarray, y_test: np.nda
     reported = yaml.safe_load((folder / "submission.yaml").read_text())["reported"]
     size_mib = (folder / "baseline.onnx").stat().st_size / MB
     if abs(reported["size_mb"] - size_mib) > HW1_SIZE_TOLERANCE * size_mib:
-        raise RuntimeError(f"hw1 submission.yaml reports size_mb {reported['size_mb']} but the file is "
-                           f"{size_mib:.3f} MiB; update reference/solutions/hw1-baseline/submission.yaml")
+        raise RuntimeError(
+            f"hw1 submission.yaml reports size_mb {reported['size_mb']} but the file is "
+            f"{size_mib:.3f} MiB; update reference/solutions/hw1-baseline/submission.yaml"
+        )
     return {"hw1_size_mib": round(size_mib, 4)}
 
 
 # --------------------------------------------------------------------------- hw6
 
 
-def build_hw6(folder: Path, model: nn.Module, model_onnx: Path, x_test: np.ndarray, y_test: np.ndarray) -> dict[str, Any]:
+def build_hw6(
+    folder: Path, model: nn.Module, model_onnx: Path, x_test: np.ndarray, y_test: np.ndarray
+) -> dict[str, Any]:
     """A ``torch.export`` program with a dynamic batch axis (the source) and its ONNX export."""
     folder.mkdir(parents=True, exist_ok=True)
     batch = torch.export.Dim("batch", min=1, max=4096)
@@ -84,7 +88,9 @@ def build_hw6(folder: Path, model: nn.Module, model_onnx: Path, x_test: np.ndarr
 # --------------------------------------------------------------------------- hw3
 
 
-def build_hw3(folder: Path, model: nn.Module, model_onnx: Path, x_test: np.ndarray, y_test: np.ndarray) -> dict[str, Any]:
+def build_hw3(
+    folder: Path, model: nn.Module, model_onnx: Path, x_test: np.ndarray, y_test: np.ndarray
+) -> dict[str, Any]:
     """Every conv / linear weight clustered to 16 values per tensor (1-D k-means), no fine-tune."""
     folder.mkdir(parents=True, exist_ok=True)
     clustered = copy.deepcopy(model).eval()
@@ -127,8 +133,9 @@ def _one_thread() -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
-def _fit_student(student: DigitsStudent, x_t: torch.Tensor, y_t: torch.Tensor, soft: torch.Tensor | None,
-                 seed: int) -> DigitsStudent:
+def _fit_student(
+    student: DigitsStudent, x_t: torch.Tensor, y_t: torch.Tensor, soft: torch.Tensor | None, seed: int
+) -> DigitsStudent:
     optimizer = torch.optim.Adam(student.parameters(), lr=STUDENT_LR)
     steps = STUDENT_EPOCHS * -(-len(x_t) // STUDENT_BATCH)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
@@ -141,9 +148,15 @@ def _fit_student(student: DigitsStudent, x_t: torch.Tensor, y_t: torch.Tensor, s
             loss = nn.functional.cross_entropy(logits, y_t[index])
             if soft is not None:
                 t = KD_TEMPERATURE
-                distill = nn.functional.kl_div(nn.functional.log_softmax(logits / t, dim=1),
-                                               nn.functional.softmax(soft[index] / t, dim=1),
-                                               reduction="batchmean") * t * t
+                distill = (
+                    nn.functional.kl_div(
+                        nn.functional.log_softmax(logits / t, dim=1),
+                        nn.functional.softmax(soft[index] / t, dim=1),
+                        reduction="batchmean",
+                    )
+                    * t
+                    * t
+                )
                 loss = KD_ALPHA * distill + (1 - KD_ALPHA) * loss
             loss.backward()
             optimizer.step()
@@ -151,8 +164,9 @@ def _fit_student(student: DigitsStudent, x_t: torch.Tensor, y_t: torch.Tensor, s
     return student.eval()
 
 
-def build_hw4(folder: Path, scratch_path: Path, teacher: nn.Module, model_onnx: Path, data: tuple,
-              seed: int) -> tuple[dict[str, Any], nn.Module]:
+def build_hw4(
+    folder: Path, scratch_path: Path, teacher: nn.Module, model_onnx: Path, data: tuple, seed: int
+) -> tuple[dict[str, Any], nn.Module]:
     """A distilled DigitsStudent, and the course's from-scratch student of the same architecture."""
     x_train, y_train, x_test, y_test = data
     folder.mkdir(parents=True, exist_ok=True)
@@ -163,8 +177,10 @@ def build_hw4(folder: Path, scratch_path: Path, teacher: nn.Module, model_onnx: 
     compress.export_onnx(distilled, folder / "student.onnx", example)
     compress.export_onnx(scratch, scratch_path, example)
     _inputs(folder / "inputs.npz", x_test, y_test)
-    summary = {"hw4_accuracy_student": compress.onnx_accuracy(folder / "student.onnx", x_test, y_test),
-               "hw4_accuracy_scratch": compress.onnx_accuracy(scratch_path, x_test, y_test)}
+    summary = {
+        "hw4_accuracy_student": compress.onnx_accuracy(folder / "student.onnx", x_test, y_test),
+        "hw4_accuracy_scratch": compress.onnx_accuracy(scratch_path, x_test, y_test),
+    }
     summary["hw4_student_beats_scratch"] = summary["hw4_accuracy_student"] > summary["hw4_accuracy_scratch"]
     return summary, distilled
 
@@ -175,7 +191,7 @@ def build_hw4(folder: Path, scratch_path: Path, teacher: nn.Module, model_onnx: 
 def build_hw5(folder: Path, student: nn.Module, data: tuple) -> dict[str, Any]:
     """A grid search over pruning amount x weight storage of the hw4 student, logged the way
     Optuna's ``study.trials_dataframe().to_csv()`` writes it, and the chosen trial's model."""
-    from grader.measure import gzip_size
+    from grader.worker.measure import gzip_size
 
     x_train, _, x_test, y_test = data
     folder.mkdir(parents=True, exist_ok=True)
@@ -190,8 +206,16 @@ def build_hw5(folder: Path, student: nn.Module, data: tuple) -> dict[str, Any]:
             if weights == "int8":
                 path = compress.quantize_onnx_int8(path, Path(tmp) / f"trial{number}.onnx", x_train[:256])
             accuracy = compress.onnx_accuracy(path, x_test, y_test)
-            rows.append({"number": number, "values_accuracy": accuracy, "values_gzip_mb": gzip_size(path) / MB,
-                         "params_amount": amount, "params_weights": weights, "state": "COMPLETE"})
+            rows.append(
+                {
+                    "number": number,
+                    "values_accuracy": accuracy,
+                    "values_gzip_mb": gzip_size(path) / MB,
+                    "params_amount": amount,
+                    "params_weights": weights,
+                    "state": "COMPLETE",
+                }
+            )
             files[number] = path.read_bytes()
         chosen = choose_trial(rows)
         (folder / "candidate.onnx").write_bytes(files[chosen["number"]])
@@ -203,8 +227,10 @@ def build_hw5(folder: Path, student: nn.Module, data: tuple) -> dict[str, Any]:
     _inputs(folder / "inputs.npz", x_test, y_test)
     claimed = yaml.safe_load((folder / "submission.yaml").read_text())["claims"]["trial"]
     if claimed != chosen["number"]:
-        raise RuntimeError(f"hw5 search chose trial {chosen['number']} but submission.yaml claims trial {claimed}; "
-                           "update reference/solutions/hw5-auto-compression/submission.yaml")
+        raise RuntimeError(
+            f"hw5 search chose trial {chosen['number']} but submission.yaml claims trial {claimed}; "
+            "update reference/solutions/hw5-auto-compression/submission.yaml"
+        )
     return {"hw5_trials": len(rows), "hw5_chosen": chosen}
 
 

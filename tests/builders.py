@@ -165,7 +165,8 @@ def _digits_graph(nodes: list, initializers: list, name: str):
     from onnx import TensorProto, helper
 
     graph = helper.make_graph(
-        nodes, name,
+        nodes,
+        name,
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, 8, 8])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])],
         initializer=initializers,
@@ -182,13 +183,20 @@ def hanging_model(path: Path) -> Path:
     from onnx import TensorProto, helper, numpy_helper
 
     body = helper.make_graph(
-        [helper.make_node("Identity", ["cond_in"], ["cond_out"]), helper.make_node("Add", ["acc_in", "one"], ["acc_out"])],
+        [
+            helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+            helper.make_node("Add", ["acc_in", "one"], ["acc_out"]),
+        ],
         "body",
-        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
-         helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
-         helper.make_tensor_value_info("acc_in", TensorProto.FLOAT, [1])],
-        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
-         helper.make_tensor_value_info("acc_out", TensorProto.FLOAT, [1])],
+        [
+            helper.make_tensor_value_info("i", TensorProto.INT64, []),
+            helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("acc_in", TensorProto.FLOAT, [1]),
+        ],
+        [
+            helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("acc_out", TensorProto.FLOAT, [1]),
+        ],
         initializer=[numpy_helper.from_array(np.ones(1, np.float32), "one")],
     )
     nodes = [
@@ -218,8 +226,9 @@ def memory_hog_model(path: Path, elements: int = 3 * 2**30) -> Path:
         helper.make_node("Shape", ["input"], ["in_shape"]),
         helper.make_node("Slice", ["in_shape", "s0", "s1"], ["batch"]),
         helper.make_node("Concat", ["batch", "big"], ["shape"], axis=0),
-        helper.make_node("ConstantOfShape", ["shape"], ["huge"],
-                         value=helper.make_tensor("v", TensorProto.FLOAT, [1], [1.0])),
+        helper.make_node(
+            "ConstantOfShape", ["shape"], ["huge"], value=helper.make_tensor("v", TensorProto.FLOAT, [1], [1.0])
+        ),
         helper.make_node("ReduceSum", ["huge", "axes"], ["total"], keepdims=0),
         helper.make_node("Flatten", ["input"], ["flat"]),
         helper.make_node("Slice", ["flat", "s0", "s10", "s1"], ["head"]),
@@ -243,8 +252,15 @@ def export_fixed_batch(model: nn.Module, path: Path, batch: int = 1, opset: int 
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(model.eval(), (torch.zeros(batch, 1, 8, 8),), str(path), input_names=["input"],
-                          output_names=["logits"], opset_version=opset, dynamo=False)
+        torch.onnx.export(
+            model.eval(),
+            (torch.zeros(batch, 1, 8, 8),),
+            str(path),
+            input_names=["input"],
+            output_names=["logits"],
+            opset_version=opset,
+            dynamo=False,
+        )
     return path
 
 
@@ -259,10 +275,13 @@ def reshaping_model(path: Path) -> Path:
     from onnx import TensorProto, helper, numpy_helper
 
     nodes = [helper.make_node("Reshape", ["input", "shape"], ["logits"])]
-    graph = helper.make_graph(nodes, "fold",
-                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, 8, 8])],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, None])],
-                              initializer=[numpy_helper.from_array(np.array([1, -1], np.int64), "shape")])
+    graph = helper.make_graph(
+        nodes,
+        "fold",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, 8, 8])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, None])],
+        initializer=[numpy_helper.from_array(np.array([1, -1], np.int64), "shape")],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.checker.check_model(model)
@@ -272,7 +291,8 @@ def reshaping_model(path: Path) -> Path:
 
 def torch_source(model: nn.Module, path: Path) -> Path:
     """A torch.export program with a dynamic batch axis (hw6's source model)."""
-    program = torch.export.export(model.eval(), (torch.zeros(2, 1, 8, 8),),
-                                  dynamic_shapes=({0: torch.export.Dim("batch")},))
+    program = torch.export.export(
+        model.eval(), (torch.zeros(2, 1, 8, 8),), dynamic_shapes=({0: torch.export.Dim("batch")},)
+    )
     torch.export.save(program, str(path))
     return path

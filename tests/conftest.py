@@ -44,8 +44,9 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
     fp32_pruned = folder / "correct-fp32.onnx"
     paths["fake_qdq"] = fake_quantize_onnx(fp32_pruned, folder / "fake_qdq.onnx")
-    paths["tiny_not_zero"] = builders.export(builders.tiny_instead_of_zero(builders.copy_of(model), 0.6),
-                                             folder / "tiny_not_zero.onnx")
+    paths["tiny_not_zero"] = builders.export(
+        builders.tiny_instead_of_zero(builders.copy_of(model), 0.6), folder / "tiny_not_zero.onnx"
+    )
     paths["inputs"] = builders.write_inputs(folder / "inputs.npz")
     return paths
 

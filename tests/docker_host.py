@@ -18,7 +18,7 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
-from grader.course import DockerSettings
+from grader.config.course import DockerSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE_REPOSITORY = "compression-grader-hostpython"
@@ -35,8 +35,9 @@ def engine_or_reason() -> tuple[Any, str]:
         client.ping()
     except Exception as exc:  # noqa: BLE001 - any failure means "no engine here", said as the skip reason
         where = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
-        return None, (f"no Docker engine answers at {where} ({type(exc).__name__}); "
-                      ".ci/run installs docker.io and starts one")
+        return None, (
+            f"no Docker engine answers at {where} ({type(exc).__name__}); .ci/run installs docker.io and starts one"
+        )
     return client, ""
 
 
@@ -60,6 +61,7 @@ def _context(python: str) -> io.BytesIO:
     """Dockerfile + a minimal root: no shell, no package manager, nothing but mount points."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
+
         def add(name: str, data: bytes | None = None, link: str | None = None, mode: int = 0o755) -> None:
             info = tarfile.TarInfo(name)
             if link is not None:
@@ -79,8 +81,11 @@ def _context(python: str) -> io.BytesIO:
         add("rootfs/var/tmp", mode=0o1777)  # writable by anyone, were the root filesystem writable
         for name, target in (("bin", "usr/bin"), ("lib", "usr/lib"), ("lib64", "usr/lib64")):
             add(f"rootfs/{name}", link=target)
-        add("rootfs/etc/passwd", b"root:x:0:0:root:/root:/usr/sbin/nologin\n"
-                                 b"nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n", mode=0o644)
+        add(
+            "rootfs/etc/passwd",
+            b"root:x:0:0:root:/root:/usr/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
+            mode=0o644,
+        )
         add("rootfs/etc/group", b"root:x:0:\nnogroup:x:65534:\n", mode=0o644)
     buffer.seek(0)
     return buffer
@@ -97,7 +102,12 @@ def build_image(client: Any) -> str:
 
 def settings(client: Any, **overrides: Any) -> DockerSettings:
     """Production settings with the test image and the host mounts it needs."""
-    values = {"image": build_image(client), "readonly_mounts": host_mounts(), "service_mounts": host_mounts(),
-              "pull": False, "gpus": "auto"}
+    values = {
+        "image": build_image(client),
+        "readonly_mounts": host_mounts(),
+        "service_mounts": host_mounts(),
+        "pull": False,
+        "gpus": "auto",
+    }
     values.update(overrides)
     return DockerSettings(**values)

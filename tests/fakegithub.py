@@ -31,16 +31,19 @@ import re
 import threading
 import time
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Iterator, NamedTuple
+from typing import Any, NamedTuple
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 
-SECONDARY_RATE_LIMIT = ("You have exceeded a secondary rate limit. Please wait a few minutes before you try again. "
-                        "If you reach out to GitHub Support for help, please include the request ID.")
+SECONDARY_RATE_LIMIT = (
+    "You have exceeded a secondary rate limit. Please wait a few minutes before you try again. "
+    "If you reach out to GitHub Support for help, please include the request ID."
+)
 
 
 @dataclass
@@ -156,7 +159,7 @@ class FakeGitHub:
         host, port = self.server.server_address[:2]
         return f"http://{host}:{port}"
 
-    def start(self) -> "FakeGitHub":
+    def start(self) -> FakeGitHub:
         self.thread.start()
         return self
 
@@ -175,15 +178,30 @@ class FakeGitHub:
             self.repos[full_name] = repo
             return repo
 
-    def open_pull(self, repo: FakeRepo, author: str, files: dict[str, bytes | Entry | None],
-                  association: str = "CONTRIBUTOR", renames: dict[str, str] | None = None) -> FakePull:
+    def open_pull(
+        self,
+        repo: FakeRepo,
+        author: str,
+        files: dict[str, bytes | Entry | None],
+        association: str = "CONTRIBUTOR",
+        renames: dict[str, str] | None = None,
+    ) -> FakePull:
         """A PR from ``author``'s fork: the base files changed by ``files`` (None deletes a path)."""
         with self.lock:
             number = len(repo.pulls) + 1
             now = self.tick()
-            pull = FakePull(number=number, author=author, association=association,
-                            head_repo=f"{author}/{repo.full_name.split('/')[1]}", head_ref=f"submit-{number}",
-                            head_sha="", head_files={}, changed=[], created_at=now, updated_at=now)
+            pull = FakePull(
+                number=number,
+                author=author,
+                association=association,
+                head_repo=f"{author}/{repo.full_name.split('/')[1]}",
+                head_ref=f"submit-{number}",
+                head_sha="",
+                head_files={},
+                changed=[],
+                created_at=now,
+                updated_at=now,
+            )
             repo.pulls[number] = pull
             repo.comments.setdefault(number, [])
             self._set_head(repo, pull, dict(repo.files), files, renames or {})
@@ -196,8 +214,9 @@ class FakeGitHub:
             self._set_head(repo, pull, dict(pull.head_files), files, {})
             return pull.head_sha
 
-    def add_comment(self, repo: FakeRepo, number: int, login: str, body: str,
-                    user_type: str | None = None) -> dict[str, Any]:
+    def add_comment(
+        self, repo: FakeRepo, number: int, login: str, body: str, user_type: str | None = None
+    ) -> dict[str, Any]:
         """A comment by anyone (e.g. a student pasting the grader's marker).
 
         The author's ``type`` is "Bot" for a login ending in ``[bot]``, else "User"; ``user_type`` overrides it.
@@ -208,8 +227,15 @@ class FakeGitHub:
                 comment["user_type"] = user_type
             return comment
 
-    def add_artifact(self, repo: FakeRepo, name: str, files: dict[str, bytes], head_sha: str,
-                     expired: bool = False, head_branch: str = "main") -> dict[str, Any]:
+    def add_artifact(
+        self,
+        repo: FakeRepo,
+        name: str,
+        files: dict[str, bytes],
+        head_sha: str,
+        expired: bool = False,
+        head_branch: str = "main",
+    ) -> dict[str, Any]:
         """An artifact named ``name`` holding ``files`` (zipped), uploaded by a workflow run of ``head_sha``."""
         with self.lock:
             buffer = io.BytesIO()
@@ -221,13 +247,23 @@ class FakeGitHub:
             created = self.tick()
             base = f"{self.url}/repos/{repo.full_name}/actions"
             artifact = {
-                "id": number, "node_id": f"MDg6QXJ0aWZhY3Q{number}", "name": name,
-                "size_in_bytes": len(self.blobs[number]), "url": f"{base}/artifacts/{number}",
-                "archive_download_url": f"{base}/artifacts/{number}/zip", "expired": expired,
-                "created_at": _iso(created), "updated_at": _iso(created),
+                "id": number,
+                "node_id": f"MDg6QXJ0aWZhY3Q{number}",
+                "name": name,
+                "size_in_bytes": len(self.blobs[number]),
+                "url": f"{base}/artifacts/{number}",
+                "archive_download_url": f"{base}/artifacts/{number}/zip",
+                "expired": expired,
+                "created_at": _iso(created),
+                "updated_at": _iso(created),
                 "expires_at": _iso(created - timedelta(minutes=1) if expired else created + timedelta(days=90)),
-                "workflow_run": {"id": next(self.ids), "repository_id": 1, "head_repository_id": 1,
-                                 "head_branch": head_branch, "head_sha": head_sha},
+                "workflow_run": {
+                    "id": next(self.ids),
+                    "repository_id": 1,
+                    "head_repository_id": 1,
+                    "head_branch": head_branch,
+                    "head_sha": head_sha,
+                },
             }
             repo.artifacts.append(artifact)
             return artifact
@@ -242,8 +278,12 @@ class FakeGitHub:
     def event(self, repo: FakeRepo, pull: FakePull, action: str = "synchronize") -> dict[str, Any]:
         """The ``pull_request_target`` event payload GitHub would send for the PR as it stands."""
         with self.lock:
-            return {"action": action, "number": pull.number, "pull_request": self._pull_json(repo, pull),
-                    "repository": self._repo_json(repo)}
+            return {
+                "action": action,
+                "number": pull.number,
+                "pull_request": self._pull_json(repo, pull),
+                "repository": self._repo_json(repo),
+            }
 
     def tick(self) -> datetime:
         self.clock += timedelta(minutes=1)
@@ -256,8 +296,9 @@ class FakeGitHub:
 
     def requests(self, method: str | None = None, path: str | None = None) -> list[Request]:
         with self.lock:
-            return [r for r in self.log if (method is None or r[0] == method)
-                    and (path is None or re.fullmatch(path, r[1]))]
+            return [
+                r for r in self.log if (method is None or r[0] == method) and (path is None or re.fullmatch(path, r[1]))
+            ]
 
     def pygithub(self, token: str, **options: Any):
         """PyGithub pointed at this server, with no request spacing (and no retries unless given)."""
@@ -267,8 +308,14 @@ class FakeGitHub:
         return Github(auth=Auth.Token(token), base_url=self.url, **options)
 
     # --- internals: git objects ------------------------------------------------------------
-    def _set_head(self, repo: FakeRepo, pull: FakePull, tree: dict[str, Entry],
-                  changes: dict[str, bytes | Entry | None], renames: dict[str, str]) -> None:
+    def _set_head(
+        self,
+        repo: FakeRepo,
+        pull: FakePull,
+        tree: dict[str, Entry],
+        changes: dict[str, bytes | Entry | None],
+        renames: dict[str, str],
+    ) -> None:
         for path, value in changes.items():
             if value is None:
                 tree.pop(path, None)
@@ -296,8 +343,15 @@ class FakeGitHub:
                 children.setdefault(head, {})[rest] = entry
             else:
                 blob = hashlib.sha1(b"blob " + entry.content).hexdigest()
-                entries.append({"path": head, "mode": entry.mode, "type": entry.type, "sha": blob,
-                                **({} if entry.type == "commit" else {"size": entry_size(entry)})})
+                entries.append(
+                    {
+                        "path": head,
+                        "mode": entry.mode,
+                        "type": entry.type,
+                        "sha": blob,
+                        **({} if entry.type == "commit" else {"size": entry_size(entry)}),
+                    }
+                )
         for name, sub in children.items():
             entries.append({"path": name, "mode": "040000", "type": "tree", "sha": self._tree(sub)})
         entries.sort(key=lambda e: e["path"])
@@ -313,37 +367,64 @@ class FakeGitHub:
 
     # --- internals: JSON shapes ------------------------------------------------------------
     def _user_json(self, login: str, kind: str | None = None) -> dict[str, Any]:
-        return {"login": login, "id": int(hashlib.sha1(login.encode()).hexdigest()[:8], 16),
-                "type": kind or ("Bot" if login.endswith("[bot]") else "User"), "url": f"{self.url}/users/{login}"}
+        return {
+            "login": login,
+            "id": int(hashlib.sha1(login.encode()).hexdigest()[:8], 16),
+            "type": kind or ("Bot" if login.endswith("[bot]") else "User"),
+            "url": f"{self.url}/users/{login}",
+        }
 
     def _repo_json(self, repo: FakeRepo) -> dict[str, Any]:
         owner, name = repo.full_name.split("/")
-        return {"id": 1, "name": name, "full_name": repo.full_name, "private": False, "owner": self._user_json(owner),
-                "url": f"{self.url}/repos/{repo.full_name}", "html_url": f"https://github.test/{repo.full_name}",
-                "default_branch": "main"}
+        return {
+            "id": 1,
+            "name": name,
+            "full_name": repo.full_name,
+            "private": False,
+            "owner": self._user_json(owner),
+            "url": f"{self.url}/repos/{repo.full_name}",
+            "html_url": f"https://github.test/{repo.full_name}",
+            "default_branch": "main",
+        }
 
     def _pull_json(self, repo: FakeRepo, pull: FakePull) -> dict[str, Any]:
         base = f"{self.url}/repos/{repo.full_name}"
         return {
-            "number": pull.number, "id": pull.number, "state": "open", "title": pull.title, "draft": False,
-            "url": f"{base}/pulls/{pull.number}", "issue_url": f"{base}/issues/{pull.number}",
+            "number": pull.number,
+            "id": pull.number,
+            "state": "open",
+            "title": pull.title,
+            "draft": False,
+            "url": f"{base}/pulls/{pull.number}",
+            "issue_url": f"{base}/issues/{pull.number}",
             "html_url": f"https://github.test/{repo.full_name}/pull/{pull.number}",
-            "user": self._user_json(pull.author), "author_association": pull.association,
-            "head": {"sha": pull.head_sha, "ref": pull.head_ref, "label": f"{pull.author}:{pull.head_ref}",
-                     "repo": {"full_name": pull.head_repo, "url": f"{self.url}/repos/{pull.head_repo}"},
-                     "user": self._user_json(pull.author)},
+            "user": self._user_json(pull.author),
+            "author_association": pull.association,
+            "head": {
+                "sha": pull.head_sha,
+                "ref": pull.head_ref,
+                "label": f"{pull.author}:{pull.head_ref}",
+                "repo": {"full_name": pull.head_repo, "url": f"{self.url}/repos/{pull.head_repo}"},
+                "user": self._user_json(pull.author),
+            },
             "base": {"sha": repo.base_sha, "ref": "main", "label": "course:main", "repo": self._repo_json(repo)},
-            "changed_files": len(pull.changed), "labels": [],
-            "created_at": _iso(pull.created_at), "updated_at": _iso(pull.updated_at),
+            "changed_files": len(pull.changed),
+            "labels": [],
+            "created_at": _iso(pull.created_at),
+            "updated_at": _iso(pull.updated_at),
         }
 
     def _comment_json(self, repo: FakeRepo, number: int, comment: dict[str, Any]) -> dict[str, Any]:
-        return {"id": comment["id"], "body": comment["body"],
-                "user": self._user_json(comment["login"], comment.get("user_type")),
-                "url": f"{self.url}/repos/{repo.full_name}/issues/comments/{comment['id']}",
-                "issue_url": f"{self.url}/repos/{repo.full_name}/issues/{number}",
-                "html_url": f"https://github.test/{repo.full_name}/pull/{number}#issuecomment-{comment['id']}",
-                "created_at": comment["created_at"], "updated_at": comment["updated_at"]}
+        return {
+            "id": comment["id"],
+            "body": comment["body"],
+            "user": self._user_json(comment["login"], comment.get("user_type")),
+            "url": f"{self.url}/repos/{repo.full_name}/issues/comments/{comment['id']}",
+            "issue_url": f"{self.url}/repos/{repo.full_name}/issues/{number}",
+            "html_url": f"https://github.test/{repo.full_name}/pull/{number}#issuecomment-{comment['id']}",
+            "created_at": comment["created_at"],
+            "updated_at": comment["updated_at"],
+        }
 
     def _create_comment(self, repo: FakeRepo, number: int, login: str, body: str) -> dict[str, Any]:
         now = _iso(self.tick())
@@ -352,8 +433,9 @@ class FakeGitHub:
         return comment
 
     # --- internals: routing ----------------------------------------------------------------
-    def handle(self, method: str, path: str, query: dict[str, str], body: Any, login: str | None,
-               can_write: bool) -> tuple[int, Any, dict[str, str]]:
+    def handle(
+        self, method: str, path: str, query: dict[str, str], body: Any, login: str | None, can_write: bool
+    ) -> tuple[int, Any, dict[str, str]]:
         """Answer one authenticated request: (status, JSON body, extra headers)."""
         with self.lock:
             for pattern, verb, action in ROUTES:
@@ -367,18 +449,22 @@ class FakeGitHub:
                     return action(self, repo, match.groupdict(), query, body, login)
             return 404, {"message": "Not Found"}, {}
 
-    def page(self, path: str, query: dict[str, str], items: list[Any],
-             key: str | None = None) -> tuple[int, Any, dict[str, str]]:
+    def page(
+        self, path: str, query: dict[str, str], items: list[Any], key: str | None = None
+    ) -> tuple[int, Any, dict[str, str]]:
         """One page of ``items``; with ``key``, wrapped as ``{"total_count": n, key: [...]}`` (the Actions API)."""
         per_page = max(1, min(self.per_page_limit, int(query.get("per_page", 30))))
         number = max(1, int(query.get("page", 1)))
         last = max(1, -(-len(items) // per_page))
-        rels = ([("next", number + 1), ("last", last)] if number < last else []) + \
-            ([("prev", number - 1), ("first", 1)] if number > 1 else [])
-        links = [f'<{self.url}{path}?{urlencode({**query, "per_page": per_page, "page": target})}>; rel="{rel}"'
-                 for rel, target in rels]
+        rels = ([("next", number + 1), ("last", last)] if number < last else []) + (
+            [("prev", number - 1), ("first", 1)] if number > 1 else []
+        )
+        links = [
+            f'<{self.url}{path}?{urlencode({**query, "per_page": per_page, "page": target})}>; rel="{rel}"'
+            for rel, target in rels
+        ]
         headers = {"Link": ", ".join(links)} if links else {}
-        chunk = items[(number - 1) * per_page: number * per_page]
+        chunk = items[(number - 1) * per_page : number * per_page]
         return 200, ({"total_count": len(items), key: chunk} if key else chunk), headers
 
     def blob(self, path: str) -> tuple[int, Any, dict[str, str]] | None:
@@ -417,8 +503,10 @@ def _comments_list(fake: FakeGitHub, repo: FakeRepo, groups, query, body, login)
 
 def _repo_comments_list(fake: FakeGitHub, repo: FakeRepo, groups, query, body, login):
     """Every issue and PR comment of the repository, oldest first (GitHub's default sort)."""
-    items = sorted((fake._comment_json(repo, number, c) for number, comments in repo.comments.items()
-                    for c in comments), key=lambda c: c["id"])
+    items = sorted(
+        (fake._comment_json(repo, number, c) for number, comments in repo.comments.items() for c in comments),
+        key=lambda c: c["id"],
+    )
     return fake.page(f"/repos/{repo.full_name}/issues/comments", query, items)
 
 
@@ -472,8 +560,15 @@ def _commit_get(fake: FakeGitHub, repo: FakeRepo, groups, query, body, login):
     sha = groups["sha"]
     if sha not in fake.commits:
         return 404, {"message": "No commit found for SHA"}, {}
-    return 200, {"sha": sha, "url": f"{fake.url}/repos/{repo.full_name}/commits/{sha}",
-                 "commit": {"tree": {"sha": fake.commits[sha]}}}, {}
+    return (
+        200,
+        {
+            "sha": sha,
+            "url": f"{fake.url}/repos/{repo.full_name}/commits/{sha}",
+            "commit": {"tree": {"sha": fake.commits[sha]}},
+        },
+        {},
+    )
 
 
 def _status_create(fake: FakeGitHub, repo: FakeRepo, groups, query, body, login):
@@ -482,10 +577,16 @@ def _status_create(fake: FakeGitHub, repo: FakeRepo, groups, query, body, login)
         return 422, {"message": "Validation Failed"}, {}
     if len(body.get("description") or "") > 140:
         return 422, {"message": "description is too long (maximum is 140 characters)"}, {}
-    status = {"id": next(fake.ids), "state": body["state"], "description": body.get("description"),
-              "context": body.get("context", "default"), "target_url": body.get("target_url"),
-              "creator": fake._user_json(login), "created_at": _iso(fake.tick()),
-              "url": f"{fake.url}/repos/{repo.full_name}/statuses/{groups['sha']}"}
+    status = {
+        "id": next(fake.ids),
+        "state": body["state"],
+        "description": body.get("description"),
+        "context": body.get("context", "default"),
+        "target_url": body.get("target_url"),
+        "creator": fake._user_json(login),
+        "created_at": _iso(fake.tick()),
+        "url": f"{fake.url}/repos/{repo.full_name}/statuses/{groups['sha']}",
+    }
     repo.statuses.setdefault(groups["sha"], []).append(status)
     return 201, status, {}
 
@@ -503,8 +604,11 @@ def _tree_get(fake: FakeGitHub, repo: FakeRepo, groups, query, body, login):
     for entry in entries:
         kind = "trees" if entry["type"] == "tree" else "blobs"
         entry["url"] = f"{fake.url}/repos/{repo.full_name}/git/{kind}/{entry['sha']}"
-    return 200, {"sha": sha, "url": f"{fake.url}/repos/{repo.full_name}/git/trees/{sha}", "tree": entries,
-                 "truncated": False}, {}
+    return (
+        200,
+        {"sha": sha, "url": f"{fake.url}/repos/{repo.full_name}/git/trees/{sha}", "tree": entries, "truncated": False},
+        {},
+    )
 
 
 def _artifacts_list(fake: FakeGitHub, repo: FakeRepo, groups, query, body, login):
@@ -584,8 +688,7 @@ def _handler(fake: FakeGitHub) -> type[BaseHTTPRequestHandler]:
         def _record(self, method: str, parts, status: int) -> None:
             """Log the request as soon as its outcome is decided (a slow reply is logged before it is sent)."""
             with fake.lock:
-                fake.log.append(Request(method, parts.path, status, parts.query,
-                                        self.headers.get("Authorization", "")))
+                fake.log.append(Request(method, parts.path, status, parts.query, self.headers.get("Authorization", "")))
 
         def _take_fault(self, method: str, path: str) -> Fault | None:
             with fake.lock:
@@ -613,8 +716,10 @@ def _handler(fake: FakeGitHub) -> type[BaseHTTPRequestHandler]:
         def _fault_response(self, fault: Fault) -> None:
             headers = {} if fault.retry_after is None else {"Retry-After": f"{fault.retry_after:g}"}
             if fault.status in (403, 429):
-                body: Any = {"message": fault.message or SECONDARY_RATE_LIMIT,
-                             "documentation_url": "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api"}
+                body: Any = {
+                    "message": fault.message or SECONDARY_RATE_LIMIT,
+                    "documentation_url": "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api",
+                }
                 return self._send(fault.status, body, headers)
             page = f"<html><body><h1>{fault.status} {fault.message or 'Bad gateway'}</h1></body></html>".encode()
             return self._send(fault.status, page, {**headers, "Content-Type": "text/html"})

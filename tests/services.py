@@ -11,7 +11,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 COMMAND = ["{python}", "-m", "uvicorn", "app:app", "--uds", "{socket}", "--no-access-log", "--log-level", "warning"]
 
-SERVICE_TEMPLATE = '''
+SERVICE_TEMPLATE = """
 import asyncio
 import itertools
 import numpy as np
@@ -35,7 +35,7 @@ async def process(request):
     return JSONResponse({{"id": payload["id"], "label": label}})
 
 app = Starlette(routes=[Route("/health", health), Route("/process", process, methods=["POST"])])
-'''
+"""
 
 BEHAVIOURS = {
     "good": ("Response('ok')", "pass"),
@@ -43,7 +43,10 @@ BEHAVIOURS = {
     "malformed": ("Response('ok')", "return PlainTextResponse('label=' + str(label))"),
     "flaky": ("Response('ok')", "if n % 3 == 0: return Response('overloaded', status_code=503)"),
     "never_healthy": ("Response('starting', status_code=503)", "pass"),
-    "hangs": ("Response('ok')", "if n >= 5: print('stuck waiting for the batch queue', flush=True); await asyncio.sleep(3600)"),
+    "hangs": (
+        "Response('ok')",
+        "if n >= 5: print('stuck waiting for the batch queue', flush=True); await asyncio.sleep(3600)",
+    ),
 }
 
 
@@ -51,9 +54,18 @@ def team_service(folder: Path, behaviour: str, model: Path) -> Path:
     folder.mkdir(parents=True)
     health, body = BEHAVIOURS[behaviour]
     (folder / "app.py").write_text(SERVICE_TEMPLATE.format(model=str(model), health=health, behaviour=body))
-    (folder / "submission.yaml").write_text(yaml.safe_dump({
-        "schema": 1, "assignment": "final-service", "team": "team-alpha", "members": ["octocat"],
-        "service": {"command": COMMAND}}, sort_keys=False))
+    (folder / "submission.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "schema": 1,
+                "assignment": "final-service",
+                "team": "team-alpha",
+                "members": ["octocat"],
+                "service": {"command": COMMAND},
+            },
+            sort_keys=False,
+        )
+    )
     return folder
 
 
@@ -62,7 +74,15 @@ def short_load_test_assignments(root: Path) -> Path:
     shutil.copytree(ROOT / "assignments", root, dirs_exist_ok=True)
     path = root / "final-service" / "assignment.yaml"
     config = yaml.safe_load(path.read_text())
-    config["service"].update({"warmup_s": 0.3, "levels": [1, 4], "level_s": 0.8, "startup_s": 20, "max_requests": 200,
-                              "request_timeout_s": 2})
+    config["service"].update(
+        {
+            "warmup_s": 0.3,
+            "levels": [1, 4],
+            "level_s": 0.8,
+            "startup_s": 20,
+            "max_requests": 200,
+            "request_timeout_s": 2,
+        }
+    )
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return root

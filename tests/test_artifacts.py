@@ -1,4 +1,4 @@
-"""Host-side vetting (grader.artifacts): every refusal happens before anything is loaded or run.
+"""Host-side vetting (grader.intake.artifacts): every refusal happens before anything is loaded or run.
 
 The files are real: ONNX from torch.onnx.export, TorchScript from torch.jit.save, programs from
 torch.export.save, pickles from pickle / torch.save. Hostile variants are the real files with
@@ -19,8 +19,8 @@ import onnx
 import pytest
 import torch
 
-from grader.artifacts import resolve_inside, sniff, vet_model, vet_pt2
 from grader.errors import SubmissionError
+from grader.intake.artifacts import resolve_inside, sniff, vet_model, vet_pt2
 from tests.builders import TinyCNN, export
 
 EXAMPLE = (torch.zeros(1, 1, 8, 8),)

@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import pytest
 
-from grader.assignment import load_assignment
-from grader.checks import CheckContext, evaluate
-from grader.checks.rules import claimed_bits, favourable, linear
-from grader.manifest import parse_manifest
-from grader.metrics import figures
-from grader.observations import (Estimate, Failure, FidelityComparison, ModelEvidence, ModelObservation,
-                                 Observations, TensorEvidence, TimingComparison)
-from grader.result import CheckStatus
+from grader.checks.rules.compression import claimed_bits
+from grader.checks.shared import favourable, linear
+from grader.config.assignment import load_assignment
+from grader.contracts.observations import (
+    Estimate,
+    FidelityComparison,
+    ModelEvidence,
+    ModelObservation,
+    Observations,
+    TensorEvidence,
+    TimingComparison,
+)
+from grader.contracts.problem import Problem
+from grader.contracts.result import CheckStatus
+from grader.intake.manifest import parse_manifest
+from tests.grading import judge
 
 MANIFEST = """schema: 1
 assignment: hw2-quantization-pruning
@@ -24,33 +32,76 @@ claims: {quantization: int8, sparsity: %s}
 
 
 def weight(numel: int, zeros: int, quantized: bool, bits: int = 8, near: int = 0) -> TensorEvidence:
-    return TensorEvidence(name="w", layer="Conv", stored_dtype=f"int{bits}" if quantized else "float32",
-                          bits=bits if quantized else 32, shape=[numel], numel=numel, zeros=zeros,
-                          near_zeros=near, distinct=10, quantized=quantized, prunable=True)
+    return TensorEvidence(
+        name="w",
+        layer="Conv",
+        stored_dtype=f"int{bits}" if quantized else "float32",
+        bits=bits if quantized else 32,
+        shape=[numel],
+        numel=numel,
+        zeros=zeros,
+        near_zeros=near,
+        distinct=10,
+        quantized=quantized,
+        prunable=True,
+    )
 
 
 def model(role: str, size: int, w: TensorEvidence, accuracy: float = 0.97) -> ModelObservation:
-    return ModelObservation(role=role, path=f"{role}.onnx", format="onnx", size_bytes=size, gzip_bytes=size,
-                            evidence=ModelEvidence(format="onnx", params_total=w.numel, weights=[w]), accuracy=accuracy)
+    return ModelObservation(
+        role=role,
+        path=f"{role}.onnx",
+        format="onnx",
+        size_bytes=size,
+        gzip_bytes=size,
+        evidence=ModelEvidence(format="onnx", params_total=w.numel, weights=[w]),
+        accuracy=accuracy,
+    )
 
 
-def observations(candidate: TensorEvidence, *, speedup: Estimate, cand_size: int = 250, agreement: float = 0.99,
-                 cand_accuracy: float = 0.965) -> Observations:
+def observations(
+    candidate: TensorEvidence,
+    *,
+    speedup: Estimate,
+    cand_size: int = 250,
+    agreement: float = 0.99,
+    cand_accuracy: float = 0.965,
+) -> Observations:
     return Observations(
-        models={"baseline": model("baseline", 1000, weight(1000, 0, False)),
-                "candidate": model("candidate", cand_size, candidate, cand_accuracy)},
-        fidelity=[FidelityComparison(reference="baseline", candidate="candidate", samples=100,
-                                     top1_agreement=agreement, snr_db=30.0, max_abs_error=0.1)],
-        timing=[TimingComparison(reference="baseline", candidate="candidate", batch_size=64, threads=1, rounds=50,
-                                 reference_ms=10, candidate_ms=10 / (speedup.value or 1), speedup=speedup,
-                                 reference_items_per_s=6400, candidate_items_per_s=6400 * (speedup.value or 1))],
+        models={
+            "baseline": model("baseline", 1000, weight(1000, 0, False)),
+            "candidate": model("candidate", cand_size, candidate, cand_accuracy),
+        },
+        fidelity=[
+            FidelityComparison(
+                reference="baseline",
+                candidate="candidate",
+                samples=100,
+                top1_agreement=agreement,
+                snr_db=30.0,
+                max_abs_error=0.1,
+            )
+        ],
+        timing=[
+            TimingComparison(
+                reference="baseline",
+                candidate="candidate",
+                batch_size=64,
+                threads=1,
+                rounds=50,
+                reference_ms=10,
+                candidate_ms=10 / (speedup.value or 1),
+                speedup=speedup,
+                reference_items_per_s=6400,
+                candidate_items_per_s=6400 * (speedup.value or 1),
+            )
+        ],
     )
 
 
 def grade(obs: Observations, sparsity_claim: float = 0.5) -> dict:
     assignment = load_assignment("hw2-quantization-pruning")
-    ctx = CheckContext(assignment, parse_manifest(MANIFEST % sparsity_claim), obs, figures(obs))
-    return {c.id: c for c in evaluate(ctx)}
+    return {c.id: c for c in judge(assignment, parse_manifest(MANIFEST % sparsity_claim), obs)}
 
 
 GOOD = Estimate(value=2.0, low=1.8, high=2.2, unit="x")
@@ -89,7 +140,7 @@ def test_claiming_fewer_bits_than_stored_fails_quantized() -> None:
     obs = observations(weight(1000, 600, True, bits=8), speedup=GOOD)
     ctx_manifest = MANIFEST.replace("quantization: int8", "quantization: int4")
     assignment = load_assignment("hw2-quantization-pruning")
-    checks = {c.id: c for c in evaluate(CheckContext(assignment, parse_manifest(ctx_manifest % 0.6), obs, figures(obs)))}
+    checks = {c.id: c for c in judge(assignment, parse_manifest(ctx_manifest % 0.6), obs)}
     assert checks["quantized"].status is CheckStatus.FAIL
     assert "claimed 4-bit" in checks["quantized"].message
 
@@ -101,8 +152,11 @@ def test_overclaimed_sparsity_costs_points_even_above_the_minimum() -> None:
 
 
 def test_a_failed_gate_skips_the_rest() -> None:
-    obs = Observations(failure=Failure(kind="load", role="candidate", message="model 'candidate' failed to load",
-                                       hint="Re-export it."))
+    obs = Observations(
+        failure=Problem(
+            kind="load", field="models.candidate", message="model 'candidate' failed to load", hint="Re-export it."
+        )
+    )
     checks = grade(obs)
     assert checks["loads"].status is CheckStatus.FAIL and "Re-export it." in checks["loads"].message
     assert all(c.status is CheckStatus.SKIPPED for k, c in checks.items() if k != "loads")
@@ -110,18 +164,21 @@ def test_a_failed_gate_skips_the_rest() -> None:
 
 
 def test_accuracy_drop_fails_fidelity_even_when_agreement_is_fine() -> None:
-    fidelity = grade(observations(weight(1000, 600, True), speedup=GOOD, agreement=0.99, cand_accuracy=0.80), 0.6)["fidelity"]
+    fidelity = grade(observations(weight(1000, 600, True), speedup=GOOD, agreement=0.99, cand_accuracy=0.80), 0.6)[
+        "fidelity"
+    ]
     assert fidelity.status is CheckStatus.FAIL and "accuracy drop" in fidelity.message
 
 
 def test_pending_and_bonus_points_stay_out_of_max_score() -> None:
     from grader.checks.engine import totals
-    from grader.result import CheckResult
+    from grader.contracts.result import CheckResult
 
     def result(points: float, max_points: float, **flags) -> CheckResult:
         status = CheckStatus.SKIPPED if flags.get("pending") else CheckStatus.PASS
-        return CheckResult(id=str(max_points), title="t", status=status, points=points, max_points=max_points,
-                           message="", **flags)
+        return CheckResult(
+            id=str(max_points), title="t", status=status, points=points, max_points=max_points, message="", **flags
+        )
 
     checks = [result(50, 50), result(30, 35), result(0, 15, pending=True), result(10, 10, bonus=True)]
     assert totals(checks) == {"score": 90, "max_score": 85, "bonus_points": 10, "pending_points": 15}

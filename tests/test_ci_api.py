@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from grader.ci.api import ClientSettings, folder_tree, make_client
 from grader.ci.event import PullRequestEvent
 from grader.ci.flows import PolicyInputs, decide_policy
-from grader.roster import Roster
+from grader.config.roster import Roster
 from tests.fakegithub import FakeGitHub, sized, submodule, symlink
 
 REPO = "course/grading"
@@ -20,15 +20,26 @@ def setup(fake: FakeGitHub, files: dict, per_page: int = 100):
     fake.add_token("read", "github-actions[bot]", write=False)
     repo = fake.add_repo(REPO, {"README.md": b"course\n"})
     pull = fake.open_pull(repo, "octocat", files)
-    gh = make_client(ClientSettings(api_url=fake.url, token="read", request_spacing_s=0, write_spacing_s=0,
-                                    per_page=per_page, backoff_s=0.01))
+    gh = make_client(
+        ClientSettings(
+            api_url=fake.url, token="read", request_spacing_s=0, write_spacing_s=0, per_page=per_page, backoff_s=0.01
+        )
+    )
     return repo, pull, gh
 
 
 def event(pull, head_sha: str | None = None) -> PullRequestEvent:
-    return PullRequestEvent(name="pull_request_target", action="synchronize", repository=REPO, pr_number=pull.number,
-                            head_sha=head_sha or pull.head_sha, head_repository=pull.head_repo, author=pull.author,
-                            author_association=pull.association, event_time=datetime(2026, 11, 30, tzinfo=timezone.utc))
+    return PullRequestEvent(
+        name="pull_request_target",
+        action="synchronize",
+        repository=REPO,
+        pr_number=pull.number,
+        head_sha=head_sha or pull.head_sha,
+        head_repository=pull.head_repo,
+        author=pull.author,
+        author_association=pull.association,
+        event_time=datetime(2026, 11, 30, tzinfo=timezone.utc),
+    )
 
 
 def test_a_change_on_the_last_page_of_the_file_list_is_seen(fake_github: FakeGitHub) -> None:
@@ -41,9 +52,15 @@ def test_a_change_on_the_last_page_of_the_file_list_is_seen(fake_github: FakeGit
 
 
 def test_the_folder_tree_reports_kinds_and_sizes_at_the_head_commit(fake_github: FakeGitHub) -> None:
-    repo, pull, gh = setup(fake_github, {f"{FOLDER}/submission.yaml": b"schema: 1\n",
-                                         f"{FOLDER}/models/big.onnx": sized(150 * 2**20),
-                                         f"{FOLDER}/link": symlink("../../team-beta"), f"{FOLDER}/vendor": submodule()})
+    repo, pull, gh = setup(
+        fake_github,
+        {
+            f"{FOLDER}/submission.yaml": b"schema: 1\n",
+            f"{FOLDER}/models/big.onnx": sized(150 * 2**20),
+            f"{FOLDER}/link": symlink("../../team-beta"),
+            f"{FOLDER}/vendor": submodule(),
+        },
+    )
     tree = folder_tree(gh.get_repo(REPO), pull.head_sha, FOLDER)
     kinds = {e.path: (e.kind, e.size) for e in tree.entries}
     assert kinds["submission.yaml"] == ("file", 10) and kinds["models/big.onnx"] == ("file", 150 * 2**20)

@@ -8,15 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from grader.assignment import load_assignment
 from grader.ci.artifact import ArtifactRejected, Expected, load_result_artifact, read_result
-from grader.result import RunContext
+from grader.config.assignment import load_assignment
+from grader.contracts.result import RunContext
 from tests.results import HW2, graded_result, rejected_result
 
 SHA = "a" * 40
 CONTEXT = RunContext(repository="course/grading", pr_number=7, head_sha=SHA, run_id=99)
-EXPECTED = Expected(repository="course/grading", pr_number=7, head_sha=SHA, run_id=99, team="team-alpha",
-                    assignment=HW2)
+EXPECTED = Expected(
+    repository="course/grading", pr_number=7, head_sha=SHA, run_id=99, team="team-alpha", assignment=HW2
+)
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -60,8 +61,10 @@ def test_unknown_fields_are_rejected(tmp_path: Path) -> None:
         load(write(tmp_path, json.dumps(data)))
 
 
-@pytest.mark.parametrize("change", [{"pr_number": 8}, {"head_sha": "b" * 40}, {"run_id": 98},
-                                    {"repository": "someone/else"}, {"pr_number": None}])
+@pytest.mark.parametrize(
+    "change",
+    [{"pr_number": 8}, {"head_sha": "b" * 40}, {"run_id": 98}, {"repository": "someone/else"}, {"pr_number": None}],
+)
 def test_a_result_of_another_pr_commit_or_run_is_rejected(tmp_path: Path, change: dict) -> None:
     forged = graded_result(CONTEXT.model_copy(update=change))
     with pytest.raises(ArtifactRejected, match="belongs to"):
@@ -78,7 +81,9 @@ def test_scores_that_do_not_add_up_are_rejected(tmp_path: Path) -> None:
     with pytest.raises(ArtifactRejected, match="points"):
         load(write(tmp_path, over.to_json()))
     raised = [c.model_copy(update={"points": 50.0, "max_points": 50.0}) for c in result.checks]
-    redefined = result.model_copy(update={"checks": raised, "score": 50.0 * len(raised), "max_score": 50.0 * len(raised)})
+    redefined = result.model_copy(
+        update={"checks": raised, "score": 50.0 * len(raised), "max_score": 50.0 * len(raised)}
+    )
     with pytest.raises(ArtifactRejected, match="differ from assignment"):
         load(write(tmp_path, redefined.to_json()))
 

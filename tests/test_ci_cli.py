@@ -11,15 +11,15 @@ import os
 import re
 import subprocess
 import sys
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import tomllib
 
-from grader.gradebook.collect import artifact_name
+from grader.ci.collect import artifact_name
+from grader.contracts.result import RunContext
 from grader.report import machine
-from grader.result import RunContext
 from tests import builders
 from tests.fakegithub import FakeGitHub, FakePull, FakeRepo
 from tests.results import HW2, graded_result
@@ -29,8 +29,10 @@ BOT = "github-actions[bot]"
 REPO = "course/grading"
 FOLDER = f"submissions/team-alpha/{HW2}"
 RUN_ID = 77
-ROSTER = ("schema: 1\nteams:\n  team-alpha:\n    members:\n      - {github: octocat}\n"
-          "  team-beta:\n    members:\n      - {github: hubot}\n")
+ROSTER = (
+    "schema: 1\nteams:\n  team-alpha:\n    members:\n      - {github: octocat}\n"
+    "  team-beta:\n    members:\n      - {github: hubot}\n"
+)
 MODULE_OF = {"scikit-learn": "sklearn", "pyyaml": "yaml", "pygithub": "github"}
 LIGHT_RUNNER = """
 import importlib.abc, sys
@@ -60,8 +62,11 @@ def heavy_modules() -> list[str]:
 def test_the_light_requirements_cover_the_ci_commands_and_are_pinned() -> None:
     heavy = heavy_modules()
     assert {"torch", "numpy", "onnx", "onnxruntime"} <= set(heavy)
-    lines = [line for line in (ROOT / ".github/grader-ci-requirements.txt").read_text().splitlines()
-             if line.strip() and not line.startswith("#")]
+    lines = [
+        line
+        for line in (ROOT / ".github/grader-ci-requirements.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     assert lines and all("==" in line for line in lines)
     assert "pygithub" in {distribution(line) for line in lines}
 
@@ -80,19 +85,28 @@ class Course:
         event_path = self.tmp / f"event-{pull.number}-{pull.head_sha[:8]}.json"
         event_path.write_text(json.dumps(event or self.fake.event(self.repo, pull)))
         env = {k: v for k, v in os.environ.items() if not k.startswith("GITHUB_")}
-        env.update(GITHUB_EVENT_NAME="pull_request_target", GITHUB_EVENT_PATH=str(event_path),
-                   GITHUB_REPOSITORY=REPO, GITHUB_RUN_ID=str(RUN_ID), GITHUB_SERVER_URL="https://github.test",
-                   GITHUB_API_URL=self.fake.url, GITHUB_OUTPUT=str(self.tmp / "output"),
-                   GITHUB_STEP_SUMMARY=str(self.tmp / "summary.md"), GITHUB_TOKEN=token)
+        env.update(
+            GITHUB_EVENT_NAME="pull_request_target",
+            GITHUB_EVENT_PATH=str(event_path),
+            GITHUB_REPOSITORY=REPO,
+            GITHUB_RUN_ID=str(RUN_ID),
+            GITHUB_SERVER_URL="https://github.test",
+            GITHUB_API_URL=self.fake.url,
+            GITHUB_OUTPUT=str(self.tmp / "output"),
+            GITHUB_STEP_SUMMARY=str(self.tmp / "summary.md"),
+            GITHUB_TOKEN=token,
+        )
         return env
 
-    def ci(self, step: str, pull: FakePull, *args: str, token: str = "bot-token",
-           env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    def ci(
+        self, step: str, pull: FakePull, *args: str, token: str = "bot-token", env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess:
         options = ["--api-spacing", "0", "--api-backoff", "0.01", "--api-attempts", "3"] if step != "context" else []
         policy = ["--roster", str(self.roster), "--assignments", str(self.assignments)] if step != "context" else []
         command = [sys.executable, "-c", LIGHT_RUNNER, ",".join(heavy_modules()), "ci", step, *policy, *options, *args]
-        done = subprocess.run(command, cwd=ROOT, env=env or self.env(pull, token), capture_output=True, text=True,
-                              timeout=300)
+        done = subprocess.run(
+            command, cwd=ROOT, env=env or self.env(pull, token), capture_output=True, text=True, timeout=300
+        )
         assert "Traceback" not in done.stderr, done.stderr
         return done
 
@@ -119,8 +133,14 @@ class Course:
 def course(fake_github: FakeGitHub, tmp_path: Path) -> Course:
     fake_github.add_token("bot-token", BOT, write=True)
     fake_github.add_token("read-token", BOT, write=False)
-    repo = fake_github.add_repo(REPO, {"roster.yaml": ROSTER.encode(), "grader/cli.py": b"print()\n",
-                                       ".github/workflows/grade.yml": b"on: pull_request_target\n"})
+    repo = fake_github.add_repo(
+        REPO,
+        {
+            "roster.yaml": ROSTER.encode(),
+            "grader/cli.py": b"print()\n",
+            ".github/workflows/grade.yml": b"on: pull_request_target\n",
+        },
+    )
     roster = tmp_path / "roster.yaml"
     roster.write_text(ROSTER)
     return Course(fake_github, repo, tmp_path, roster, ROOT / "assignments")
@@ -133,17 +153,27 @@ def submission_files(folder: Path, prefix: str = FOLDER) -> dict[str, bytes]:
 def test_a_pull_request_from_policy_to_an_edited_comment(course: Course, tiny_models, fast_root: Path) -> None:
     """The whole workflow: policy, context, the real grader, publish; then a second push edits the comment."""
     course.assignments = fast_root
-    folder = builders.submission(course.tmp / FOLDER, {"baseline": tiny_models["baseline"],
-                                                       "candidate": tiny_models["correct"]},
-                                 tiny_models["inputs"], claims={"quantization": "int8", "sparsity": 0.6})
+    folder = builders.submission(
+        course.tmp / FOLDER,
+        {"baseline": tiny_models["baseline"], "candidate": tiny_models["correct"]},
+        tiny_models["inputs"],
+        claims={"quantization": "int8", "sparsity": 0.6},
+    )
     pull = course.fake.open_pull(course.repo, "octocat", submission_files(folder), association="FIRST_TIME_CONTRIBUTOR")
 
-    policy = course.ci("policy", pull, "--gate", "first-time", "--out", str(course.tmp / "decision.json"),
-                       token="read-token")
+    policy = course.ci(
+        "policy", pull, "--gate", "first-time", "--out", str(course.tmp / "decision.json"), token="read-token"
+    )
     assert policy.returncode == 0, policy.stderr
     assert json.loads((course.tmp / "decision.json").read_text())["needs_approval"] is True
-    assert course.outputs() == {"decision": "grade", "folder": FOLDER, "team": "team-alpha", "assignment": HW2,
-                                "environment": "grading-approval", "runs_today": ""}  # hw2 has no runs-per-day limit
+    assert course.outputs() == {
+        "decision": "grade",
+        "folder": FOLDER,
+        "team": "team-alpha",
+        "assignment": HW2,
+        "environment": "grading-approval",
+        "runs_today": "",
+    }  # hw2 has no runs-per-day limit
     assert course.fake.requests("POST") == [] and course.fake.requests("PATCH") == []
 
     context = course.context(pull)
@@ -151,9 +181,26 @@ def test_a_pull_request_from_policy_to_an_edited_comment(course: Course, tiny_mo
     assert context.event_time == pull.updated_at and context.run_url == f"https://github.test/{REPO}/actions/runs/77"
     (course.tmp / "context.json").write_text(context.model_dump_json())
     out = course.tmp / "out"
-    check = subprocess.run([sys.executable, "-m", "grader.cli", "check", str(folder), "--assignments", str(fast_root),
-                            "--context", str(course.tmp / "context.json"), "--out", str(out), "--quiet"],
-                           cwd=ROOT, capture_output=True, text=True, timeout=600)
+    check = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "grader.cli",
+            "check",
+            str(folder),
+            "--assignments",
+            str(fast_root),
+            "--context",
+            str(course.tmp / "context.json"),
+            "--out",
+            str(out),
+            "--quiet",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert check.returncode == 0, check.stdout + check.stderr
 
     done = course.ci("publish", pull, "--artifact", str(out / "result.json"), "--grade-outcome", "success")
@@ -179,16 +226,20 @@ def test_a_pull_request_from_policy_to_an_edited_comment(course: Course, tiny_mo
     assert course.repo.statuses[pull.head_sha][0]["state"] == "success"
 
     writes = len(course.fake.requests("PATCH")) + len(course.fake.requests("POST"))
-    stale = course.ci("publish", pull, "--artifact", str(out / "result.json"),
-                      env=course.env(pull, event=first_event))
+    stale = course.ci("publish", pull, "--artifact", str(out / "result.json"), env=course.env(pull, event=first_event))
     assert stale.returncode == 0 and "stale" in stale.stdout
     assert len(course.fake.requests("PATCH")) + len(course.fake.requests("POST")) == writes
 
 
 def test_a_pr_touching_the_workflows_is_refused_then_graded_once_fixed(course: Course) -> None:
-    pull = course.fake.open_pull(course.repo, "octocat", {
-        f"{FOLDER}/submission.yaml": b"schema: 1\n",
-        ".github/workflows/grade.yml": b"on: pull_request\njobs: {steal: {runs-on: gpu}}\n"})
+    pull = course.fake.open_pull(
+        course.repo,
+        "octocat",
+        {
+            f"{FOLDER}/submission.yaml": b"schema: 1\n",
+            ".github/workflows/grade.yml": b"on: pull_request\njobs: {steal: {runs-on: gpu}}\n",
+        },
+    )
     policy = course.ci("policy", pull, token="read-token")
     assert policy.returncode == 0 and course.outputs()["decision"] == "refuse"
     assert ".github/workflows/grade.yml" in (course.tmp / "summary.md").read_text()
@@ -198,8 +249,9 @@ def test_a_pr_touching_the_workflows_is_refused_then_graded_once_fixed(course: C
     [comment] = course.bot_comments(pull)
     assert comment["body"].startswith("<!-- compression-grader:v1 policy -->")
     assert "Not graded" in comment["body"] and ".github/workflows/grade.yml" in comment["body"]
-    assert [(s["context"], s["state"]) for s in course.repo.statuses[pull.head_sha]] == \
-        [("compression-grader/policy", "failure")]
+    assert [(s["context"], s["state"]) for s in course.repo.statuses[pull.head_sha]] == [
+        ("compression-grader/policy", "failure")
+    ]
 
     course.fake.push(course.repo, pull, {".github/workflows/grade.yml": b"on: pull_request_target\n"})
     artifact = course.artifact(pull, graded_result(course.context(pull), lose=10).to_json())
@@ -225,8 +277,11 @@ def test_another_teams_folder_is_refused_and_hostile_names_are_escaped(course: C
 def test_a_symlink_in_the_submission_is_refused(course: Course) -> None:
     from tests.fakegithub import symlink
 
-    pull = course.fake.open_pull(course.repo, "octocat", {f"{FOLDER}/submission.yaml": b"schema: 1\n",
-                                                          f"{FOLDER}/model.onnx": symlink("/etc/shadow")})
+    pull = course.fake.open_pull(
+        course.repo,
+        "octocat",
+        {f"{FOLDER}/submission.yaml": b"schema: 1\n", f"{FOLDER}/model.onnx": symlink("/etc/shadow")},
+    )
     assert course.ci("policy", pull, token="read-token").returncode == 0
     assert course.outputs()["decision"] == "refuse"
     assert course.ci("publish", pull, "--artifact", str(course.tmp / "none.json")).returncode == 0
@@ -238,8 +293,11 @@ def test_an_untrustworthy_artifact_becomes_an_error_report_not_charged(course: C
     pull = course.fake.open_pull(course.repo, "octocat", {f"{FOLDER}/submission.yaml": b"schema: 1\n"})
     context = RunContext(repository=REPO, pr_number=pull.number, head_sha=pull.head_sha, run_id=RUN_ID)
     good = graded_result(context)
-    text = {"too-big": good.to_json() + " " * (5 * 2**20), "malformed": '{"status": "graded", "score": 100',
-            "other-pr": graded_result(context.model_copy(update={"pr_number": 2})).to_json()}.get(case)
+    text = {
+        "too-big": good.to_json() + " " * (5 * 2**20),
+        "malformed": '{"status": "graded", "score": 100',
+        "other-pr": graded_result(context.model_copy(update={"pr_number": 2})).to_json(),
+    }.get(case)
     artifact = course.artifact(pull, text) if text is not None else course.tmp / "absent" / "result.json"
     outcome = "failure" if case == "missing" else "success"
     done = course.ci("publish", pull, "--artifact", str(artifact), "--grade-outcome", outcome)
@@ -285,8 +343,9 @@ def test_a_rejected_submission_is_reported_with_what_to_fix(course: Course) -> N
 def test_publish_restamps_the_event_time_from_its_own_event(course: Course) -> None:
     """A result claiming an earlier event time (to dodge a deadline) is published with the event's time."""
     pull = course.fake.open_pull(course.repo, "octocat", {f"{FOLDER}/submission.yaml": b"schema: 1\n"})
-    context = RunContext(repository=REPO, pr_number=pull.number, head_sha=pull.head_sha, run_id=RUN_ID,
-                         event_time="2020-01-01T00:00:00Z")
+    context = RunContext(
+        repository=REPO, pr_number=pull.number, head_sha=pull.head_sha, run_id=RUN_ID, event_time="2020-01-01T00:00:00Z"
+    )
     artifact = course.artifact(pull, graded_result(context).to_json())
     done = course.ci("publish", pull, "--artifact", str(artifact), "--grade-outcome", "success")
     assert done.returncode == 0, done.stderr
@@ -298,15 +357,22 @@ def test_publish_restamps_the_event_time_from_its_own_event(course: Course) -> N
 FINAL = "final-project"
 
 
-def published_run(course: Course, author: str, team: str = "team-alpha", status: str = "graded",
-                  event_time=None) -> None:
+def published_run(
+    course: Course, author: str, team: str = "team-alpha", status: str = "graded", event_time=None
+) -> None:
     """An earlier PR of ``author`` graded for ``team``: its result artifact, as grade.yml uploads it."""
     pull = course.fake.open_pull(course.repo, author, {f"submissions/{team}/{FINAL}/notes.md": b"an earlier run\n"})
-    context = RunContext(repository=REPO, pr_number=pull.number, head_sha=pull.head_sha,
-                         event_time=event_time or pull.updated_at, run_id=RUN_ID - 1)
+    context = RunContext(
+        repository=REPO,
+        pr_number=pull.number,
+        head_sha=pull.head_sha,
+        event_time=event_time or pull.updated_at,
+        run_id=RUN_ID - 1,
+    )
     result = graded_result(context, team=team, assignment=FINAL).model_copy(update={"status": status})
-    course.fake.add_artifact(course.repo, artifact_name(team, FINAL), {"result.json": result.to_json().encode()},
-                             head_sha=pull.head_sha)
+    course.fake.add_artifact(
+        course.repo, artifact_name(team, FINAL), {"result.json": result.to_json().encode()}, head_sha=pull.head_sha
+    )
 
 
 def test_the_runs_per_day_limit_keeps_a_pr_off_the_runner_and_says_when_to_try_again(course: Course) -> None:
@@ -335,8 +401,18 @@ def test_the_runs_per_day_limit_keeps_a_pr_off_the_runner_and_says_when_to_try_a
     assert (outputs["decision"], outputs["runs_today"], outputs["team"]) == ("limited", "3", "team-alpha")
     assert "used up" in (course.tmp / "summary.md").read_text()
 
-    done = course.ci("publish", pull, "--artifact", str(course.tmp / "none" / "result.json"), "--grade-outcome",
-                     "skipped", "--policy-decision", "limited", "--runs-today", "3")
+    done = course.ci(
+        "publish",
+        pull,
+        "--artifact",
+        str(course.tmp / "none" / "result.json"),
+        "--grade-outcome",
+        "skipped",
+        "--policy-decision",
+        "limited",
+        "--runs-today",
+        "3",
+    )
     assert done.returncode == 0 and "limited" in done.stdout, done.stdout + done.stderr
     [comment] = course.bot_comments(pull)
     assert comment["body"].startswith("<!-- compression-grader:v1 policy -->")

@@ -6,9 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from grader.ci.policy import (ChangedFile, FolderTree, PolicyLimits, TreeEntry, check_changes, check_tree,
-                              needs_approval)
-from grader.roster import load_roster
+from grader.ci.admission import (
+    ChangedFile,
+    FolderTree,
+    PolicyLimits,
+    TreeEntry,
+    check_changes,
+    check_tree,
+    needs_approval,
+)
+from grader.config.roster import load_roster
 
 ASSIGNMENTS = ["hw2-quantization-pruning", "hw3-clustering"]
 LIMITS = PolicyLimits()
@@ -17,8 +24,10 @@ LIMITS = PolicyLimits()
 @pytest.fixture
 def roster(tmp_path: Path):
     path = tmp_path / "roster.yaml"
-    path.write_text("schema: 1\nteams:\n  team-alpha:\n    members:\n      - {github: OctoCat}\n      - {github: mona}\n"
-                    "  team-beta:\n    members:\n      - {github: hubot}\n")
+    path.write_text(
+        "schema: 1\nteams:\n  team-alpha:\n    members:\n      - {github: OctoCat}\n      - {github: mona}\n"
+        "  team-beta:\n    members:\n      - {github: hubot}\n"
+    )
     return load_roster(path)
 
 
@@ -38,14 +47,26 @@ def rules(refusals) -> list[str]:
 
 
 def test_own_team_folder_is_accepted_case_insensitively(roster) -> None:
-    folder, refusals = decide(roster, "octocat", "submissions/team-alpha/hw2-quantization-pruning/submission.yaml",
-                              "submissions/team-alpha/hw2-quantization-pruning/models/c.onnx")
+    folder, refusals = decide(
+        roster,
+        "octocat",
+        "submissions/team-alpha/hw2-quantization-pruning/submission.yaml",
+        "submissions/team-alpha/hw2-quantization-pruning/models/c.onnx",
+    )
     assert refusals == [] and folder == ("team-alpha", "hw2-quantization-pruning")
 
 
-@pytest.mark.parametrize("path", [".github/workflows/grade.yml", "grader/grading.py", "roster.yaml",
-                                  "assignments/hw2-quantization-pruning/assignment.yaml", "submissions/README.md",
-                                  "submissions/team-alpha/notes.txt"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        ".github/workflows/grade.yml",
+        "grader/grading.py",
+        "roster.yaml",
+        "assignments/hw2-quantization-pruning/assignment.yaml",
+        "submissions/README.md",
+        "submissions/team-alpha/notes.txt",
+    ],
+)
 def test_anything_outside_a_submission_folder_is_refused(roster, path: str) -> None:
     folder, refusals = decide(roster, "octocat", "submissions/team-alpha/hw2-quantization-pruning/a.onnx", path)
     assert folder is None and rules(refusals) == ["outside-submissions"]
@@ -59,8 +80,12 @@ def test_another_teams_folder_is_refused_naming_the_authors_team(roster) -> None
 
 
 def test_a_rename_out_of_another_teams_folder_is_refused(roster) -> None:
-    _, refusals = decide(roster, "octocat", "submissions/team-alpha/hw2-quantization-pruning/a.onnx",
-                         renamed_from="submissions/team-beta/hw2-quantization-pruning/a.onnx")
+    _, refusals = decide(
+        roster,
+        "octocat",
+        "submissions/team-alpha/hw2-quantization-pruning/a.onnx",
+        renamed_from="submissions/team-beta/hw2-quantization-pruning/a.onnx",
+    )
     assert rules(refusals) == ["other-team"]
 
 
@@ -72,8 +97,9 @@ def test_author_not_on_the_roster_is_refused(roster) -> None:
 def test_unknown_assignment_and_several_folders(roster) -> None:
     _, refusals = decide(roster, "mona", "submissions/team-alpha/hw9/a.onnx")
     assert rules(refusals) == ["unknown-assignment"] and "hw2-quantization-pruning" in refusals[0].message
-    _, refusals = decide(roster, "mona", "submissions/team-alpha/hw2-quantization-pruning/a",
-                         "submissions/team-alpha/hw3-clustering/a")
+    _, refusals = decide(
+        roster, "mona", "submissions/team-alpha/hw2-quantization-pruning/a", "submissions/team-alpha/hw3-clustering/a"
+    )
     assert rules(refusals) == ["one-folder"]
 
 
@@ -90,9 +116,13 @@ def test_a_refusal_lists_at_most_twenty_paths_and_counts_the_rest(roster) -> Non
 
 def test_tree_refuses_symlinks_submodules_and_size() -> None:
     folder = "submissions/team-alpha/hw2-quantization-pruning"
-    entries = [TreeEntry("submission.yaml", "file", 200), TreeEntry("models", "folder"),
-               TreeEntry("models/b.onnx", "symlink", 11), TreeEntry("vendor", "submodule"),
-               TreeEntry("models/huge.onnx", "file", 101 * 2**20)]
+    entries = [
+        TreeEntry("submission.yaml", "file", 200),
+        TreeEntry("models", "folder"),
+        TreeEntry("models/b.onnx", "symlink", 11),
+        TreeEntry("vendor", "submodule"),
+        TreeEntry("models/huge.onnx", "file", 101 * 2**20),
+    ]
     refusals = check_tree(folder, FolderTree(entries), LIMITS)
     assert rules(refusals) == ["symlink", "submodule", "file-too-big"]
     assert refusals[0].paths == [f"{folder}/models/b.onnx"] and refusals[2].paths == [f"{folder}/models/huge.onnx"]

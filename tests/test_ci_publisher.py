@@ -16,8 +16,9 @@ OTHER_MARKER = "<!-- compression-grader:v1 team=team-alpha assignment=hw3-cluste
 
 
 def client(fake: FakeGitHub, token: str = "bot-token", **settings):
-    options = dict(request_spacing_s=0, write_spacing_s=0, timeout_s=1, attempts=4, backoff_s=0.01,
-                   secondary_rate_wait_s=0.05)
+    options = dict(
+        request_spacing_s=0, write_spacing_s=0, timeout_s=1, attempts=4, backoff_s=0.01, secondary_rate_wait_s=0.05
+    )
     return make_client(ClientSettings(api_url=fake.url, token=token, **{**options, **settings}))
 
 
@@ -103,15 +104,18 @@ def test_duplicates_left_by_an_earlier_fault_are_removed(course) -> None:
 COMMENTS = r".*/issues/1/comments"
 
 
-@pytest.mark.parametrize("fault, posts", [
-    (dict(method="POST", path=COMMENTS, status=502, after=True), 1),  # created, then the proxy failed: found, kept
-    (dict(method="POST", path=COMMENTS, status=None, delay_s=2.5, after=True), 1),  # created, the reply too slow
-    (dict(method="POST", path=COMMENTS, status=502, times=2), 3),  # GitHub down twice, nothing created
-    (dict(method="POST", path=COMMENTS, status=403), 2),  # secondary rate limit, no Retry-After
-    (dict(method="GET", path=COMMENTS, status=403, retry_after=1), 1),  # secondary rate limit with Retry-After
-    (dict(method="GET", path=COMMENTS, status=429, retry_after=0), 1),
-    (dict(method="GET", path=COMMENTS, status=None, delay_s=2.5), 1),  # a slow read, timed out and read again
-])
+@pytest.mark.parametrize(
+    "fault, posts",
+    [
+        (dict(method="POST", path=COMMENTS, status=502, after=True), 1),  # created, then the proxy failed: found, kept
+        (dict(method="POST", path=COMMENTS, status=None, delay_s=2.5, after=True), 1),  # created, the reply too slow
+        (dict(method="POST", path=COMMENTS, status=502, times=2), 3),  # GitHub down twice, nothing created
+        (dict(method="POST", path=COMMENTS, status=403), 2),  # secondary rate limit, no Retry-After
+        (dict(method="GET", path=COMMENTS, status=403, retry_after=1), 1),  # secondary rate limit with Retry-After
+        (dict(method="GET", path=COMMENTS, status=429, retry_after=0), 1),
+        (dict(method="GET", path=COMMENTS, status=None, delay_s=2.5), 1),  # a slow read, timed out and read again
+    ],
+)
 def test_faults_end_in_exactly_one_comment(course, fault, posts: int) -> None:
     fake, repo, pull = course
     injected = fake.fail(**fault)
@@ -143,15 +147,21 @@ def test_a_read_only_token_cannot_comment(course) -> None:
     fake, repo, pull = course
     with pytest.raises(PublishError, match="403"):
         Publisher(client(fake, token="read-token"), REPO, BOT, attempts=4, backoff_s=0.01).upsert_comment(
-            pull.number, MARKER, report("x"))
+            pull.number, MARKER, report("x")
+        )
     assert len(fake.requests("POST")) == 1  # a 403 that is not a rate limit is not retried
 
 
 def test_commit_status_is_set_and_its_description_fits(course) -> None:
     fake, repo, pull = course
     fake.fail(method="POST", path=r".*/statuses/.*", status=502)
-    publisher(fake).set_status(pull.head_sha, "success", "Graded: 35 / 100 points " + "x" * 200,
-                               "compression-grader/hw2-quantization-pruning", "https://example.test/run/1")
+    publisher(fake).set_status(
+        pull.head_sha,
+        "success",
+        "Graded: 35 / 100 points " + "x" * 200,
+        "compression-grader/hw2-quantization-pruning",
+        "https://example.test/run/1",
+    )
     [status] = repo.statuses[pull.head_sha]
     assert status["state"] == "success" and status["context"] == "compression-grader/hw2-quantization-pruning"
     assert status["description"].startswith("Graded: 35 / 100") and len(status["description"]) <= 140

@@ -18,10 +18,13 @@ def run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
 
 
 def test_help_does_not_import_torch_or_onnxruntime() -> None:
-    code = ("import sys; from grader.cli import main\n"
-            "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
-            "heavy = [m for m in ('torch', 'onnxruntime', 'onnx', 'numpy', 'pandas', 'matplotlib', 'github') if m in sys.modules]\n"
-            "print('HEAVY', heavy)")
+    code = (
+        "import sys; from grader.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "heavy = [m for m in ('torch', 'onnxruntime', 'onnx', 'numpy', 'pandas', 'matplotlib', 'github')\n"
+        "         if m in sys.modules]\n"
+        "print('HEAVY', heavy)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60).stdout
     assert "exit codes" in out and "HEAVY []" in out
 
@@ -44,8 +47,9 @@ def test_reference_solution_gets_full_marks(reference_paths, tmp_path: Path) -> 
     assert "score 100 / 100" in done.stdout
 
 
-@pytest.mark.parametrize("assignment", ["hw1-baseline", "hw3-clustering", "hw4-distillation",
-                                        "hw5-auto-compression", "hw6-export"])
+@pytest.mark.parametrize(
+    "assignment", ["hw1-baseline", "hw3-clustering", "hw4-distillation", "hw5-auto-compression", "hw6-export"]
+)
 def test_every_other_reference_solution_gets_full_marks(reference_paths, tmp_path: Path, assignment: str) -> None:
     """``grader check reference/solutions/<id>`` with the real thresholds and timing budgets.
 
@@ -66,9 +70,11 @@ def test_every_other_reference_solution_gets_full_marks(reference_paths, tmp_pat
 def test_rejected_submission_writes_reports_to_the_default_folder(tmp_path: Path) -> None:
     folder = tmp_path / "submissions" / "team-beta" / "hw2"
     folder.mkdir(parents=True)
-    (folder / "submission.yaml").write_text("schema: 1\nassignment: hw2-quantization-pruning\nteam: team-beta\n"
-                                            "members: [octocat]\nmodels: {baseline: b.onnx, candidate: c.onnx}\n"
-                                            "data: {inputs: i.npz}\n")
+    (folder / "submission.yaml").write_text(
+        "schema: 1\nassignment: hw2-quantization-pruning\nteam: team-beta\n"
+        "members: [octocat]\nmodels: {baseline: b.onnx, candidate: c.onnx}\n"
+        "data: {inputs: i.npz}\n"
+    )
     done = run("check", str(folder), cwd=tmp_path)
     assert done.returncode == 3
     out = tmp_path / "grader-out" / "team-beta" / "hw2-quantization-pruning"

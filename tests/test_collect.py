@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from grader.gradebook.collect import Source, artifact_name, collect, from_artifacts, from_comments
-from grader.gradebook.store import Store
+from grader.ci.collect import Source, artifact_name, collect, from_artifacts, from_comments
+from grader.records.store import Store
 from grader.report.render import render_markdown
 from tests.fakegithub import FakeGitHub, FakeRepo
 from tests.results_builders import REPO, make_result
@@ -87,7 +87,7 @@ def test_comment_without_pr_context_gets_it_from_the_comment(github: FakeGitHub,
     result = make_result("team-a", pr=None)
     result.context.repository = None
     github.add_comment(repo, 12, BOT, comment_for(result))
-    (found, _), = from_comments(source(github)).results
+    ((found, _),) = from_comments(source(github)).results
     assert (found.context.repository, found.context.pr_number) == (REPO, 12)
 
 
@@ -95,10 +95,12 @@ def test_collects_result_json_from_artifacts(github: FakeGitHub, repo: FakeRepo)
     results = [make_result(f"team-{c}", pr=i + 1) for i, c in enumerate("abc")]
     for result in results:  # named as grade.yml names them, per team and assignment
         name = artifact_name(result.submission.team, result.assignment.id)
-        github.add_artifact(repo, name, {"out/result.json": result.to_json().encode(), "report.md": b"x"},
-                            result.context.head_sha)
-    github.add_artifact(repo, "result", {"result.json": results[0].to_json().encode()},
-                        results[0].context.head_sha, expired=True)
+        github.add_artifact(
+            repo, name, {"out/result.json": result.to_json().encode(), "report.md": b"x"}, result.context.head_sha
+        )
+    github.add_artifact(
+        repo, "result", {"result.json": results[0].to_json().encode()}, results[0].context.head_sha, expired=True
+    )
     github.add_artifact(repo, "coverage", {"result.json": b"{}"}, "0" * 40)  # another artifact name
     github.add_artifact(repo, "resultant", {"result.json": b"{}"}, "0" * 40)  # only a common prefix
     github.add_artifact(repo, "regrade-results", {"1/result.json": b"{}"}, "0" * 40)  # import --tasks takes these
@@ -107,7 +109,9 @@ def test_collects_result_json_from_artifacts(github: FakeGitHub, repo: FakeRepo)
     batch = from_artifacts(source(github))
     assert sorted(r.submission.team for r, _ in batch.results) == ["team-a", "team-b", "team-c"]
     assert [r.reason for r in batch.rejected] == [
-        "result.json names another commit than the workflow run that uploaded it", "artifact holds no result.json"]
+        "result.json names another commit than the workflow run that uploaded it",
+        "artifact holds no result.json",
+    ]
     assert github.requests("GET", r"/_blobs/\d+")  # followed the redirect
 
 
@@ -124,8 +128,14 @@ def test_comments_and_artifacts_of_one_run_store_one_row(github: FakeGitHub, rep
 
 def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items() if k not in ("GITHUB_TOKEN", "GH_TOKEN")}
-    return subprocess.run([sys.executable, "-m", "grader.cli", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120, env=clean | env)
+    return subprocess.run(
+        [sys.executable, "-m", "grader.cli", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=clean | env,
+    )
 
 
 def test_cli_collect_end_to_end(github: FakeGitHub, repo: FakeRepo, tmp_path: Path) -> None:
@@ -146,11 +156,29 @@ def test_cli_collect_end_to_end(github: FakeGitHub, repo: FakeRepo, tmp_path: Pa
 
 
 def test_cli_collect_with_a_bad_token_says_so(github: FakeGitHub, tmp_path: Path) -> None:
-    done = run_cli("results", "collect", "--repo", REPO, "--api-url", github.url, "--db", str(tmp_path / "g.sqlite"),
-                   env={"GITHUB_TOKEN": "wrong"})
+    done = run_cli(
+        "results",
+        "collect",
+        "--repo",
+        REPO,
+        "--api-url",
+        github.url,
+        "--db",
+        str(tmp_path / "g.sqlite"),
+        env={"GITHUB_TOKEN": "wrong"},
+    )
     assert done.returncode == 5 and "401" in done.stderr and "Traceback" not in done.stderr
-    unknown = run_cli("results", "collect", "--repo", "nobody/nothing", "--api-url", github.url,
-                      "--db", str(tmp_path / "g.sqlite"), env={"GITHUB_TOKEN": TOKEN})
+    unknown = run_cli(
+        "results",
+        "collect",
+        "--repo",
+        "nobody/nothing",
+        "--api-url",
+        github.url,
+        "--db",
+        str(tmp_path / "g.sqlite"),
+        env={"GITHUB_TOKEN": TOKEN},
+    )
     assert unknown.returncode == 5 and "404" in unknown.stderr
     usage = run_cli("results", "collect", "--repo", "not a repo", env={})
     assert usage.returncode == 2 and "OWNER/NAME" in usage.stderr
@@ -159,6 +187,6 @@ def test_cli_collect_with_a_bad_token_says_so(github: FakeGitHub, tmp_path: Path
 def test_event_times_survive_the_round_trip(github: FakeGitHub, repo: FakeRepo) -> None:
     event = datetime(2026, 12, 11, 22, 58, 59, tzinfo=timezone.utc)
     github.add_comment(repo, 1, BOT, comment_for(make_result("team-a", pr=1, event_time=event)))
-    (found, _), = from_comments(source(github)).results
+    ((found, _),) = from_comments(source(github)).results
     assert found.context.event_time == event
     assert json.loads(found.to_json())["context"]["event_time"].startswith("2026-12-11T22:58:59")

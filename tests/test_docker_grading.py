@@ -11,10 +11,10 @@ import pytest
 import yaml
 
 from grader import exitcodes
-from grader.docker_sandbox import LABEL, DockerRunner
-from grader.grading import grade
-from grader.result import CheckStatus, Result
+from grader.contracts.result import CheckStatus, Result
+from grader.sandbox.docker import LABEL, DockerSandbox
 from tests import builders
+from tests.grading import grade
 
 ROOT = Path(__file__).resolve().parent.parent
 SOLUTION = ROOT / "reference" / "solutions" / "hw2-quantization-pruning"
@@ -31,7 +31,7 @@ def leftover_workers(client) -> list:
 
 def test_verdict_equals_the_local_runners_for_the_hw2_reference(reference_paths, fast_root, docker_settings) -> None:
     local = grade(SOLUTION, fast_root)
-    docker = grade(SOLUTION, fast_root, runner=DockerRunner(docker_settings))
+    docker = grade(SOLUTION, fast_root, runner=DockerSandbox(docker_settings))
     assert local.exit_code == docker.exit_code == exitcodes.GRADED, docker.internal_error
     assert verdict(docker.result) == verdict(local.result)
     assert docker.result.score == docker.result.max_score
@@ -42,14 +42,16 @@ def test_verdict_equals_the_local_runners_for_the_hw2_reference(reference_paths,
     assert docker.result.submission.files == local.result.submission.files  # same files, same hashes
 
 
-def test_memory_bomb_is_rejected_with_a_clear_message(docker_client, docker_settings, tiny_models,
-                                                      tmp_path: Path) -> None:
+def test_memory_bomb_is_rejected_with_a_clear_message(
+    docker_client, docker_settings, tiny_models, tmp_path: Path
+) -> None:
     root = builders.fast_assignments(tmp_path / "assignments", memory_mb=1024)
     # 16 MiB per sample, 3.2 GiB for the 200 inputs, filled: the host could give it, only the limit stops it
     hog = builders.memory_hog_model(tmp_path / "hog.onnx", elements=2**22)
-    folder = builders.submission(tmp_path / "s", {"baseline": tiny_models["baseline"], "candidate": hog},
-                                 tiny_models["inputs"])
-    grading = grade(folder, root, runner=DockerRunner(docker_settings))
+    folder = builders.submission(
+        tmp_path / "s", {"baseline": tiny_models["baseline"], "candidate": hog}, tiny_models["inputs"]
+    )
+    grading = grade(folder, root, runner=DockerSandbox(docker_settings))
     result = grading.result
     assert grading.exit_code == exitcodes.REJECTED and result.status == "rejected", grading.internal_error
     assert result.problems[0].kind == "memory_limit"
@@ -59,13 +61,16 @@ def test_memory_bomb_is_rejected_with_a_clear_message(docker_client, docker_sett
     assert leftover_workers(docker_client) == []
 
 
-def test_hang_hits_the_time_limit_and_the_container_is_gone(docker_client, docker_settings, tiny_models,
-                                                            tmp_path: Path) -> None:
+def test_hang_hits_the_time_limit_and_the_container_is_gone(
+    docker_client, docker_settings, tiny_models, tmp_path: Path
+) -> None:
     root = builders.fast_assignments(tmp_path / "assignments", wall_time_s=8)
-    folder = builders.submission(tmp_path / "s", {"baseline": tiny_models["baseline"],
-                                                  "candidate": builders.hanging_model(tmp_path / "hang.onnx")},
-                                 tiny_models["inputs"])
-    grading = grade(folder, root, runner=DockerRunner(docker_settings))
+    folder = builders.submission(
+        tmp_path / "s",
+        {"baseline": tiny_models["baseline"], "candidate": builders.hanging_model(tmp_path / "hang.onnx")},
+        tiny_models["inputs"],
+    )
+    grading = grade(folder, root, runner=DockerSandbox(docker_settings))
     assert grading.exit_code == exitcodes.REJECTED, grading.internal_error
     assert grading.result.problems[0].kind == "time_limit"
     assert "8 s limit" in grading.result.problems[0].message
@@ -78,12 +83,36 @@ def test_cli_runs_docker_as_course_yaml_says(docker_settings, tiny_models, fast_
     docker = docker_settings.model_dump()
     docker["image"] = ""  # comes from --image below
     course.write_text(yaml.safe_dump({"schema": 1, "runner": {"kind": "local", "docker": docker}}))
-    folder = builders.submission(tmp_path / "s", {"baseline": tiny_models["baseline"], "candidate": tiny_models["correct"]},
-                                 tiny_models["inputs"], claims={"quantization": "int8", "sparsity": 0.6})
+    folder = builders.submission(
+        tmp_path / "s",
+        {"baseline": tiny_models["baseline"], "candidate": tiny_models["correct"]},
+        tiny_models["inputs"],
+        claims={"quantization": "int8", "sparsity": 0.6},
+    )
     out = tmp_path / "out"
-    done = subprocess.run([sys.executable, "-m", "grader.cli", "check", str(folder), "--out", str(out),
-                           "--assignments", str(fast_root), "--course", str(course), "--runner", "docker",
-                           "--image", docker_settings.image], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "grader.cli",
+            "check",
+            str(folder),
+            "--out",
+            str(out),
+            "--assignments",
+            str(fast_root),
+            "--course",
+            str(course),
+            "--runner",
+            "docker",
+            "--image",
+            docker_settings.image,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+    )
     assert done.returncode == exitcodes.GRADED, done.stdout + done.stderr
     result = json.loads((out / "result.json").read_text())
     assert result["status"] == "graded"
@@ -97,13 +126,17 @@ def unreachable_engine(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path / 'no-engine.sock'}")
 
 
-def test_no_engine_is_the_graders_error_not_the_students(unreachable_engine, tiny_models, fast_root,
-                                                         tmp_path: Path) -> None:
-    from grader.course import DockerSettings
+def test_no_engine_is_the_graders_error_not_the_students(
+    unreachable_engine, tiny_models, fast_root, tmp_path: Path
+) -> None:
+    from grader.config.course import DockerSettings
 
-    folder = builders.submission(tmp_path / "s", {"baseline": tiny_models["baseline"], "candidate": tiny_models["correct"]},
-                                 tiny_models["inputs"])
-    grading = grade(folder, fast_root, runner=DockerRunner(DockerSettings(image="any:tag")))
+    folder = builders.submission(
+        tmp_path / "s",
+        {"baseline": tiny_models["baseline"], "candidate": tiny_models["correct"]},
+        tiny_models["inputs"],
+    )
+    grading = grade(folder, fast_root, runner=DockerSandbox(DockerSettings(image="any:tag")))
     assert grading.exit_code == exitcodes.INTERNAL and grading.result.status == "error"
     assert "cannot reach a Docker engine" in grading.internal_error
     assert "not your fault" in grading.result.problems[0].message

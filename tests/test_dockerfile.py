@@ -19,8 +19,10 @@ tomllib = pytest.importorskip("tomllib", reason="Python 3.11+ reads pyproject.to
 
 ROOT = Path(__file__).resolve().parent.parent
 DIGEST_PINNED = re.compile(r"^[a-z0-9./_-]+:[A-Za-z0-9._-]+@sha256:[0-9a-f]{64}$")
-FORBIDDEN_IN_FINAL = re.compile(r"\b(gcc|g\+\+|clang|make|build-essential|curl|wget|git|netcat|ncat|ssh|"
-                                r"apt-get install|pip install)\b")
+FORBIDDEN_IN_FINAL = re.compile(
+    r"\b(gcc|g\+\+|clang|make|build-essential|curl|wget|git|netcat|ncat|ssh|"
+    r"apt-get install|pip install)\b"
+)
 
 
 @pytest.fixture(scope="module")
@@ -118,8 +120,9 @@ def test_pins_satisfy_the_projects_own_ranges(variant: str) -> None:
 
 
 def test_build_context_is_an_allowlist() -> None:
-    patterns = [line for line in (ROOT / ".dockerignore").read_text().splitlines()
-                if line.strip() and not line.startswith("#")]
+    patterns = [
+        line for line in (ROOT / ".dockerignore").read_text().splitlines() if line.strip() and not line.startswith("#")
+    ]
     assert patterns[0] == "*"
 
     def included(path: str) -> bool:
@@ -127,12 +130,23 @@ def test_build_context_is_an_allowlist() -> None:
         for pattern in patterns:
             negated = pattern.startswith("!")
             bare = pattern.lstrip("!").rstrip("/")
-            if fnmatch.fnmatch(path, bare) or path.startswith(bare + "/") or fnmatch.fnmatch(path, bare.replace("**/", "*/")):
+            if (
+                fnmatch.fnmatch(path, bare)
+                or path.startswith(bare + "/")
+                or fnmatch.fnmatch(path, bare.replace("**/", "*/"))
+            ):
                 keep = negated
         return keep
 
     for path in ("Dockerfile", "pyproject.toml", "README.md", "grader/worker.py", "docker/requirements-gpu.txt"):
         assert included(path), path
-    for path in (".git/config", ".venv/bin/python", "submissions/team/hw2/model.onnx", "grader-out/x/result.json",
-                 "reference/models/digits_cnn.onnx", "tests/test_cli.py", "grader/__pycache__/cli.cpython-311.pyc"):
+    for path in (
+        ".git/config",
+        ".venv/bin/python",
+        "submissions/team/hw2/model.onnx",
+        "grader-out/x/result.json",
+        "reference/models/digits_cnn.onnx",
+        "tests/test_cli.py",
+        "grader/__pycache__/cli.cpython-311.pyc",
+    ):
         assert not included(path), path

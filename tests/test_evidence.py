@@ -18,16 +18,12 @@ from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 from torch.utils._pytree import tree_map
 
-from grader.evidence.onnx_graph import onnx_evidence
-from grader.evidence.summary import (
-    EvidenceSummary,
-    effective_sparsity,
-    largest_float_weights,
-    layer_sparsity,
-    summarize,
-)
-from grader.evidence.torch_model import exported_program_evidence, module_evidence, stored_tensor_evidence
-from grader.observations import ModelEvidence, TensorEvidence
+from grader.checks.shared import largest_float_weights, layer_sparsity
+from grader.contracts.figures import EvidenceSummary
+from grader.contracts.observations import ModelEvidence, TensorEvidence
+from grader.grading.figures import effective_sparsity, summarize
+from grader.worker.evidence.onnx_graph import onnx_evidence
+from grader.worker.evidence.torch_model import exported_program_evidence, module_evidence, stored_tensor_evidence
 from reference import compress
 from tests.builders import TinyCNN, export, prune_to, quantize, trained_tiny
 
@@ -128,8 +124,11 @@ def test_pruned_then_quantized_model_keeps_its_zeros(models: dict[str, Path]) ->
     # the quantized zeros are the very zeros pruning made (symmetric int8: zero point 0)
     assert summary.prunable_zeros == pruned.prunable_zeros
     # independent count straight from the file: symmetric int8 weights have zero point 0
-    int8 = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(models["pruned_q"])).graph.initializer
-            if t.data_type == onnx.TensorProto.INT8 and len(t.dims) >= 2}
+    int8 = {
+        t.name: numpy_helper.to_array(t)
+        for t in onnx.load(str(models["pruned_q"])).graph.initializer
+        if t.data_type == onnx.TensorProto.INT8 and len(t.dims) >= 2
+    }
     assert sum(int(np.count_nonzero(a == 0)) for a in int8.values()) == summary.prunable_zeros
     per_layer = {row["name"]: row["sparsity"] for row in layer_sparsity(evidence)}
     assert set(per_layer) == set(int8)
@@ -150,10 +149,12 @@ def test_unused_initializer_and_dead_node_are_not_counted(models: dict[str, Path
     proto.graph.initializer.append(copy_of_weight)
     gemm = next(n for n in proto.graph.node if n.op_type == "Gemm")
     # a dead branch that would be a valid second head: Flatten output x copy^T -> [N, 10]
-    proto.graph.node.extend([
-        helper.make_node("Transpose", ["head.weight_fp32_copy"], ["copy_t"], perm=[1, 0], name="dead_transpose"),
-        helper.make_node("MatMul", [gemm.input[0], "copy_t"], ["dead_out"], name="dead_matmul"),
-    ])
+    proto.graph.node.extend(
+        [
+            helper.make_node("Transpose", ["head.weight_fp32_copy"], ["copy_t"], perm=[1, 0], name="dead_transpose"),
+            helper.make_node("MatMul", [gemm.input[0], "copy_t"], ["dead_out"], name="dead_matmul"),
+        ]
+    )
     assert "dead_out" not in {o.name for o in proto.graph.output}
     onnx.checker.check_model(proto, full_check=True)
     evidence = onnx_evidence(proto)
@@ -192,8 +193,11 @@ def _dq_matmul_model(weights: np.ndarray, zero_points: np.ndarray, axis: int, op
         nodes.append(helper.make_node("Conv", ["x", "w"], ["y"]))
         x, y = [1, weights.shape[1], 4, 4], [1, weights.shape[0], 4 - weights.shape[2] + 1, 4 - weights.shape[3] + 1]
     graph = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x)],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, y)], inits,
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, x)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, y)],
+        inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     onnx.checker.check_model(model, full_check=True)
@@ -243,8 +247,11 @@ def test_per_column_zero_points_of_qlinearmatmul_count_per_column() -> None:
     ]
     node = helper.make_node("QLinearMatMul", ["a", "a_scale", "a_zp", "b", "b_scale", "b_zp", "y_scale", "y_zp"], ["y"])
     graph = helper.make_graph(
-        [node], "g", [helper.make_tensor_value_info("a", TensorProto.UINT8, [1, 6])],
-        [helper.make_tensor_value_info("y", TensorProto.UINT8, [1, 3])], inits,
+        [node],
+        "g",
+        [helper.make_tensor_value_info("a", TensorProto.UINT8, [1, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.UINT8, [1, 3])],
+        inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     onnx.checker.check_model(model, full_check=True)
@@ -280,7 +287,9 @@ def test_module_evidence_on_a_plain_module(trained: TinyCNN) -> None:
     summary = summarize(evidence)
     assert summary.params_total == _params(trained)
     assert {(w.name, w.layer) for w in evidence.weights} == {
-        ("conv1.weight", "Conv2d"), ("conv2.weight", "Conv2d"), ("head.weight", "Linear"),
+        ("conv1.weight", "Conv2d"),
+        ("conv2.weight", "Conv2d"),
+        ("head.weight", "Linear"),
     }
     assert summary.quantized_fraction == 0.0 and summary.sparsity == 0.0
     pruned = summarize(module_evidence(prune_to(copy.deepcopy(trained), 0.5, finetune_epochs=0), "module"))
@@ -312,7 +321,9 @@ def test_exported_program_counts_only_weights_the_graph_uses() -> None:
     assert "unused" not in {w.name for w in evidence.weights}  # ...the evidence does not
     assert summary.params_total == _params(model) - 32 * 32 == 12730
     assert {(w.name, w.layer) for w in evidence.weights} == {
-        ("conv1.weight", "conv2d"), ("conv2.weight", "conv2d"), ("head.weight", "linear"),
+        ("conv1.weight", "conv2d"),
+        ("conv2.weight", "conv2d"),
+        ("head.weight", "linear"),
     }
     assert evidence.op_types.get("conv2d") == 2
 
@@ -392,7 +403,7 @@ def _tiny_macs(width: int = 16) -> int:
 
 
 def test_onnx_and_torch_count_the_same_macs(models: dict[str, Path], trained: TinyCNN) -> None:
-    from grader.evidence.flops import onnx_macs, torch_macs
+    from grader.worker.evidence.flops import onnx_macs, torch_macs
 
     shapes = {"input": (1, 1, 8, 8)}
     fp32 = onnx_macs(onnx.load(str(models["fp32"])), shapes)
@@ -405,13 +416,15 @@ def test_onnx_and_torch_count_the_same_macs(models: dict[str, Path], trained: Ti
 
 
 def test_macs_are_not_computable_when_shapes_are_unknown() -> None:
-    from grader.evidence.flops import onnx_macs
+    from grader.worker.evidence.flops import onnx_macs
 
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", "K"])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
-        initializer=[numpy_helper.from_array(np.zeros((100, 3), np.float32), "w")])
+        initializer=[numpy_helper.from_array(np.zeros((100, 3), np.float32), "w")],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     unknown = onnx_macs(model, {})
     assert unknown.macs is None and "MatMul" in unknown.note
@@ -419,7 +432,7 @@ def test_macs_are_not_computable_when_shapes_are_unknown() -> None:
 
 
 def test_onnx_facts_report_opset_and_checker_complaints(models: dict[str, Path], tmp_path: Path) -> None:
-    from grader.evidence.onnx_validity import onnx_facts
+    from grader.worker.evidence.onnx_validity import onnx_facts
 
     good = onnx_facts(onnx.load(str(models["fp32"])), models["fp32"])
     assert good.opset == 17 and good.checker_error is None and good.shape_inference_error is None
@@ -432,25 +445,36 @@ def test_onnx_facts_report_opset_and_checker_complaints(models: dict[str, Path],
 
 
 def test_float_noise_around_a_few_centres_is_counted_exactly_but_diagnosed() -> None:
-    from grader.evidence.tensors import tensor_evidence
+    from grader.worker.evidence.tensors import tensor_evidence
 
     rng = np.random.default_rng(0)
     centres = np.linspace(-1, 1, 16).astype(np.float32)
     clustered = centres[rng.integers(0, 16, 4096)]
     exact = tensor_evidence("w", clustered, "Conv", prunable=True, quantized=False)
     assert exact.distinct == 16 and exact.distinct_within_noise is None  # few values: nothing to diagnose
-    noisy = tensor_evidence("w", clustered + rng.normal(0, 1e-6, 4096).astype(np.float32), "Conv",
-                            prunable=True, quantized=False)
+    noisy = tensor_evidence(
+        "w", clustered + rng.normal(0, 1e-6, 4096).astype(np.float32), "Conv", prunable=True, quantized=False
+    )
     assert noisy.distinct > 1000  # never merged: float noise is not clustering
     assert noisy.distinct_within_noise == 16
 
 
 def test_palettized_size_is_log2_k_bits_per_weight_plus_the_codebook() -> None:
-    from grader.evidence.summary import palettized_bytes
+    from grader.grading.figures import palettized_bytes
 
     def evidence(distinct: int) -> ModelEvidence:
-        w = TensorEvidence(name="w", layer="Conv", stored_dtype="float32", bits=32, shape=[1000], numel=1000,
-                           zeros=0, distinct=distinct, quantized=False, prunable=True)
+        w = TensorEvidence(
+            name="w",
+            layer="Conv",
+            stored_dtype="float32",
+            bits=32,
+            shape=[1000],
+            numel=1000,
+            zeros=0,
+            distinct=distinct,
+            quantized=False,
+            prunable=True,
+        )
         return ModelEvidence(format="onnx", params_total=1010, weights=[w])  # + 10 bias values
 
     assert palettized_bytes(evidence(16)) == (1000 * 4 + 16 * 32 + 10 * 32) / 8

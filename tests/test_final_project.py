@@ -14,17 +14,16 @@ import numpy as np
 import pytest
 
 from grader import exitcodes
-from grader.assignment import load_assignment
-from grader.checks import CheckContext, evaluate
+from grader.config.assignment import load_assignment
+from grader.config.roster import load_roster
+from grader.contracts.figures import SCORE_FIGURE
+from grader.contracts.observations import Estimate, Observations
+from grader.contracts.result import CheckStatus, Result, RunContext
 from grader.gradebook.final import board_from_store, to_csv
-from grader.gradebook.store import Store
-from grader.grading import grade
-from grader.manifest import parse_manifest
-from grader.observations import Estimate, Observations
-from grader.result import CheckStatus, Result, RunContext
-from grader.roster import load_roster
-from grader.runlimit import graded_runs_on
-from grader.scoring import SCORE_FIGURE
+from grader.intake.manifest import parse_manifest
+from grader.records.runlimit import graded_runs_on
+from grader.records.store import Store
+from tests.grading import grade, judge
 from tests.results import graded_result
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,8 +43,11 @@ def test_the_staff_entry_passes_the_gate_and_its_score_follows_the_printed_formu
     checks = {c.id: c for c in staff_entry.checks}
     assert checks["accuracy_gate"].status is CheckStatus.PASS
     m = {k: v.value for k, v in staff_entry.metrics.items()}
-    expected = (0.5 * np.log2(m["candidate_vs_reference.speedup_b64"]) + 0.3 * np.log2(m["candidate_vs_reference.size_ratio"])
-                + 0.2 * m["candidate_vs_reference.heldout_accuracy_ratio"])
+    expected = (
+        0.5 * np.log2(m["candidate_vs_reference.speedup_b64"])
+        + 0.3 * np.log2(m["candidate_vs_reference.size_ratio"])
+        + 0.2 * m["candidate_vs_reference.heldout_accuracy_ratio"]
+    )
     assert m[SCORE_FIGURE] == pytest.approx(expected)
     assert "0.5·log2(speedup at batch 64)" in checks["score"].message
     assert m["reference.heldout_accuracy"] > 0.95 and staff_entry.environment.data == "public"
@@ -54,9 +56,11 @@ def test_the_staff_entry_passes_the_gate_and_its_score_follows_the_printed_formu
 @pytest.mark.parametrize("ratio, passes", [(0.99, True), (0.995, True), (0.9899, False), (0.9, False)])
 def test_accuracy_gate_boundary(ratio: float, passes: bool) -> None:
     assignment = load_assignment(FINAL)
-    figures = {"candidate_vs_reference.heldout_accuracy_ratio": Estimate(value=ratio),
-               SCORE_FIGURE: Estimate(value=1.0)}
-    checks = {c.id: c for c in evaluate(CheckContext(assignment, parse_manifest(MANIFEST), Observations(), figures))}
+    figures = {
+        "candidate_vs_reference.heldout_accuracy_ratio": Estimate(value=ratio),
+        SCORE_FIGURE: Estimate(value=1.0),
+    }
+    checks = {c.id: c for c in judge(assignment, parse_manifest(MANIFEST), Observations(), figures)}
     assert (checks["accuracy_gate"].status is CheckStatus.PASS) is passes
     assert (checks["score"].status is CheckStatus.SKIPPED) is not passes  # below the gate: listed, not scored
 
@@ -85,26 +89,38 @@ def test_a_slower_machine_gives_the_same_normalised_score(staff_entry: Result) -
 
 
 def _entry(team: str, score: float, minutes: int, gated: bool = True) -> Result:
-    context = RunContext(repository="course/grading", pr_number=len(team) + minutes, head_sha=f"{minutes:040x}",
-                         event_time=datetime(2026, 12, 1, 12, tzinfo=timezone.utc) + timedelta(minutes=minutes))
+    context = RunContext(
+        repository="course/grading",
+        pr_number=len(team) + minutes,
+        head_sha=f"{minutes:040x}",
+        event_time=datetime(2026, 12, 1, 12, tzinfo=timezone.utc) + timedelta(minutes=minutes),
+    )
     result = graded_result(context, team=team, assignment=FINAL)
-    checks = [c if c.id != "accuracy_gate" or gated else c.model_copy(update={"status": CheckStatus.FAIL, "points": 0})
-              for c in result.checks]
-    metrics = {SCORE_FIGURE: Estimate(value=score), "candidate_vs_reference.speedup_b64": Estimate(value=2 ** score),
-               "candidate.heldout_accuracy": Estimate(value=0.98), "candidate_vs_reference.size_ratio": Estimate(value=4.0),
-               "candidate_vs_reference.heldout_accuracy_ratio": Estimate(value=0.995)}
-    return result.model_copy(update={"checks": checks, "metrics": metrics,
-                                      "started_at": context.event_time + timedelta(seconds=30)})
+    checks = [
+        c if c.id != "accuracy_gate" or gated else c.model_copy(update={"status": CheckStatus.FAIL, "points": 0})
+        for c in result.checks
+    ]
+    metrics = {
+        SCORE_FIGURE: Estimate(value=score),
+        "candidate_vs_reference.speedup_b64": Estimate(value=2**score),
+        "candidate.heldout_accuracy": Estimate(value=0.98),
+        "candidate_vs_reference.size_ratio": Estimate(value=4.0),
+        "candidate_vs_reference.heldout_accuracy_ratio": Estimate(value=0.995),
+    }
+    return result.model_copy(
+        update={"checks": checks, "metrics": metrics, "started_at": context.event_time + timedelta(seconds=30)}
+    )
 
 
 @pytest.fixture
 def board_store(tmp_path: Path) -> Path:
     path = tmp_path / "grades.sqlite"
     entries = [
-        _entry("team-alpha", 1.2, 10), _entry("team-alpha", 1.4, 50),   # its best entry counts
-        _entry("team-beta", 1.4, 20),                                     # same score, earlier: ranks first
-        _entry("team-gamma", 2.0, 5, gated=False),                        # fastest, but below the gate
-        _entry("course-staff", 1.27, 1),                                  # a baseline row
+        _entry("team-alpha", 1.2, 10),
+        _entry("team-alpha", 1.4, 50),  # its best entry counts
+        _entry("team-beta", 1.4, 20),  # same score, earlier: ranks first
+        _entry("team-gamma", 2.0, 5, gated=False),  # fastest, but below the gate
+        _entry("course-staff", 1.27, 1),  # a baseline row
     ]
     with Store(path) as store:
         store.migrate()
@@ -133,8 +149,24 @@ def test_public_view_hides_held_out_figures(board_store: Path) -> None:
 
 def test_leaderboard_command_writes_every_format(board_store: Path, tmp_path: Path) -> None:
     out = tmp_path / "board"
-    done = subprocess.run([sys.executable, "-m", "grader.cli", "leaderboard", "--db", str(board_store), "--view",
-                           "private", "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "grader.cli",
+            "leaderboard",
+            "--db",
+            str(board_store),
+            "--view",
+            "private",
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert "| 1 | team-beta |" in done.stdout
     html = (out / "leaderboard-final-project-private.html").read_text()
@@ -155,8 +187,9 @@ def test_runs_per_day_limit_refuses_before_grading(board_store: Path, reference_
     assert limited.result.metrics == {}  # refused before any model ran
 
 
-def test_held_out_data_comes_from_the_grading_environment(reference_paths, tmp_path: Path,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_held_out_data_comes_from_the_grading_environment(
+    reference_paths, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Tests make their own held-out split; the grader reads it from $GRADER_HELDOUT_DIR, not the PR."""
     with np.load(reference_paths["eval_npz"]) as public:
         x, y = public["input"], public["labels"]
@@ -172,17 +205,29 @@ def test_held_out_data_comes_from_the_grading_environment(reference_paths, tmp_p
 def test_the_run_limit_counts_graded_commits_of_the_utc_day_never_the_one_being_decided() -> None:
     from datetime import datetime, timezone
 
-    from grader.runlimit import GradedRun, count_graded, limit_reached
+    from grader.config.policy import GradedRun, count_graded, limit_reached
 
     def run(sha: str | None, at: str, status: str = "graded", team: str = "team-alpha", key: str = "") -> GradedRun:
-        return GradedRun(team=team, assignment=FINAL, status=status, event_time=datetime.fromisoformat(at),
-                         head_sha=sha, run_key=key or f"k-{sha}-{at}")
+        return GradedRun(
+            team=team,
+            assignment=FINAL,
+            status=status,
+            event_time=datetime.fromisoformat(at),
+            head_sha=sha,
+            run_key=key or f"k-{sha}-{at}",
+        )
 
-    runs = [run("a" * 40, "2026-12-01T00:00:00+00:00"), run("a" * 40, "2026-12-01T09:00:00+00:00"),  # re-run: once
-            run("b" * 40, "2026-12-01T23:59:59+00:00"), run("c" * 40, "2026-12-01T10:00:00+00:00", "error"),
-            run("d" * 40, "2026-11-30T23:59:59+00:00"), run("e" * 40, "2026-12-01T12:00:00+00:00", team="team-beta"),
-            run(None, "2026-12-01T13:00:00+00:00", key="store:7"), run(None, "2026-12-01T14:00:00+00:00", key="store:8"),
-            run("f" * 40, "2026-12-02T01:00:00+02:00")]  # 23:00 UTC on the 1st
+    runs = [
+        run("a" * 40, "2026-12-01T00:00:00+00:00"),
+        run("a" * 40, "2026-12-01T09:00:00+00:00"),  # re-run: once
+        run("b" * 40, "2026-12-01T23:59:59+00:00"),
+        run("c" * 40, "2026-12-01T10:00:00+00:00", "error"),
+        run("d" * 40, "2026-11-30T23:59:59+00:00"),
+        run("e" * 40, "2026-12-01T12:00:00+00:00", team="team-beta"),
+        run(None, "2026-12-01T13:00:00+00:00", key="store:7"),
+        run(None, "2026-12-01T14:00:00+00:00", key="store:8"),
+        run("f" * 40, "2026-12-02T01:00:00+02:00"),
+    ]  # 23:00 UTC on the 1st
     moment = datetime(2026, 12, 1, 15, tzinfo=timezone.utc)
     assert count_graded(runs, "team-alpha", FINAL, moment) == 5  # a, b, store:7, store:8, f
     assert count_graded(runs, "team-alpha", FINAL, moment, exclude_sha="b" * 40) == 4

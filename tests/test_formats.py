@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from grader.grading import grade
-from grader.result import CheckStatus
-from grader.runtime import load_model
+from grader.contracts.result import CheckStatus
+from grader.worker.runtime import load_model
 from tests import builders
+from tests.grading import grade
 
 
 def agreement(result) -> float:
@@ -26,8 +26,10 @@ def test_safetensors_with_a_course_architecture(reference_paths, fast_root: Path
         tmp_path / "s",
         {"baseline": models["model_onnx"], "candidate": models["model_safetensors"]},
         models["eval_npz"],
-        models={"baseline": "baseline.onnx",
-                "candidate": {"path": "candidate.safetensors", "architecture": "digits-cnn"}},
+        models={
+            "baseline": "baseline.onnx",
+            "candidate": {"path": "candidate.safetensors", "architecture": "digits-cnn"},
+        },
     )
     result = grade(folder, fast_root).result
     loads = next(c for c in result.checks if c.id == "loads")
@@ -45,12 +47,18 @@ def tiny_torch_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path
     scripted.save(str(folder / "model.ts"))
     program = torch.export.export(model, (example,), dynamic_shapes=({0: torch.export.Dim("batch")},))
     torch.export.save(program, str(folder / "model.pt2"))
-    return {"onnx": builders.export(model, folder / "model.onnx"), "torchscript": folder / "model.ts",
-            "pt2": folder / "model.pt2", "inputs": builders.write_inputs(folder / "inputs.npz")}
+    return {
+        "onnx": builders.export(model, folder / "model.onnx"),
+        "torchscript": folder / "model.ts",
+        "pt2": folder / "model.pt2",
+        "inputs": builders.write_inputs(folder / "inputs.npz"),
+    }
 
 
 @pytest.mark.parametrize("fmt", ["torchscript", "pt2"])
-def test_torch_formats_agree_with_their_onnx_export(fmt: str, tiny_torch_files, fast_root: Path, tmp_path: Path) -> None:
+def test_torch_formats_agree_with_their_onnx_export(
+    fmt: str, tiny_torch_files, fast_root: Path, tmp_path: Path
+) -> None:
     files = tiny_torch_files
     folder = builders.submission(tmp_path / fmt, {"baseline": files["onnx"], "candidate": files[fmt]}, files["inputs"])
     result = grade(folder, fast_root).result

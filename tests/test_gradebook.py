@@ -12,24 +12,32 @@ import numpy as np
 import openpyxl
 import pytest
 
-from grader.assignment import Assignment, load_assignment
+from grader.config.assignment import Assignment, load_assignment
+from grader.config.policy import LateRule, Policy
+from grader.config.roster import Roster
 from grader.gradebook.export import write_csv, write_excel, write_markdown
 from grader.gradebook.gradescope import export_gradescope
 from grader.gradebook.leaderboard import leaderboard, pareto_front
-from grader.gradebook.store import Store
 from grader.gradebook.table import Gradebook, build_gradebook
-from grader.policy import LateRule, Policy
-from grader.roster import Roster
+from grader.records.store import Store
 from tests.results_builders import HW2, make_result, sha_for
 
 DEADLINE = datetime(2026, 12, 11, 22, 59, tzinfo=timezone.utc)
-ROSTER = Roster.model_validate({"teams": {
-    "team-alpha": {"members": [{"github": "ann", "name": "Ann Lee", "student_id": "S1", "email": "ann@uni.example"},
-                               {"github": "bo", "name": "Bo Chen", "student_id": "S2"}]},
-    "team-beta": {"members": [{"github": "cy", "name": "Cy Diaz", "student_id": "S3"}]},
-    "team-gamma": {"members": [{"github": "dee", "name": "=HYPERLINK(\"http://x\")", "student_id": "S4"}]},
-    "course-staff": {"staff": True, "members": [{"github": "prof"}]},
-}})
+ROSTER = Roster.model_validate(
+    {
+        "teams": {
+            "team-alpha": {
+                "members": [
+                    {"github": "ann", "name": "Ann Lee", "student_id": "S1", "email": "ann@uni.example"},
+                    {"github": "bo", "name": "Bo Chen", "student_id": "S2"},
+                ]
+            },
+            "team-beta": {"members": [{"github": "cy", "name": "Cy Diaz", "student_id": "S3"}]},
+            "team-gamma": {"members": [{"github": "dee", "name": '=HYPERLINK("http://x")', "student_id": "S4"}]},
+            "course-staff": {"staff": True, "members": [{"github": "prof"}]},
+        }
+    }
+)
 
 
 def hw2(counts: str = "best", **late: float) -> Assignment:
@@ -44,8 +52,13 @@ def book_of(tmp_path: Path, results, assignment: Assignment | None = None, overr
             store.add_override(team, HW2, points, reason, "prof")
         for team, due in extensions:
             store.add_extension(team, HW2, due, "medical", "prof")
-        return build_gradebook(store.runs_frame(with_metrics=True), [assignment or hw2()], ROSTER,
-                               store.overrides_frame(), store.extensions_frame())
+        return build_gradebook(
+            store.runs_frame(with_metrics=True),
+            [assignment or hw2()],
+            ROSTER,
+            store.overrides_frame(),
+            store.extensions_frame(),
+        )
 
 
 def grade(book: Gradebook, team: str) -> dict:
@@ -57,26 +70,36 @@ def at(delta: timedelta) -> datetime:
 
 
 def test_best_counts_the_highest_score_after_penalty(tmp_path: Path) -> None:
-    book = book_of(tmp_path, [
-        make_result(score=70, event_time=at(-timedelta(hours=5))),
-        make_result(score=90, event_time=at(timedelta(hours=1))),  # 1 day late: 90 - 9 = 81 > 70
-        make_result(score=60, event_time=at(-timedelta(hours=9))),
-    ])
+    book = book_of(
+        tmp_path,
+        [
+            make_result(score=70, event_time=at(-timedelta(hours=5))),
+            make_result(score=90, event_time=at(timedelta(hours=1))),  # 1 day late: 90 - 9 = 81 > 70
+            make_result(score=60, event_time=at(-timedelta(hours=9))),
+        ],
+    )
     g = grade(book, "team-alpha")
     assert (g["raw_score"], g["days_late"], g["points_lost"], g["score"]) == (90, 1, 9, 81)
     assert "late 1d -9" in g["flags"]
 
 
 def test_best_prefers_an_on_time_run_when_the_penalty_eats_the_gain(tmp_path: Path) -> None:
-    book = book_of(tmp_path, [make_result(score=85, event_time=at(-timedelta(hours=5))),
-                              make_result(score=90, event_time=at(timedelta(days=1, hours=1)))])  # 90 - 18 = 72
+    book = book_of(
+        tmp_path,
+        [
+            make_result(score=85, event_time=at(-timedelta(hours=5))),
+            make_result(score=90, event_time=at(timedelta(days=1, hours=1))),
+        ],
+    )  # 90 - 18 = 72
     g = grade(book, "team-alpha")
     assert (g["score"], g["days_late"], g["flags"]) == (85, 0, "")
 
 
 def test_last_counts_the_latest_run_even_if_worse(tmp_path: Path) -> None:
-    results = [make_result(score=95, event_time=at(-timedelta(hours=5))),
-               make_result(score=40, event_time=at(-timedelta(hours=1)))]
+    results = [
+        make_result(score=95, event_time=at(-timedelta(hours=5))),
+        make_result(score=40, event_time=at(-timedelta(hours=1))),
+    ]
     assert grade(book_of(tmp_path, results, hw2(counts="last")), "team-alpha")["score"] == 40
     assert grade(book_of(tmp_path / "best", results, hw2(counts="best")), "team-alpha")["score"] == 95
 
@@ -89,11 +112,15 @@ def test_last_is_by_github_event_time_not_by_grading_order(tmp_path: Path) -> No
 
 
 def test_error_runs_never_count_against_a_student(tmp_path: Path) -> None:
-    book = book_of(tmp_path, [
-        make_result(score=80, event_time=at(-timedelta(hours=5))),
-        make_result(status="error", event_time=at(-timedelta(hours=1))),  # last, but the grader's fault
-        make_result("team-beta", status="error", event_time=at(-timedelta(hours=1))),
-    ], hw2(counts="last"))
+    book = book_of(
+        tmp_path,
+        [
+            make_result(score=80, event_time=at(-timedelta(hours=5))),
+            make_result(status="error", event_time=at(-timedelta(hours=1))),  # last, but the grader's fault
+            make_result("team-beta", status="error", event_time=at(-timedelta(hours=1))),
+        ],
+        hw2(counts="last"),
+    )
     alpha, beta = grade(book, "team-alpha"), grade(book, "team-beta")
     assert alpha["score"] == 80 and "1 error run(s)" in alpha["flags"]
     assert np.isnan(beta["score"]) and "no counted run" in beta["flags"]
@@ -113,15 +140,23 @@ def test_a_commit_graded_again_replaces_its_earlier_grading(tmp_path: Path) -> N
 
 
 def test_runs_past_the_cutoff_do_not_count(tmp_path: Path) -> None:
-    book = book_of(tmp_path, [make_result(score=50, event_time=at(-timedelta(hours=1))),
-                              make_result(score=100, event_time=at(timedelta(days=8)))])
+    book = book_of(
+        tmp_path,
+        [
+            make_result(score=50, event_time=at(-timedelta(hours=1))),
+            make_result(score=100, event_time=at(timedelta(days=8))),
+        ],
+    )
     g = grade(book, "team-alpha")
     assert g["score"] == 50 and "1 run(s) past cutoff" in g["flags"]
 
 
 def test_override_replaces_the_points_and_is_flagged(tmp_path: Path) -> None:
-    book = book_of(tmp_path, [make_result(score=40, event_time=at(-timedelta(hours=1)))],
-                   overrides=[("team-alpha", 75, "hidden test was wrong"), ("team-gamma", 10, "emailed a model")])
+    book = book_of(
+        tmp_path,
+        [make_result(score=40, event_time=at(-timedelta(hours=1)))],
+        overrides=[("team-alpha", 75, "hidden test was wrong"), ("team-gamma", 10, "emailed a model")],
+    )
     alpha, gamma = grade(book, "team-alpha"), grade(book, "team-gamma")
     assert (alpha["score"], alpha["raw_score"], alpha["override_reason"]) == (75, 40, "hidden test was wrong")
     assert alpha["flags"].startswith("override")
@@ -129,15 +164,20 @@ def test_override_replaces_the_points_and_is_flagged(tmp_path: Path) -> None:
 
 
 def test_cleared_override_restores_the_run(tmp_path: Path) -> None:
-    book = book_of(tmp_path, [make_result(score=40, event_time=at(-timedelta(hours=1)))],
-                   overrides=[("team-alpha", 75, "oops"), ("team-alpha", None, "undo")])
+    book = book_of(
+        tmp_path,
+        [make_result(score=40, event_time=at(-timedelta(hours=1)))],
+        overrides=[("team-alpha", 75, "oops"), ("team-alpha", None, "undo")],
+    )
     assert grade(book, "team-alpha")["score"] == 40
 
 
 def test_extension_moves_the_teams_deadline_only(tmp_path: Path) -> None:
     late_push = at(timedelta(days=2))
-    results = [make_result("team-alpha", score=90, event_time=late_push),
-               make_result("team-beta", score=90, event_time=late_push)]
+    results = [
+        make_result("team-alpha", score=90, event_time=late_push),
+        make_result("team-beta", score=90, event_time=late_push),
+    ]
     book = book_of(tmp_path, results, extensions=[("team-alpha", at(timedelta(days=3)))])
     alpha, beta = grade(book, "team-alpha"), grade(book, "team-beta")
     assert (alpha["score"], alpha["days_late"]) == (90, 0) and "extension" in alpha["flags"]
@@ -146,7 +186,9 @@ def test_extension_moves_the_teams_deadline_only(tmp_path: Path) -> None:
 
 def test_extension_also_moves_the_cutoff(tmp_path: Path) -> None:
     push = at(timedelta(days=9))
-    book = book_of(tmp_path, [make_result(score=90, event_time=push)], extensions=[("team-alpha", at(timedelta(days=4)))])
+    book = book_of(
+        tmp_path, [make_result(score=90, event_time=push)], extensions=[("team-alpha", at(timedelta(days=4)))]
+    )
     g = grade(book, "team-alpha")
     assert (g["days_late"], g["score"]) == (5, 45)  # 5 days past the new deadline, capped at 50%
 
@@ -160,8 +202,13 @@ def test_a_run_without_github_time_is_timed_by_grading_and_flagged(tmp_path: Pat
 
 
 def test_student_table_rows_flags_and_total(tmp_path: Path) -> None:
-    book = book_of(tmp_path, [make_result("team-alpha", score=88, event_time=at(-timedelta(hours=1))),
-                              make_result("team-stray", score=50, event_time=at(-timedelta(hours=1)))])
+    book = book_of(
+        tmp_path,
+        [
+            make_result("team-alpha", score=88, event_time=at(-timedelta(hours=1))),
+            make_result("team-stray", score=50, event_time=at(-timedelta(hours=1))),
+        ],
+    )
     students = book.students.set_index("github")
     assert list(students.index) == ["ann", "bo", "cy", "dee"]  # staff left out
     assert students.loc["ann", HW2] == students.loc["bo", HW2] == students.loc["ann", "total"] == 88
@@ -170,10 +217,18 @@ def test_student_table_rows_flags_and_total(tmp_path: Path) -> None:
 
 
 def test_a_student_on_two_teams_gets_the_better_grade(tmp_path: Path) -> None:
-    roster = Roster.model_validate({"teams": {"team-a": {"members": [{"github": "ann"}]},
-                                              "team-b": {"members": [{"github": "ann"}, {"github": "bo"}]}}})
-    results = [make_result("team-a", score=60, event_time=at(-timedelta(hours=1))),
-               make_result("team-b", score=85, event_time=at(-timedelta(hours=1)))]
+    roster = Roster.model_validate(
+        {
+            "teams": {
+                "team-a": {"members": [{"github": "ann"}]},
+                "team-b": {"members": [{"github": "ann"}, {"github": "bo"}]},
+            }
+        }
+    )
+    results = [
+        make_result("team-a", score=60, event_time=at(-timedelta(hours=1))),
+        make_result("team-b", score=85, event_time=at(-timedelta(hours=1))),
+    ]
     with Store(tmp_path / "g.sqlite") as store:
         store.add_runs([(r, "t") for r in results])
         book = build_gradebook(store.runs_frame(), [hw2()], roster)
@@ -196,19 +251,26 @@ def test_csv_columns_for_the_lms(tmp_path: Path) -> None:
 def test_spreadsheet_cells_cannot_become_formulas(tmp_path: Path) -> None:
     book = book_of(tmp_path, [make_result("team-gamma", score=70, event_time=at(-timedelta(hours=1)))])
     rows = list(csv.DictReader(write_csv(book, tmp_path / "grades.csv").open()))
-    assert next(r for r in rows if r["github"] == "dee")["name"] == "'=HYPERLINK(\"http://x\")"
+    assert next(r for r in rows if r["github"] == "dee")["name"] == '\'=HYPERLINK("http://x")'
     sheet = openpyxl.load_workbook(write_excel(book, tmp_path / "grades.xlsx"))["students"]
     names = [c.value for c in sheet["B"]]
-    assert "'=HYPERLINK(\"http://x\")" in names and all(c.data_type != "f" for row in sheet.iter_rows() for c in row)
+    assert '\'=HYPERLINK("http://x")' in names and all(c.data_type != "f" for row in sheet.iter_rows() for c in row)
 
 
 def test_every_run_goes_to_runs_csv(tmp_path: Path) -> None:
-    book = book_of(tmp_path, [make_result(score=70, event_time=at(-timedelta(hours=5))),
-                              make_result(score=90, event_time=at(timedelta(hours=1)))])
+    book = book_of(
+        tmp_path,
+        [
+            make_result(score=70, event_time=at(-timedelta(hours=5))),
+            make_result(score=90, event_time=at(timedelta(hours=1))),
+        ],
+    )
     write_csv(book, tmp_path / "grades.csv")
     runs = list(csv.DictReader((tmp_path / "runs.csv").open()))
-    assert [(r["score"], r["final"], r["days_late"], r["counted"]) for r in runs] == \
-        [("70", "70", "0", "False"), ("90", "81", "1", "True")]
+    assert [(r["score"], r["final"], r["days_late"], r["counted"]) for r in runs] == [
+        ("70", "70", "0", "False"),
+        ("90", "81", "1", "True"),
+    ]
     assert runs[0]["pr_url"] == "https://github.com/course/compression-2026/pull/7"
 
 
@@ -226,7 +288,9 @@ def test_excel_workbook_has_students_teams_and_leaderboard(tmp_path: Path) -> No
 
 
 def test_markdown_escapes_names(tmp_path: Path) -> None:
-    roster = Roster.model_validate({"teams": {"team-alpha": {"members": [{"github": "ann", "name": "<b>Ann</b> | @prof"}]}}})
+    roster = Roster.model_validate(
+        {"teams": {"team-alpha": {"members": [{"github": "ann", "name": "<b>Ann</b> | @prof"}]}}}
+    )
     with Store(tmp_path / "g.sqlite") as store:
         store.add_runs([(make_result(score=88, event_time=at(-timedelta(hours=1))), "t")])
         book = build_gradebook(store.runs_frame(), [hw2()], roster)
@@ -244,11 +308,22 @@ def test_pareto_front() -> None:
 
 def test_leaderboard_uses_each_teams_counted_run(tmp_path: Path) -> None:
     def run(team: str, score: float, speed: float, acc: float, hours: int) -> object:
-        return make_result(team, score=score, event_time=at(-timedelta(hours=hours)),
-                           metrics={"candidate_vs_baseline.speedup_b64": speed, "candidate.accuracy": acc})
+        return make_result(
+            team,
+            score=score,
+            event_time=at(-timedelta(hours=hours)),
+            metrics={"candidate_vs_baseline.speedup_b64": speed, "candidate.accuracy": acc},
+        )
 
-    book = book_of(tmp_path, [run("team-alpha", 90, 2.0, 0.98, 3), run("team-alpha", 60, 5.0, 0.99, 2),
-                              run("team-beta", 80, 3.0, 0.97, 2), run("team-gamma", 70, 1.5, 0.96, 2)])
+    book = book_of(
+        tmp_path,
+        [
+            run("team-alpha", 90, 2.0, 0.98, 3),
+            run("team-alpha", 60, 5.0, 0.99, 2),
+            run("team-beta", 80, 3.0, 0.97, 2),
+            run("team-gamma", 70, 1.5, 0.96, 2),
+        ],
+    )
     board = leaderboard(book, hw2()).set_index("team")
     assert board.loc["team-alpha", "x"] == 2.0  # its counted (best) run, not its fastest
     assert board["on_front"].to_dict() == {"team-alpha": True, "team-beta": True, "team-gamma": False}
@@ -259,14 +334,19 @@ def test_leaderboard_uses_each_teams_counted_run(tmp_path: Path) -> None:
 
 
 def test_gradescope_results_json(tmp_path: Path) -> None:
-    result = make_result(score=90, event_time=at(timedelta(hours=1)),
-                         metrics={"candidate_vs_baseline.speedup_b64": 1.9, "candidate.accuracy": 0.97})
+    result = make_result(
+        score=90,
+        event_time=at(timedelta(hours=1)),
+        metrics={"candidate_vs_baseline.speedup_b64": 1.9, "candidate.accuracy": 0.97},
+    )
     book = book_of(tmp_path, [result], overrides=[("team-beta", 55, "manual grading")])
     with Store(tmp_path / "g.sqlite") as store:
         results = store.results(book.grades["run_id"].dropna().astype(int))
     paths = export_gradescope(book, results, tmp_path / "gs")
-    assert sorted(p.relative_to(tmp_path / "gs").as_posix() for p in paths) == \
-        [f"{HW2}/team-alpha/results.json", f"{HW2}/team-beta/results.json"]
+    assert sorted(p.relative_to(tmp_path / "gs").as_posix() for p in paths) == [
+        f"{HW2}/team-alpha/results.json",
+        f"{HW2}/team-beta/results.json",
+    ]
     alpha = json.loads((tmp_path / "gs" / HW2 / "team-alpha" / "results.json").read_text())
     assert alpha["score"] == 81 and alpha["visibility"] == "visible"
     names = [t["name"] for t in alpha["tests"]]

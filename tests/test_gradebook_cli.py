@@ -31,18 +31,26 @@ teams:
 def grader(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     """Run the CLI with the caller's environment minus anything that would pick another store or roster."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GRADER_", "GITHUB_", "GH_"))}
-    return subprocess.run([sys.executable, "-m", "grader.cli", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=300, env=env | {"COLUMNS": "200"})
+    return subprocess.run(
+        [sys.executable, "-m", "grader.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env | {"COLUMNS": "200"},
+    )
 
 
 @pytest.fixture
 def course(tmp_path: Path) -> dict[str, Path]:
     """A results folder as the workflows leave it, a roster, and where the store goes."""
     results = tmp_path / "results"
-    runs = [make_result("team-alpha", score=70, event_time=DEADLINE - timedelta(hours=3), pr=1),
-            make_result("team-alpha", score=95, event_time=DEADLINE + timedelta(hours=2), pr=1),  # 1 day late
-            make_result("team-beta", score=60, event_time=DEADLINE - timedelta(days=1), pr=2),
-            make_result("team-beta", status="error", event_time=DEADLINE - timedelta(hours=1), pr=2)]
+    runs = [
+        make_result("team-alpha", score=70, event_time=DEADLINE - timedelta(hours=3), pr=1),
+        make_result("team-alpha", score=95, event_time=DEADLINE + timedelta(hours=2), pr=1),  # 1 day late
+        make_result("team-beta", score=60, event_time=DEADLINE - timedelta(days=1), pr=2),
+        make_result("team-beta", status="error", event_time=DEADLINE - timedelta(hours=1), pr=2),
+    ]
     for i, result in enumerate(runs):
         (results / f"run{i}").mkdir(parents=True)
         (results / f"run{i}" / "result.json").write_text(result.to_json())
@@ -66,8 +74,16 @@ def test_import_then_gradebook_writes_every_file(course: dict[str, Path]) -> Non
     assert "Ann Lee" in book.stdout and "late 1d -9.5" in book.stdout and "1 error run(s)" in book.stdout
     names = sorted(p.name for p in course["out"].iterdir())
     # one leaderboard per assignment that names two figures (hw2 and the final project do)
-    assert names == ["gradebook.html", "grades.csv", "grades.md", "grades.xlsx", "leaderboard-final-project.csv",
-                     "leaderboard-final-service.csv", f"leaderboard-{HW2}.csv", "runs.csv"]
+    assert names == [
+        "gradebook.html",
+        "grades.csv",
+        "grades.md",
+        "grades.xlsx",
+        "leaderboard-final-project.csv",
+        "leaderboard-final-service.csv",
+        f"leaderboard-{HW2}.csv",
+        "runs.csv",
+    ]
     rows = {r["github"]: r for r in csv.DictReader((course["out"] / "grades.csv").open())}
     assert rows["ann"][HW2] == rows["bo"][HW2] == "85.5" and rows["cy"][HW2] == "60"
 
@@ -97,25 +113,84 @@ def test_usage_errors_are_one_line(course: dict[str, Path], tmp_path: Path) -> N
 
 def test_override_and_extension_commands(course: dict[str, Path]) -> None:
     grader("results", "import", str(course["results"]), "--db", str(course["db"]))
-    done = grader("results", "override", "--team", "team-beta", "--assignment", HW2, "--points", "77",
-                  "--reason", "regraded by hand", "--by", "prof", *policy_args(course))
+    done = grader(
+        "results",
+        "override",
+        "--team",
+        "team-beta",
+        "--assignment",
+        HW2,
+        "--points",
+        "77",
+        "--reason",
+        "regraded by hand",
+        "--by",
+        "prof",
+        *policy_args(course),
+    )
     assert done.returncode == 0 and "set 77 points" in done.stdout
-    done = grader("results", "extend", "--team", "team-alpha", "--assignment", HW2, "--days", "1",
-                  "--reason", "medical", "--by", "prof", *policy_args(course))
+    done = grader(
+        "results",
+        "extend",
+        "--team",
+        "team-alpha",
+        "--assignment",
+        HW2,
+        "--days",
+        "1",
+        "--reason",
+        "medical",
+        "--by",
+        "prof",
+        *policy_args(course),
+    )
     assert done.returncode == 0 and "2026-12-12T23:59:00+01:00" in done.stdout
     grader("gradebook", *policy_args(course), "--out", str(course["out"]), "--formats", "csv")
     rows = {r["github"]: r for r in csv.DictReader((course["out"] / "grades.csv").open())}
     assert rows["ann"][HW2] == "95" and "extension" in rows["ann"][f"{HW2}_flags"]
     assert rows["cy"][HW2] == "77" and rows["cy"][f"{HW2}_flags"].startswith("override")
 
-    unknown = grader("results", "override", "--team", "team-zeta", "--assignment", HW2, "--points", "1",
-                     "--reason", "x", *policy_args(course))
+    unknown = grader(
+        "results",
+        "override",
+        "--team",
+        "team-zeta",
+        "--assignment",
+        HW2,
+        "--points",
+        "1",
+        "--reason",
+        "x",
+        *policy_args(course),
+    )
     assert unknown.returncode == 2 and "not in the roster" in unknown.stderr
-    wrong = grader("results", "extend", "--team", "team-alpha", "--assignment", "hw9", "--days", "1",
-                   "--reason", "x", *policy_args(course))
+    wrong = grader(
+        "results",
+        "extend",
+        "--team",
+        "team-alpha",
+        "--assignment",
+        "hw9",
+        "--days",
+        "1",
+        "--reason",
+        "x",
+        *policy_args(course),
+    )
     assert wrong.returncode == 2 and "unknown assignment 'hw9'" in wrong.stderr
-    naive = grader("results", "extend", "--team", "team-alpha", "--assignment", HW2, "--until", "2026-12-20 12:00",
-                   "--reason", "x", *policy_args(course))
+    naive = grader(
+        "results",
+        "extend",
+        "--team",
+        "team-alpha",
+        "--assignment",
+        HW2,
+        "--until",
+        "2026-12-20 12:00",
+        "--reason",
+        "x",
+        *policy_args(course),
+    )
     assert naive.returncode == 0 and "2026-12-20T12:00:00+01:00" in naive.stdout  # in the assignment's zone
 
 

@@ -9,16 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from grader.assignment import load_assignment
+from grader.config.assignment import load_assignment
+from grader.config.roster import Roster
 from grader.gradebook.export import write_html
-from grader.gradebook.store import Store
 from grader.gradebook.table import build_gradebook
-from grader.roster import Roster
+from grader.records.store import Store
 from tests.results_builders import HW2, make_result
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 CHROMEDRIVER = shutil.which("chromedriver")
-HOSTILE_NAME = '<img src=x onerror="document.title=\'pwned\'">Eve'
+HOSTILE_NAME = "<img src=x onerror=\"document.title='pwned'\">Eve"
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +30,13 @@ def browser():
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,2000"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,2000",
+    ):
         options.add_argument(arg)
     driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
     yield driver
@@ -41,20 +47,37 @@ def browser():
 def page(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("html")
     deadline = load_assignment(HW2).policy.deadline_utc()
-    teams = {f"team-{i:02d}": [{"github": f"student{i:02d}", "name": f"Student {i}", "student_id": f"S{i}"}]
-             for i in range(12)}
+    teams = {
+        f"team-{i:02d}": [{"github": f"student{i:02d}", "name": f"Student {i}", "student_id": f"S{i}"}]
+        for i in range(12)
+    }
     teams["team-eve"] = [{"github": "eve", "name": HOSTILE_NAME}]
     roster = Roster.model_validate({"teams": {t: {"members": m} for t, m in teams.items()}})
     results = []
     for i, team in enumerate(teams):
         for k in range(3):
             event = deadline - timedelta(hours=30 - 9 * k - i) if k < 2 else deadline + timedelta(hours=i + 1)
-            results.append(make_result(team, score=50 + 3 * i + 5 * k, event_time=event, pr=i + 1, metrics={
-                "candidate_vs_baseline.speedup_b64": 1.2 + 0.15 * i + 0.1 * k, "candidate.accuracy": 0.99 - 0.004 * i}))
+            results.append(
+                make_result(
+                    team,
+                    score=50 + 3 * i + 5 * k,
+                    event_time=event,
+                    pr=i + 1,
+                    metrics={
+                        "candidate_vs_baseline.speedup_b64": 1.2 + 0.15 * i + 0.1 * k,
+                        "candidate.accuracy": 0.99 - 0.004 * i,
+                    },
+                )
+            )
     with Store(folder / "g.sqlite") as store:
         store.add_runs([(r, "test") for r in results])
-        book = build_gradebook(store.runs_frame(with_metrics=True), [load_assignment(HW2)], roster,
-                               store.overrides_frame(), store.extensions_frame())
+        book = build_gradebook(
+            store.runs_frame(with_metrics=True),
+            [load_assignment(HW2)],
+            roster,
+            store.overrides_frame(),
+            store.extensions_frame(),
+        )
     return write_html(book, folder / "gradebook.html")
 
 
@@ -76,7 +99,8 @@ def test_chromium_renders_the_table_and_the_plots(browser, page: Path) -> None:
     assert len(images) == 3
     for image in images:
         width, height = browser.execute_script(
-            "return arguments[0].complete ? [arguments[0].naturalWidth, arguments[0].naturalHeight] : [0, 0]", image)
+            "return arguments[0].complete ? [arguments[0].naturalWidth, arguments[0].naturalHeight] : [0, 0]", image
+        )
         assert width > 300 and height > 150, image.get_attribute("alt")
         assert image.size["width"] > 300  # laid out, not collapsed
     captions = [f.text for f in browser.find_elements(By.TAG_NAME, "figcaption")]

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from grader.grading import grade
-from grader.result import CheckStatus
+from grader.contracts.result import CheckStatus
 from tests import builders
 from tests.builders import check_of
+from tests.grading import grade
 
 HW1 = "hw1-baseline"
 
@@ -18,10 +18,12 @@ HW1 = "hw1-baseline"
 def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("hw1")
     model = builders.trained_tiny(epochs=2)
-    return {"model": builders.export(model, folder / "model.onnx"),
-            "fixed": builders.export_fixed_batch(model, folder / "fixed.onnx"),
-            "folding": builders.reshaping_model(folder / "folding.onnx"),
-            "inputs": builders.write_inputs(folder / "inputs.npz")}
+    return {
+        "model": builders.export(model, folder / "model.onnx"),
+        "fixed": builders.export_fixed_batch(model, folder / "fixed.onnx"),
+        "folding": builders.reshaping_model(folder / "folding.onnx"),
+        "inputs": builders.write_inputs(folder / "inputs.npz"),
+    }
 
 
 def _grade(files: dict[str, Path], model: str, root: Path, folder: Path, **manifest):
@@ -33,10 +35,13 @@ def _grade(files: dict[str, Path], model: str, root: Path, folder: Path, **manif
 def _honest_report(path: Path) -> dict:
     import onnx
 
-    from grader.evidence.onnx_graph import onnx_evidence
+    from grader.worker.evidence.onnx_graph import onnx_evidence
 
-    return {"size_mb": round(path.stat().st_size / 2**20, 4),
-            "params": onnx_evidence(onnx.load(str(path))).params_total, "latency_ms": 0.5}
+    return {
+        "size_mb": round(path.stat().st_size / 2**20, 4),
+        "params": onnx_evidence(onnx.load(str(path))).params_total,
+        "latency_ms": 0.5,
+    }
 
 
 def test_an_honest_baseline_gets_full_marks_and_its_figures_are_kept(files, fast_root: Path, tmp_path: Path) -> None:
@@ -51,8 +56,9 @@ def test_an_honest_baseline_gets_full_marks_and_its_figures_are_kept(files, fast
 
 def test_figures_that_disagree_with_the_file_fail_reported(files, fast_root: Path, tmp_path: Path) -> None:
     honest = _honest_report(files["model"])
-    result = _grade(files, "model", fast_root, tmp_path / "s",
-                    reported={"size_mb": honest["size_mb"] * 2, "latency_ms": 99.0})
+    result = _grade(
+        files, "model", fast_root, tmp_path / "s", reported={"size_mb": honest["size_mb"] * 2, "latency_ms": 99.0}
+    )
     reported = check_of(result, "reported")
     assert reported.status is CheckStatus.FAIL and reported.points == 0
     assert "you reported" in reported.message and "parameters: not reported" in reported.message

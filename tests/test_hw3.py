@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from grader.grading import grade
-from grader.result import CheckStatus
+from grader.contracts.result import CheckStatus
 from reference import compress
 from tests import builders
 from tests.builders import check_of
+from tests.grading import grade
 
 HW3 = "hw3-clustering"
 
@@ -34,11 +34,13 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             if name.startswith("conv"):  # clusters the convolutions, forgets the large Linear head
                 centroids, index = compress.kmeans_1d(module.weight.numpy(), 16)
                 module.weight.copy_(torch.from_numpy(centroids[index]))
-    return {"baseline": builders.export(model, folder / "baseline.onnx"),
-            "clustered": builders.export(clustered, folder / "clustered.onnx"),
-            "noisy": builders.export(noisy, folder / "noisy.onnx"),
-            "partial": builders.export(partial, folder / "partial.onnx"),
-            "inputs": builders.write_inputs(folder / "inputs.npz")}
+    return {
+        "baseline": builders.export(model, folder / "baseline.onnx"),
+        "clustered": builders.export(clustered, folder / "clustered.onnx"),
+        "noisy": builders.export(noisy, folder / "noisy.onnx"),
+        "partial": builders.export(partial, folder / "partial.onnx"),
+        "inputs": builders.write_inputs(folder / "inputs.npz"),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -49,9 +51,13 @@ def graded(files, fast_root: Path, tmp_path_factory: pytest.TempPathFactory):
         key = (candidate, repr(clusters))
         if key not in cache:
             claims = {} if clusters is None else {"clusters": clusters}
-            folder = builders.submission(tmp_path_factory.mktemp(candidate),
-                                         {"baseline": files["baseline"], "candidate": files[candidate]},
-                                         files["inputs"], assignment=HW3, claims=claims)
+            folder = builders.submission(
+                tmp_path_factory.mktemp(candidate),
+                {"baseline": files["baseline"], "candidate": files[candidate]},
+                files["inputs"],
+                assignment=HW3,
+                claims=claims,
+            )
             cache[key] = grade(folder, fast_root).result
         return cache[key]
 
@@ -87,8 +93,9 @@ def test_an_unclustered_layer_is_named(graded) -> None:
     assert 0 < clustered.evidence["compliant_fraction"] < 0.5
 
 
-@pytest.mark.parametrize("claim, message", [(None, "claims: {clusters: 16}"), (64, "at most 32"),
-                                            ("sixteen", "an integer from 2 to 32")])
+@pytest.mark.parametrize(
+    "claim, message", [(None, "claims: {clusters: 16}"), (64, "at most 32"), ("sixteen", "an integer from 2 to 32")]
+)
 def test_a_missing_or_impossible_claim_says_how_to_claim(graded, claim, message: str) -> None:
     clustered = check_of(graded("clustered", clusters=claim), "clustered")
     assert clustered.status is CheckStatus.FAIL and message in clustered.message

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from grader.grading import grade
-from grader.result import CheckStatus
+from grader.contracts.result import CheckStatus
 from reference.digits_cnn import DigitsStudent
 from tests import builders
 from tests.builders import check_of
+from tests.grading import grade
 
 HW4 = "hw4-distillation"
 
@@ -25,11 +25,15 @@ def files(reference_paths, tmp_path_factory: pytest.TempPathFactory) -> dict[str
     no_labels = folder / "no_labels.npz"
     with np.load(reference_paths["eval_npz"]) as data:
         np.savez(no_labels, input=data["input"])
-    return {"teacher": reference_paths["model_onnx"], "distilled": reference_paths["hw4_student"],
-            "scratch": reference_paths["student_scratch"],
-            "untrained": builders.export(DigitsStudent().eval(), folder / "untrained.onnx"),
-            "tiny": builders.export(builders.trained_tiny(epochs=4), folder / "tiny.onnx"),
-            "inputs": reference_paths["eval_npz"], "no_labels": no_labels}
+    return {
+        "teacher": reference_paths["model_onnx"],
+        "distilled": reference_paths["hw4_student"],
+        "scratch": reference_paths["student_scratch"],
+        "untrained": builders.export(DigitsStudent().eval(), folder / "untrained.onnx"),
+        "tiny": builders.export(builders.trained_tiny(epochs=4), folder / "tiny.onnx"),
+        "inputs": reference_paths["eval_npz"],
+        "no_labels": no_labels,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -39,9 +43,12 @@ def graded(files, fast_root: Path, tmp_path_factory: pytest.TempPathFactory):
     def run(student: str, teacher: str = "teacher", inputs: str = "inputs"):
         key = (student, teacher, inputs)
         if key not in cache:
-            folder = builders.submission(tmp_path_factory.mktemp(student),
-                                         {"teacher": files[teacher], "student": files[student]}, files[inputs],
-                                         assignment=HW4)
+            folder = builders.submission(
+                tmp_path_factory.mktemp(student),
+                {"teacher": files[teacher], "student": files[student]},
+                files[inputs],
+                assignment=HW4,
+            )
             cache[key] = grade(folder, fast_root).result
         return cache[key]
 

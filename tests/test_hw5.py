@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from grader import exitcodes
-from grader.grading import grade
-from grader.result import CheckStatus
+from grader.contracts.result import CheckStatus
 from tests import builders
 from tests.builders import check_of
+from tests.grading import grade
 
 HW5 = "hw5-auto-compression"
 
@@ -37,13 +37,17 @@ def logs(reference_paths, tmp_path_factory: pytest.TempPathFactory) -> dict[str,
     out = {"reference": reference_paths["hw5_trials"]}
     better = dict(rows[0], number="12", values_accuracy="0.99", values_gzip_mb="0.001")  # beats everything
     out["dominated"] = _write(folder / "dominated.csv", [*rows, better])
-    out["misreported"] = _write(folder / "misreported.csv",
-                                [dict(r, values_accuracy="0.99") if r["number"] == "3" else r for r in rows])
+    out["misreported"] = _write(
+        folder / "misreported.csv", [dict(r, values_accuracy="0.99") if r["number"] == "3" else r for r in rows]
+    )
     out["few"] = _write(folder / "few.csv", rows[:5])
-    out["one_objective"] = _write(folder / "one.csv", [{k: v for k, v in r.items() if k != "values_gzip_mb"}
-                                                       for r in rows])
-    out["unknown_name"] = _write(folder / "unknown.csv", [{("values_compressed" if k == "values_gzip_mb" else k): v
-                                                           for k, v in r.items()} for r in rows])
+    out["one_objective"] = _write(
+        folder / "one.csv", [{k: v for k, v in r.items() if k != "values_gzip_mb"} for r in rows]
+    )
+    out["unknown_name"] = _write(
+        folder / "unknown.csv",
+        [{("values_compressed" if k == "values_gzip_mb" else k): v for k, v in r.items()} for r in rows],
+    )
     not_optuna = folder / "results.db"
     with sqlite3.connect(not_optuna) as conn:
         conn.execute("CREATE TABLE results (trial INTEGER, accuracy REAL)")
@@ -64,9 +68,13 @@ def optuna_study(logs, tmp_path_factory: pytest.TempPathFactory) -> Path:
     study.set_metric_names(["accuracy", "gzip_mb"])
     distributions = {"amount": FloatDistribution(0.0, 0.9), "weights": CategoricalDistribution(["fp32", "int8"])}
     for row in logs["rows"]:
-        study.add_trial(optuna.trial.create_trial(
-            params={"amount": float(row["params_amount"]), "weights": row["params_weights"]},
-            distributions=distributions, values=[float(row["values_accuracy"]), float(row["values_gzip_mb"])]))
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={"amount": float(row["params_amount"]), "weights": row["params_weights"]},
+                distributions=distributions,
+                values=[float(row["values_accuracy"]), float(row["values_gzip_mb"])],
+            )
+        )
     return path
 
 
@@ -79,15 +87,22 @@ def graded(reference_paths, logs, optuna_study, fast_root: Path, tmp_path_factor
         claims = {"trial": 3} if claims is None else claims
         key = (log, repr(claims))
         if key not in cache:
-            folder = builders.submission(tmp_path_factory.mktemp(log),
-                                         {"baseline": solution / "baseline.onnx",
-                                          "candidate": solution / "candidate.onnx"},
-                                         solution / "inputs.npz", assignment=HW5, claims=claims)
+            folder = builders.submission(
+                tmp_path_factory.mktemp(log),
+                {"baseline": solution / "baseline.onnx", "candidate": solution / "candidate.onnx"},
+                solution / "inputs.npz",
+                assignment=HW5,
+                claims=claims,
+            )
             source = optuna_study if log == "sqlite" else logs[log]
             (folder / f"log{source.suffix}").write_bytes(source.read_bytes())
-            builders.write_manifest(folder, assignment=HW5, claims=claims,
-                                    models={"baseline": "baseline.onnx", "candidate": "candidate.onnx"},
-                                    data={"inputs": "inputs.npz", "search_log": f"log{source.suffix}"})
+            builders.write_manifest(
+                folder,
+                assignment=HW5,
+                claims=claims,
+                models={"baseline": "baseline.onnx", "candidate": "candidate.onnx"},
+                data={"inputs": "inputs.npz", "search_log": f"log{source.suffix}"},
+            )
             cache[key] = grade(folder, fast_root)
         return cache[key]
 
@@ -100,8 +115,10 @@ def test_the_reference_search_passes_as_csv_and_as_an_optuna_study(graded, log: 
     assert result.score == result.max_score == 100, [c.message for c in result.checks]
     pareto = check_of(result, "pareto")
     assert pareto.chart is not None and pareto.evidence["chosen_trial"] == 3
-    assert 3 in pareto.evidence["front"] and pareto.evidence["sources"] == {"accuracy": "measured",
-                                                                          "gzip_mb": "measured"}
+    assert 3 in pareto.evidence["front"] and pareto.evidence["sources"] == {
+        "accuracy": "measured",
+        "gzip_mb": "measured",
+    }
 
 
 def test_a_dominated_choice_fails_pareto_and_names_the_better_trial(graded) -> None:
@@ -117,12 +134,15 @@ def test_logged_figures_that_do_not_reproduce_fail_reproduces(graded) -> None:
     assert "accuracy: logged 0.99 but measured 0.967" in reproduces.message
 
 
-@pytest.mark.parametrize("log, message", [
-    ("few", "needs at least 10 complete trials"),
-    ("one_objective", "needs at least 2 objectives"),
-    ("unknown_name", "Unknown objective name(s) ['compressed']"),
-    ("not_optuna", "not an Optuna"),
-])
+@pytest.mark.parametrize(
+    "log, message",
+    [
+        ("few", "needs at least 10 complete trials"),
+        ("one_objective", "needs at least 2 objectives"),
+        ("unknown_name", "Unknown objective name(s) ['compressed']"),
+        ("not_optuna", "not an Optuna"),
+    ],
+)
 def test_a_thin_or_unusable_log_fails_search_log(graded, log: str, message: str) -> None:
     grading = graded(log)
     assert grading.exit_code == exitcodes.GRADED  # the model is still graded; the log check says what to fix
@@ -142,8 +162,14 @@ def test_a_missing_or_unreadable_log_is_rejected_before_anything_runs(reference_
     missing = builders.submission(tmp_path / "a", models, solution / "inputs.npz", assignment=HW5, claims={"trial": 3})
     grading = grade(missing, fast_root)
     assert grading.exit_code == exitcodes.REJECTED and "names no search log" in grading.result.problems[0].message
-    binary = builders.submission(tmp_path / "b", models, solution / "inputs.npz", assignment=HW5, claims={"trial": 3},
-                                 data={"inputs": "inputs.npz", "search_log": "log.bin"})
+    binary = builders.submission(
+        tmp_path / "b",
+        models,
+        solution / "inputs.npz",
+        assignment=HW5,
+        claims={"trial": 3},
+        data={"inputs": "inputs.npz", "search_log": "log.bin"},
+    )
     (binary / "log.bin").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))
     grading = grade(binary, fast_root)
     assert grading.exit_code == exitcodes.REJECTED

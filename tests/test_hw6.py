@@ -10,10 +10,10 @@ import onnx
 import pytest
 
 from grader import exitcodes
-from grader.grading import grade
-from grader.result import CheckStatus
+from grader.contracts.result import CheckStatus
 from tests import builders
 from tests.builders import check_of
+from tests.grading import grade
 
 HW6 = "hw6-export"
 
@@ -23,12 +23,14 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("hw6")
     model = builders.trained_tiny(epochs=2)
     other = builders.trained_tiny(seed=1, epochs=1)
-    out = {"source": builders.torch_source(model, folder / "source.pt2"),
-           "onnx": builders.export(model, folder / "model.onnx"),
-           "fixed": builders.export_fixed_batch(model, folder / "fixed.onnx"),
-           "old_opset": builders.export_fixed_batch(model, folder / "opset13.onnx", batch=1, opset=13),
-           "other_weights": builders.export(other, folder / "other.onnx"),
-           "inputs": builders.write_inputs(folder / "inputs.npz")}
+    out = {
+        "source": builders.torch_source(model, folder / "source.pt2"),
+        "onnx": builders.export(model, folder / "model.onnx"),
+        "fixed": builders.export_fixed_batch(model, folder / "fixed.onnx"),
+        "old_opset": builders.export_fixed_batch(model, folder / "opset13.onnx", batch=1, opset=13),
+        "other_weights": builders.export(other, folder / "other.onnx"),
+        "inputs": builders.write_inputs(folder / "inputs.npz"),
+    }
     proto = onnx.load(str(out["onnx"]))
     proto.graph.output[0].type.tensor_type.shape.dim[1].dim_value = 7  # declares [N, 7]; the graph makes [N, 10]
     out["wrong_shape"] = folder / "wrong_shape.onnx"
@@ -44,9 +46,13 @@ def graded(files, fast_root: Path, tmp_path_factory: pytest.TempPathFactory):
         key = (onnx_file, source, repr(manifest))
         if key not in cache:
             manifest.setdefault("claims", {"tensorrt": True})
-            folder = builders.submission(tmp_path_factory.mktemp(onnx_file),
-                                         {"source": files[source], "onnx": files[onnx_file]}, files["inputs"],
-                                         assignment=HW6, **manifest)
+            folder = builders.submission(
+                tmp_path_factory.mktemp(onnx_file),
+                {"source": files[source], "onnx": files[onnx_file]},
+                files["inputs"],
+                assignment=HW6,
+                **manifest,
+            )
             cache[key] = grade(folder, fast_root)
         return cache[key]
 
@@ -110,13 +116,17 @@ def test_an_onnx_file_as_the_source_is_rejected_with_the_formats_to_use(graded) 
 
 def test_the_engine_build_reports_why_tensorrt_is_unavailable(files) -> None:
     """The worker's TensorRT path: here there is no TensorRT (or no GPU), and it says so."""
-    from grader.assignment import DerivedSpec
-    from grader.runtime import load_model
-    from grader.worker import build_derived
+    from grader.contracts.job import DerivedSpec
+    from grader.worker.runtime import load_model
+    from grader.worker.session import build_derived
 
     source = load_model(files["onnx"], "onnx", threads=1)
-    status = build_derived(DerivedSpec(role="tensorrt", source="onnx", runtime="tensorrt"), files["onnx"], source,
-                           {"input": np.zeros((4, 1, 8, 8), np.float32)})
+    status = build_derived(
+        DerivedSpec(role="tensorrt", source="onnx", runtime="tensorrt"),
+        files["onnx"],
+        source,
+        {"input": np.zeros((4, 1, 8, 8), np.float32)},
+    )
     if isinstance(status, tuple):
         pytest.skip("TensorRT and a CUDA device are present: the engine was built (covered on the GPU runner)")
     assert status.status == "unavailable"

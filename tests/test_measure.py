@@ -1,4 +1,4 @@
-"""Measurements (grader.measure): interleaved timing, the ratio estimate, fidelity, size, memory."""
+"""Measurements (grader.worker.measure): interleaved timing, the ratio estimate, fidelity, size, memory."""
 
 from __future__ import annotations
 
@@ -9,21 +9,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from grader.measure import (
+from grader.worker.measure import (
     PairedTimes,
     accuracy,
     gzip_size,
     kl_divergence,
+    max_abs_error,
     median_estimate,
     output_parity,
-    time_single,
-    max_abs_error,
     peak_rss_mb,
     ratio_estimate,
     reset_peak_rss,
     rss_mb,
     snr_db,
     time_interleaved,
+    time_single,
     top1_agreement,
 )
 

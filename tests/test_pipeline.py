@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from grader import exitcodes
-from grader.grading import grade
+from grader.contracts.result import CheckStatus, Result
 from grader.report.render import render_markdown
-from grader.result import CheckStatus, Result
 from tests import builders
+from tests.grading import grade
 
 
 def check(result: Result, check_id: str):
@@ -28,7 +28,9 @@ def graded(tiny_models: dict[str, Path], fast_root: Path, tmp_path_factory: pyte
             folder = builders.submission(
                 tmp_path_factory.mktemp(name),
                 {"baseline": tiny_models["baseline"], "candidate": tiny_models[candidate]},
-                tiny_models["inputs"], **manifest)
+                tiny_models["inputs"],
+                **manifest,
+            )
             grading = grade(folder, fast_root)
             cache[name] = (grading.result, grading.exit_code)
         return cache[name]
@@ -83,8 +85,12 @@ def _rejected(folder: Path, root: Path) -> tuple[Result, int, str]:
 
 
 def test_missing_file_is_rejected_with_a_fix(tiny_models, fast_root, tmp_path: Path) -> None:
-    folder = builders.submission(tmp_path / "s", {"baseline": tiny_models["baseline"]}, tiny_models["inputs"],
-                                 models={"baseline": "baseline.onnx", "candidate": "compresed.onnx"})
+    folder = builders.submission(
+        tmp_path / "s",
+        {"baseline": tiny_models["baseline"]},
+        tiny_models["inputs"],
+        models={"baseline": "baseline.onnx", "candidate": "compresed.onnx"},
+    )
     result, code, report = _rejected(folder, fast_root)
     assert code == exitcodes.REJECTED and result.status == "rejected"
     assert result.problems[0].kind == "missing"
@@ -96,8 +102,12 @@ def test_missing_file_is_rejected_with_a_fix(tiny_models, fast_root, tmp_path: P
 def test_path_outside_the_folder_is_rejected(tiny_models, fast_root, tmp_path: Path) -> None:
     outside = tmp_path / "outside.onnx"
     outside.write_bytes(tiny_models["correct"].read_bytes())
-    folder = builders.submission(tmp_path / "team" / "hw", {"baseline": tiny_models["baseline"]}, tiny_models["inputs"],
-                                 models={"baseline": "baseline.onnx", "candidate": "../../outside.onnx"})
+    folder = builders.submission(
+        tmp_path / "team" / "hw",
+        {"baseline": tiny_models["baseline"]},
+        tiny_models["inputs"],
+        models={"baseline": "baseline.onnx", "candidate": "../../outside.onnx"},
+    )
     result, code, _ = _rejected(folder, fast_root)
     assert code == exitcodes.REJECTED
     assert result.problems[0].kind == "path" and "leaves the submission folder" in result.problems[0].message
@@ -116,8 +126,12 @@ def test_pickle_is_refused_and_its_payload_never_runs(tiny_models, fast_root, tm
     marker = tmp_path / "PAYLOAD_RAN"
     payload = Payload()
     payload.marker = marker
-    folder = builders.submission(tmp_path / "s", {"baseline": tiny_models["baseline"]}, tiny_models["inputs"],
-                                 models={"baseline": "baseline.onnx", "candidate": "model.pt"})
+    folder = builders.submission(
+        tmp_path / "s",
+        {"baseline": tiny_models["baseline"]},
+        tiny_models["inputs"],
+        models={"baseline": "baseline.onnx", "candidate": "model.pt"},
+    )
     (folder / "model.pt").write_bytes(pickle.dumps(payload, protocol=4))
     result, code, _ = _rejected(folder, fast_root)
     assert code == exitcodes.REJECTED and result.problems[0].kind == "pickle"
@@ -126,10 +140,15 @@ def test_pickle_is_refused_and_its_payload_never_runs(tiny_models, fast_root, tm
 
 
 def test_git_lfs_pointer_is_recognised(tiny_models, fast_root, tmp_path: Path) -> None:
-    folder = builders.submission(tmp_path / "s", {"baseline": tiny_models["baseline"]}, tiny_models["inputs"],
-                                 models={"baseline": "baseline.onnx", "candidate": "compressed.onnx"})
+    folder = builders.submission(
+        tmp_path / "s",
+        {"baseline": tiny_models["baseline"]},
+        tiny_models["inputs"],
+        models={"baseline": "baseline.onnx", "candidate": "compressed.onnx"},
+    )
     (folder / "compressed.onnx").write_text(
-        "version https://git-lfs.github.com/spec/v1\noid sha256:" + "a" * 64 + "\nsize 123456\n")
+        "version https://git-lfs.github.com/spec/v1\noid sha256:" + "a" * 64 + "\nsize 123456\n"
+    )
     result, code, _ = _rejected(folder, fast_root)
     assert code == exitcodes.REJECTED and result.problems[0].kind == "lfs"
     assert "git lfs pull" in result.problems[0].hint
@@ -138,8 +157,10 @@ def test_git_lfs_pointer_is_recognised(tiny_models, fast_root, tmp_path: Path) -
 def test_broken_manifest_names_every_bad_field(fast_root, tmp_path: Path) -> None:
     folder = tmp_path / "submissions" / "Team_A" / "hw2"
     folder.mkdir(parents=True)
-    (folder / "submission.yaml").write_text("schema: 1\nassignment: hw2-quantization-pruning\nteam: Team_A\n"
-                                            "members: [octocat]\nmodel: {candidate: x.onnx}\n")
+    (folder / "submission.yaml").write_text(
+        "schema: 1\nassignment: hw2-quantization-pruning\nteam: Team_A\n"
+        "members: [octocat]\nmodel: {candidate: x.onnx}\n"
+    )
     result, code, report = _rejected(folder, fast_root)
     assert code == exitcodes.REJECTED
     fields = {p.field for p in result.problems}
@@ -150,9 +171,11 @@ def test_broken_manifest_names_every_bad_field(fast_root, tmp_path: Path) -> Non
 
 def test_model_that_hangs_hits_the_time_limit(tiny_models, tmp_path: Path) -> None:
     root = builders.fast_assignments(tmp_path / "assignments", wall_time_s=8)
-    folder = builders.submission(tmp_path / "s", {"baseline": tiny_models["baseline"],
-                                                  "candidate": builders.hanging_model(tmp_path / "hang.onnx")},
-                                 tiny_models["inputs"])
+    folder = builders.submission(
+        tmp_path / "s",
+        {"baseline": tiny_models["baseline"], "candidate": builders.hanging_model(tmp_path / "hang.onnx")},
+        tiny_models["inputs"],
+    )
     result, code, report = _rejected(folder, root)
     assert code == exitcodes.REJECTED and result.problems[0].kind == "time_limit"
     assert check(result, "loads").status is CheckStatus.FAIL
@@ -161,9 +184,11 @@ def test_model_that_hangs_hits_the_time_limit(tiny_models, tmp_path: Path) -> No
 
 def test_model_that_needs_too_much_memory_hits_the_memory_limit(tiny_models, tmp_path: Path) -> None:
     root = builders.fast_assignments(tmp_path / "assignments", memory_mb=1024)
-    folder = builders.submission(tmp_path / "s", {"baseline": tiny_models["baseline"],
-                                                  "candidate": builders.memory_hog_model(tmp_path / "hog.onnx")},
-                                 tiny_models["inputs"])
+    folder = builders.submission(
+        tmp_path / "s",
+        {"baseline": tiny_models["baseline"], "candidate": builders.memory_hog_model(tmp_path / "hog.onnx")},
+        tiny_models["inputs"],
+    )
     result, code, _ = _rejected(folder, root)
     assert code == exitcodes.REJECTED and result.problems[0].kind == "memory_limit"
     assert "memory" in check(result, "loads").message

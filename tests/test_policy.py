@@ -11,18 +11,23 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from grader.assignment import load_assignment
+from grader.config.assignment import load_assignment
+from grader.config.policy import LateRule, Policy
 from grader.errors import ConfigError
 from grader.gradebook.late import assess
-from grader.policy import LateRule, Policy
 
 NEW_YORK = ZoneInfo("America/New_York")
 
 
 def late(when: datetime, deadline: datetime, rule: LateRule, score: float = 80.0, max_score: float = 100.0):
     """Apply the rule to one run, through the same vectorised code the gradebook uses."""
-    result = assess(pd.Series([pd.Timestamp(when).tz_convert("UTC")]), pd.Series([pd.Timestamp(deadline).tz_convert("UTC")]),
-                    pd.Series([score]), pd.Series([max_score]), rule)
+    result = assess(
+        pd.Series([pd.Timestamp(when).tz_convert("UTC")]),
+        pd.Series([pd.Timestamp(deadline).tz_convert("UTC")]),
+        pd.Series([score]),
+        pd.Series([max_score]),
+        rule,
+    )
     return int(result.days_late[0]), float(result.points_lost[0]), float(result.final[0]), bool(result.past_cutoff[0])
 
 
@@ -33,11 +38,20 @@ def test_shipped_hw2_policy_is_valid_and_zone_aware() -> None:
     assert policy.counts == "best" and policy.late.per_day == 0.10
 
 
-@pytest.mark.parametrize("data, expected_utc", [
-    ({"deadline": "2026-12-11T23:59:00+01:00"}, datetime(2026, 12, 11, 22, 59, tzinfo=timezone.utc)),
-    ({"deadline": "2026-12-11 23:59", "timezone": "Europe/Zurich"}, datetime(2026, 12, 11, 22, 59, tzinfo=timezone.utc)),
-    ({"deadline": "2026-06-11 23:59", "timezone": "Europe/Zurich"}, datetime(2026, 6, 11, 21, 59, tzinfo=timezone.utc)),
-])
+@pytest.mark.parametrize(
+    "data, expected_utc",
+    [
+        ({"deadline": "2026-12-11T23:59:00+01:00"}, datetime(2026, 12, 11, 22, 59, tzinfo=timezone.utc)),
+        (
+            {"deadline": "2026-12-11 23:59", "timezone": "Europe/Zurich"},
+            datetime(2026, 12, 11, 22, 59, tzinfo=timezone.utc),
+        ),
+        (
+            {"deadline": "2026-06-11 23:59", "timezone": "Europe/Zurich"},
+            datetime(2026, 6, 11, 21, 59, tzinfo=timezone.utc),
+        ),
+    ],
+)
 def test_deadline_forms(data: dict, expected_utc: datetime) -> None:
     assert Policy.model_validate(data).deadline_utc() == expected_utc
 
@@ -47,13 +61,16 @@ def test_yaml_timestamps_work_too() -> None:
     assert Policy.model_validate(data).deadline_utc() == datetime(2026, 12, 11, 22, 59, tzinfo=timezone.utc)
 
 
-@pytest.mark.parametrize("data, message", [
-    ({"deadline": "2026-12-11 23:59"}, "no UTC offset"),
-    ({"deadline": "2026-12-11 23:59", "timezone": "Mars/Olympus"}, "not an IANA zone"),
-    ({"deadline": "next friday"}, "not an ISO 8601"),
-    ({"deadline": "2026-12-11T23:59:00Z", "counts": "first"}, "counts"),
-    ({"late": {"per_day": 2}}, "per_day"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"deadline": "2026-12-11 23:59"}, "no UTC offset"),
+        ({"deadline": "2026-12-11 23:59", "timezone": "Mars/Olympus"}, "not an IANA zone"),
+        ({"deadline": "next friday"}, "not an ISO 8601"),
+        ({"deadline": "2026-12-11T23:59:00Z", "counts": "first"}, "counts"),
+        ({"late": {"per_day": 2}}, "per_day"),
+    ],
+)
 def test_bad_policies_fail_with_a_reason(data: dict, message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         Policy.model_validate(data)
@@ -130,6 +147,11 @@ def test_a_day_late_is_24_real_hours_across_dst() -> None:
 
 
 def test_no_deadline_means_never_late() -> None:
-    result = assess(pd.Series([pd.Timestamp("2030-01-01", tz="UTC")]), pd.Series([pd.NaT], dtype="datetime64[ns, UTC]"),
-                    pd.Series([80.0]), pd.Series([100.0]), RULE)
+    result = assess(
+        pd.Series([pd.Timestamp("2030-01-01", tz="UTC")]),
+        pd.Series([pd.NaT], dtype="datetime64[ns, UTC]"),
+        pd.Series([80.0]),
+        pd.Series([100.0]),
+        RULE,
+    )
     assert int(result.days_late[0]) == 0 and float(result.final[0]) == 80.0 and not bool(result.past_cutoff[0])

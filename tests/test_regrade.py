@@ -15,17 +15,21 @@ from pathlib import Path
 import pytest
 import yaml
 
-from grader.assignment import load_assignment
+from grader.config.assignment import load_assignment
 from grader.gradebook import regrade
-from grader.gradebook.store import Store
+from grader.records.store import Store
 from tests import builders, githttp
+from tests.grading import local_sandboxes
 from tests.results_builders import HW2, make_result
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {k: v for k, v in os.environ.items() if not k.startswith(("GRADER_", "GITHUB_", "GH_"))} | {"COLUMNS": "250"}
 TOKEN = "ghs_" + "R3gr4deT0ken" * 3  # shaped like an Actions token; a test fails if it shows up anywhere
 BASIC = base64.b64encode(f"x-access-token:{TOKEN}".encode()).decode()
-ROSTER = "schema: 1\nteams:\n  team-alpha:\n    members:\n      - {github: ann}\n  team-beta:\n    members:\n      - {github: bo}\n"
+ROSTER = (
+    "schema: 1\nteams:\n  team-alpha:\n    members:\n      - {github: ann}\n"
+    "  team-beta:\n    members:\n      - {github: bo}\n"
+)
 
 
 def git(repo: Path, *args: str) -> str:
@@ -38,8 +42,9 @@ def course(tmp_path: Path, tiny_models: dict[str, Path]) -> dict:
     assignments (short timing budget) and a roster."""
     repo = tmp_path / "course"
     folder = repo / "submissions" / "team-alpha" / HW2
-    builders.submission(folder, {"baseline": tiny_models["baseline"], "candidate": tiny_models["correct"]},
-                        tiny_models["inputs"])
+    builders.submission(
+        folder, {"baseline": tiny_models["baseline"], "candidate": tiny_models["correct"]}, tiny_models["inputs"]
+    )
     git(repo, "init", "-q")
     git(repo, "-c", "user.name=t", "-c", "user.email=t@example.com", "add", ".")
     git(repo, "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-q", "-m", "team-alpha hw2")
@@ -55,9 +60,11 @@ def course(tmp_path: Path, tiny_models: dict[str, Path]) -> dict:
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     deadline = load_assignment(HW2, assignments).policy.deadline_utc()
     event = deadline - timedelta(hours=2)
-    stored = [make_result("team-alpha", score=40, head_sha=sha, event_time=event, pr=3),
-              make_result("team-beta", score=55, head_sha=sha, event_time=event, pr=4),  # no folder at that SHA
-              make_result("team-alpha", score=30, head_sha="ab" * 20, event_time=event - timedelta(hours=1), pr=3)]
+    stored = [
+        make_result("team-alpha", score=40, head_sha=sha, event_time=event, pr=3),
+        make_result("team-beta", score=55, head_sha=sha, event_time=event, pr=4),  # no folder at that SHA
+        make_result("team-alpha", score=30, head_sha="ab" * 20, event_time=event - timedelta(hours=1), pr=3),
+    ]
     db = tmp_path / "grades.sqlite"
     with Store(db) as store:
         store.add_runs([(r, "test") for r in stored])
@@ -68,8 +75,15 @@ def course(tmp_path: Path, tiny_models: dict[str, Path]) -> dict:
 
 def grader(course: dict, *args: str, env: dict[str, str] = ENV) -> subprocess.CompletedProcess:
     common = ["--db", str(course["db"]), "--assignments", str(course["assignments"]), "--roster", str(course["roster"])]
-    return subprocess.run([sys.executable, "-m", "grader.cli", *args, *common], cwd=ROOT, capture_output=True,
-                          text=True, timeout=600, stdin=subprocess.DEVNULL, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "grader.cli", *args, *common],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        stdin=subprocess.DEVNULL,
+        env=env,
+    )
 
 
 @pytest.fixture
@@ -98,8 +112,11 @@ def github(course: dict) -> dict:
     wrapper.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> {tmp / "git-argv.log"}\nexec {shutil.which("git")} "$@"\n')
     wrapper.chmod(0o755)
     # no global or system git config: no credential helper answers the 401 in place of the token
-    env = ENV | {"PATH": f"{wrapper.parent}:{os.environ['PATH']}", "HOME": str(tmp / "home"),
-                 "GIT_CONFIG_NOSYSTEM": "1"}
+    env = ENV | {
+        "PATH": f"{wrapper.parent}:{os.environ['PATH']}",
+        "HOME": str(tmp / "home"),
+        "GIT_CONFIG_NOSYSTEM": "1",
+    }
     return {"root": bare.parent, "clone": clone, "env": env, "argv_log": tmp / "git-argv.log"}
 
 
@@ -108,13 +125,31 @@ def fetch_step(course: dict, github: dict, tasks_path: Path, shard: int, token: 
     # a course.yaml whose Docker runner has no image yet: fetching runs nothing, so it does not care
     settings = course["tmp"] / "course.yaml"
     settings.write_text("schema: 1\nrunner:\n  kind: docker\n")
-    return grader(course, "regrade", "--repo-dir", str(github["clone"]), "--run-tasks", str(tasks_path),
-                  "--shard", str(shard), "--fetch-only", "--course", str(settings), env=env)
+    return grader(
+        course,
+        "regrade",
+        "--repo-dir",
+        str(github["clone"]),
+        "--run-tasks",
+        str(tasks_path),
+        "--shard",
+        str(shard),
+        "--fetch-only",
+        "--course",
+        str(settings),
+        env=env,
+    )
 
 
 def import_results(course: dict, *args: str, db: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "grader.cli", "results", "import", *args, "--db",
-                           str(db or course["db"])], cwd=ROOT, capture_output=True, text=True, timeout=120, env=ENV)
+    return subprocess.run(
+        [sys.executable, "-m", "grader.cli", "results", "import", *args, "--db", str(db or course["db"])],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=ENV,
+    )
 
 
 def have_commit(repo: Path, sha: str) -> bool:
@@ -143,10 +178,28 @@ def test_regrade_shows_changes_first_then_stores_on_yes(course: dict) -> None:
     original = runs[(runs["team"] == "team-alpha") & (runs["score"] == 40)].iloc[0]
     assert new["event_time"] == original["event_time"]  # lateness is the original push's
 
-    book = subprocess.run([sys.executable, "-m", "grader.cli", "results", "runs", "--team", "team-alpha", "--db",
-                           str(course["db"]), "--assignments", str(course["assignments"]), "--roster",
-                           str(course["roster"])], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                          env=ENV)
+    book = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "grader.cli",
+            "results",
+            "runs",
+            "--team",
+            "team-alpha",
+            "--db",
+            str(course["db"]),
+            "--assignments",
+            str(course["assignments"]),
+            "--roster",
+            str(course["roster"]),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=ENV,
+    )
     assert f"{HW2}: {new['score']:g}" in book.stdout and "replaced" in book.stdout
 
 
@@ -154,14 +207,14 @@ def test_regrade_uses_todays_config(course: dict) -> None:
     """Raising a threshold after the fact changes the score of the same committed files."""
     tasks, skipped = regrade.select_tasks(_runs_frame(course), team="team-alpha")
     task = next(t for t in tasks if t.head_sha == course["sha"])
-    before = regrade.regrade_one(task, course["repo"], course["assignments"]).result
+    before = regrade.regrade_one(task, course["repo"], course["assignments"], local_sandboxes).result
     path = course["assignments"] / HW2 / "assignment.yaml"
     config = yaml.safe_load(path.read_text())
     for check in config["checks"]:
         if check["id"] == "pruned":
             check["params"].update(min=0.95, zero=0.9)
     path.write_text(yaml.safe_dump(config, sort_keys=False))
-    after = regrade.regrade_one(task, course["repo"], course["assignments"]).result
+    after = regrade.regrade_one(task, course["repo"], course["assignments"], local_sandboxes).result
     pruned = {r.id: r for r in after.checks}["pruned"]
     assert before.status == after.status == "graded"
     assert after.score < before.score and pruned.points == 0
@@ -172,8 +225,11 @@ def _runs_frame(course: dict):
     from grader.gradebook.load import Sources, open_gradebook
 
     with Store(course["db"]) as store:
-        return open_gradebook(Sources(db=course["db"], assignments=course["assignments"], roster=course["roster"]),
-                              store, with_metrics=False).runs
+        return open_gradebook(
+            Sources(db=course["db"], assignments=course["assignments"], roster=course["roster"]),
+            store,
+            with_metrics=False,
+        ).runs
 
 
 def test_a_regrade_that_errors_is_never_stored(course: dict) -> None:
@@ -182,15 +238,16 @@ def test_a_regrade_that_errors_is_never_stored(course: dict) -> None:
     config = yaml.safe_load(broken.read_text())
     config["checks"][1]["rule"] = "no-such-rule"  # staff typo: the grader's fault, status error
     broken.write_text(yaml.safe_dump(config, sort_keys=False))
-    outcome = regrade.regrade_one(task, course["repo"], course["assignments"])
+    outcome = regrade.regrade_one(task, course["repo"], course["assignments"], local_sandboxes)
     assert outcome.result.status == "error"
     assert regrade.storable([outcome]) == []
 
 
 def write_tasks(course: dict, shards: int) -> tuple[Path, dict]:
     tasks_path = course["tmp"] / "regrade" / "tasks.json"  # as README says; the folder is made
-    done = grader(course, "regrade", "--repo-dir", str(course["repo"]), "--tasks", str(tasks_path),
-                  "--shards", str(shards))
+    done = grader(
+        course, "regrade", "--repo-dir", str(course["repo"]), "--tasks", str(tasks_path), "--shards", str(shards)
+    )
     assert done.returncode == 0, done.stderr
     return tasks_path, json.loads(tasks_path.read_text())
 
@@ -224,8 +281,10 @@ def test_fetch_step_authenticates_with_the_token_and_leaves_no_trace(course: dic
             assert TOKEN.encode() not in content and BASIC.encode() not in content, path
     argv = github["argv_log"].read_text()
     assert "fetch --quiet origin pull/3/head" in argv and TOKEN not in argv and BASIC not in argv
-    assert subprocess.run(["git", "-C", str(clone), "config", "--get-regexp", "extraheader"],
-                          env=github["env"]).returncode == 1  # git itself finds no such setting
+    assert (
+        subprocess.run(["git", "-C", str(clone), "config", "--get-regexp", "extraheader"], env=github["env"]).returncode
+        == 1
+    )  # git itself finds no such setting
 
 
 def test_fetch_step_without_a_token_fetches_a_public_repository(course: dict, github: dict) -> None:
@@ -238,8 +297,9 @@ def test_fetch_step_without_a_token_fetches_a_public_repository(course: dict, gi
     assert not any(r.authorization for r in server.requests)
 
 
-def test_a_runner_pool_shard_fetches_then_grades_offline_and_its_results_are_imported(course: dict,
-                                                                                      github: dict) -> None:
+def test_a_runner_pool_shard_fetches_then_grades_offline_and_its_results_are_imported(
+    course: dict, github: dict
+) -> None:
     """The regrade workflow's steps for one shard, then the instructor's import of the artifact."""
     tasks_path, data = write_tasks(course, 2)
     assert data["matrix"] == {"shard": [0, 1]}
@@ -254,9 +314,23 @@ def test_a_runner_pool_shard_fetches_then_grades_offline_and_its_results_are_imp
         assert fetched.returncode == 0 and "1 fetched" in fetched.stdout, fetched.stderr
     # the server is gone and the step has no token: grading needs neither
     out = course["tmp"] / "shard-out"
-    ran = grader(course, "regrade", "--repo-dir", str(github["clone"]), "--run-tasks", str(tasks_path),
-                 "--shard", str(task["shard"]), "--out", str(out), "--runner", "local", "--jobs", "1",
-                 env=github["env"])
+    ran = grader(
+        course,
+        "regrade",
+        "--repo-dir",
+        str(github["clone"]),
+        "--run-tasks",
+        str(tasks_path),
+        "--shard",
+        str(task["shard"]),
+        "--out",
+        str(out),
+        "--runner",
+        "local",
+        "--jobs",
+        "1",
+        env=github["env"],
+    )
     assert ran.returncode == 0, ran.stderr
     assert sorted(out.rglob("result.json")) == [out / str(task["run_id"]) / "result.json"]
 
@@ -266,8 +340,10 @@ def test_a_runner_pool_shard_fetches_then_grades_offline_and_its_results_are_imp
     imported = import_results(course, str(regraded), "--tasks", str(tasks_path))
     assert imported.returncode == 0 and "stored 1 new run(s)" in imported.stdout, imported.stderr
     runs = _runs_frame(course)
-    assert runs.loc[runs["current"] & (runs["head_sha"] == course["sha"]) & (runs["team"] == "team-alpha"),
-                    "score"].item() > 40  # the runner's grading replaced the stored one
+    assert (
+        runs.loc[runs["current"] & (runs["head_sha"] == course["sha"]) & (runs["team"] == "team-alpha"), "score"].item()
+        > 40
+    )  # the runner's grading replaced the stored one
     again = import_results(course, str(regraded), "--tasks", str(tasks_path))
     assert again.returncode == 0 and "stored 0 new run(s); 1 already stored" in again.stdout
 
@@ -277,8 +353,11 @@ def test_import_with_the_tasks_file_takes_only_the_gradings_it_asked_for(course:
     result must be the grading of one task (a moved event time would change lateness), once."""
     tasks_path, data = write_tasks(course, 1)
     task = next(t for t in data["tasks"] if t["team"] == "team-alpha" and t["head_sha"] == course["sha"])
-    genuine = json.loads(make_result("team-alpha", score=90, head_sha=course["sha"], pr=3,
-                                     event_time=datetime.fromisoformat(task["event_time"])).to_json())
+    genuine = json.loads(
+        make_result(
+            "team-alpha", score=90, head_sha=course["sha"], pr=3, event_time=datetime.fromisoformat(task["event_time"])
+        ).to_json()
+    )
     folder = course["tmp"] / "incoming"
 
     def put(name: str, result: dict) -> None:
@@ -317,24 +396,47 @@ def test_checkout_refuses_paths_outside_the_folder(course: dict, tmp_path: Path)
     (folder / "escape").symlink_to("/etc/passwd")
     git(repo, "-c", "user.name=t", "-c", "user.email=t@example.com", "add", ".")
     git(repo, "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-q", "-m", "link")
-    task = regrade.Task(run_id=1, team="team-alpha", assignment=HW2, head_sha=git(repo, "rev-parse", "HEAD"),
-                        repository=None, pr_number=None, event_time=None, old_status="graded", old_score=0)
-    outcome = regrade.regrade_one(task, repo, course["assignments"])
+    task = regrade.Task(
+        run_id=1,
+        team="team-alpha",
+        assignment=HW2,
+        head_sha=git(repo, "rev-parse", "HEAD"),
+        repository=None,
+        pr_number=None,
+        event_time=None,
+        old_status="graded",
+        old_score=0,
+    )
+    outcome = regrade.regrade_one(task, repo, course["assignments"], local_sandboxes)
     assert outcome.result_json is None and "escape" in outcome.problem
 
 
 def test_a_regraded_manifest_naming_another_team_is_filed_under_its_folder_not_that_team(
-        course: dict, tiny_models: dict[str, Path]) -> None:
+    course: dict, tiny_models: dict[str, Path]
+) -> None:
     """A submission.yaml in team-beta's folder that says team-alpha must not put a grade on team-alpha's row."""
     repo = course["repo"]
     folder = repo / "submissions" / "team-beta" / HW2
-    builders.submission(folder, {"baseline": tiny_models["baseline"], "candidate": tiny_models["correct"]},
-                        tiny_models["inputs"], team="team-alpha")
+    builders.submission(
+        folder,
+        {"baseline": tiny_models["baseline"], "candidate": tiny_models["correct"]},
+        tiny_models["inputs"],
+        team="team-alpha",
+    )
     git(repo, "-c", "user.name=t", "-c", "user.email=t@example.com", "add", str(folder))
     git(repo, "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-q", "-m", "team-beta hw2")
-    task = regrade.Task(run_id=9, team="team-beta", assignment=HW2, head_sha=git(repo, "rev-parse", "HEAD"),
-                        repository="course/grading", pr_number=4, event_time=None, old_status="graded", old_score=55)
-    outcome = regrade.regrade_one(task, repo, course["assignments"])
+    task = regrade.Task(
+        run_id=9,
+        team="team-beta",
+        assignment=HW2,
+        head_sha=git(repo, "rev-parse", "HEAD"),
+        repository="course/grading",
+        pr_number=4,
+        event_time=None,
+        old_status="graded",
+        old_score=55,
+    )
+    outcome = regrade.regrade_one(task, repo, course["assignments"], local_sandboxes)
     result = outcome.result
     assert result is not None, outcome.problem
     assert result.submission.team == "team-beta" and result.status == "rejected"

@@ -22,10 +22,20 @@ SHA = "0123456789abcdef0123456789abcdef01234567"
 
 
 def sample_tasks(count: int = 3) -> list[tasks.Task]:
-    return [tasks.Task(run_id=10 + i, team=("team-alpha", "team-beta")[i % 2], assignment=HW2, head_sha=SHA,
-                       repository="course/compression-2026", pr_number=3 + i,
-                       event_time="2025-12-11T21:59:00.000000Z", old_status="graded", old_score=40.0)
-            for i in range(count)]
+    return [
+        tasks.Task(
+            run_id=10 + i,
+            team=("team-alpha", "team-beta")[i % 2],
+            assignment=HW2,
+            head_sha=SHA,
+            repository="course/compression-2026",
+            pr_number=3 + i,
+            event_time="2025-12-11T21:59:00.000000Z",
+            old_status="graded",
+            old_score=40.0,
+        )
+        for i in range(count)
+    ]
 
 
 @pytest.fixture
@@ -41,10 +51,20 @@ def plan(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess
     """``grader ci regrade-plan`` with torch, numpy, pandas, ... unimportable, as in the plan job."""
     blocked = ",".join(heavy_modules() + ["pandas", "openpyxl"])
     run_env = {k: v for k, v in os.environ.items() if not k.startswith("GITHUB_")}
-    run_env.update(PYTHONPATH=str(ROOT), GITHUB_OUTPUT=str(cwd / "output"),
-                   GITHUB_STEP_SUMMARY=str(cwd / "summary.md"), **(env or {}))
-    done = subprocess.run([sys.executable, "-c", LIGHT_RUNNER, blocked, "ci", "regrade-plan", *args], cwd=cwd,
-                          env=run_env, capture_output=True, text=True, timeout=120)
+    run_env.update(
+        PYTHONPATH=str(ROOT),
+        GITHUB_OUTPUT=str(cwd / "output"),
+        GITHUB_STEP_SUMMARY=str(cwd / "summary.md"),
+        **(env or {}),
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", LIGHT_RUNNER, blocked, "ci", "regrade-plan", *args],
+        cwd=cwd,
+        env=run_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert "Traceback" not in done.stderr, done.stderr
     return done
 
@@ -140,9 +160,23 @@ def test_the_runners_read_the_file_as_strictly(tmp_path: Path, valid: dict) -> N
     path = tmp_path / "regrade" / "tasks.json"
 
     def run_tasks(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "grader.cli", "regrade", "--repo-dir", str(tmp_path),
-                               "--run-tasks", str(path), *args], cwd=ROOT, capture_output=True, text=True,
-                              timeout=120)
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "grader.cli",
+                "regrade",
+                "--repo-dir",
+                str(tmp_path),
+                "--run-tasks",
+                str(path),
+                *args,
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
     done = run_tasks("--shard", "2", "--fetch-only")
     assert done.returncode == 2 and "shard 2 is not in the matrix (0..1)" in done.stderr

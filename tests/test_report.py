@@ -10,12 +10,20 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from grader.observations import Estimate
+from grader.contracts.observations import Estimate
+from grader.contracts.result import (
+    AssignmentRef,
+    CheckResult,
+    CheckStatus,
+    GraderRef,
+    Problem,
+    Result,
+    SubmissionRef,
+    json_schema,
+)
 from grader.report import machine
 from grader.report.escape import md
 from grader.report.render import COMMENT_LIMIT, marker, render_html, render_markdown, write_reports
-from grader.result import (AssignmentRef, CheckResult, CheckStatus, GraderRef, Problem, Result, SubmissionRef,
-                           json_schema)
 
 HOSTILE = "<script>alert(1)</script> @octocat [click](https://evil.example) --> **bold** | pipe `tick`\n# heading"
 
@@ -24,17 +32,34 @@ def make_result(**overrides) -> Result:
     fields = dict(
         status="graded",
         assignment=AssignmentRef(id="hw2-quantization-pruning", version=1),
-        submission=SubmissionRef(team="team-alpha", members=["octocat"], path="submissions/team-alpha/hw2",
-                                 files={"evil<b>.onnx": "0" * 64}, claims={"sparsity": HOSTILE}, notes=HOSTILE),
-        score=35.0, max_score=100.0,
+        submission=SubmissionRef(
+            team="team-alpha",
+            members=["octocat"],
+            path="submissions/team-alpha/hw2",
+            files={"evil<b>.onnx": "0" * 64},
+            claims={"sparsity": HOSTILE},
+            notes=HOSTILE,
+        ),
+        score=35.0,
+        max_score=100.0,
         checks=[
             CheckResult(id="loads", title="Loads", status=CheckStatus.PASS, points=10, max_points=10, message="ok"),
-            CheckResult(id="quantized", title="Quantized", status=CheckStatus.FAIL, points=0, max_points=25,
-                        message=f"Still float: {HOSTILE}", evidence={"largest_float_weights": [HOSTILE]}),
+            CheckResult(
+                id="quantized",
+                title="Quantized",
+                status=CheckStatus.FAIL,
+                points=0,
+                max_points=25,
+                message=f"Still float: {HOSTILE}",
+                evidence={"largest_float_weights": [HOSTILE]},
+            ),
         ],
-        metrics={"baseline.size_mb": Estimate(value=3.3, unit="MiB"), "candidate.size_mb": Estimate(value=0.9, unit="MiB"),
-                 "candidate_vs_baseline.size_ratio": Estimate(value=3.6, unit="x"),
-                 "candidate_vs_baseline.speedup_b64": Estimate(value=2.1, low=1.9, high=2.3, unit="x")},
+        metrics={
+            "baseline.size_mb": Estimate(value=3.3, unit="MiB"),
+            "candidate.size_mb": Estimate(value=0.9, unit="MiB"),
+            "candidate_vs_baseline.size_ratio": Estimate(value=3.6, unit="x"),
+            "candidate_vs_baseline.speedup_b64": Estimate(value=2.1, low=1.9, high=2.3, unit="x"),
+        },
         grader=GraderRef(version="0.1.0"),
         started_at=datetime(2026, 11, 29, tzinfo=timezone.utc),
         duration_s=12.5,
@@ -83,8 +108,19 @@ def test_html_escapes_student_text() -> None:
 
 def test_long_reports_drop_details_not_the_verdict() -> None:
     huge = {"blob": "x" * (COMMENT_LIMIT + 1000)}
-    result = make_result(checks=[CheckResult(id="loads", title="Loads", status=CheckStatus.PASS, points=10,
-                                             max_points=10, message="ok", evidence=huge)])
+    result = make_result(
+        checks=[
+            CheckResult(
+                id="loads",
+                title="Loads",
+                status=CheckStatus.PASS,
+                points=10,
+                max_points=10,
+                message="ok",
+                evidence=huge,
+            )
+        ]
+    )
     body = render_markdown(result)
     assert len(body) <= COMMENT_LIMIT
     assert "35 / 100" in body and "<details><summary>Evidence" not in body
@@ -106,9 +142,12 @@ def test_machine_block_rejects_garbage() -> None:
 
 
 def test_rejected_report_lists_what_to_fix() -> None:
-    result = make_result(status="rejected", score=0, checks=[],
-                         problems=[Problem(kind="missing", message="model 'candidate' file 'x.onnx' does not exist",
-                                           hint="git add it")])
+    result = make_result(
+        status="rejected",
+        score=0,
+        checks=[],
+        problems=[Problem(kind="missing", message="model 'candidate' file 'x.onnx' does not exist", hint="git add it")],
+    )
     body = render_markdown(result)
     assert "### What to fix" in body and "x.onnx" in body and "git add it" in body
 
@@ -128,20 +167,42 @@ def test_written_result_matches_the_committed_schema(tmp_path: Path) -> None:
 
 
 def _pending_bonus_chart_result() -> Result:
-    from grader.result import Chart, ChartPoint, ChartSeries
+    from grader.contracts.result import Chart, ChartPoint, ChartSeries
 
-    chart = Chart(title="Pareto front", x_label="gzip_mb (minimize)", y_label="accuracy (maximize)", series=[
-        ChartSeries(name="logged trials", table=False, points=[ChartPoint(x=0.02, y=0.97), ChartPoint(x=0.01, y=0.5)]),
-        ChartSeries(name="Pareto front", points=[ChartPoint(x=0.02, y=0.97, label="#0")]),
-        ChartSeries(name=HOSTILE[:60], points=[ChartPoint(x=0.0065, y=0.96, label="#3")]),
-    ])
+    chart = Chart(
+        title="Pareto front",
+        x_label="gzip_mb (minimize)",
+        y_label="accuracy (maximize)",
+        series=[
+            ChartSeries(
+                name="logged trials", table=False, points=[ChartPoint(x=0.02, y=0.97), ChartPoint(x=0.01, y=0.5)]
+            ),
+            ChartSeries(name="Pareto front", points=[ChartPoint(x=0.02, y=0.97, label="#0")]),
+            ChartSeries(name=HOSTILE[:60], points=[ChartPoint(x=0.0065, y=0.96, label="#3")]),
+        ],
+    )
     checks = [
-        CheckResult(id="parity", title="Parity", status=CheckStatus.PASS, points=70, max_points=70, message="ok",
-                    chart=chart),
-        CheckResult(id="tensorrt", title="TensorRT", status=CheckStatus.SKIPPED, points=0, max_points=15,
-                    message="Pending: no CUDA device on this machine.", pending=True),
-        CheckResult(id="beats_scratch", title="Bonus", status=CheckStatus.PASS, points=10, max_points=10,
-                    message="beats it", bonus=True),
+        CheckResult(
+            id="parity", title="Parity", status=CheckStatus.PASS, points=70, max_points=70, message="ok", chart=chart
+        ),
+        CheckResult(
+            id="tensorrt",
+            title="TensorRT",
+            status=CheckStatus.SKIPPED,
+            points=0,
+            max_points=15,
+            message="Pending: no CUDA device on this machine.",
+            pending=True,
+        ),
+        CheckResult(
+            id="beats_scratch",
+            title="Bonus",
+            status=CheckStatus.PASS,
+            points=10,
+            max_points=10,
+            message="beats it",
+            bonus=True,
+        ),
     ]
     return make_result(checks=checks, score=80.0, max_score=70.0, bonus_points=10.0, pending_points=15.0)
 

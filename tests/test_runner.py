@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from grader.course import Course, DockerSettings, RunnerConfig, load_course
-from grader.errors import ConfigError
-from grader.observations import Observations
-from grader.runner import MAX_OUTPUT_BYTES, WorkerError, read_observations, select_runner
-from grader.sandbox import run_worker as local_runner
+from grader.commands.common import sandboxes
+from grader.config.course import Course, DockerSettings, RunnerConfig, load_course
+from grader.contracts.observations import Observations
+from grader.errors import ConfigError, WorkerError
+from grader.sandbox.base import MAX_OUTPUT_BYTES, read_observations
+from grader.sandbox.local import run_worker as local_runner
 
 ROOT = Path(__file__).resolve().parent.parent
 SOLUTION = "reference/solutions/hw2-quantization-pruning"
@@ -22,7 +23,7 @@ SOLUTION = "reference/solutions/hw2-quantization-pruning"
 def test_valid_output_is_parsed(tmp_path: Path) -> None:
     path = tmp_path / "observations.json"
     path.write_text(Observations().model_dump_json())
-    assert read_observations(path, 0, "") == Observations()
+    assert read_observations(path, 0, "", "test") == Observations(environment={"sandbox": "test"})
 
 
 def test_symlinked_output_is_not_followed(tmp_path: Path) -> None:
@@ -30,13 +31,13 @@ def test_symlinked_output_is_not_followed(tmp_path: Path) -> None:
     secret.write_text(Observations().model_dump_json())  # would even validate, were it read
     (tmp_path / "observations.json").symlink_to(secret)
     with pytest.raises(WorkerError, match="cannot be opened safely"):
-        read_observations(tmp_path / "observations.json", 0, "")
+        read_observations(tmp_path / "observations.json", 0, "", "test")
 
 
 def test_fifo_output_is_refused_without_blocking(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "observations.json")
     with pytest.raises(WorkerError, match="not a regular file"):
-        read_observations(tmp_path / "observations.json", 0, "")
+        read_observations(tmp_path / "observations.json", 0, "", "test")
 
 
 def test_oversized_output_is_refused(tmp_path: Path) -> None:
@@ -44,48 +45,54 @@ def test_oversized_output_is_refused(tmp_path: Path) -> None:
     with open(path, "wb") as handle:
         handle.truncate(MAX_OUTPUT_BYTES + 1)
     with pytest.raises(WorkerError, match="larger than allowed"):
-        read_observations(path, 0, "")
+        read_observations(path, 0, "", "test")
 
 
 def test_unknown_fields_are_refused(tmp_path: Path) -> None:
     path = tmp_path / "observations.json"
     path.write_text('{"models": {}, "score_override": 100}')
     with pytest.raises(WorkerError, match="does not match the schema"):
-        read_observations(path, 0, "")
+        read_observations(path, 0, "", "test")
 
 
 def test_missing_output_and_crashes(tmp_path: Path) -> None:
     with pytest.raises(WorkerError, match="without writing its output: boom"):
-        read_observations(tmp_path / "none.json", 0, "boom")
+        read_observations(tmp_path / "none.json", 0, "boom", "test")
     with pytest.raises(WorkerError, match="exited with 70"):
-        read_observations(tmp_path / "none.json", 70, "Traceback ...")
-    crashed = read_observations(tmp_path / "none.json", -11, "")
+        read_observations(tmp_path / "none.json", 70, "Traceback ...", "test")
+    crashed = read_observations(tmp_path / "none.json", -11, "", "test")
     assert crashed.failure is not None and crashed.failure.kind == "run" and "SIGSEGV" in crashed.failure.message
 
 
 def test_course_defaults_to_the_local_runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("GRADER_COURSE", raising=False)
     assert load_course().runner.kind == "local"  # the shipped course.yaml
-    assert select_runner(RunnerConfig()) is local_runner
+    assert sandboxes(RunnerConfig()).worker is local_runner
 
 
 def test_course_file_selects_docker(tmp_path: Path) -> None:
     path = tmp_path / "course.yaml"
-    path.write_text("schema: 1\nrunner:\n  kind: docker\n  docker:\n    image: ghcr.io/course/grader@sha256:"
-                    + "a" * 64 + "\n    gpus: [0, GPU-1234]\n    cpus: 4\n")
+    path.write_text(
+        "schema: 1\nrunner:\n  kind: docker\n  docker:\n    image: ghcr.io/course/grader@sha256:"
+        + "a" * 64
+        + "\n    gpus: [0, GPU-1234]\n    cpus: 4\n"
+    )
     course = load_course(path)
     assert course.runner.kind == "docker" and course.runner.docker.gpus == ["0", "GPU-1234"]
-    runner = select_runner(course.runner)
-    assert type(runner).__name__ == "DockerRunner" and runner.settings.cpus == 4
+    runner = sandboxes(course.runner).worker
+    assert type(runner).__name__ == "DockerSandbox" and runner.settings.cpus == 4
 
 
-@pytest.mark.parametrize("text, complaint", [
-    ("schema: 1\nrunner: {kind: podman}\n", "kind"),
-    ("schema: 1\nrunner: {docker: {user: '0:0'}}\n", "must not run as root"),
-    ("schema: 1\nrunner: {docker: {readonly_mounts: [data]}}\n", "absolute"),
-    ("schema: 1\nrunner: {docker: {privileged: true}}\n", "privileged"),
-    ("schema: 2\n", "schema"),
-])
+@pytest.mark.parametrize(
+    "text, complaint",
+    [
+        ("schema: 1\nrunner: {kind: podman}\n", "kind"),
+        ("schema: 1\nrunner: {docker: {user: '0:0'}}\n", "must not run as root"),
+        ("schema: 1\nrunner: {docker: {readonly_mounts: [data]}}\n", "absolute"),
+        ("schema: 1\nrunner: {docker: {privileged: true}}\n", "privileged"),
+        ("schema: 2\n", "schema"),
+    ],
+)
 def test_course_file_mistakes_fail_loudly(tmp_path: Path, text: str, complaint: str) -> None:
     path = tmp_path / "course.yaml"
     path.write_text(text)
@@ -101,21 +108,25 @@ def test_named_course_file_must_exist(tmp_path: Path, monkeypatch: pytest.Monkey
 
 def test_docker_runner_needs_an_image() -> None:
     with pytest.raises(ConfigError, match="needs an image"):
-        select_runner(RunnerConfig(kind="docker", docker=DockerSettings()))
+        sandboxes(RunnerConfig(kind="docker", docker=DockerSettings()))
     assert Course().runner.docker.user == "65534:65534"
 
 
 def grader_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "grader.cli", *args], capture_output=True, text=True,
-                          cwd=ROOT, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "grader.cli", *args], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
 
 
-@pytest.mark.parametrize("args, complaint", [
-    (["--runner", "docker"], "needs --image"),
-    (["--runner", "local", "--image", "x:y"], "are for --runner docker"),
-    (["--image", "x:y", "--gpus", "0,bad id"], "gpus"),
-    (["--course", "no-such-course.yaml"], "is not a file"),
-])
+@pytest.mark.parametrize(
+    "args, complaint",
+    [
+        (["--runner", "docker"], "needs --image"),
+        (["--runner", "local", "--image", "x:y"], "are for --runner docker"),
+        (["--image", "x:y", "--gpus", "0,bad id"], "gpus"),
+        (["--course", "no-such-course.yaml"], "is not a file"),
+    ],
+)
 def test_runner_usage_errors(args: list[str], complaint: str) -> None:
     done = grader_cli("check", SOLUTION, *args)
     assert done.returncode == 2, done.stdout + done.stderr
@@ -124,11 +135,12 @@ def test_runner_usage_errors(args: list[str], complaint: str) -> None:
 
 def test_worker_names_the_gpus_the_driver_lists(tmp_path: Path) -> None:
     """The environment's ``gpu`` without torch: the driver's per-GPU listing (format of nvidia.ko)."""
-    from grader.worker import gpu_name
+    from grader.worker.session import gpu_name
 
     assert gpu_name(tmp_path / "no-driver") == "none"
     for bus, model in (("0000:17:00.0", "NVIDIA H200"), ("0000:3d:00.0", "NVIDIA H200")):
         (tmp_path / bus).mkdir()
         (tmp_path / bus / "information").write_text(
-            f"Model: \t\t {model}\nIRQ:   \t\t 0\nGPU UUID: \t GPU-1\nBus Location: \t {bus}\n")
+            f"Model: \t\t {model}\nIRQ:   \t\t 0\nGPU UUID: \t GPU-1\nBus Location: \t {bus}\n"
+        )
     assert gpu_name(tmp_path) == "NVIDIA H200, NVIDIA H200"

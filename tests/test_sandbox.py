@@ -10,14 +10,23 @@ from pathlib import Path
 
 import pytest
 
-from grader.assignment import Limits
-from grader.sandbox import available_isolation, run_sandboxed
+from grader.contracts.job import Limits
+from grader.sandbox.local import available_isolation, run_sandboxed
 
 ISOLATING = [kind for kind in available_isolation() if kind != "none"]
 
 
-@pytest.fixture(params=ISOLATING or [pytest.param("none", marks=pytest.mark.skip(
-    reason="neither bubblewrap nor unshare works on this machine: no network isolation to test"))])
+@pytest.fixture(
+    params=ISOLATING
+    or [
+        pytest.param(
+            "none",
+            marks=pytest.mark.skip(
+                reason="neither bubblewrap nor unshare works on this machine: no network isolation to test"
+            ),
+        )
+    ]
+)
 def isolating(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Each isolation this machine offers, forced in turn (bubblewrap and the unshare fallback)."""
     monkeypatch.setenv("GRADER_ISOLATION", request.param)
@@ -33,14 +42,17 @@ def run_python(code: str, workdir: Path, readonly: list[Path] | None = None, **l
 
 def test_network_is_unreachable_from_inside(tmp_path: Path, listener, isolating: str) -> None:
     port, accepted = listener
-    done, out = run_python(f"""
+    done, out = run_python(
+        f"""
         import socket
         try:
             socket.create_connection(("127.0.0.1", {port}), timeout=2)
             print("CONNECTED")
         except OSError as exc:
             print("BLOCKED", exc)
-        """, tmp_path)
+        """,
+        tmp_path,
+    )
     assert "BLOCKED" in out and "CONNECTED" not in out
     assert not accepted
 
@@ -60,14 +72,18 @@ def test_submission_is_read_only(tmp_path: Path, isolating: str) -> None:
     (submission / "model.onnx").write_text("original")
     work = tmp_path / "work"
     work.mkdir()
-    done, out = run_python(f"""
+    done, out = run_python(
+        f"""
         from pathlib import Path
         try:
-            Path({str(submission / 'model.onnx')!r}).write_text("tampered")
+            Path({str(submission / "model.onnx")!r}).write_text("tampered")
             print("WROTE")
         except OSError as exc:
             print("REFUSED", exc)
-        """, work, readonly=[submission])
+        """,
+        work,
+        readonly=[submission],
+    )
     assert "REFUSED" in out
     assert (submission / "model.onnx").read_text() == "original"
 
@@ -75,12 +91,16 @@ def test_submission_is_read_only(tmp_path: Path, isolating: str) -> None:
 def test_time_limit_kills_the_whole_process_group(tmp_path: Path, isolating: str) -> None:
     marker = f"{600 + os.getpid() % 97}.{int(time.time()) % 1000}"  # a sleep argument no one else uses
     started = time.monotonic()
-    done, _ = run_python(f"""
+    done, _ = run_python(
+        f"""
         import subprocess, time
         subprocess.Popen(["sleep", "{marker}"])
         print("grandchild started", flush=True)
         time.sleep(600)
-        """, tmp_path, wall_time_s=3)
+        """,
+        tmp_path,
+        wall_time_s=3,
+    )
     assert done.stopped is not None and done.stopped.kind == "time_limit"
     assert time.monotonic() - started < 30
     assert "grandchild started" in done.output_tail
@@ -104,7 +124,8 @@ def _running_with_argument(argument: str) -> bool:
 
 
 def test_memory_watchdog_stops_growing_resident_memory(tmp_path: Path) -> None:
-    done, _ = run_python("""
+    done, _ = run_python(
+        """
         import time
         chunks = []
         for _ in range(200):
@@ -113,24 +134,33 @@ def test_memory_watchdog_stops_growing_resident_memory(tmp_path: Path) -> None:
                 chunks[-1][i] = 1
             time.sleep(0.02)
         print("SURVIVED")
-        """, tmp_path, memory_mb=300, wall_time_s=60)
+        """,
+        tmp_path,
+        memory_mb=300,
+        wall_time_s=60,
+    )
     assert done.stopped is not None and done.stopped.kind == "memory_limit"
     assert "SURVIVED" not in done.output_tail
 
 
 def test_address_space_limit_refuses_one_huge_allocation(tmp_path: Path) -> None:
-    done, out = run_python("""
+    done, out = run_python(
+        """
         try:
             block = bytearray(20 * 1024**3)
             print("ALLOCATED")
         except MemoryError:
             print("REFUSED")
-        """, tmp_path, memory_mb=512)
+        """,
+        tmp_path,
+        memory_mb=512,
+    )
     assert "REFUSED" in out
 
 
 def test_file_size_limit(tmp_path: Path) -> None:
-    done, out = run_python("""
+    done, out = run_python(
+        """
         import signal
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         try:
@@ -139,6 +169,8 @@ def test_file_size_limit(tmp_path: Path) -> None:
             print("WROTE")
         except OSError as exc:
             print("REFUSED", exc.errno)
-        """, tmp_path)
+        """,
+        tmp_path,
+    )
     assert "REFUSED" in out
     assert (tmp_path / "big.bin").stat().st_size <= 64 * 1024 * 1024

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from grader import searchlog
-from grader.pareto import dominates, dominators, pareto_front
-from grader.searchlog import SearchLogError, read_search_log
+from grader.checks.pareto import dominates, dominators, pareto_front
+from grader.worker import searchlog
+from grader.worker.searchlog import SearchLogError, read_search_log
 
 optuna = pytest.importorskip("optuna", reason="optuna (the dev extra) writes the real studies these tests read")
 
 
-def _objective(trial: "optuna.Trial") -> tuple[float, float]:
+def _objective(trial: optuna.Trial) -> tuple[float, float]:
     amount = trial.suggest_float("amount", 0.0, 0.9)
     weights = trial.suggest_categorical("weights", ["int8", "fp32"])
     trial.suggest_int("epochs", 0, 3)
@@ -25,10 +25,14 @@ def _objective(trial: "optuna.Trial") -> tuple[float, float]:
     return 1.0 - amount**2, (1.0 - amount) * (4.0 if weights == "fp32" else 1.0)
 
 
-def make_study(path: Path, name: str = "hw5", trials: int = 8) -> "optuna.Study":
+def make_study(path: Path, name: str = "hw5", trials: int = 8) -> optuna.Study:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(storage=f"sqlite:///{path}", study_name=name, directions=["maximize", "minimize"],
-                                sampler=optuna.samplers.RandomSampler(seed=0))
+    study = optuna.create_study(
+        storage=f"sqlite:///{path}",
+        study_name=name,
+        directions=["maximize", "minimize"],
+        sampler=optuna.samplers.RandomSampler(seed=0),
+    )
     study.set_metric_names(["accuracy", "size_mb"])
     study.optimize(_objective, n_trials=trials)
     return study
@@ -41,8 +45,12 @@ def study_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     frame = study.trials_dataframe()
     frame.to_csv(folder / "trials.csv", index=False)
     frame.to_json(folder / "trials.json", orient="records", date_format="iso")
-    return {"sqlite": folder / "study.db", "csv": folder / "trials.csv", "json": folder / "trials.json",
-            "expected": study}
+    return {
+        "sqlite": folder / "study.db",
+        "csv": folder / "trials.csv",
+        "json": folder / "trials.json",
+        "expected": study,
+    }
 
 
 @pytest.mark.parametrize("fmt", ["sqlite", "csv", "json"])
@@ -99,8 +107,10 @@ def test_a_runaway_query_in_a_hostile_file_is_stopped(tmp_path: Path) -> None:
     """A view posing as Optuna's studies table yields rows forever; the step budget ends the read."""
     path = tmp_path / "hostile.db"
     with sqlite3.connect(path) as conn:
-        conn.execute("CREATE VIEW studies AS WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) "
-                     "SELECT x AS study_id, 'a' || x AS study_name FROM c")
+        conn.execute(
+            "CREATE VIEW studies AS WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) "
+            "SELECT x AS study_id, 'a' || x AS study_name FROM c"
+        )
     with pytest.raises(SearchLogError, match="interrupted"):
         read_search_log(path, "sqlite")
 

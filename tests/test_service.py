@@ -7,17 +7,20 @@ from pathlib import Path
 import pytest
 
 from grader import exitcodes
-from grader.grading import grade
-from grader.result import CheckStatus, Result
+from grader.contracts.result import CheckStatus, Result
+from tests.grading import grade
 from tests.services import team_service
+
+
 @pytest.fixture(scope="module")
 def graded(reference_paths, service_root: Path, tmp_path_factory: pytest.TempPathFactory):
     cache: dict[str, tuple[Result, int]] = {}
 
     def run(behaviour: str) -> tuple[Result, int]:
         if behaviour not in cache:
-            folder = team_service(tmp_path_factory.mktemp(behaviour) / "final-service", behaviour,
-                                  reference_paths["model_onnx"])
+            folder = team_service(
+                tmp_path_factory.mktemp(behaviour) / "final-service", behaviour, reference_paths["model_onnx"]
+            )
             grading = grade(folder, service_root)
             cache[behaviour] = (grading.result, grading.exit_code)
         return cache[behaviour]
@@ -107,15 +110,20 @@ def test_command_placeholders_are_replaced_literally(tmp_path: Path) -> None:
     """Student text never reaches str.format: other braces pass through and nothing is evaluated."""
     import sys
 
-    from grader.service.runner import expand
+    from grader.sandbox.service_local import expand
 
-    parts = expand(["{python}", "--uds={socket}", "{python.__class__}", "{unknown}", "{folder}/x"],
-                   sys.executable, str(tmp_path / "s.sock"), str(tmp_path))
+    parts = expand(
+        ["{python}", "--uds={socket}", "{python.__class__}", "{unknown}", "{folder}/x"],
+        sys.executable,
+        str(tmp_path / "s.sock"),
+        str(tmp_path),
+    )
     assert parts == [sys.executable, f"--uds={tmp_path / 's.sock'}", "{python.__class__}", "{unknown}", f"{tmp_path}/x"]
 
 
 def test_a_crash_that_prints_a_huge_line_still_gets_a_report_with_the_end_of_its_log(
-        reference_paths, service_root: Path, tmp_path: Path) -> None:
+    reference_paths, service_root: Path, tmp_path: Path
+) -> None:
     folder = team_service(tmp_path / "final-service", "good", reference_paths["model_onnx"])
     (folder / "app.py").write_text("raise SystemExit('x' * 20000 + ' model file missing: weights.onnx')\n")
     grading = grade(folder, service_root)
@@ -124,10 +132,14 @@ def test_a_crash_that_prints_a_huge_line_still_gets_a_report_with_the_end_of_its
 
 
 def test_slices_of_a_level_combine_into_one_level() -> None:
-    from grader.service.loadgen import LevelStats
+    from grader.grading.loadgen import LevelStats
 
-    first = LevelStats(4, duration_s=2.0, ok=90, wrong=5, failed=5, labelled=95, correct_labels=80, latencies_s=[0.01] * 100)
-    second = LevelStats(4, duration_s=3.0, ok=210, malformed=10, labelled=210, correct_labels=200, latencies_s=[0.02] * 220)
+    first = LevelStats(
+        4, duration_s=2.0, ok=90, wrong=5, failed=5, labelled=95, correct_labels=80, latencies_s=[0.01] * 100
+    )
+    second = LevelStats(
+        4, duration_s=3.0, ok=210, malformed=10, labelled=210, correct_labels=200, latencies_s=[0.02] * 220
+    )
     total = LevelStats.combined([first, second])
     assert (total.concurrency, total.duration_s, total.requests) == (4, 5.0, 320)
     assert total.throughput == 300 / 5.0  # correct answers over the time both slices took, not a mean of rates
@@ -139,11 +151,11 @@ def test_the_service_leaderboard_ranks_correct_services_by_throughput_only() -> 
     """A fast service with wrong answers is listed, never ranked: correct answers are required."""
     from datetime import datetime, timezone
 
-    from grader.assignment import load_assignment
+    from grader.config.assignment import load_assignment
+    from grader.contracts.figures import SCORE_FIGURE
+    from grader.contracts.observations import Estimate
+    from grader.contracts.result import RunContext
     from grader.gradebook.final import entry_of, rank, to_markdown
-    from grader.observations import Estimate
-    from grader.result import RunContext
-    from grader.scoring import SCORE_FIGURE
     from tests.results import graded_result
 
     assignment = load_assignment("final-service")
@@ -152,16 +164,32 @@ def test_the_service_leaderboard_ranks_correct_services_by_throughput_only() -> 
         context = RunContext(event_time=datetime(2026, 12, 1, 12, minute, tzinfo=timezone.utc))
         result = graded_result(context, team=team, assignment="final-service")
         checks = [c.model_copy(update={"status": correct}) if c.id == "correct" else c for c in result.checks]
-        metrics = {"service_vs_reference_service.throughput_ratio": Estimate(value=ratio),
-                   "service.p99_ms_c16": Estimate(value=40.0), SCORE_FIGURE: assignment.score.evaluate(
-                       {"service_vs_reference_service.throughput_ratio": Estimate(value=ratio)})}
+        metrics = {
+            "service_vs_reference_service.throughput_ratio": Estimate(value=ratio),
+            "service.p99_ms_c16": Estimate(value=40.0),
+            SCORE_FIGURE: assignment.score.evaluate(
+                {"service_vs_reference_service.throughput_ratio": Estimate(value=ratio)}
+            ),
+        }
         return entry_of(result.model_copy(update={"checks": checks, "metrics": metrics}), assignment)
 
-    board = rank([entry("team-fast-wrong", 3.0, CheckStatus.PARTIAL, 1), entry("team-a", 1.5, CheckStatus.PASS, 2),
-                  entry("team-b", 1.5, CheckStatus.PASS, 1), entry("team-c", 0.8, CheckStatus.PASS, 3)],
-                 None, assignment)
-    assert [(e.team, e.rank) for e in board] == [("team-b", 1), ("team-a", 2), ("team-c", 3), ("team-fast-wrong", None),
-                                                 ("(course reference)", None)]
+    board = rank(
+        [
+            entry("team-fast-wrong", 3.0, CheckStatus.PARTIAL, 1),
+            entry("team-a", 1.5, CheckStatus.PASS, 2),
+            entry("team-b", 1.5, CheckStatus.PASS, 1),
+            entry("team-c", 0.8, CheckStatus.PASS, 3),
+        ],
+        None,
+        assignment,
+    )
+    assert [(e.team, e.rank) for e in board] == [
+        ("team-b", 1),
+        ("team-a", 2),
+        ("team-c", 3),
+        ("team-fast-wrong", None),
+        ("(course reference)", None),
+    ]
     assert board[0].score == 1.5 and board[-1].score == 1.0  # the reference service scores 1 by definition
     text = to_markdown(board, assignment, "public")
     assert "Its answers agree with the reference model" in text and "below gate" in text

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from grader.contracts.result import Result
 from grader.errors import ConfigError
-from grader.gradebook import store as store_module
-from grader.gradebook.ingest import InvalidResult, parse_result, read_results
-from grader.gradebook.store import SCHEMA_VERSION, Store
+from grader.records import store as store_module
+from grader.records.ingest import InvalidResult, parse_result, read_results
+from grader.records.store import SCHEMA_VERSION, Store
 from grader.report import machine
-from grader.result import Result
 from tests.results_builders import make_result
 
 
@@ -99,7 +99,9 @@ def test_the_comment_copy_and_the_file_are_the_same_run(tmp_path: Path) -> None:
 
 def test_each_grading_is_its_own_run(tmp_path: Path) -> None:
     event = datetime(2026, 12, 10, 12, 0, tzinfo=timezone.utc)
-    runs = [make_result(event_time=event, graded_at=datetime(2026, 12, 10, 12, m, tzinfo=timezone.utc)) for m in (1, 30)]
+    runs = [
+        make_result(event_time=event, graded_at=datetime(2026, 12, 10, 12, m, tzinfo=timezone.utc)) for m in (1, 30)
+    ]
     with Store(tmp_path / "g.sqlite") as store:
         assert store.add_runs([(r, "file") for r in runs]).added == 2
 
@@ -109,25 +111,33 @@ def test_stored_columns_and_the_whole_result(tmp_path: Path) -> None:
     with Store(tmp_path / "g.sqlite") as store:
         store.add_runs([(result, "file:x")])
         row = store.runs_frame(with_metrics=True).iloc[0]
-        assert (row["team"], row["assignment"], row["status"], row["score"], row["max_score"]) == \
-            ("team-alpha", "hw2-quantization-pruning", "graded", 64.5, 100.0)
+        assert (row["team"], row["assignment"], row["status"], row["score"], row["max_score"]) == (
+            "team-alpha",
+            "hw2-quantization-pruning",
+            "graded",
+            64.5,
+            100.0,
+        )
         assert row["head_sha"] == result.context.head_sha and row["pr_number"] == 7
         assert row["event_time"] == "2026-12-10T12:00:00.000000Z" and row["grader_version"] == "0.1.0"
         assert json.loads(row["metrics_json"]) == {"candidate.accuracy": 0.97}
         assert store.results([int(row["id"])])[int(row["id"])] == result
 
 
-@pytest.mark.parametrize("mutate, reason", [
-    (lambda d: d.update(score=150), "outside 0..100"),
-    (lambda d: d.update(score=float("nan")), "finite"),
-    (lambda d: d["submission"].update(team="Team Alpha<script>"), "not a valid team name"),
-    (lambda d: d["assignment"].update(id="../../etc"), "not a valid assignment id"),
-    (lambda d: d["context"].update(head_sha="HEAD~1; rm -rf /"), "head_sha"),
-    (lambda d: d["context"].update(run_url="javascript:alert(1)"), "https"),
-    (lambda d: d["context"].update(repository="a/b/c"), "OWNER/NAME"),
-    (lambda d: d.update(surprise=1), "not a valid result"),
-    (lambda d: d.update(status="excellent"), "not a valid result"),
-])
+@pytest.mark.parametrize(
+    "mutate, reason",
+    [
+        (lambda d: d.update(score=150), "outside 0..100"),
+        (lambda d: d.update(score=float("nan")), "finite"),
+        (lambda d: d["submission"].update(team="Team Alpha<script>"), "not a valid team name"),
+        (lambda d: d["assignment"].update(id="../../etc"), "not a valid assignment id"),
+        (lambda d: d["context"].update(head_sha="HEAD~1; rm -rf /"), "head_sha"),
+        (lambda d: d["context"].update(run_url="javascript:alert(1)"), "https"),
+        (lambda d: d["context"].update(repository="a/b/c"), "OWNER/NAME"),
+        (lambda d: d.update(surprise=1), "not a valid result"),
+        (lambda d: d.update(status="excellent"), "not a valid result"),
+    ],
+)
 def test_hostile_results_are_rejected_with_a_reason(mutate, reason: str) -> None:
     data = json.loads(make_result().to_json())
     mutate(data)

@@ -7,10 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from grader.assignment import Pair, ProbeSpec, TimingSpec, MeasureSpec
-from grader.job import Job
-from grader.runtime import load_model
-from grader.worker import batch_probe, compare_outputs, count_macs, time_alone
+from grader.contracts.job import Job, MeasureSpec, Pair, ProbeSpec, TimingSpec
+from grader.worker.runtime import load_model
+from grader.worker.session import batch_probe, compare_outputs, count_macs, time_alone
 from tests import builders
 
 
@@ -18,9 +17,11 @@ from tests import builders
 def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("worker")
     model = builders.trained_tiny(epochs=1)
-    return {"dynamic": builders.export(model, folder / "dynamic.onnx"),
-            "fixed": builders.export_fixed_batch(model, folder / "fixed.onnx"),
-            "arrays": {"input": builders.digits()[2]}}
+    return {
+        "dynamic": builders.export(model, folder / "dynamic.onnx"),
+        "fixed": builders.export_fixed_batch(model, folder / "fixed.onnx"),
+        "arrays": {"input": builders.digits()[2]},
+    }
 
 
 def test_probe_of_a_dynamic_batch_model_agrees_row_by_row(exported) -> None:
@@ -43,8 +44,7 @@ def test_probe_of_a_frozen_batch_model_records_the_failure(exported) -> None:
 
 def test_solo_timing_reports_latency_with_an_interval_and_throughput(exported) -> None:
     model = load_model(exported["dynamic"], "onnx", threads=1)
-    job = Job(models=[], inputs=None, output="", measure=MeasureSpec(
-        timing=TimingSpec(budget_s=0.2, warmup=1, min_rounds=5)))
+    job = Job(models=[], inputs=None, measure=MeasureSpec(timing=TimingSpec(budget_s=0.2, warmup=1, min_rounds=5)))
     timing = time_alone("baseline", model, exported["arrays"], 16, job, budget=0.2)
     assert timing.batch_size == 16 and timing.rounds >= 5
     assert timing.latency_ms.low <= timing.latency_ms.value <= timing.latency_ms.high
@@ -55,8 +55,9 @@ def test_compare_outputs_reports_every_output_and_a_count_mismatch() -> None:
     rng = np.random.default_rng(0)
     ref = [rng.normal(size=(20, 10)), rng.normal(size=(20, 3))]
     cand = [ref[0] + 1e-6, ref[1] + 0.5]
-    comparison = compare_outputs(Pair(reference="source", candidate="onnx", atol=1e-4, rtol=1e-3), ref, cand,
-                                 ["logits", "aux"])
+    comparison = compare_outputs(
+        Pair(reference="source", candidate="onnx", atol=1e-4, rtol=1e-3), ref, cand, ["logits", "aux"]
+    )
     assert [o.name for o in comparison.outputs] == ["logits", "aux"]
     assert comparison.outputs[0].tolerance_ratio < 1 < comparison.outputs[1].tolerance_ratio
     assert comparison.kl_divergence == pytest.approx(0.0, abs=1e-9) and comparison.note == ""

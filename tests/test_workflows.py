@@ -143,28 +143,31 @@ def test_publish_reads_the_artifact_outside_the_workspace_and_always_reports(wor
     [download] = [s for s in steps(publish) if s.get("uses", "").startswith("actions/download-artifact@")]
     assert download["with"]["path"].startswith("${{ runner.temp }}")
     runs = [s["run"] for s in steps(publish) if "run" in s]
-    assert any("grader\" ci publish" in r and "$RUNNER_TEMP/incoming/result.json" in r for r in runs)
+    assert any('grader" ci publish' in r and "$RUNNER_TEMP/incoming/result.json" in r for r in runs)
 
 
 def test_each_grading_uploads_its_result_under_its_team_and_assignment(workflow) -> None:
     """The publish job downloads exactly what the grade job uploaded, and the policy job counts a
-    team's runs by that same name (grader.gradebook.collect.artifact_name)."""
-    from grader.gradebook.collect import artifact_name
+    team's runs by that same name (grader.ci.collect.artifact_name)."""
+    from grader.ci.collect import artifact_name
 
     [upload] = [s for s in steps(workflow["jobs"]["grade"]) if s.get("uses", "").startswith("actions/upload-artifact@")]
-    [download] = [s for s in steps(workflow["jobs"]["publish"])
-                  if s.get("uses", "").startswith("actions/download-artifact@")]
+    [download] = [
+        s for s in steps(workflow["jobs"]["publish"]) if s.get("uses", "").startswith("actions/download-artifact@")
+    ]
     name = upload["with"]["name"]
     assert download["with"]["name"] == name
     filled = name.replace("${{ needs.policy.outputs.team }}", "team-x").replace(
-        "${{ needs.policy.outputs.assignment }}", "hw-y")
+        "${{ needs.policy.outputs.assignment }}", "hw-y"
+    )
     assert filled == artifact_name("team-x", "hw-y")
 
 
 def test_later_jobs_read_only_outputs_the_policy_step_writes(workflow) -> None:
     declared = workflow["jobs"]["policy"]["outputs"]
-    assert all(value == f"${{{{ steps.policy.outputs.{key} }}}}" and key in POLICY_OUTPUTS
-               for key, value in declared.items())
+    assert all(
+        value == f"${{{{ steps.policy.outputs.{key} }}}}" and key in POLICY_OUTPUTS for key, value in declared.items()
+    )
     used = set(re.findall(r"needs\.policy\.outputs\.(\w+)", GRADE.read_text()))
     assert used and used <= set(declared)
 
@@ -185,17 +188,30 @@ def zizmor() -> str | None:
 
 @pytest.mark.skipif(zizmor() is None, reason="zizmor is not installed (pip install -e '.[dev]')")
 def test_zizmor_finds_nothing_unexplained() -> None:
-    done = subprocess.run([zizmor(), "--offline", "--persona", "auditor", "--min-severity", "medium",
-                           "--format", "json", str(WORKFLOWS)], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [zizmor(), "--offline", "--persona", "auditor", "--min-severity", "medium", "--format", "json", str(WORKFLOWS)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0 and json.loads(done.stdout) == [], done.stdout + done.stderr
-    unexplained = subprocess.run([zizmor(), "--offline", "--persona", "auditor", "--no-ignores", "--format", "json",
-                                  str(WORKFLOWS)], capture_output=True, text=True, timeout=120)
+    unexplained = subprocess.run(
+        [zizmor(), "--offline", "--persona", "auditor", "--no-ignores", "--format", "json", str(WORKFLOWS)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     found = {f["ident"] for f in json.loads(unexplained.stdout)}
     assert found == {"dangerous-triggers", "self-hosted-runner"}, found  # the two explained in the YAML
-    per_file = {(Path(*f["locations"][0]["symbolic"]["key"]["Local"].values()).name, f["ident"])
-                for f in json.loads(unexplained.stdout)}
-    assert per_file == {("grade.yml", "dangerous-triggers"), ("grade.yml", "self-hosted-runner"),
-                        ("regrade.yml", "self-hosted-runner")}, per_file
+    per_file = {
+        (Path(*f["locations"][0]["symbolic"]["key"]["Local"].values()).name, f["ident"])
+        for f in json.loads(unexplained.stdout)
+    }
+    assert per_file == {
+        ("grade.yml", "dangerous-triggers"),
+        ("grade.yml", "self-hosted-runner"),
+        ("regrade.yml", "self-hosted-runner"),
+    }, per_file
 
 
 # regrade.yml --------------------------------------------------------------------------------
@@ -228,8 +244,12 @@ def check_the_token_is_only_in_the_fetch_step(doc: dict) -> None:
     outside_steps = {key: value for key, value in doc.items() if key != "jobs"}
     outside_steps["jobs"] = {name: {k: v for k, v in job.items() if k != "steps"} for name, job in doc["jobs"].items()}
     assert not any(mark in json.dumps(outside_steps) for mark in TOKEN_MARKS)
-    holders = [(name, step) for name, job in doc["jobs"].items() for step in steps(job)
-               if any(mark in json.dumps(step) for mark in TOKEN_MARKS)]
+    holders = [
+        (name, step)
+        for name, job in doc["jobs"].items()
+        for step in steps(job)
+        if any(mark in json.dumps(step) for mark in TOKEN_MARKS)
+    ]
     assert [name for name, _ in holders] == ["regrade"]
     [(_, fetch)] = holders
     assert fetch["env"] == {"GITHUB_TOKEN": "${{ github.token }}"}
@@ -247,7 +267,7 @@ def check_the_runner_fetches_then_grades_in_the_container_without_a_token(doc: d
     assert '--shard "$SHARD"' in grade["run"] and '--out "$RUNNER_TEMP/regrade-out"' in grade["run"]
     assert '--runner docker --image "$GRADER_IMAGE"' in grade["run"]
     assert re.fullmatch(r"[\w./-]+@sha256:[0-9a-f]{64}", regrade["env"]["GRADER_IMAGE"])
-    after = steps(regrade)[steps(regrade).index(grade):]
+    after = steps(regrade)[steps(regrade).index(grade) :]
     assert not any(mark in json.dumps(after) for mark in TOKEN_MARKS)
 
 
@@ -288,12 +308,16 @@ def check_it_runs_where_and_in_what_grade_yml_grades(doc: dict) -> None:
     assert regrade["runs-on"] == grade["runs-on"] and regrade["env"]["GRADER_IMAGE"] == grade["env"]["GRADER_IMAGE"]
 
 
-REGRADE_CHECKS = [check_regrade_is_staff_only_and_reads_only, check_the_token_is_only_in_the_fetch_step,
-                  check_the_runner_fetches_then_grades_in_the_container_without_a_token,
-                  check_the_matrix_comes_from_the_plan_job,
-                  check_each_shard_uploads_its_own_artifact_and_gather_merges_them,
-                  check_it_runs_where_and_in_what_grade_yml_grades, check_pinned_and_no_credentials,
-                  check_no_expression_in_scripts]
+REGRADE_CHECKS = [
+    check_regrade_is_staff_only_and_reads_only,
+    check_the_token_is_only_in_the_fetch_step,
+    check_the_runner_fetches_then_grades_in_the_container_without_a_token,
+    check_the_matrix_comes_from_the_plan_job,
+    check_each_shard_uploads_its_own_artifact_and_gather_merges_them,
+    check_it_runs_where_and_in_what_grade_yml_grades,
+    check_pinned_and_no_credentials,
+    check_no_expression_in_scripts,
+]
 
 
 @pytest.mark.parametrize("check", REGRADE_CHECKS, ids=lambda c: c.__name__)
@@ -311,58 +335,105 @@ def _step(job: str, words: str):
 
 FETCH, GRADE_STEP = "Fetch this shard", "Grade the shard"
 BREAKS = {  # one way to break each property, and the check that must notice
-    "a write permission": (lambda d: _job("plan")(d)["permissions"].update(contents="write"),
-                           check_regrade_is_staff_only_and_reads_only),
-    "workflow-level permissions": (lambda d: d.update(permissions={"contents": "read"}),
-                                   check_regrade_is_staff_only_and_reads_only),
-    "gather with a token scope": (lambda d: _job("gather")(d).update(permissions={"actions": "read"}),
-                                  check_regrade_is_staff_only_and_reads_only),
-    "a pull_request trigger": (lambda d: d["on"].update(pull_request=None),
-                               check_regrade_is_staff_only_and_reads_only),
-    "the token at job level": (lambda d: _job("regrade")(d)["env"].update(GITHUB_TOKEN="${{ github.token }}"),
-                               check_the_token_is_only_in_the_fetch_step),
-    "the token in the grading step": (lambda d: _step("regrade", GRADE_STEP)(d).update(
-        env={"GITHUB_TOKEN": "${{ github.token }}"}), check_the_token_is_only_in_the_fetch_step),
-    "a secret in the grading step": (lambda d: _step("regrade", GRADE_STEP)(d).update(
-        env={"HF": "${{ secrets.HF_TOKEN }}"}), check_the_token_is_only_in_the_fetch_step),
-    "the token in the plan job": (lambda d: _step("plan", "Validate")(d)["env"].update(
-        GITHUB_TOKEN="${{ github.token }}"), check_the_token_is_only_in_the_fetch_step),
-    "the fetch step also grades": (lambda d: _step("regrade", FETCH)(d).update(
-        run=_step("regrade", FETCH)(d)["run"] + " && .venv/bin/grader regrade --out x"),
-        check_the_token_is_only_in_the_fetch_step),
-    "grading before fetching": (lambda d: _job("regrade")(d)["steps"].insert(
-        2, _job("regrade")(d)["steps"].pop(3)),
-        check_the_runner_fetches_then_grades_in_the_container_without_a_token),
-    "the token after the grading": (lambda d: _job("regrade")(d)["steps"][-1].update(
-        env={"GITHUB_TOKEN": "${{ github.token }}"}),
-        check_the_runner_fetches_then_grades_in_the_container_without_a_token),
-    "a shallow checkout": (lambda d: checkouts(_job("regrade")(d))[0]["with"].pop("fetch-depth"),
-                           check_the_runner_fetches_then_grades_in_the_container_without_a_token),
-    "grading outside the container": (lambda d: _step("regrade", GRADE_STEP)(d).update(
-        run=_step("regrade", GRADE_STEP)(d)["run"].replace("--runner docker", "--runner local")),
-        check_the_runner_fetches_then_grades_in_the_container_without_a_token),
-    "an image by tag": (lambda d: _job("regrade")(d)["env"].update(GRADER_IMAGE="ghcr.io/course/grader:latest"),
-                        check_the_runner_fetches_then_grades_in_the_container_without_a_token),
-    "a literal matrix": (lambda d: _job("regrade")(d)["strategy"].update(matrix={"shard": [0, 1]}),
-                         check_the_matrix_comes_from_the_plan_job),
-    "fail-fast": (lambda d: _job("regrade")(d)["strategy"].update({"fail-fast": True}),
-                  check_the_matrix_comes_from_the_plan_job),
-    "an undeclared plan output": (lambda d: _job("gather")(d).update({"if": "${{ needs.plan.outputs.secret }}"}),
-                                  check_the_matrix_comes_from_the_plan_job),
-    "one artifact name for every shard": (lambda d: [s for s in steps(_job("regrade")(d)) if "upload-artifact" in
-                                                     s.get("uses", "")][0]["with"].update(name="result"),
-                                          check_each_shard_uploads_its_own_artifact_and_gather_merges_them),
-    "no merged artifact": (lambda d: [s for s in steps(_job("gather")(d)) if "download-artifact" in
-                                      s.get("uses", "")][1]["with"].pop("merge-multiple"),
-                           check_each_shard_uploads_its_own_artifact_and_gather_merges_them),
-    "another runner": (lambda d: _job("regrade")(d).update({"runs-on": "ubuntu-latest"}),
-                       check_it_runs_where_and_in_what_grade_yml_grades),
-    "an unpinned action": (lambda d: checkouts(_job("plan")(d))[0].update(uses="actions/checkout@v4"),
-                           check_pinned_and_no_credentials),
-    "stored credentials": (lambda d: checkouts(_job("plan")(d))[0]["with"].update({"persist-credentials": True}),
-                           check_pinned_and_no_credentials),
-    "an expression in a script": (lambda d: _step("regrade", FETCH)(d).update(
-        run='.venv/bin/grader regrade --run-tasks "${{ inputs.tasks }}" --fetch-only'), check_no_expression_in_scripts),
+    "a write permission": (
+        lambda d: _job("plan")(d)["permissions"].update(contents="write"),
+        check_regrade_is_staff_only_and_reads_only,
+    ),
+    "workflow-level permissions": (
+        lambda d: d.update(permissions={"contents": "read"}),
+        check_regrade_is_staff_only_and_reads_only,
+    ),
+    "gather with a token scope": (
+        lambda d: _job("gather")(d).update(permissions={"actions": "read"}),
+        check_regrade_is_staff_only_and_reads_only,
+    ),
+    "a pull_request trigger": (lambda d: d["on"].update(pull_request=None), check_regrade_is_staff_only_and_reads_only),
+    "the token at job level": (
+        lambda d: _job("regrade")(d)["env"].update(GITHUB_TOKEN="${{ github.token }}"),
+        check_the_token_is_only_in_the_fetch_step,
+    ),
+    "the token in the grading step": (
+        lambda d: _step("regrade", GRADE_STEP)(d).update(env={"GITHUB_TOKEN": "${{ github.token }}"}),
+        check_the_token_is_only_in_the_fetch_step,
+    ),
+    "a secret in the grading step": (
+        lambda d: _step("regrade", GRADE_STEP)(d).update(env={"HF": "${{ secrets.HF_TOKEN }}"}),
+        check_the_token_is_only_in_the_fetch_step,
+    ),
+    "the token in the plan job": (
+        lambda d: _step("plan", "Validate")(d)["env"].update(GITHUB_TOKEN="${{ github.token }}"),
+        check_the_token_is_only_in_the_fetch_step,
+    ),
+    "the fetch step also grades": (
+        lambda d: _step("regrade", FETCH)(d).update(
+            run=_step("regrade", FETCH)(d)["run"] + " && .venv/bin/grader regrade --out x"
+        ),
+        check_the_token_is_only_in_the_fetch_step,
+    ),
+    "grading before fetching": (
+        lambda d: _job("regrade")(d)["steps"].insert(2, _job("regrade")(d)["steps"].pop(3)),
+        check_the_runner_fetches_then_grades_in_the_container_without_a_token,
+    ),
+    "the token after the grading": (
+        lambda d: _job("regrade")(d)["steps"][-1].update(env={"GITHUB_TOKEN": "${{ github.token }}"}),
+        check_the_runner_fetches_then_grades_in_the_container_without_a_token,
+    ),
+    "a shallow checkout": (
+        lambda d: checkouts(_job("regrade")(d))[0]["with"].pop("fetch-depth"),
+        check_the_runner_fetches_then_grades_in_the_container_without_a_token,
+    ),
+    "grading outside the container": (
+        lambda d: _step("regrade", GRADE_STEP)(d).update(
+            run=_step("regrade", GRADE_STEP)(d)["run"].replace("--runner docker", "--runner local")
+        ),
+        check_the_runner_fetches_then_grades_in_the_container_without_a_token,
+    ),
+    "an image by tag": (
+        lambda d: _job("regrade")(d)["env"].update(GRADER_IMAGE="ghcr.io/course/grader:latest"),
+        check_the_runner_fetches_then_grades_in_the_container_without_a_token,
+    ),
+    "a literal matrix": (
+        lambda d: _job("regrade")(d)["strategy"].update(matrix={"shard": [0, 1]}),
+        check_the_matrix_comes_from_the_plan_job,
+    ),
+    "fail-fast": (
+        lambda d: _job("regrade")(d)["strategy"].update({"fail-fast": True}),
+        check_the_matrix_comes_from_the_plan_job,
+    ),
+    "an undeclared plan output": (
+        lambda d: _job("gather")(d).update({"if": "${{ needs.plan.outputs.secret }}"}),
+        check_the_matrix_comes_from_the_plan_job,
+    ),
+    "one artifact name for every shard": (
+        lambda d: [s for s in steps(_job("regrade")(d)) if "upload-artifact" in s.get("uses", "")][0]["with"].update(
+            name="result"
+        ),
+        check_each_shard_uploads_its_own_artifact_and_gather_merges_them,
+    ),
+    "no merged artifact": (
+        lambda d: [s for s in steps(_job("gather")(d)) if "download-artifact" in s.get("uses", "")][1]["with"].pop(
+            "merge-multiple"
+        ),
+        check_each_shard_uploads_its_own_artifact_and_gather_merges_them,
+    ),
+    "another runner": (
+        lambda d: _job("regrade")(d).update({"runs-on": "ubuntu-latest"}),
+        check_it_runs_where_and_in_what_grade_yml_grades,
+    ),
+    "an unpinned action": (
+        lambda d: checkouts(_job("plan")(d))[0].update(uses="actions/checkout@v4"),
+        check_pinned_and_no_credentials,
+    ),
+    "stored credentials": (
+        lambda d: checkouts(_job("plan")(d))[0]["with"].update({"persist-credentials": True}),
+        check_pinned_and_no_credentials,
+    ),
+    "an expression in a script": (
+        lambda d: _step("regrade", FETCH)(d).update(
+            run='.venv/bin/grader regrade --run-tasks "${{ inputs.tasks }}" --fetch-only'
+        ),
+        check_no_expression_in_scripts,
+    ),
 }
 
 

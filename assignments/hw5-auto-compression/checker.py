@@ -1,7 +1,7 @@
 """hw5's rules: the search log is real, the chosen model is on its Pareto front, its figures reproduce.
 
-The log is parsed inside the sandbox (``grader.searchlog``) and arrives as validated data; the
-dominance maths is shared (``grader.pareto``); the measured figures are the shared ones
+The log is parsed inside the sandbox (``grader.worker.searchlog``) and arrives as validated data; the
+dominance maths is shared (``grader.checks.pareto``); the measured figures are the shared ones
 (``candidate.accuracy``, ``candidate.gzip_mb``, ...). This module maps logged objectives to those
 figures, as ``assignment.yaml``'s ``search`` block says, and phrases the verdicts.
 """
@@ -10,12 +10,29 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from grader.assignment import CheckSpec, ObjectiveSpec
-from grader.checks.engine import CheckContext, Outcome, register
-from grader.checks.rules import _fmt, linear
-from grader.pareto import dominators, pareto_front
-from grader.result import Chart, ChartPoint, ChartSeries
-from grader.searchlog import SearchLog, Trial
+from pydantic import Field
+
+from grader.checks.api import (
+    Chart,
+    ChartPoint,
+    ChartSeries,
+    CheckContext,
+    ObjectiveSpec,
+    Outcome,
+    Params,
+    SearchLog,
+    Trial,
+    dominators,
+    linear,
+    pareto_front,
+    register,
+)
+from grader.checks.api import fmt as _fmt
+
+
+class SearchLogParams(Params):
+    min_trials: int = Field(10, ge=1, description="complete trials a real search needs")
+    min_objectives: int = Field(2, ge=1, description="objectives a multi-objective search needs")
 
 
 class LogProblem(Exception):
@@ -45,13 +62,16 @@ def _study(ctx: CheckContext) -> Study:
         named = ctx.submission.claims.get("objectives")
         given = [n.strip() for n in str(named).split(",")] if isinstance(named, str) else []
         if len(given) != len(names):
-            raise LogProblem(f"the log does not name its {len(names)} objective(s); call study.set_metric_names(["
-                             "...]) before optimising, or add claims: {objectives: \"accuracy,gzip_mb\"} (in order)")
+            raise LogProblem(
+                f"the log does not name its {len(names)} objective(s); call study.set_metric_names(["
+                '...]) before optimising, or add claims: {objectives: "accuracy,gzip_mb"} (in order)'
+            )
         names = given
     unknown = [n for n in names if n not in search.objectives]
     if unknown:
-        raise LogProblem(f"unknown objective name(s) {unknown}; use names the grader can measure: "
-                         f"{', '.join(search.objectives)}")
+        raise LogProblem(
+            f"unknown objective name(s) {unknown}; use names the grader can measure: {', '.join(search.objectives)}"
+        )
     specs = [search.objectives[n] for n in names]
     for name, spec, logged in zip(names, specs, log.directions):
         if logged is not None and logged != spec.direction:
@@ -59,9 +79,9 @@ def _study(ctx: CheckContext) -> Study:
     return Study(log, names, specs)
 
 
-@register("search_log")
-def search_log(spec: CheckSpec, ctx: CheckContext) -> Outcome:
-    min_trials, min_objectives = int(spec.params.get("min_trials", 10)), int(spec.params.get("min_objectives", 2))
+@register("search_log", SearchLogParams)
+def search_log(params: SearchLogParams, ctx: CheckContext) -> Outcome:
+    min_trials, min_objectives = params.min_trials, params.min_objectives
     try:
         study = _study(ctx)
     except LogProblem as problem:
@@ -69,16 +89,26 @@ def search_log(spec: CheckSpec, ctx: CheckContext) -> Outcome:
     trials = study.log.trials
     complete = study.log.complete()
     states = {s: sum(t.state == s for t in trials) for s in ("PRUNED", "FAIL")}
-    facts = {"trials": len(trials), "complete": len(complete), **{s.lower(): n for s, n in states.items()},
-             "objectives": dict(zip(study.names, study.directions)), "source": study.log.source}
+    facts = {
+        "trials": len(trials),
+        "complete": len(complete),
+        **{s.lower(): n for s, n in states.items()},
+        "objectives": dict(zip(study.names, study.directions)),
+        "source": study.log.source,
+    }
     described = ", ".join(f"{n} ({d})" for n, d in zip(study.names, study.directions))
-    text = (f"{len(complete)} complete trial(s) of {len(trials)} logged ({states['PRUNED']} pruned, "
-            f"{states['FAIL']} failed) over {len(study.names)} objective(s): {described}")
+    text = (
+        f"{len(complete)} complete trial(s) of {len(trials)} logged ({states['PRUNED']} pruned, "
+        f"{states['FAIL']} failed) over {len(study.names)} objective(s): {described}"
+    )
     if len(study.names) < min_objectives:
         return Outcome(0.0, f"{text}; a multi-objective search needs at least {min_objectives} objectives.", facts)
     if len(complete) < min_trials:
-        return Outcome(linear(len(complete), min_trials, min_trials / 2), f"{text}; needs at least {min_trials} "
-                       "complete trials.", facts)
+        return Outcome(
+            linear(len(complete), min_trials, min_trials / 2),
+            f"{text}; needs at least {min_trials} complete trials.",
+            facts,
+        )
     return Outcome(1.0, f"{text}.", facts)
 
 
@@ -125,17 +155,20 @@ def _chart(study: Study, trial: Trial, point: list[float], front: list[int], log
 
     return Chart(
         title=f"Pareto front of the logged trials ({study.names[y]} against {study.names[x]})",
-        x_label=f"{study.names[x]} ({study.directions[x]})", y_label=f"{study.names[y]} ({study.directions[y]})",
+        x_label=f"{study.names[x]} ({study.directions[x]})",
+        y_label=f"{study.names[y]} ({study.directions[y]})",
         series=[
             ChartSeries(name="logged trials", table=False, points=[as_point(v) for v in logged.values()][:10_000]),
             ChartSeries(name="Pareto front", points=[as_point(logged[n], f"#{n}") for n in front][:200]),
-            ChartSeries(name=f"your model (trial {trial.number}, measured)", points=[as_point(point, f"#{trial.number}")]),
+            ChartSeries(
+                name=f"your model (trial {trial.number}, measured)", points=[as_point(point, f"#{trial.number}")]
+            ),
         ],
     )
 
 
 @register("pareto")
-def pareto(spec: CheckSpec, ctx: CheckContext) -> Outcome:
+def pareto(_: Params, ctx: CheckContext) -> Outcome:
     """No logged trial beats the submitted model on every objective, after its tolerance."""
     try:
         study = _study(ctx)
@@ -148,23 +181,37 @@ def pareto(spec: CheckSpec, ctx: CheckContext) -> Outcome:
     tolerances = [_tolerance(s, v) for s, v in zip(study.specs, point)]
     others = {n: v for n, v in logged.items() if n != trial.number}
     beaten_by = dominators(point, tolerances, others, study.directions)
-    facts = {"chosen_trial": trial.number, "point": dict(zip(study.names, point)),
-             "sources": dict(zip(study.names, sources)), "tolerances": dict(zip(study.names, tolerances)),
-             "front": front, "dominated_by": beaten_by[:20]}
+    facts = {
+        "chosen_trial": trial.number,
+        "point": dict(zip(study.names, point)),
+        "sources": dict(zip(study.names, sources)),
+        "tolerances": dict(zip(study.names, tolerances)),
+        "front": front,
+        "dominated_by": beaten_by[:20],
+    }
     chart = _chart(study, trial, point, front, logged)
     where = f"Your model (trial {trial.number}: {_describe(study, point)})"
     hardware = [n for n, s in zip(study.names, sources) if s == "logged"]
     note = f" ({', '.join(hardware)} as logged: not comparable across machines)" if hardware else ""
     if beaten_by:
         rivals = "; ".join(f"trial {n} ({_describe(study, logged[n])})" for n in beaten_by[:3])
-        return Outcome(0.0, f"{where}{note} is dominated even within tolerance by {len(beaten_by)} logged trial(s): "
-                            f"{rivals}.", facts, chart=chart)
-    return Outcome(1.0, f"{where}{note} is on the Pareto front of the {len(logged)} complete trials, within "
-                        f"tolerance ({len(front)} trial(s) on the front).", facts, chart=chart)
+        return Outcome(
+            0.0,
+            f"{where}{note} is dominated even within tolerance by {len(beaten_by)} logged trial(s): {rivals}.",
+            facts,
+            chart=chart,
+        )
+    return Outcome(
+        1.0,
+        f"{where}{note} is on the Pareto front of the {len(logged)} complete trials, within "
+        f"tolerance ({len(front)} trial(s) on the front).",
+        facts,
+        chart=chart,
+    )
 
 
 @register("reproduces")
-def reproduces(spec: CheckSpec, ctx: CheckContext) -> Outcome:
+def reproduces(_: Params, ctx: CheckContext) -> Outcome:
     """The chosen trial's logged objectives agree with what the grader measures on the submitted model."""
     try:
         study = _study(ctx)
@@ -178,8 +225,9 @@ def reproduces(spec: CheckSpec, ctx: CheckContext) -> Outcome:
         measured = None if figure is None else figure.value
         facts[name] = {"logged": logged, "measured": measured}
         if objective.hardware_dependent:
-            lines.append(f"{name}: logged {_fmt(logged)}, measured here {_fmt(measured)} (hardware differs: shown, "
-                         "not compared)")
+            lines.append(
+                f"{name}: logged {_fmt(logged)}, measured here {_fmt(measured)} (hardware differs: shown, not compared)"
+            )
             continue
         compared += 1
         if measured is None:
@@ -190,9 +238,14 @@ def reproduces(spec: CheckSpec, ctx: CheckContext) -> Outcome:
             agreed += 1
             lines.append(f"{name}: logged {_fmt(logged)}, measured {_fmt(measured)}")
         else:
-            lines.append(f"{name}: logged {_fmt(logged)} but measured {_fmt(measured)} (allowed difference "
-                         f"{_fmt(tolerance)})")
+            lines.append(
+                f"{name}: logged {_fmt(logged)} but measured {_fmt(measured)} (allowed difference {_fmt(tolerance)})"
+            )
     if not compared:
-        return Outcome(0.0, "No logged objective can be reproduced on another machine; log at least one of "
-                            "accuracy, size_mb, gzip_mb, params or macs. " + "; ".join(lines) + ".", facts)
+        return Outcome(
+            0.0,
+            "No logged objective can be reproduced on another machine; log at least one of "
+            "accuracy, size_mb, gzip_mb, params or macs. " + "; ".join(lines) + ".",
+            facts,
+        )
     return Outcome(agreed / compared, f"Trial {trial.number}: " + "; ".join(lines) + ".", facts)

@@ -14,7 +14,7 @@ from github import Auth, Github, GithubRetry
 from github.PullRequest import PullRequest
 from github.Repository import Repository
 
-from grader.ci.policy import ChangedFile, FolderTree, TreeEntry
+from grader.ci.admission import ChangedFile, FolderTree, TreeEntry
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "PATCH", "DELETE"})
 
@@ -89,4 +89,3 @@ def _kind(type_: str, mode: str) -> str:
     if mode == "120000":
         return "symlink"
     return "file"
-

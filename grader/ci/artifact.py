@@ -19,9 +19,9 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from grader.assignment import Assignment
-from grader.filing import keyed_to_folder
-from grader.result import Result
+from grader.config.assignment import Assignment
+from grader.contracts.result import Result
+from grader.records.filing import keyed_to_folder
 
 MAX_RESULT_BYTES = 4 * 2**20
 SCORE_TOLERANCE = 0.01
@@ -65,8 +65,9 @@ def read_result(path: Path, max_bytes: int = MAX_RESULT_BYTES) -> Result:
         return Result.model_validate_json(data)
     except ValidationError as exc:
         first = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'file'}: {e['msg']}" for e in exc.errors()[:3])
-        raise ArtifactRejected(f"result.json does not match the result schema ({exc.error_count()} error(s): "
-                               f"{first[:300]})") from None
+        raise ArtifactRejected(
+            f"result.json does not match the result schema ({exc.error_count()} error(s): {first[:300]})"
+        ) from None
 
 
 def check_belongs(result: Result, expected: Expected) -> None:
@@ -75,9 +76,11 @@ def check_belongs(result: Result, expected: Expected) -> None:
     claimed = (ctx.repository, ctx.pr_number, ctx.head_sha, ctx.run_id)
     wanted = (expected.repository, expected.pr_number, expected.head_sha, expected.run_id)
     if claimed != wanted:
-        raise ArtifactRejected(f"result.json belongs to {ctx.repository} PR #{ctx.pr_number} at {ctx.head_sha} "
-                               f"(run {ctx.run_id}), not to {expected.repository} PR #{expected.pr_number} at "
-                               f"{expected.head_sha} (run {expected.run_id})")
+        raise ArtifactRejected(
+            f"result.json belongs to {ctx.repository} PR #{ctx.pr_number} at {ctx.head_sha} "
+            f"(run {ctx.run_id}), not to {expected.repository} PR #{expected.pr_number} at "
+            f"{expected.head_sha} (run {expected.run_id})"
+        )
 
 
 def check_adds_up(result: Result, assignment: Assignment) -> None:
@@ -91,12 +94,14 @@ def check_adds_up(result: Result, assignment: Assignment) -> None:
         defined = {c.id: c.points for c in assignment.checks}
         reported = {c.id: c.max_points for c in result.checks}
         if reported != defined or abs(result.max_score - assignment.max_score) > SCORE_TOLERANCE:
-            raise ArtifactRejected(f"the checks or maximum score differ from assignment {assignment.id} on the "
-                                   "base branch")
+            raise ArtifactRejected(
+                f"the checks or maximum score differ from assignment {assignment.id} on the base branch"
+            )
 
 
-def load_result_artifact(path: Path, expected: Expected, assignment: Assignment,
-                         max_bytes: int = MAX_RESULT_BYTES) -> Result:
+def load_result_artifact(
+    path: Path, expected: Expected, assignment: Assignment, max_bytes: int = MAX_RESULT_BYTES
+) -> Result:
     """The validated result for this run, filed under the approved folder, or ``ArtifactRejected``."""
     result = read_result(path, max_bytes)
     check_belongs(result, expected)

@@ -17,8 +17,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
 
+from grader.contracts.result import RunContext
 from grader.errors import CIUsageError
-from grader.result import RunContext
 
 SUPPORTED_EVENTS = ("pull_request_target", "pull_request")
 DEFAULT_API_URL = "https://api.github.com"
@@ -88,11 +88,20 @@ def run_info(env: Mapping[str, str] | None = None) -> RunInfo:
     repository = env.get("GITHUB_REPOSITORY")
     server = env.get("GITHUB_SERVER_URL") or DEFAULT_SERVER_URL
     url = f"{server}/{repository}/actions/runs/{run_id}" if run_id and repository else None
-    return RunInfo(run_id=int(run_id) if run_id and run_id.isdigit() else None, run_url=url,
-                   api_url=env.get("GITHUB_API_URL") or DEFAULT_API_URL)
+    return RunInfo(
+        run_id=int(run_id) if run_id and run_id.isdigit() else None,
+        run_url=url,
+        api_url=env.get("GITHUB_API_URL") or DEFAULT_API_URL,
+    )
 
 
 def run_context(event: PullRequestEvent, run: RunInfo) -> RunContext:
     """The context ``grader check --context`` records in ``result.json``."""
-    return RunContext(repository=event.repository, pr_number=event.pr_number, head_sha=event.head_sha,
-                      event_time=event.event_time, run_id=run.run_id, run_url=run.run_url)
+    return RunContext(
+        repository=event.repository,
+        pr_number=event.pr_number,
+        head_sha=event.head_sha,
+        event_time=event.event_time,
+        run_id=run.run_id,
+        run_url=run.run_url,
+    )

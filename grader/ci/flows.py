@@ -15,17 +15,23 @@ from pathlib import Path
 from github import Github
 
 from grader import __version__
-from grader.assignment import Assignment, load_assignment
+from grader.ci.admission import Decision, PolicyLimits, check_changes, check_tree, needs_approval
 from grader.ci.api import changed_files, folder_tree
 from grader.ci.artifact import ArtifactRejected, Expected, load_result_artifact
 from grader.ci.event import PullRequestEvent, RunInfo, run_context
-from grader.ci.messages import (POLICY_MARKER, POLICY_STATUS_CONTEXT, refusal_status, render_refusal, result_status,
-                                status_context)
-from grader.ci.policy import Decision, PolicyLimits, check_changes, check_tree, needs_approval
+from grader.ci.messages import (
+    POLICY_MARKER,
+    POLICY_STATUS_CONTEXT,
+    refusal_status,
+    render_refusal,
+    result_status,
+    status_context,
+)
 from grader.ci.publisher import Publisher, write_step_summary
+from grader.config.assignment import Assignment, load_assignment
+from grader.config.roster import Roster
+from grader.contracts.result import AssignmentRef, GraderRef, Problem, Result, SubmissionRef
 from grader.report.render import marker, render_markdown
-from grader.result import AssignmentRef, GraderRef, Problem, Result, SubmissionRef
-from grader.roster import Roster
 
 OUTCOME_WORDS = {
     "success": "The grading job finished, but its result could not be trusted",
@@ -54,8 +60,9 @@ class Published:
     detail: str = ""
 
 
-def decide_policy(gh: Github, event: PullRequestEvent, inputs: PolicyInputs, assignments: Path | None = None,
-                  count_runs: bool = False) -> Decision:
+def decide_policy(
+    gh: Github, event: PullRequestEvent, inputs: PolicyInputs, assignments: Path | None = None, count_runs: bool = False
+) -> Decision:
     """The policy for this event's head commit, from the API's changed-file list and git tree.
 
     With ``count_runs`` (the policy job), a PR that may be graded is also held to its
@@ -74,16 +81,22 @@ def decide_policy(gh: Github, event: PullRequestEvent, inputs: PolicyInputs, ass
         refusals = check_tree(path, folder_tree(repo, event.head_sha, path), inputs.limits)
     if refusals:
         return Decision(verdict="refuse", refusals=refusals, **facts)
-    decision = Decision(verdict="grade", team=folder[0], assignment=folder[1],
-                        needs_approval=needs_approval(inputs.gate, event.author_association), **facts)
+    decision = Decision(
+        verdict="grade",
+        team=folder[0],
+        assignment=folder[1],
+        needs_approval=needs_approval(inputs.gate, event.author_association),
+        **facts,
+    )
     return apply_run_limit(gh, event, inputs, decision, assignments) if count_runs else decision
 
 
-def apply_run_limit(gh: Github, event: PullRequestEvent, inputs: PolicyInputs, decision: Decision,
-                    assignments: Path | None) -> Decision:
+def apply_run_limit(
+    gh: Github, event: PullRequestEvent, inputs: PolicyInputs, decision: Decision, assignments: Path | None
+) -> Decision:
     """``limited`` when the team's graded runs of this assignment today reach its limit."""
     from grader.ci.runcount import published_runs
-    from grader.runlimit import count_graded
+    from grader.config.policy import count_graded
 
     limit = load_assignment(decision.assignment, assignments).max_runs_per_day
     if not limit:
@@ -94,19 +107,35 @@ def apply_run_limit(gh: Github, event: PullRequestEvent, inputs: PolicyInputs, d
 
 
 def with_run_count(decision: Decision, used: int, limit: int, moment: datetime) -> Decision:
-    from grader.ci.policy import refusal
-    from grader.runlimit import limit_reached
+    from grader.ci.admission import refusal
+    from grader.config.policy import limit_reached
 
     reached = limit_reached(decision.team, decision.assignment, used, limit, moment)
     if reached is None:
         return decision.model_copy(update={"runs_today": used})
-    return decision.model_copy(update={"verdict": "limited", "runs_today": used, "needs_approval": False,
-                                       "refusals": [refusal("runs_per_day", f"{reached.message} {reached.hint}")]})
+    return decision.model_copy(
+        update={
+            "verdict": "limited",
+            "runs_today": used,
+            "needs_approval": False,
+            "refusals": [refusal("runs_per_day", f"{reached.message} {reached.hint}")],
+        }
+    )
 
 
-def publish(gh: Github, publisher: Publisher, event: PullRequestEvent, run: RunInfo, inputs: PolicyInputs,
-            assignments: Path | None, artifact: Path, grade_outcome: str, summary: Path | None,
-            policy_verdict: str = "", runs_today: int | None = None) -> Published:
+def publish(
+    gh: Github,
+    publisher: Publisher,
+    event: PullRequestEvent,
+    run: RunInfo,
+    inputs: PolicyInputs,
+    assignments: Path | None,
+    artifact: Path,
+    grade_outcome: str,
+    summary: Path | None,
+    policy_verdict: str = "",
+    runs_today: int | None = None,
+) -> Published:
     """Post this run's outcome on the PR: a refusal, or the (validated) result, or an error report.
 
     The file rules are decided again here, never taken from the policy job. The runs-per-day
@@ -117,10 +146,13 @@ def publish(gh: Github, publisher: Publisher, event: PullRequestEvent, run: RunI
     if decision.verdict == "grade" and policy_verdict == "limited":
         limit = load_assignment(decision.assignment, assignments).max_runs_per_day
         if limit:
-            decision = with_run_count(decision, runs_today if runs_today is not None else limit, limit,
-                                      event.event_time)
+            decision = with_run_count(
+                decision, runs_today if runs_today is not None else limit, limit, event.event_time
+            )
     if decision.verdict == "stale":
-        return Published("stale", detail=f"PR #{event.pr_number} has moved past {event.head_sha}; the newer run reports")
+        return Published(
+            "stale", detail=f"PR #{event.pr_number} has moved past {event.head_sha}; the newer run reports"
+        )
     if decision.verdict in ("refuse", "limited"):
         body = render_refusal(decision)
         comment = publisher.upsert_comment(event.pr_number, POLICY_MARKER, body)
@@ -130,8 +162,14 @@ def publish(gh: Github, publisher: Publisher, event: PullRequestEvent, run: RunI
         return Published(action, comment.html_url, "; ".join(r.rule for r in decision.refusals))
     publisher.edit_if_present(event.pr_number, POLICY_MARKER, render_refusal(decision))
     assignment = load_assignment(decision.assignment, assignments)
-    expected = Expected(repository=event.repository, pr_number=event.pr_number, head_sha=event.head_sha,
-                        run_id=run.run_id, team=decision.team, assignment=decision.assignment)
+    expected = Expected(
+        repository=event.repository,
+        pr_number=event.pr_number,
+        head_sha=event.head_sha,
+        run_id=run.run_id,
+        team=decision.team,
+        assignment=decision.assignment,
+    )
     try:
         result = load_result_artifact(artifact, expected, assignment)
         # The context is restamped from this run's own event: the event time decides lateness,
@@ -148,17 +186,25 @@ def publish(gh: Github, publisher: Publisher, event: PullRequestEvent, run: RunI
     return Published(result.status, comment.html_url, detail)
 
 
-def unavailable_result(event: PullRequestEvent, run: RunInfo, expected: Expected, assignment: Assignment,
-                       reason: str, grade_outcome: str) -> Result:
+def unavailable_result(
+    event: PullRequestEvent, run: RunInfo, expected: Expected, assignment: Assignment, reason: str, grade_outcome: str
+) -> Result:
     """An ``error`` result for a run that produced nothing trustworthy: said plainly, charged to nobody."""
     opening = OUTCOME_WORDS.get(grade_outcome, "The grading job produced no usable result")
-    problem = Problem(kind="runner", message=f"{opening} ({reason}). This is not your fault and is not charged to you.",
-                      hint="Course staff can see the run's log; pushing a new commit grades again.")
+    problem = Problem(
+        kind="runner",
+        message=f"{opening} ({reason}). This is not your fault and is not charged to you.",
+        hint="Course staff can see the run's log; pushing a new commit grades again.",
+    )
     return Result(
         status="error",
         assignment=AssignmentRef(id=assignment.id, version=assignment.version),
         submission=SubmissionRef(team=expected.team, path=f"submissions/{expected.team}/{expected.assignment}"),
-        score=0.0, max_score=assignment.max_score, problems=[problem],
-        grader=GraderRef(version=__version__), context=run_context(event, run),
-        started_at=datetime.now(timezone.utc), duration_s=0.0,
+        score=0.0,
+        max_score=assignment.max_score,
+        problems=[problem],
+        grader=GraderRef(version=__version__),
+        context=run_context(event, run),
+        started_at=datetime.now(timezone.utc),
+        duration_s=0.0,
     )

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from markupsafe import Markup
 
-from grader.ci.policy import Decision
+from grader.ci.admission import Decision
+from grader.contracts.result import Result
 from grader.report.render import MARKER_PREFIX, render_markdown_template
-from grader.result import Result
 
 POLICY_MARKER = f"<!-- {MARKER_PREFIX}:v1 policy -->"
 STATUS_CONTEXT = "compression-grader"
@@ -15,10 +15,16 @@ POLICY_STATUS_CONTEXT = f"{STATUS_CONTEXT}/policy"
 
 def render_refusal(decision: Decision) -> str:
     """The policy comment: why the PR is refused, or (once fixed) that the rules are met."""
-    return render_markdown_template("refusal.md.j2", marker=Markup(POLICY_MARKER), refusals=decision.refusals,
-                                    limited=decision.verdict == "limited", assignment=decision.assignment,
-                                    author=decision.author, author_teams=decision.author_teams,
-                                    head_sha=decision.head_sha)
+    return render_markdown_template(
+        "refusal.md.j2",
+        marker=Markup(POLICY_MARKER),
+        refusals=decision.refusals,
+        limited=decision.verdict == "limited",
+        assignment=decision.assignment,
+        author=decision.author,
+        author_teams=decision.author_teams,
+        head_sha=decision.head_sha,
+    )
 
 
 def status_context(assignment: str) -> str:

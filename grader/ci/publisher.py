@@ -62,8 +62,16 @@ def first_line(text: str | None) -> str:
 class Publisher:
     """Writes to one repository as the grader's bot."""
 
-    def __init__(self, gh: Github, repository: str, bot_login: str, attempts: int = 5, backoff_s: float = 2.0,
-                 secondary_rate_wait_s: float = 60.0, sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        gh: Github,
+        repository: str,
+        bot_login: str,
+        attempts: int = 5,
+        backoff_s: float = 2.0,
+        secondary_rate_wait_s: float = 60.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.repo = gh.get_repo(repository)
         self.bot_login = bot_login
         self.attempts = attempts
@@ -100,6 +108,7 @@ class Publisher:
 
     def edit_if_present(self, number: int, marker: str, body: str) -> IssueComment | None:
         """Edit the bot's comment for ``marker`` if there is one; create nothing."""
+
         def once() -> IssueComment | None:
             ours = self.find_comments(number, marker)
             if ours and ours[0].body != body:
@@ -112,8 +121,12 @@ class Publisher:
         """A commit status on the PR's head commit (posting it twice is harmless: the latest wins)."""
         description = description if len(description) <= STATUS_DESCRIPTION_LIMIT else description[:137] + "..."
         extra = {"target_url": target_url} if target_url else {}
-        self._retrying(f"setting the commit status {context}", lambda: self.repo.get_commit(sha).create_status(
-            state=state, description=description, context=context, **extra))
+        self._retrying(
+            f"setting the commit status {context}",
+            lambda: self.repo.get_commit(sha).create_status(
+                state=state, description=description, context=context, **extra
+            ),
+        )
 
     def _retrying(self, what: str, operation: Callable[[], T]) -> T:
         for attempt in range(1, self.attempts + 1):

@@ -9,7 +9,7 @@ jobs that ran student models, so each is read the way ``grader results collect``
 (size caps, schema, the commit of the run that uploaded it), and a run counts for a team only if
 the PR it names was opened by a member of that team: a forged artifact cannot use up another
 team's runs. The rule itself (graded commits per UTC day, never the commit being decided) is
-``grader.runlimit.count_graded``, the same as with the store.
+``grader.config.policy.count_graded``, the same as with the store.
 """
 
 from __future__ import annotations
@@ -20,14 +20,21 @@ from datetime import datetime
 from github import Github, GithubException
 from github.Repository import Repository
 
-from grader.gradebook.collect import DEFAULT_ARTIFACT, artifact_name, artifact_results
-from grader.gradebook.ingest import InvalidResult
-from grader.roster import Roster
-from grader.runlimit import GradedRun, utc_day
+from grader.ci.collect import DEFAULT_ARTIFACT, artifact_name, artifact_results
+from grader.config.policy import GradedRun, utc_day
+from grader.config.roster import Roster
+from grader.records.ingest import InvalidResult
 
 
-def published_runs(gh: Github, repository: str, roster: Roster, team: str, assignment: str, moment: datetime,
-                   prefix: str = DEFAULT_ARTIFACT) -> list[GradedRun]:
+def published_runs(
+    gh: Github,
+    repository: str,
+    roster: Roster,
+    team: str,
+    assignment: str,
+    moment: datetime,
+    prefix: str = DEFAULT_ARTIFACT,
+) -> list[GradedRun]:
     """The runs of (team, assignment) whose GitHub event fell on ``moment``'s UTC day, from the artifacts."""
     start, end = utc_day(moment)
     repo = gh.get_repo(repository)
@@ -47,8 +54,16 @@ def published_runs(gh: Github, repository: str, roster: Roster, team: str, assig
             if ctx.event_time is None or not start <= ctx.event_time < end or ctx.pr_number is None:
                 continue
             if _opened_by_team(repo, ctx.pr_number, team, roster, members):
-                runs.append(GradedRun(team=team, assignment=assignment, status=result.status,
-                                      event_time=ctx.event_time, head_sha=ctx.head_sha, run_key=f"artifact:{artifact.id}"))
+                runs.append(
+                    GradedRun(
+                        team=team,
+                        assignment=assignment,
+                        status=result.status,
+                        event_time=ctx.event_time,
+                        head_sha=ctx.head_sha,
+                        run_key=f"artifact:{artifact.id}",
+                    )
+                )
     return runs
 
 

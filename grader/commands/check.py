@@ -5,9 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from grader import exitcodes
-from grader.commands.common import UsageError, add_runner_options, runner_config
+from grader.commands.common import UsageError, add_runner_options, runner_config, sandboxes
+
+if TYPE_CHECKING:  # the command line stays light: these load only in the handlers
+    from grader.config.course import RunnerConfig
 
 EXIT_CODES_HELP = """exit codes:
   0  graded (whatever the score)
@@ -17,24 +21,35 @@ EXIT_CODES_HELP = """exit codes:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    check = sub.add_parser("check", help="grade a submission folder (one holding submission.yaml)",
-                           epilog=EXIT_CODES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    check = sub.add_parser(
+        "check",
+        help="grade a submission folder (one holding submission.yaml)",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     check.add_argument("folder", type=Path, help="e.g. submissions/team-alpha/hw2-quantization-pruning")
     check.add_argument("--out", type=Path, help="output folder (default grader-out/<team>/<assignment>/)")
     check.add_argument("--assignments", type=Path, help="assignments folder (default: the course repo's)")
     check.add_argument("--quiet", action="store_true", help="print only the output folder")
-    check.add_argument("--store", type=Path, help="results store whose graded runs count against an assignment's "
-                       "runs-per-day limit (the final project's)")
-    check.add_argument("--context", type=Path, help="JSON with repository, pr_number, head_sha, event_time "
-                       "(written by the CI workflow from GitHub's event; recorded in result.json)")
+    check.add_argument(
+        "--store",
+        type=Path,
+        help="results store whose graded runs count against an assignment's runs-per-day limit (the final project's)",
+    )
+    check.add_argument(
+        "--context",
+        type=Path,
+        help="JSON with repository, pr_number, head_sha, event_time "
+        "(written by the CI workflow from GitHub's event; recorded in result.json)",
+    )
     add_runner_options(check)
     check.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from grader.grading import grade
+    from grader.grading.pipeline import grade
     from grader.report.render import write_reports
-    from grader.summary import print_summary
+    from grader.report.terminal import print_summary
 
     if not args.folder.is_dir():
         print(f"grader: {args.folder} is not a folder", file=sys.stderr)
@@ -43,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     if args.context:
         from pydantic import ValidationError
 
-        from grader.result import RunContext
+        from grader.contracts.result import RunContext
 
         try:
             context = RunContext.model_validate_json(args.context.read_text(encoding="utf-8"))
@@ -53,10 +68,11 @@ def run(args: argparse.Namespace) -> int:
     config = _runner_config_or_exit_code(args)
     if isinstance(config, int):
         return config
-    from grader.runner import select_runner, select_service_host
+    from grader.records.runlimit import StoredRunCount
 
-    grading = grade(args.folder, args.assignments, context, select_runner(config), args.store,
-                    select_service_host(config))
+    grading = grade(
+        args.folder, sandboxes(config), args.assignments, context, StoredRunCount(args.store) if args.store else None
+    )
     result = grading.result
     out = args.out or Path("grader-out") / result.submission.team / result.assignment.id
     paths = write_reports(result, out)
@@ -70,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     return grading.exit_code
 
 
-def _runner_config_or_exit_code(args: argparse.Namespace):
+def _runner_config_or_exit_code(args: argparse.Namespace) -> RunnerConfig | int:
     """The chosen runner settings, or the exit code after saying on stderr why there are none."""
     from grader.errors import ConfigError
 

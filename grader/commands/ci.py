@@ -41,9 +41,12 @@ DEFAULT_BOT = "github-actions[bot]"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    ci = sub.add_parser("ci", help="steps of the course repository's GitHub workflows (context, policy, publish, "
-                        "regrade-plan)",
-                        epilog=CI_EXIT_CODES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ci = sub.add_parser(
+        "ci",
+        help="steps of the course repository's GitHub workflows (context, policy, publish, regrade-plan)",
+        epilog=CI_EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     steps = ci.add_subparsers(dest="step", required=True)
 
     context = _step(steps, "context", "write the run context (PR, head SHA, event time) for grader check --context")
@@ -52,8 +55,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     policy = _step(steps, "policy", "decide whether this PR may be graded (read-only API calls)")
     _policy_options(policy)
-    policy.add_argument("--gate", default=os.environ.get("GRADER_GATE") or "none", choices=("none", "first-time", "all"),
-                        help="who needs a person's approval before grading (default $GRADER_GATE or none)")
+    policy.add_argument(
+        "--gate",
+        default=os.environ.get("GRADER_GATE") or "none",
+        choices=("none", "first-time", "all"),
+        help="who needs a person's approval before grading (default $GRADER_GATE or none)",
+    )
     policy.add_argument("--out", type=Path, help="also write the decision as JSON here")
     policy.set_defaults(handler=run_policy_step)
 
@@ -61,24 +68,45 @@ def register(sub: argparse._SubParsersAction) -> None:
     _policy_options(publish)
     publish.add_argument("--artifact", type=Path, required=True, help="the grading job's result.json (hostile input)")
     publish.add_argument("--grade-outcome", default="", help="the grading job's result (success, failure, ...)")
-    publish.add_argument("--policy-decision", default="", choices=("", "grade", "refuse", "stale", "limited"),
-                         help="the policy job's decision; only its runs-per-day verdict (limited) is used")
+    publish.add_argument(
+        "--policy-decision",
+        default="",
+        choices=("", "grade", "refuse", "stale", "limited"),
+        help="the policy job's decision; only its runs-per-day verdict (limited) is used",
+    )
     publish.add_argument("--runs-today", default="", help="the policy job's count of today's graded runs")
-    publish.add_argument("--bot-login", default=os.environ.get("GRADER_BOT_LOGIN") or DEFAULT_BOT,
-                         help=f"login that owns the grader's comments (default $GRADER_BOT_LOGIN or {DEFAULT_BOT})")
+    publish.add_argument(
+        "--bot-login",
+        default=os.environ.get("GRADER_BOT_LOGIN") or DEFAULT_BOT,
+        help=f"login that owns the grader's comments (default $GRADER_BOT_LOGIN or {DEFAULT_BOT})",
+    )
     publish.set_defaults(handler=run_publish_step)
 
     text = "validate a regrade tasks file (grader regrade --tasks) and write its job matrix as step outputs"
-    plan = steps.add_parser("regrade-plan", help=text, description=text, epilog=REGRADE_PLAN_HELP,
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
-    plan.add_argument("--tasks", type=Path, required=True,
-                      help="the tasks file, a path inside the repository checkout (the working directory)")
+    plan = steps.add_parser(
+        "regrade-plan",
+        help=text,
+        description=text,
+        epilog=REGRADE_PLAN_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    plan.add_argument(
+        "--tasks",
+        type=Path,
+        required=True,
+        help="the tasks file, a path inside the repository checkout (the working directory)",
+    )
     plan.set_defaults(handler=run_regrade_plan_step)
 
 
 def _step(steps: argparse._SubParsersAction, name: str, text: str) -> argparse.ArgumentParser:
-    parser = steps.add_parser(name, help=text, description=text, epilog=CI_EXIT_CODES_HELP,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = steps.add_parser(
+        name,
+        help=text,
+        description=text,
+        epilog=CI_EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--event", type=Path, help="event JSON (default $GITHUB_EVENT_PATH)")
     return parser
 
@@ -143,11 +171,28 @@ def run_publish_step(args: argparse.Namespace) -> int:
 
     try:
         s = _setup(args)
-        publisher = Publisher(s.gh, s.event.repository, args.bot_login, attempts=s.settings.attempts,
-                              backoff_s=s.settings.backoff_s, secondary_rate_wait_s=s.settings.secondary_rate_wait_s)
+        publisher = Publisher(
+            s.gh,
+            s.event.repository,
+            args.bot_login,
+            attempts=s.settings.attempts,
+            backoff_s=s.settings.backoff_s,
+            secondary_rate_wait_s=s.settings.secondary_rate_wait_s,
+        )
         runs_today = int(args.runs_today) if args.runs_today.isdigit() else None
-        done = publish(s.gh, publisher, s.event, s.run, s.inputs, args.assignments, args.artifact, args.grade_outcome,
-                       _env_path("GITHUB_STEP_SUMMARY"), args.policy_decision, runs_today)
+        done = publish(
+            s.gh,
+            publisher,
+            s.event,
+            s.run,
+            s.inputs,
+            args.assignments,
+            args.artifact,
+            args.grade_outcome,
+            _env_path("GITHUB_STEP_SUMMARY"),
+            args.policy_decision,
+            runs_today,
+        )
     except _Failed as failed:
         return failed.code
     except Exception as exc:  # noqa: BLE001
@@ -185,8 +230,10 @@ def run_regrade_plan_step(args: argparse.Namespace) -> int:
         rows = "".join(f"| {name} | {count} |\n" for name, count in sorted(per_assignment.items()))
         with open(summary, "a", encoding="utf-8") as handle:
             name = re.sub(r"[^A-Za-z0-9._/-]", "?", args.tasks.as_posix())
-            handle.write(f"### Regrade plan\n\n{len(plan.tasks)} task(s) in {len(plan.shards)} shard(s) "
-                         f"from `{name}`\n\n| assignment | tasks |\n| --- | --- |\n{rows}")
+            handle.write(
+                f"### Regrade plan\n\n{len(plan.tasks)} task(s) in {len(plan.shards)} shard(s) "
+                f"from `{name}`\n\n| assignment | tasks |\n| --- | --- |\n{rows}"
+            )
     print(matrix)
     print(f"regrade-plan: {len(plan.tasks)} task(s) in {len(plan.shards)} shard(s)", file=sys.stderr)
     return exitcodes.GRADED
@@ -210,13 +257,13 @@ class _Session:
 
 def _setup(args: argparse.Namespace) -> _Session:
     """Event, run, base-branch inputs and a GitHub client; usage problems end as exit code 2."""
-    from grader.assignment import list_assignment_ids
+    from grader.ci.admission import PolicyLimits
     from grader.ci.api import ClientSettings, make_client
     from grader.ci.event import load_event, run_info
     from grader.ci.flows import PolicyInputs
-    from grader.ci.policy import PolicyLimits
+    from grader.config.assignment import list_assignment_ids
+    from grader.config.roster import load_roster
     from grader.errors import CIUsageError, ConfigError
-    from grader.roster import load_roster
 
     try:
         event, run = load_event(event_path=args.event), run_info()
@@ -224,15 +271,25 @@ def _setup(args: argparse.Namespace) -> _Session:
         if not token:
             raise CIUsageError("GITHUB_TOKEN is not set; pass the job's token in the step's env.")
         roster = load_roster(args.roster)
-        limits = PolicyLimits(max_changed_files=args.max_changed_files, max_files=args.max_files,
-                              max_file_mb=args.max_file_mb, max_total_mb=args.max_total_mb)
+        limits = PolicyLimits(
+            max_changed_files=args.max_changed_files,
+            max_files=args.max_files,
+            max_file_mb=args.max_file_mb,
+            max_total_mb=args.max_total_mb,
+        )
         inputs = PolicyInputs(roster, list_assignment_ids(args.assignments), limits, getattr(args, "gate", "none"))
     except (CIUsageError, ConfigError) as exc:
         raise _Failed(_usage(exc)) from exc
-    spacing = {} if args.api_spacing is None else {"request_spacing_s": args.api_spacing,
-                                                   "write_spacing_s": args.api_spacing}
-    settings = ClientSettings(api_url=args.api_url or run.api_url, token=token, attempts=max(1, args.api_attempts),
-                              backoff_s=args.api_backoff, **spacing)
+    spacing = (
+        {} if args.api_spacing is None else {"request_spacing_s": args.api_spacing, "write_spacing_s": args.api_spacing}
+    )
+    settings = ClientSettings(
+        api_url=args.api_url or run.api_url,
+        token=token,
+        attempts=max(1, args.api_attempts),
+        backoff_s=args.api_backoff,
+        **spacing,
+    )
     return _Session(event, run, inputs, make_client(settings), settings)
 
 

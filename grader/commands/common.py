@@ -10,10 +10,17 @@ import functools
 import getpass
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING
 
 from grader import exitcodes
+
+if TYPE_CHECKING:  # the command line stays light: these load only in the handlers
+    from grader.config.course import RunnerConfig
+    from grader.gradebook.load import Sources
+    from grader.records.store import Store
+    from grader.sandbox.base import Sandboxes
 
 STAFF_EXIT_CODES = """exit codes:
   0  done
@@ -37,21 +44,27 @@ def add_policy_options(parser: argparse.ArgumentParser) -> None:
 def add_runner_options(parser: argparse.ArgumentParser) -> None:
     """Where student files run: the same options for ``grader check`` and ``grader regrade``."""
     runner = parser.add_argument_group("where the models run (default: course.yaml's runner, else local)")
-    runner.add_argument("--runner", choices=["local", "docker"],
-                        help="local: a sandboxed child process; docker: a locked-down container (needs an engine)")
-    runner.add_argument("--image", help="grading image for --runner docker, e.g. ghcr.io/org/grader@sha256:... "
-                        "(implies --runner docker)")
+    runner.add_argument(
+        "--runner",
+        choices=["local", "docker"],
+        help="local: a sandboxed child process; docker: a locked-down container (needs an engine)",
+    )
+    runner.add_argument(
+        "--image",
+        help="grading image for --runner docker, e.g. ghcr.io/org/grader@sha256:... (implies --runner docker)",
+    )
     runner.add_argument("--gpus", help="for --runner docker: auto (default), all, none, or GPU ids like 0,1")
-    runner.add_argument("--course", type=Path, help="course settings file (default: course.yaml of the checkout, "
-                        "or $GRADER_COURSE)")
+    runner.add_argument(
+        "--course", type=Path, help="course settings file (default: course.yaml of the checkout, or $GRADER_COURSE)"
+    )
 
 
-def runner_config(args: argparse.Namespace):
+def runner_config(args: argparse.Namespace) -> RunnerConfig:
     """The runner course.yaml names, with the command line's --runner / --image / --gpus on top.
 
     Raises ``UsageError`` for contradictory options and ``ConfigError`` for a broken course.yaml.
     """
-    from grader.course import load_course
+    from grader.config.course import load_course
 
     if args.course and not args.course.is_file():
         raise UsageError(f"--course {args.course} is not a file")
@@ -74,15 +87,32 @@ def runner_config(args: argparse.Namespace):
         raise UsageError(f"invalid runner options: {exc}") from None
 
 
+def sandboxes(config: RunnerConfig) -> Sandboxes:
+    """Where untrusted code runs, as ``config`` (course.yaml and the command line) chose: the only
+    place a sandbox or a service host is picked. A module-level function, so a regrade's process
+    pool can take it along."""
+    from grader.sandbox.base import Sandboxes
+
+    if config.kind == "docker":
+        from grader.sandbox.docker import DockerSandbox
+        from grader.sandbox.service_docker import DockerServiceHost
+
+        return Sandboxes(DockerSandbox(config.docker), DockerServiceHost(config.docker))
+    from grader.sandbox.local import run_worker
+    from grader.sandbox.service_local import LocalServiceHost
+
+    return Sandboxes(run_worker, LocalServiceHost())
+
+
 def db_path(args: argparse.Namespace) -> Path:
-    from grader.gradebook.store import default_db_path
+    from grader.records.store import default_db_path
 
     return args.db or default_db_path()
 
 
-def existing_store(args: argparse.Namespace):
+def existing_store(args: argparse.Namespace) -> Store:
     """Open the store for reading; a missing file is a usage error, not an empty gradebook."""
-    from grader.gradebook.store import Store
+    from grader.records.store import Store
 
     path = db_path(args)
     if not path.is_file():
@@ -90,7 +120,7 @@ def existing_store(args: argparse.Namespace):
     return Store(path)
 
 
-def sources(args: argparse.Namespace):
+def sources(args: argparse.Namespace) -> Sources:
     from grader.gradebook.load import Sources
 
     return Sources(db=db_path(args), assignments=args.assignments, roster=args.roster, web_url=args.web_url)
@@ -121,15 +151,19 @@ def staff_command(handler: Callable[[argparse.Namespace], int]) -> Callable[[arg
             return exitcodes.USAGE
         except ModuleNotFoundError as exc:
             if exc.name and exc.name.split(".")[0] in GRADEBOOK_MODULES:
-                print(f"grader: this command needs {exc.name}: pip install 'compression-grader[gradebook]'",
-                      file=sys.stderr)
+                print(
+                    f"grader: this command needs {exc.name}: pip install 'compression-grader[gradebook]'",
+                    file=sys.stderr,
+                )
                 return exitcodes.USAGE
             raise
         except Exception as exc:  # noqa: BLE001 - a one-line report; the traceback only on request
             if os.environ.get("GRADER_DEBUG"):
                 raise
-            print(f"grader: internal error ({type(exc).__name__}: {exc}); set GRADER_DEBUG=1 for the traceback",
-                  file=sys.stderr)
+            print(
+                f"grader: internal error ({type(exc).__name__}: {exc}); set GRADER_DEBUG=1 for the traceback",
+                file=sys.stderr,
+            )
             return exitcodes.INTERNAL
 
     return run

@@ -6,14 +6,25 @@ import argparse
 from pathlib import Path
 
 from grader import exitcodes
-from grader.commands.common import STAFF_EXIT_CODES, UsageError, add_policy_options, existing_store, sources, staff_command
+from grader.commands.common import (
+    STAFF_EXIT_CODES,
+    UsageError,
+    add_policy_options,
+    existing_store,
+    sources,
+    staff_command,
+)
 
 FORMATS = ("csv", "md", "xlsx", "html")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    book = sub.add_parser("gradebook", help="students x assignments: print it, write CSV, Markdown, Excel, HTML",
-                          epilog=STAFF_EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    book = sub.add_parser(
+        "gradebook",
+        help="students x assignments: print it, write CSV, Markdown, Excel, HTML",
+        epilog=STAFF_EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_policy_options(book)
     book.add_argument("--out", type=Path, default=Path("grader-out") / "gradebook", help="folder for the files")
     book.add_argument("--formats", default=",".join(FORMATS), help=f"comma-separated subset of {','.join(FORMATS)}")

@@ -10,8 +10,21 @@ from grader import exitcodes
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    listing = sub.add_parser("assignments", help="list assignments with their checks and points")
-    listing.add_argument("--assignments", type=Path)
+    listing = sub.add_parser(
+        "assignments",
+        help="list assignments with their checks and points",
+        epilog="exit codes:\n  0  listed (or, with --validate, every assignment is valid)\n"
+        "  2  an assignment.yaml or checker.py is invalid (each problem is printed)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    listing.add_argument("--assignments", type=Path, help="assignments folder (default: the course repo's)")
+    listing.add_argument(
+        "--validate",
+        action="store_true",
+        help="load every assignment.yaml and checker.py and check each check's rule and parameters "
+        "(unknown rule, unknown or mistyped parameter, unknown model role, a check id used "
+        "twice), before any submission is graded",
+    )
     listing.set_defaults(handler=run_assignments)
 
     schema = sub.add_parser("schema", help="print the result.json JSON Schema")
@@ -20,16 +33,37 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_assignments(args: argparse.Namespace) -> int:
-    from grader.assignment import list_assignment_ids, load_assignment
-    from grader.summary import print_assignments
+    from grader.config.assignment import list_assignment_ids, load_assignment
+    from grader.config.paths import assignments_root
+    from grader.errors import ConfigError
 
-    ids = list_assignment_ids(args.assignments)
-    print_assignments([load_assignment(i, args.assignments) for i in ids])
-    return exitcodes.GRADED
+    root = args.assignments or assignments_root()
+    ids = list_assignment_ids(root)
+    if not args.validate:
+        from grader.report.terminal import print_assignments
+
+        print_assignments([load_assignment(i, root) for i in ids])
+        return exitcodes.GRADED
+    from grader.checks import validate
+
+    failed = 0
+    for assignment_id in ids:
+        try:
+            checks = validate(load_assignment(assignment_id, root), root / assignment_id)
+        except ConfigError as exc:
+            failed += 1
+            print(f"invalid  {assignment_id}: {exc}", file=sys.stderr)
+            continue
+        print(f"valid    {assignment_id}: {len(checks)} checks ({', '.join(c.spec.rule for c in checks)})")
+    if not ids:
+        print(f"grader: no assignments under {root}", file=sys.stderr)
+        return exitcodes.USAGE
+    print(f"{len(ids) - failed} of {len(ids)} assignment(s) valid")
+    return exitcodes.USAGE if failed else exitcodes.GRADED
 
 
 def run_schema(args: argparse.Namespace) -> int:
-    from grader.result import json_schema
+    from grader.contracts.result import json_schema
 
     text = json_schema()
     if args.write:

@@ -10,20 +10,28 @@ from grader.commands.common import STAFF_EXIT_CODES, add_policy_options, existin
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    board = sub.add_parser("leaderboard", help="the final project's leaderboard (Markdown, CSV, HTML)",
-                           epilog=STAFF_EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    board = sub.add_parser(
+        "leaderboard",
+        help="the final project's leaderboard (Markdown, CSV, HTML)",
+        epilog=STAFF_EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_policy_options(board)
     board.add_argument("--assignment", default="final-project")
-    board.add_argument("--view", choices=["public", "private"], default="public",
-                       help="public: no held-out figures, members or links; private: everything, with the scatter")
+    board.add_argument(
+        "--view",
+        choices=["public", "private"],
+        default="public",
+        help="public: no held-out figures, members or links; private: everything, with the scatter",
+    )
     board.add_argument("--out", type=Path, default=Path("grader-out") / "leaderboard")
     board.set_defaults(handler=staff_command(run))
 
 
 def run(args: argparse.Namespace) -> int:
-    from grader.assignment import load_assignment
+    from grader.config.assignment import load_assignment
+    from grader.config.roster import default_roster_path, load_roster
     from grader.gradebook.final import board_from_store, to_markdown, write
-    from grader.roster import default_roster_path, load_roster
 
     assignment = load_assignment(args.assignment, args.assignments)
     roster = load_roster(args.roster or default_roster_path())

@@ -3,15 +3,31 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from grader import exitcodes
-from grader.commands.common import (STAFF_EXIT_CODES, UsageError, add_policy_options, add_runner_options, existing_store,
-                                    runner_config, sources, staff_command)
+from grader.commands.common import (
+    STAFF_EXIT_CODES,
+    UsageError,
+    add_policy_options,
+    add_runner_options,
+    existing_store,
+    runner_config,
+    sandboxes,
+    sources,
+    staff_command,
+)
 
-EPILOG = """Without --yes it prints what would change (old score -> new score) and asks before storing;
+if TYPE_CHECKING:  # the command line stays light: these load only in the handlers
+    from grader.gradebook.regrade import Outcome
+    from grader.gradebook.tasks import Task
+
+EPILOG = (
+    """Without --yes it prints what would change (old score -> new score) and asks before storing;
 without a terminal it stores nothing unless --yes is given. A regrade that ends in an internal
 error is never stored. For a runner pool (.github/workflows/regrade.yml): --tasks FILE --shards N
 writes a workflow_dispatch matrix and the work; each runner first runs
@@ -20,12 +36,18 @@ then, in a step without the token,
   grader regrade --run-tasks FILE --shard K --out DIR [--runner docker --image ...]
 and the result.json files are stored with  grader results import DIR --tasks FILE.
 
-""" + STAFF_EXIT_CODES
+"""
+    + STAFF_EXIT_CODES
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    regrade = sub.add_parser("regrade", help="re-run the checker on stored submissions at their graded SHA",
-                             epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    regrade = sub.add_parser(
+        "regrade",
+        help="re-run the checker on stored submissions at their graded SHA",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_policy_options(regrade)
     regrade.add_argument("--assignment")
     regrade.add_argument("--team")
@@ -38,9 +60,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     regrade.add_argument("--run-tasks", type=Path, help="on a runner: grade one shard of a --tasks file")
     regrade.add_argument("--shard", type=int, default=0)
     regrade.add_argument("--out", type=Path, help="with --run-tasks: folder for the result.json files")
-    regrade.add_argument("--fetch-only", action="store_true",
-                         help="with --run-tasks: only fetch the shard's commits from origin (token from $GITHUB_TOKEN, "
-                         "sent as a header through git's environment, never stored); grade later without it")
+    regrade.add_argument(
+        "--fetch-only",
+        action="store_true",
+        help="with --run-tasks: only fetch the shard's commits from origin (token from $GITHUB_TOKEN, "
+        "sent as a header through git's environment, never stored); grade later without it",
+    )
     add_runner_options(regrade)
     regrade.set_defaults(handler=run)
 
@@ -87,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     if not new or args.dry_run or not _confirmed(args, len(new)):
         print("nothing stored")
         return exitcodes.GRADED
-    from grader.gradebook.store import Store
+    from grader.records.store import Store
 
     with Store(sources(args).db) as store:
         report = store.add_runs((r, "regrade") for r in new)
@@ -95,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     return exitcodes.GRADED
 
 
-def _grade_with_progress(tasks, args: argparse.Namespace):
+def _grade_with_progress(tasks: list[Task], args: argparse.Namespace) -> list[Outcome]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from grader.gradebook import regrade
@@ -104,8 +129,14 @@ def _grade_with_progress(tasks, args: argparse.Namespace):
     columns = (TextColumn("regrading"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, transient=False) as progress:
         bar = progress.add_task("regrade", total=len(tasks))
-        return regrade.run_tasks(tasks, args.repo_dir.resolve(), args.assignments, workers,
-                                 lambda _: progress.advance(bar), args.runner_settings)
+        return regrade.run_tasks(
+            tasks,
+            args.repo_dir.resolve(),
+            args.assignments,
+            workers,
+            functools.partial(sandboxes, args.runner_settings),
+            lambda _: progress.advance(bar),
+        )
 
 
 def _confirmed(args: argparse.Namespace, count: int) -> bool:
@@ -141,7 +172,7 @@ def _run_shard(args: argparse.Namespace) -> int:
     return exitcodes.GRADED
 
 
-def _fetch_shard(args: argparse.Namespace, tasks) -> int:
+def _fetch_shard(args: argparse.Namespace, tasks: list[Task]) -> int:
     """Exit 5 when commits were needed and none could be fetched (a token or network problem);
     a commit GitHub no longer has is listed, and the grading step reports it as not regraded."""
     from grader.gradebook.regrade import fetch_commits
@@ -153,6 +184,8 @@ def _fetch_shard(args: argparse.Namespace, tasks) -> int:
         raise UsageError(str(exc)) from None
     for line in done.missing:
         print(f"not fetched: {line}", file=sys.stderr)
-    print(f"shard {args.shard}: {len(done.present)} commit(s) already here, {len(done.fetched)} fetched "
-          f"({'with' if token else 'without'} a token), {len(done.missing)} missing")
+    print(
+        f"shard {args.shard}: {len(done.present)} commit(s) already here, {len(done.fetched)} fetched "
+        f"({'with' if token else 'without'} a token), {len(done.missing)} missing"
+    )
     return exitcodes.UNAVAILABLE if done.missing and not done.fetched else exitcodes.GRADED

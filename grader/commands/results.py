@@ -7,32 +7,63 @@ import os
 import sys
 from datetime import timedelta, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from grader import exitcodes
-from grader.commands.common import (STAFF_EXIT_CODES, UsageError, add_policy_options, add_store_option, db_path,
-                                    existing_store, sources, staff_command, who)
+from grader.commands.common import (
+    STAFF_EXIT_CODES,
+    UsageError,
+    add_policy_options,
+    add_store_option,
+    db_path,
+    existing_store,
+    sources,
+    staff_command,
+    who,
+)
+
+if TYPE_CHECKING:  # the command line stays light: these load only in the handlers
+    from grader.records.ingest import Batch
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    results = sub.add_parser("results", help="the results store: import, collect from GitHub, override, extend, "
-                             "export", epilog=STAFF_EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    results = sub.add_parser(
+        "results",
+        help="the results store: import, collect from GitHub, override, extend, export",
+        epilog=STAFF_EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     actions = results.add_subparsers(dest="action", required=True)
 
     imp = actions.add_parser("import", help="store result.json files (folders are searched recursively)")
     imp.add_argument("paths", nargs="+", type=Path)
-    imp.add_argument("--tasks", type=Path, help="a regrade's tasks file: store only results that are the grading "
-                     "of one of its tasks (team, assignment, commit, PR, repository and event time all match)")
+    imp.add_argument(
+        "--tasks",
+        type=Path,
+        help="a regrade's tasks file: store only results that are the grading "
+        "of one of its tasks (team, assignment, commit, PR, repository and event time all match)",
+    )
     add_store_option(imp)
     imp.set_defaults(handler=run_import)
 
-    col = actions.add_parser("collect", help="store results from GitHub: the bot's PR comments and/or workflow "
-                             "artifacts (token from GITHUB_TOKEN or GH_TOKEN)")
+    col = actions.add_parser(
+        "collect",
+        help="store results from GitHub: the bot's PR comments and/or workflow "
+        "artifacts (token from GITHUB_TOKEN or GH_TOKEN)",
+    )
     col.add_argument("--repo", required=True, help="OWNER/NAME of the course repository")
     col.add_argument("--from", dest="kinds", choices=["comments", "artifacts", "both"], default="both")
-    col.add_argument("--bot", default=os.environ.get("GRADER_BOT_LOGIN"),
-                     help="login whose comments are trusted (default $GRADER_BOT_LOGIN or github-actions[bot])")
-    col.add_argument("--artifact-name", default=None, help="name of the result artifacts: NAME or NAME-<team>-<assignment> "
-                     "(default: result, as grade.yml uploads them)")
+    col.add_argument(
+        "--bot",
+        default=os.environ.get("GRADER_BOT_LOGIN"),
+        help="login whose comments are trusted (default $GRADER_BOT_LOGIN or github-actions[bot])",
+    )
+    col.add_argument(
+        "--artifact-name",
+        default=None,
+        help="name of the result artifacts: NAME or NAME-<team>-<assignment> "
+        "(default: result, as grade.yml uploads them)",
+    )
     col.add_argument("--api-url", default=os.environ.get("GITHUB_API_URL", "https://api.github.com"))
     add_store_option(col)
     col.set_defaults(handler=run_collect)
@@ -75,7 +106,7 @@ def _team_assignment(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--assignment", required=True)
 
 
-def _report_batch(batch, added: int, duplicates: int) -> int:
+def _report_batch(batch: Batch, added: int, duplicates: int) -> int:
     print(f"stored {added} new run(s); {duplicates} already stored")
     for rejection in batch.rejected:
         print(f"rejected {rejection.source}: {rejection.reason}", file=sys.stderr)
@@ -84,8 +115,8 @@ def _report_batch(batch, added: int, duplicates: int) -> int:
 
 @staff_command
 def run_import(args: argparse.Namespace) -> int:
-    from grader.gradebook.ingest import read_results
-    from grader.gradebook.store import Store
+    from grader.records.ingest import read_results
+    from grader.records.store import Store
 
     missing = [str(p) for p in args.paths if not p.exists()]
     if missing:
@@ -109,21 +140,29 @@ def run_collect(args: argparse.Namespace) -> int:
     from github import GithubException
     from requests import RequestException
 
-    from grader.gradebook.collect import DEFAULT_ARTIFACT, DEFAULT_BOT, Source, collect
-    from grader.gradebook.ingest import REPOSITORY
-    from grader.gradebook.store import Store
+    from grader.ci.collect import DEFAULT_ARTIFACT, DEFAULT_BOT, Source, collect
+    from grader.records.ingest import REPOSITORY
+    from grader.records.store import Store
 
     if not REPOSITORY.match(args.repo):
         raise UsageError(f"--repo must be OWNER/NAME, not {args.repo!r}")
-    source = Source(repository=args.repo, token=os.environ.get("GITHUB_TOKEN") or os.environ.get("GH_TOKEN"),
-                    api_url=args.api_url, bot=args.bot or DEFAULT_BOT, artifact_name=args.artifact_name or DEFAULT_ARTIFACT)
+    source = Source(
+        repository=args.repo,
+        token=os.environ.get("GITHUB_TOKEN") or os.environ.get("GH_TOKEN"),
+        api_url=args.api_url,
+        bot=args.bot or DEFAULT_BOT,
+        artifact_name=args.artifact_name or DEFAULT_ARTIFACT,
+    )
     kinds = ("comments", "artifacts") if args.kinds == "both" else (args.kinds,)
     try:
         batch = collect(source, kinds)
     except (GithubException, RequestException) as exc:
         status = getattr(exc, "status", "")
-        print(f"grader: GitHub API error {status} while collecting from {args.repo}: "
-              f"{getattr(exc, 'message', None) or type(exc).__name__}", file=sys.stderr)
+        print(
+            f"grader: GitHub API error {status} while collecting from {args.repo}: "
+            f"{getattr(exc, 'message', None) or type(exc).__name__}",
+            file=sys.stderr,
+        )
         return exitcodes.UNAVAILABLE
     with Store(db_path(args)) as store:
         report = store.add_runs(batch.results)
@@ -143,8 +182,8 @@ def run_runs(args: argparse.Namespace) -> int:
     return exitcodes.GRADED
 
 
-def _known_assignment(args: argparse.Namespace):
-    from grader.assignment import list_assignment_ids, load_assignment
+def _known_assignment(args: argparse.Namespace) -> str:
+    from grader.config.assignment import list_assignment_ids, load_assignment
 
     known = list_assignment_ids(args.assignments)
     if args.assignment not in known:
@@ -153,7 +192,7 @@ def _known_assignment(args: argparse.Namespace):
 
 
 def _known_team(args: argparse.Namespace) -> None:
-    from grader.roster import default_roster_path, load_roster
+    from grader.config.roster import default_roster_path, load_roster
 
     roster = load_roster(args.roster or default_roster_path())
     if args.team not in roster.teams:
@@ -162,7 +201,7 @@ def _known_team(args: argparse.Namespace) -> None:
 
 @staff_command
 def run_override(args: argparse.Namespace) -> int:
-    from grader.gradebook.store import Store
+    from grader.records.store import Store
 
     _known_assignment(args)
     _known_team(args)
@@ -177,8 +216,8 @@ def run_override(args: argparse.Namespace) -> int:
 
 @staff_command
 def run_extend(args: argparse.Namespace) -> int:
-    from grader.gradebook.store import Store
-    from grader.policy import Policy
+    from grader.config.policy import Policy
+    from grader.records.store import Store
 
     assignment = _known_assignment(args)
     _known_team(args)
@@ -194,8 +233,10 @@ def run_extend(args: argparse.Namespace) -> int:
             raise UsageError(f"--until: {exc}") from None
     with Store(db_path(args)) as store:
         store.add_extension(args.team, args.assignment, due, args.reason, who(args))
-    print(f"{args.team} / {args.assignment}: deadline {due.isoformat()} "
-          f"({due.astimezone(timezone.utc):%Y-%m-%d %H:%M} UTC) ({args.reason})")
+    print(
+        f"{args.team} / {args.assignment}: deadline {due.isoformat()} "
+        f"({due.astimezone(timezone.utc):%Y-%m-%d %H:%M} UTC) ({args.reason})"
+    )
     return exitcodes.GRADED
 
 

@@ -55,10 +55,24 @@ def print_team_runs(book: Gradebook, team: str, assignment: str | None = None, c
         table.add_column(column, overflow="fold")
     for r in runs.to_dict("records"):
         mark = "[green]✔ counted[/]" if r["counted"] else ("[dim]replaced[/]" if not r["current"] else "")
-        late = "past cutoff" if r["past_cutoff"] else (f"{r['days_late']}d -{r['points_lost']:g}" if r["days_late"] else "")
+        late = (
+            "past cutoff"
+            if r["past_cutoff"]
+            else (f"{r['days_late']}d -{r['points_lost']:g}" if r["days_late"] else "")
+        )
         when = r["when"].strftime("%Y-%m-%d %H:%M:%S") + (" (graded time)" if r["time_source"] == "graded" else "")
-        table.add_row(mark, escape(r["assignment"]), when, _text(r["head_sha"])[:10], r["status"], _num(r["score"]),
-                      late, _num(r["final"]), escape(_text(r["pr_url"])), style="dim" if not r["current"] else None)
+        table.add_row(
+            mark,
+            escape(r["assignment"]),
+            when,
+            _text(r["head_sha"])[:10],
+            r["status"],
+            _num(r["score"]),
+            late,
+            _num(r["final"]),
+            escape(_text(r["pr_url"])),
+            style="dim" if not r["current"] else None,
+        )
     console.print(table)
     grades = book.grades[book.grades["team"] == team]
     for g in grades.to_dict("records"):
@@ -80,22 +94,45 @@ def print_regrade_changes(outcomes: list, console: Console | None = None) -> Non
         old = f"{task.old_score:g} ({task.old_status})"
         if result is None:
             failed += 1
-            table.add_row(str(task.run_id), escape(task.team), escape(task.assignment), task.head_sha[:10], old,
-                          "[red]not regraded[/]", escape(outcome.problem))
+            table.add_row(
+                str(task.run_id),
+                escape(task.team),
+                escape(task.assignment),
+                task.head_sha[:10],
+                old,
+                "[red]not regraded[/]",
+                escape(outcome.problem),
+            )
             continue
         if result.status == "error":
             failed += 1
-            table.add_row(str(task.run_id), escape(task.team), escape(task.assignment), task.head_sha[:10], old,
-                          "[magenta]grader error[/]", "not stored")
+            table.add_row(
+                str(task.run_id),
+                escape(task.team),
+                escape(task.assignment),
+                task.head_sha[:10],
+                old,
+                "[magenta]grader error[/]",
+                "not stored",
+            )
             continue
         if result.score == task.old_score and result.status == task.old_status:
             unchanged += 1
             continue
         delta = result.score - task.old_score
         colour = "green" if delta > 0 else ("red" if delta < 0 else "yellow")
-        table.add_row(str(task.run_id), escape(task.team), escape(task.assignment), task.head_sha[:10], old,
-                      f"{result.score:g} ({result.status})", f"[{colour}]{old} → {result.score:g} ({delta:+g})[/]")
+        table.add_row(
+            str(task.run_id),
+            escape(task.team),
+            escape(task.assignment),
+            task.head_sha[:10],
+            old,
+            f"{result.score:g} ({result.status})",
+            f"[{colour}]{old} → {result.score:g} ({delta:+g})[/]",
+        )
     if table.row_count:
         console.print(table)
-    console.print(f"{len(outcomes)} submission(s): {table.row_count - failed} changed, {unchanged} unchanged, "
-                  f"{failed} not regraded")
+    console.print(
+        f"{len(outcomes)} submission(s): {table.row_count - failed} changed, {unchanged} unchanged, "
+        f"{failed} not regraded"
+    )

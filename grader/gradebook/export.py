@@ -15,6 +15,7 @@ import pandas as pd
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from grader import __version__
+from grader.config.assignment import Assignment
 from grader.gradebook.leaderboard import leaderboard
 from grader.gradebook.table import Gradebook
 from grader.report.escape import md
@@ -22,9 +23,26 @@ from grader.report.escape import md
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 IDENTITY = ["student_id", "name", "github", "email", "team"]
 FORMATS = ("csv", "md", "xlsx", "html")
-RUN_EXPORT_COLUMNS = ["team", "assignment", "id", "status", "score", "days_late", "points_lost", "final", "counted",
-                      "current", "past_cutoff", "when", "time_source", "deadline", "head_sha", "pr_url", "run_url",
-                      "source"]
+RUN_EXPORT_COLUMNS = [
+    "team",
+    "assignment",
+    "id",
+    "status",
+    "score",
+    "days_late",
+    "points_lost",
+    "final",
+    "counted",
+    "current",
+    "past_cutoff",
+    "when",
+    "time_source",
+    "deadline",
+    "head_sha",
+    "pr_url",
+    "run_url",
+    "source",
+]
 
 
 def safe_cell(value: object) -> object:
@@ -50,7 +68,7 @@ def lms_frame(book: Gradebook) -> pd.DataFrame:
     return pd.concat([book.students, flags], axis=1)
 
 
-def leaderboard_frame(book: Gradebook, assignment) -> pd.DataFrame:
+def leaderboard_frame(book: Gradebook, assignment: Assignment) -> pd.DataFrame:
     """A leaderboard with its figures named by their metric, ready to publish."""
     spec = assignment.leaderboard
     return leaderboard(book, assignment).rename(columns={"x": spec.x.metric, "y": spec.y.metric})
@@ -63,7 +81,8 @@ def write_csv(book: Gradebook, path: Path) -> Path:
     for assignment in book.assignments:
         if assignment.leaderboard is not None:
             spreadsheet_safe(leaderboard_frame(book, assignment)).to_csv(
-                path.with_name(f"leaderboard-{assignment.id}.csv"), index=False)
+                path.with_name(f"leaderboard-{assignment.id}.csv"), index=False
+            )
     return path
 
 
@@ -75,8 +94,13 @@ def cell_text(score: object, flags: str) -> str:
 def write_markdown(book: Gradebook, path: Path) -> Path:
     ids = book.assignment_ids
     header = ["student", "student id", "team", *ids, "total"]
-    lines = ["# Gradebook", "", f"Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC by compression-grader "
-             f"{__version__}. In brackets: why a grade is not simply the run's score.", ""]
+    lines = [
+        "# Gradebook",
+        "",
+        f"Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC by compression-grader "
+        f"{__version__}. In brackets: why a grade is not simply the run's score.",
+        "",
+    ]
     lines += ["| " + " | ".join(md(h) for h in header) + " |", "|" + "---|" * len(header)]
     for (_, student), (_, marks) in zip(book.students.iterrows(), book.flags.iterrows()):
         cells = [student["name"] or student["github"], student["student_id"], student["team"]]
@@ -98,13 +122,19 @@ def write_excel(book: Gradebook, path: Path) -> Path:
         for assignment in book.assignments:
             if assignment.leaderboard is not None:
                 spreadsheet_safe(leaderboard_frame(book, assignment)).to_excel(
-                    writer, sheet_name=f"lb {assignment.id}"[:31], index=False)
+                    writer, sheet_name=f"lb {assignment.id}"[:31], index=False
+                )
     return path
 
 
 def _environment() -> Environment:
-    env = Environment(loader=PackageLoader("grader.gradebook", "templates"), autoescape=select_autoescape(["j2"]),
-                      undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env = Environment(
+        loader=PackageLoader("grader.gradebook", "templates"),
+        autoescape=select_autoescape(["j2"]),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
     env.filters["num"] = lambda v: "—" if v is None or pd.isna(v) else f"{v:g}"
     return env
 
@@ -114,15 +144,29 @@ def policy_lines(book: Gradebook) -> list[dict[str, str]]:
     for a in book.assignments:
         p = a.policy
         late = p.late
-        rule = (f"-{late.per_day:.0%} of the {'score' if late.basis == 'score' else 'maximum'} per started day, "
-                f"at most -{late.cap:.0%}") if late.per_day else "no penalty"
+        rule = (
+            (
+                f"-{late.per_day:.0%} of the {'score' if late.basis == 'score' else 'maximum'} per started day, "
+                f"at most -{late.cap:.0%}"
+            )
+            if late.per_day
+            else "no penalty"
+        )
         if late.grace_minutes:
             rule += f", {late.grace_minutes:g} min grace"
         if late.cutoff_days:
             rule += f", nothing counts after {late.cutoff_days:g} days"
         deadline = f"{p.deadline:%Y-%m-%d %H:%M %Z} ({p.deadline_utc():%Y-%m-%d %H:%M} UTC)" if p.deadline else "none"
-        rows.append({"id": a.id, "title": a.title, "max": f"{a.max_score:g}", "deadline": deadline, "late": rule,
-                     "counts": "best score after penalties" if p.counts == "best" else "last run"})
+        rows.append(
+            {
+                "id": a.id,
+                "title": a.title,
+                "max": f"{a.max_score:g}",
+                "deadline": deadline,
+                "late": rule,
+                "counts": "best score after penalties" if p.counts == "best" else "last run",
+            }
+        )
     return rows
 
 
@@ -132,19 +176,29 @@ def _numbers(values: pd.Series) -> pd.Series:
 
 def run_rows(runs: pd.DataFrame) -> dict[str, list[dict]]:
     """Every run as display-ready text per team, formatted column-wise (tens of thousands of rows)."""
+
     def text(column: str) -> pd.Series:
         return runs[column].where(runs[column].map(lambda v: isinstance(v, str)), "")
 
     late = ("-" + _numbers(runs["points_lost"])).where(runs["days_late"] > 0, "")
     late = (runs["days_late"].astype(str) + "d, " + late).where(runs["days_late"] > 0, "")
-    view = pd.DataFrame({
-        "team": runs["team"], "assignment": runs["assignment"], "when": runs["when"].dt.strftime("%Y-%m-%d %H:%M:%S"),
-        "graded_time": runs["time_source"] == "graded", "commit": text("head_sha").str[:10], "status": runs["status"],
-        "score": _numbers(runs["score"]), "late": late.where(~runs["past_cutoff"].astype(bool), "past cutoff"),
-        "final": _numbers(runs["final"]), "pr_url": text("pr_url"),
-        "pr": runs["pr_number"].map(lambda n: "" if pd.isna(n) else f"#{int(n)}"), "run_url": text("run_url"),
-        "css": np.where(runs["counted"], "counted", np.where(runs["current"], "", "superseded")),
-    })
+    view = pd.DataFrame(
+        {
+            "team": runs["team"],
+            "assignment": runs["assignment"],
+            "when": runs["when"].dt.strftime("%Y-%m-%d %H:%M:%S"),
+            "graded_time": runs["time_source"] == "graded",
+            "commit": text("head_sha").str[:10],
+            "status": runs["status"],
+            "score": _numbers(runs["score"]),
+            "late": late.where(~runs["past_cutoff"].astype(bool), "past cutoff"),
+            "final": _numbers(runs["final"]),
+            "pr_url": text("pr_url"),
+            "pr": runs["pr_number"].map(lambda n: "" if pd.isna(n) else f"#{int(n)}"),
+            "run_url": text("run_url"),
+            "css": np.where(runs["counted"], "counted", np.where(runs["current"], "", "superseded")),
+        }
+    )
     grouped: dict[str, list[dict]] = {}
     for row in view.sort_values(["team"], kind="stable").to_dict("records"):
         grouped.setdefault(row["team"], []).append(row)
@@ -157,16 +211,31 @@ def write_html(book: Gradebook, path: Path) -> Path:
     team_runs = run_rows(book.runs)
     boards = [(a, leaderboard(book, a).to_dict("records")) for a in book.assignments if a.leaderboard is not None]
     students = [(s, f) for s, f in zip(book.students.to_dict("records"), book.flags.to_dict("records"))]
-    html = _environment().get_template("gradebook.html.j2").render(
-        book=book, students=students, plots=all_plots(book), policies=policy_lines(book), team_runs=team_runs,
-        boards=boards, generated=datetime.now(timezone.utc), version=__version__, isna=pd.isna,
+    html = (
+        _environment()
+        .get_template("gradebook.html.j2")
+        .render(
+            book=book,
+            students=students,
+            plots=all_plots(book),
+            policies=policy_lines(book),
+            team_runs=team_runs,
+            boards=boards,
+            generated=datetime.now(timezone.utc),
+            version=__version__,
+            isna=pd.isna,
+        )
     )
     path.write_text(html, encoding="utf-8")
     return path
 
 
-WRITERS = {"csv": ("grades.csv", write_csv), "md": ("grades.md", write_markdown),
-           "xlsx": ("grades.xlsx", write_excel), "html": ("gradebook.html", write_html)}
+WRITERS = {
+    "csv": ("grades.csv", write_csv),
+    "md": ("grades.md", write_markdown),
+    "xlsx": ("grades.xlsx", write_excel),
+    "html": ("gradebook.html", write_html),
+}
 
 
 def write_all(book: Gradebook, out_dir: Path, formats: tuple[str, ...] = FORMATS) -> dict[str, Path]:

@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from grader.assignment import Assignment
+from grader.config.assignment import Assignment
+from grader.config.roster import Roster
+from grader.contracts.figures import SCORE_FIGURE
+from grader.contracts.result import CheckStatus, Result
 from grader.gradebook.leaderboard import pareto_front
-from grader.gradebook.store import Store
+from grader.records.store import Store
 from grader.report.escape import md
-from grader.result import CheckStatus, Result
-from grader.roster import Roster
-from grader.scoring import SCORE_FIGURE
 
 VIEWS = ("public", "private")
 
@@ -50,10 +50,16 @@ def entry_of(result: Result, assignment: Assignment) -> Entry:
         wanted += [assignment.leaderboard.x.metric, assignment.leaderboard.y.metric]
     wanted += [t.metric for t in assignment.score.terms] if assignment.score else []
     figures = {name: (result.metrics[name].value if name in result.metrics else None) for name in dict.fromkeys(wanted)}
-    return Entry(team=result.submission.team, score=figures.get(SCORE_FIGURE), gated=passed,
-                 event_time=result.context.event_time or result.started_at, figures=figures,
-                 pr_number=result.context.pr_number, run_url=result.context.run_url,
-                 members=list(result.submission.members))
+    return Entry(
+        team=result.submission.team,
+        score=figures.get(SCORE_FIGURE),
+        gated=passed,
+        event_time=result.context.event_time or result.started_at,
+        figures=figures,
+        pr_number=result.context.pr_number,
+        run_url=result.context.run_url,
+        members=list(result.submission.members),
+    )
 
 
 def _key(entry: Entry) -> tuple:
@@ -82,8 +88,13 @@ def rank(entries: list[Entry], roster: Roster | None, assignment: Assignment) ->
         if entry.gated and entry.score is not None:
             position += 1
             entry.rank = position
-    reference = Entry(team="(course reference)", score=assignment.score.neutral() if assignment.score else None,
-                      gated=True, event_time=None, baseline=True)
+    reference = Entry(
+        team="(course reference)",
+        score=assignment.score.neutral() if assignment.score else None,
+        gated=True,
+        event_time=None,
+        baseline=True,
+    )
     return competing + sorted((e for e in teams if e.baseline), key=_key) + [reference]
 
 
@@ -132,9 +143,12 @@ def to_markdown(entries: list[Entry], assignment: Assignment, view: str) -> str:
     lines = [f"## Leaderboard: {md(assignment.title)}", ""]
     if assignment.score:
         gates = ", ".join(c.title for c in assignment.checks if c.id in assignment.ranking_checks())
-        lines += [f"Score: {md(assignment.score.describe())}. Ratios are against the course reference measured "
-                  f"in the same run; an entry is ranked only if it passes: {md(gates)}. Others are listed, "
-                  "not ranked.", ""]
+        lines += [
+            f"Score: {md(assignment.score.describe())}. Ratios are against the course reference measured "
+            f"in the same run; an entry is ranked only if it passes: {md(gates)}. Others are listed, "
+            "not ranked.",
+            "",
+        ]
     lines.append("| " + " | ".join(md(h) for _, h in cols) + " |")
     lines.append("|" + "---|" * len(cols))
     for entry in entries:
@@ -160,8 +174,11 @@ def _no_formula(text: str) -> str:
 def scatter(entries: list[Entry], assignment: Assignment) -> str | None:
     """Accuracy-vs-speed scatter with the Pareto front, as a PNG data URI (None without axes)."""
     spec = assignment.leaderboard
-    points = [e for e in entries if spec and e.figures.get(spec.x.metric) is not None
-              and e.figures.get(spec.y.metric) is not None]
+    points = [
+        e
+        for e in entries
+        if spec and e.figures.get(spec.x.metric) is not None and e.figures.get(spec.y.metric) is not None
+    ]
     if spec is None or not points:
         return None
     import numpy as np
@@ -194,8 +211,15 @@ def to_html(entries: list[Entry], assignment: Assignment, view: str) -> str:
     rows = [[cell(e, k) for k, _ in cols] for e in entries]
     plot = scatter(entries, assignment) if view == "private" else None
     gates = ", ".join(c.title for c in assignment.checks if c.id in assignment.ranking_checks())
-    return template.render(a=assignment, headers=[h for _, h in cols], rows=rows, plot=plot, view=view,
-                           formula=assignment.score.describe() if assignment.score else "", gates=gates)
+    return template.render(
+        a=assignment,
+        headers=[h for _, h in cols],
+        rows=rows,
+        plot=plot,
+        view=view,
+        formula=assignment.score.describe() if assignment.score else "",
+        gates=gates,
+    )
 
 
 HTML = """<!doctype html>
@@ -208,7 +232,8 @@ td:nth-child(n+3){font-variant-numeric:tabular-nums}</style></head>
 only if it passes: {{ gates }}. Others are listed, not ranked; ties go to the earlier submission.</p>
 <table><tr>{% for h in headers %}<th>{{ h }}</th>{% endfor %}</tr>
 {% for row in rows %}<tr>{% for c in row %}<td>{{ c }}</td>{% endfor %}</tr>{% endfor %}</table>
-{% if plot %}<h2>{{ a.leaderboard.y.label }} against {{ a.leaderboard.x.label }}</h2><img alt="best entry per team, Pareto front in red" src="{{ plot }}">{% endif %}
+{% if plot %}<h2>{{ a.leaderboard.y.label }} against {{ a.leaderboard.x.label }}</h2>
+<img alt="best entry per team, Pareto front in red" src="{{ plot }}">{% endif %}
 </body></html>
 """
 

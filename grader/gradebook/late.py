@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from grader.policy import SECONDS_PER_DAY, LateRule
+from grader.config.policy import SECONDS_PER_DAY, LateRule
 
 
 @dataclass
@@ -36,5 +36,10 @@ def assess(when: pd.Series, deadline: pd.Series, score: pd.Series, max_score: pd
     fraction = np.minimum(rule.cap, rule.per_day * days)
     basis = score if rule.basis == "score" else max_score
     lost = (fraction * basis).clip(upper=score).round(2)
-    return Lateness(seconds_late=seconds, days_late=days, past_cutoff=past_cutoff.astype(bool),
-                    points_lost=lost, final=(score - lost).round(2))
+    return Lateness(
+        seconds_late=seconds,
+        days_late=days,
+        past_cutoff=past_cutoff.astype(bool),
+        points_lost=lost,
+        final=(score - lost).round(2),
+    )

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from grader.assignment import Assignment, list_assignment_ids, load_assignment
-from grader.gradebook.store import Store
+from grader.config.assignment import Assignment, list_assignment_ids, load_assignment
+from grader.config.roster import Roster, default_roster_path, load_roster
 from grader.gradebook.table import Gradebook, build_gradebook
-from grader.roster import Roster, default_roster_path, load_roster
+from grader.records.store import Store
 
 
 @dataclass
@@ -26,8 +26,14 @@ def load_assignments(root: Path | None) -> list[Assignment]:
 def open_gradebook(sources: Sources, store: Store, with_metrics: bool = True) -> Gradebook:
     """The gradebook; ``with_metrics`` adds the figures of the counted runs (leaderboards, Gradescope)."""
     roster: Roster = load_roster(sources.roster or default_roster_path())
-    book = build_gradebook(store.runs_frame(), load_assignments(sources.assignments), roster,
-                           store.overrides_frame(), store.extensions_frame(), web_url=sources.web_url)
+    book = build_gradebook(
+        store.runs_frame(),
+        load_assignments(sources.assignments),
+        roster,
+        store.overrides_frame(),
+        store.extensions_frame(),
+        web_url=sources.web_url,
+    )
     if with_metrics:
         counted = book.runs.index[book.runs["counted"]]
         figures = store.metrics(book.runs.loc[counted, "id"])

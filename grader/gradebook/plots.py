@@ -6,10 +6,11 @@ from __future__ import annotations
 import base64
 import io
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from grader.assignment import Assignment
+from grader.config.assignment import Assignment
 from grader.gradebook.leaderboard import leaderboard
 from grader.gradebook.table import Gradebook
 
@@ -22,7 +23,7 @@ class Plot:
     data_uri: str
 
 
-def _pyplot():
+def _pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -31,7 +32,7 @@ def _pyplot():
     return plt
 
 
-def _png(fig) -> str:
+def _png(fig: Any) -> str:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=96)  # fixed margins: a tight bounding box costs a second draw
     _pyplot().close(fig)
@@ -45,8 +46,9 @@ def score_distributions(book: Gradebook) -> Plot:
     columns = min(count, 4)
     rows = -(-count // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.4 * rows), squeeze=False)
-    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.5 / (2.4 * rows) + 0.04, top=1 - 0.45 / (2.4 * rows),
-                        wspace=0.35, hspace=0.75)
+    fig.subplots_adjust(
+        left=0.08, right=0.98, bottom=0.5 / (2.4 * rows) + 0.04, top=1 - 0.45 / (2.4 * rows), wspace=0.35, hspace=0.75
+    )
     for ax, assignment in zip(axes.flat, book.assignments):
         scores = book.grades.loc[book.grades["assignment"] == assignment.id, "score"].dropna()
         top = max(assignment.max_score, float(scores.max()) if len(scores) else 0.0, 1.0)
@@ -58,8 +60,12 @@ def score_distributions(book: Gradebook) -> Plot:
     for ax in list(axes.flat)[count:]:
         ax.axis("off")
     fig.suptitle("Score distribution per assignment", fontsize=10)
-    return Plot("scores", "Score distribution per assignment",
-                "histograms of the teams' final scores, one per assignment", _png(fig))
+    return Plot(
+        "scores",
+        "Score distribution per assignment",
+        "histograms of the teams' final scores, one per assignment",
+        _png(fig),
+    )
 
 
 def submissions_over_time(book: Gradebook) -> Plot:
@@ -72,8 +78,9 @@ def submissions_over_time(book: Gradebook) -> Plot:
         times = runs.loc[runs["assignment"] == assignment.id, "when"].sort_values()
         if not len(times):
             continue
-        line = ax.step(times.dt.tz_convert(None), np.arange(1, len(times) + 1), where="post",
-                       label=assignment.id, linewidth=1.2)
+        line = ax.step(
+            times.dt.tz_convert(None), np.arange(1, len(times) + 1), where="post", label=assignment.id, linewidth=1.2
+        )
         deadline = assignment.policy.deadline_utc()
         if deadline is not None:
             ax.axvline(deadline.replace(tzinfo=None), color=line[0].get_color(), linestyle="--", linewidth=1)
@@ -81,8 +88,12 @@ def submissions_over_time(book: Gradebook) -> Plot:
     ax.set_ylabel("runs so far")
     ax.legend(fontsize=7, loc="upper left")
     fig.autofmt_xdate()
-    return Plot("timeline", "Submissions over time against the deadline",
-                "cumulative runs per assignment over time, each deadline a dashed line", _png(fig))
+    return Plot(
+        "timeline",
+        "Submissions over time against the deadline",
+        "cumulative runs per assignment over time, each deadline a dashed line",
+        _png(fig),
+    )
 
 
 def leaderboard_scatter(book: Gradebook, assignment: Assignment) -> Plot | None:
@@ -102,8 +113,12 @@ def leaderboard_scatter(book: Gradebook, assignment: Assignment) -> Plot | None:
     ax.set_ylabel(spec.y.label + ("" if spec.y.higher_is_better else " (lower is better)"))
     ax.set_title(f"{assignment.id}: counted run per team", fontsize=10)
     ax.legend(fontsize=7)
-    return Plot(f"leaderboard-{assignment.id}", f"{assignment.title}: {spec.y.label} vs {spec.x.label}",
-                f"scatter of {spec.y.label} against {spec.x.label} per team, Pareto front in red", _png(fig))
+    return Plot(
+        f"leaderboard-{assignment.id}",
+        f"{assignment.title}: {spec.y.label} vs {spec.x.label}",
+        f"scatter of {spec.y.label} against {spec.x.label} per team, Pareto front in red",
+        _png(fig),
+    )
 
 
 def all_plots(book: Gradebook) -> list[Plot]:

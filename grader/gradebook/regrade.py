@@ -20,17 +20,17 @@ import os
 import subprocess
 import tarfile
 import tempfile
+from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
 
 import pandas as pd
 
-from grader.course import RunnerConfig
-from grader.filing import keyed_to_folder
+from grader.contracts.result import Result
 from grader.gradebook.tasks import Task
-from grader.result import Result
+from grader.records.filing import keyed_to_folder
+from grader.sandbox.base import Sandboxes
 
 SUBMISSIONS = "submissions"
 
@@ -46,7 +46,9 @@ class Outcome:
         return Result.model_validate_json(self.result_json) if self.result_json else None
 
 
-def select_tasks(runs: pd.DataFrame, assignment: str | None = None, team: str | None = None) -> tuple[list[Task], list[str]]:
+def select_tasks(
+    runs: pd.DataFrame, assignment: str | None = None, team: str | None = None
+) -> tuple[list[Task], list[str]]:
     """The current gradings to redo (from ``Gradebook.runs``), and why others cannot be."""
     chosen = runs[runs["current"]]
     if assignment:
@@ -58,11 +60,19 @@ def select_tasks(runs: pd.DataFrame, assignment: str | None = None, team: str | 
         if not isinstance(row.head_sha, str):
             skipped.append(f"run {row.id} ({row.team}, {row.assignment}): no commit SHA recorded")
             continue
-        tasks.append(Task(run_id=int(row.id), team=row.team, assignment=row.assignment, head_sha=row.head_sha,
-                          repository=row.repository if isinstance(row.repository, str) else None,
-                          pr_number=int(row.pr_number) if pd.notna(row.pr_number) else None,
-                          event_time=row.event_time if isinstance(row.event_time, str) else None,
-                          old_status=row.status, old_score=float(row.score)))
+        tasks.append(
+            Task(
+                run_id=int(row.id),
+                team=row.team,
+                assignment=row.assignment,
+                head_sha=row.head_sha,
+                repository=row.repository if isinstance(row.repository, str) else None,
+                pr_number=int(row.pr_number) if pd.notna(row.pr_number) else None,
+                event_time=row.event_time if isinstance(row.event_time, str) else None,
+                old_status=row.status,
+                old_score=float(row.score),
+            )
+        )
     return tasks, skipped
 
 
@@ -98,16 +108,20 @@ def fetch_environment(repo: Path, token: str | None) -> dict[str, str]:
     process list), and gone with the process. Basic auth as ``x-access-token`` is how GitHub takes
     an Actions token over HTTPS.
     """
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("GIT_CONFIG_", "GIT_TRACE", "GIT_CURL_VERBOSE"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GIT_CONFIG_", "GIT_TRACE", "GIT_CURL_VERBOSE"))}
     env["GIT_TERMINAL_PROMPT"] = "0"
     if token:
         url = _git(repo, "remote", "get-url", "origin").stdout.strip()
         if not url.startswith(("https://", "http://")):
             raise ValueError(f"origin is {url or 'not set'}: a token can only be sent to an http(s) remote")
         basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
-        env.update({"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": f"http.{url}.extraheader",
-                    "GIT_CONFIG_VALUE_0": f"Authorization: basic {basic}"})
+        env.update(
+            {
+                "GIT_CONFIG_COUNT": "1",
+                "GIT_CONFIG_KEY_0": f"http.{url}.extraheader",
+                "GIT_CONFIG_VALUE_0": f"Authorization: basic {basic}",
+            }
+        )
     return env
 
 
@@ -155,21 +169,18 @@ def checkout_submission(repo: Path, task: Task, dest: Path) -> Path:
     return dest / inner
 
 
-def regrade_one(task: Task, repo: Path, assignments: Path | None, runner: RunnerConfig | None = None) -> Outcome:
+def regrade_one(task: Task, repo: Path, assignments: Path | None, sandboxes: Callable[[], Sandboxes]) -> Outcome:
     """Check the submission out into a temporary folder and grade it there (runs in a worker process),
-    in the sandbox ``runner`` names (course.yaml's choice: in CI the same container as the grade job)."""
-    from grader.grading import grade
-    from grader.runner import select_runner, select_service_host
-
-    runner = runner or RunnerConfig()
+    in the sandboxes ``sandboxes()`` makes (course.yaml's choice, made by ``grader.commands``: in CI
+    the same container as the grade job). A factory, not the sandboxes: it travels to the pool."""
+    from grader.grading.pipeline import grade
 
     with tempfile.TemporaryDirectory(prefix="grader-regrade-") as work:
         try:
             folder = checkout_submission(repo, task, Path(work))
         except (LookupError, tarfile.TarError, OSError, subprocess.SubprocessError) as exc:
             return Outcome(task, None, str(exc))
-        result = grade(folder, assignments, task.context(), select_runner(runner), None,
-                       select_service_host(runner)).result
+        result = grade(folder, sandboxes(), assignments, task.context()).result
     filed = keyed_to_folder(result, task.team, task.assignment)
     moved = filed.submission.model_copy(update={"path": f"{SUBMISSIONS}/{task.team}/{task.assignment}"})
     return Outcome(task, filed.model_copy(update={"submission": moved}).to_json())
@@ -180,8 +191,14 @@ def default_workers() -> int:
     return max(1, os.cpu_count() or 1)
 
 
-def run_tasks(tasks: list[Task], repo: Path, assignments: Path | None, workers: int,
-              advance: Callable[[Outcome], None] = lambda _: None, runner: RunnerConfig | None = None) -> list[Outcome]:
+def run_tasks(
+    tasks: list[Task],
+    repo: Path,
+    assignments: Path | None,
+    workers: int,
+    sandboxes: Callable[[], Sandboxes],
+    advance: Callable[[Outcome], None] = lambda _: None,
+) -> list[Outcome]:
     """Grade every task in a process pool; ``advance`` is called as each one finishes."""
     outcomes: list[Outcome] = []
     if not tasks:
@@ -189,7 +206,7 @@ def run_tasks(tasks: list[Task], repo: Path, assignments: Path | None, workers: 
     # spawn, not fork: the parent runs rich's refresh thread, and forking a threaded process can deadlock
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=context) as pool:
-        futures = [pool.submit(regrade_one, task, repo, assignments, runner) for task in tasks]
+        futures = [pool.submit(regrade_one, task, repo, assignments, sandboxes) for task in tasks]
         for future in as_completed(futures):
             outcome = future.result()
             outcomes.append(outcome)

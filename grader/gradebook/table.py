@@ -22,13 +22,32 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from grader.assignment import Assignment
+from grader.config.assignment import Assignment
+from grader.config.roster import Roster
 from grader.gradebook.late import assess
-from grader.roster import Roster
 
-GRADE_COLUMNS = ["team", "assignment", "run_id", "status", "raw_score", "days_late", "points_lost", "score",
-                 "final", "when", "time_source", "deadline", "pr_url", "override_points", "override_reason",
-                 "extension_due", "error_runs", "late_runs_ignored", "runs", "flags"]
+GRADE_COLUMNS = [
+    "team",
+    "assignment",
+    "run_id",
+    "status",
+    "raw_score",
+    "days_late",
+    "points_lost",
+    "score",
+    "final",
+    "when",
+    "time_source",
+    "deadline",
+    "pr_url",
+    "override_points",
+    "override_reason",
+    "extension_due",
+    "error_runs",
+    "late_runs_ignored",
+    "runs",
+    "flags",
+]
 
 
 @dataclass
@@ -53,9 +72,14 @@ def pr_urls(runs: pd.DataFrame, web_url: str) -> pd.Series:
     return urls.astype(object).where(known, None)
 
 
-def build_gradebook(runs: pd.DataFrame, assignments: list[Assignment], roster: Roster,
-                    overrides: pd.DataFrame | None = None, extensions: pd.DataFrame | None = None,
-                    web_url: str = "https://github.com") -> Gradebook:
+def build_gradebook(
+    runs: pd.DataFrame,
+    assignments: list[Assignment],
+    roster: Roster,
+    overrides: pd.DataFrame | None = None,
+    extensions: pd.DataFrame | None = None,
+    web_url: str = "https://github.com",
+) -> Gradebook:
     """Everything the tables, plots and exports show, computed once."""
     warnings: list[str] = []
     known = {a.id: a for a in assignments}
@@ -70,8 +94,9 @@ def build_gradebook(runs: pd.DataFrame, assignments: list[Assignment], roster: R
     return Gradebook(assignments, runs, grades, students, flags, warnings)
 
 
-def prepare_runs(runs: pd.DataFrame, known: dict[str, Assignment], extensions: pd.DataFrame,
-                 warnings: list[str], web_url: str) -> pd.DataFrame:
+def prepare_runs(
+    runs: pd.DataFrame, known: dict[str, Assignment], extensions: pd.DataFrame, warnings: list[str], web_url: str
+) -> pd.DataFrame:
     """Parse times, mark superseded gradings, apply each assignment's late rule."""
     unknown = runs.loc[~runs["assignment"].isin(list(known)), "assignment"].value_counts()
     for assignment_id, count in unknown.items():
@@ -91,8 +116,9 @@ def prepare_runs(runs: pd.DataFrame, known: dict[str, Assignment], extensions: p
         runs[column] = np.nan
     runs["past_cutoff"] = False
     for assignment_id, group in runs.groupby("assignment", sort=False):
-        late = assess(group["when"], group["deadline"], group["score"], group["max_score"],
-                      known[assignment_id].policy.late)
+        late = assess(
+            group["when"], group["deadline"], group["score"], group["max_score"], known[assignment_id].policy.late
+        )
         runs.loc[group.index, "seconds_late"] = late.seconds_late
         runs.loc[group.index, "days_late"] = late.days_late
         runs.loc[group.index, "past_cutoff"] = late.past_cutoff
@@ -133,23 +159,49 @@ def pick_counted(runs: pd.DataFrame, known: dict[str, Assignment]) -> pd.Series:
     return pd.Series(np.concatenate(picked) if picked else [], dtype=object)
 
 
-def grade_teams(runs: pd.DataFrame, known: dict[str, Assignment], overrides: pd.DataFrame,
-                extensions: pd.DataFrame) -> pd.DataFrame:
+def grade_teams(
+    runs: pd.DataFrame, known: dict[str, Assignment], overrides: pd.DataFrame, extensions: pd.DataFrame
+) -> pd.DataFrame:
     counted = pick_counted(runs, known)
     runs.loc[counted.tolist(), "counted"] = True
     chosen = runs.loc[counted.tolist()]
     current = runs[runs["current"]].assign(error=lambda f: f["status"] == "error")
-    per_team = current.groupby(["team", "assignment"]).agg(
-        runs=("id", "size"), error_runs=("error", "sum"), late_runs_ignored=("past_cutoff", "sum"),
-    ).reset_index()
+    per_team = (
+        current.groupby(["team", "assignment"])
+        .agg(
+            runs=("id", "size"),
+            error_runs=("error", "sum"),
+            late_runs_ignored=("past_cutoff", "sum"),
+        )
+        .reset_index()
+    )
     grades = per_team.merge(
-        chosen[["team", "assignment", "id", "status", "score", "days_late", "points_lost", "final", "when",
-                "time_source", "deadline", "pr_url"]].rename(columns={"id": "run_id", "score": "raw_score"}),
-        on=["team", "assignment"], how="left")
+        chosen[
+            [
+                "team",
+                "assignment",
+                "id",
+                "status",
+                "score",
+                "days_late",
+                "points_lost",
+                "final",
+                "when",
+                "time_source",
+                "deadline",
+                "pr_url",
+            ]
+        ].rename(columns={"id": "run_id", "score": "raw_score"}),
+        on=["team", "assignment"],
+        how="left",
+    )
     keys = ["team", "assignment"]
     live = overrides[overrides["points"].notna()] if len(overrides) else overrides
-    grades = grades.merge(live[keys + ["points", "reason"]].rename(
-        columns={"points": "override_points", "reason": "override_reason"}), on=keys, how="outer")
+    grades = grades.merge(
+        live[keys + ["points", "reason"]].rename(columns={"points": "override_points", "reason": "override_reason"}),
+        on=keys,
+        how="outer",
+    )
     grades = grades.merge(extensions[keys + ["due"]].rename(columns={"due": "extension_due"}), on=keys, how="outer")
     grades = grades[grades["assignment"].isin(list(known))]
     for column in ("runs", "error_runs", "late_runs_ignored"):
@@ -182,12 +234,18 @@ def grade_flags(row: object) -> str:
 
 
 def member_frame(roster: Roster) -> pd.DataFrame:
-    rows = [{"student_id": m.student_id, "name": m.name, "github": m.github, "email": m.email, "team": team}
-            for team, entry in roster.teams.items() if not entry.staff for m in entry.members]
+    rows = [
+        {"student_id": m.student_id, "name": m.name, "github": m.github, "email": m.email, "team": team}
+        for team, entry in roster.teams.items()
+        if not entry.staff
+        for m in entry.members
+    ]
     return pd.DataFrame(rows, columns=["student_id", "name", "github", "email", "team"])
 
 
-def student_table(grades: pd.DataFrame, assignments: list[Assignment], roster: Roster) -> tuple[pd.DataFrame, pd.DataFrame]:
+def student_table(
+    grades: pd.DataFrame, assignments: list[Assignment], roster: Roster
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Students x assignments (+ total), and a matching frame of flags. A student on several teams
     gets the best of their teams' grades for each assignment."""
     ids = [a.id for a in assignments]
@@ -200,11 +258,16 @@ def student_table(grades: pd.DataFrame, assignments: list[Assignment], roster: R
     flag_rows = members.merge(marks, left_on="team", right_index=True, how="left")
     identity = ["student_id", "name", "github", "email"]
     if joined["github"].duplicated().any():
-        joined = joined.groupby("github", sort=False).agg(
-            {**{c: "first" for c in identity if c != "github"}, "team": ", ".join, **{a: "max" for a in ids}}).reset_index()
-        flag_rows = flag_rows.groupby("github", sort=False).agg(
-            {"team": ", ".join, **{a: lambda s: "; ".join(x for x in s if isinstance(x, str) and x) for a in ids}}
-        ).reset_index()
+        joined = (
+            joined.groupby("github", sort=False)
+            .agg({**{c: "first" for c in identity if c != "github"}, "team": ", ".join, **{a: "max" for a in ids}})
+            .reset_index()
+        )
+        flag_rows = (
+            flag_rows.groupby("github", sort=False)
+            .agg({"team": ", ".join, **{a: lambda s: "; ".join(x for x in s if isinstance(x, str) and x) for a in ids}})
+            .reset_index()
+        )
     students = joined[identity + ["team"] + ids].copy()
     students["total"] = students[ids].sum(axis=1, min_count=1).round(2) if ids else np.nan
     flags = flag_rows[["github"] + ids].copy().fillna("")

@@ -27,8 +27,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from grader.gradebook.ingest import ASSIGNMENT, REPOSITORY, SHA, TEAM, Batch, Rejection
-from grader.result import Result, RunContext
+from grader.contracts.result import Result, RunContext
+from grader.records.ingest import ASSIGNMENT, REPOSITORY, SHA, TEAM, Batch, Rejection
 
 MAX_SHARDS = 256  # GitHub runs at most 256 jobs per matrix
 MAX_TASKS_BYTES = 32 * 1024 * 1024
@@ -53,8 +53,9 @@ class Task:
     old_score: float
 
     def context(self) -> RunContext:
-        return RunContext(repository=self.repository, pr_number=self.pr_number, head_sha=self.head_sha,
-                          event_time=self.event_time)
+        return RunContext(
+            repository=self.repository, pr_number=self.pr_number, head_sha=self.head_sha, event_time=self.event_time
+        )
 
 
 class _TaskEntry(BaseModel):
@@ -150,8 +151,9 @@ def parse_tasks(text: str | bytes) -> Plan:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        raise TasksFileError(f"not a valid tasks file ({exc.error_count()} error(s); first at {where}: "
-                             f"{first['msg']})") from None
+        raise TasksFileError(
+            f"not a valid tasks file ({exc.error_count()} error(s); first at {where}: {first['msg']})"
+        ) from None
     return Plan(shards=data.matrix.shard, tasks=[(t.shard, t.task()) for t in data.tasks])
 
 
@@ -172,8 +174,10 @@ def tasks_file(tasks: list[Task], shards: int, path: Path) -> dict:
     and the work, each task tagged with its shard (round-robin, so shards stay even). What is
     written is validated first, as the workflow will validate it."""
     shards = max(1, min(shards, len(tasks), MAX_SHARDS))
-    data = {"matrix": {"shard": list(range(shards))},
-            "tasks": [{**asdict(task), "shard": i % shards} for i, task in enumerate(tasks)]}
+    data = {
+        "matrix": {"shard": list(range(shards))},
+        "tasks": [{**asdict(task), "shard": i % shards} for i, task in enumerate(tasks)],
+    }
     text = json.dumps(data, indent=1) + "\n"
     parse_tasks(text)
     path.parent.mkdir(parents=True, exist_ok=True)  # e.g. regrade/tasks.json in a fresh branch
@@ -192,8 +196,14 @@ def task_key(task: Task) -> tuple:
 
 def result_key(result: Result) -> tuple:
     ctx = result.context
-    return (result.submission.team, result.assignment.id, ctx.head_sha, ctx.pr_number, ctx.repository,
-            _utc(ctx.event_time))
+    return (
+        result.submission.team,
+        result.assignment.id,
+        ctx.head_sha,
+        ctx.pr_number,
+        ctx.repository,
+        _utc(ctx.event_time),
+    )
 
 
 def keep_task_results(batch: Batch, plan: Plan) -> Batch:
@@ -208,8 +218,10 @@ def keep_task_results(batch: Batch, plan: Plan) -> Batch:
         key = result_key(result)
         task = tasks.get(key)
         if task is None:
-            reason = ("is not the grading of any task in the tasks file (team, assignment, commit, PR, "
-                      "repository and event time must all match one)")
+            reason = (
+                "is not the grading of any task in the tasks file (team, assignment, commit, PR, "
+                "repository and event time must all match one)"
+            )
             kept.rejected.append(Rejection(source.removeprefix("file:"), reason))
         elif claims[key] > 1:
             reason = f"{claims[key]} results claim task {task.run_id} ({task.team}, {task.assignment}); none is stored"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import io
 
-from grader.result import Chart
+from grader.contracts.result import Chart
 
 MARKERS = ["o", "D", "*", "s", "^", "v", "P", "X"]
 SIZES = {"o": 22, "D": 40, "*": 160, "s": 40, "^": 40, "v": 40, "P": 40, "X": 40}
@@ -23,8 +23,15 @@ def chart_svg(chart: Chart) -> bytes:
     axes = figure.subplots()
     for index, series in enumerate(chart.series):
         marker = MARKERS[index % len(MARKERS)]
-        axes.scatter([p.x for p in series.points], [p.y for p in series.points], marker=marker,
-                     s=SIZES[marker], label=series.name, alpha=0.85, zorder=2 + index)
+        axes.scatter(
+            [p.x for p in series.points],
+            [p.y for p in series.points],
+            marker=marker,
+            s=SIZES[marker],
+            label=series.name,
+            alpha=0.85,
+            zorder=2 + index,
+        )
         for point in series.points:
             if point.label:
                 axes.annotate(point.label, (point.x, point.y), textcoords="offset points", xytext=(5, 4), fontsize=8)

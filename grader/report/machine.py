@@ -16,7 +16,7 @@ import json
 import re
 from typing import Any
 
-from grader.result import Result
+from grader.contracts.result import Result
 
 BLOCK_PREFIX = "<!-- compression-grader:result:v1 "
 BLOCK_PATTERN = re.compile(r"<!-- compression-grader:result:v1 ([A-Za-z0-9+/=]+) -->")

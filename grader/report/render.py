@@ -13,17 +13,24 @@ from pathlib import Path
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup
 
-from grader.observations import Estimate
+from grader.contracts.observations import Estimate
+from grader.contracts.result import CheckStatus, Result
 from grader.report import machine
 from grader.report.charts import chart_data_uri
 from grader.report.escape import marker_value, md
-from grader.result import CheckStatus, Result
 
 STATUS_ICON = {
-    CheckStatus.PASS: "✅", CheckStatus.PARTIAL: "🟡", CheckStatus.FAIL: "❌",
-    CheckStatus.SKIPPED: "⏭️", CheckStatus.ERROR: "💥",
+    CheckStatus.PASS: "✅",
+    CheckStatus.PARTIAL: "🟡",
+    CheckStatus.FAIL: "❌",
+    CheckStatus.SKIPPED: "⏭️",
+    CheckStatus.ERROR: "💥",
 }
-VERDICT = {"graded": "Graded", "rejected": "Not graded: please fix the problems below", "error": "Grader error (not charged to you)"}
+VERDICT = {
+    "graded": "Graded",
+    "rejected": "Not graded: please fix the problems below",
+    "error": "Grader error (not charged to you)",
+}
 MARKER_PREFIX = "compression-grader"
 COMMENT_LIMIT = 65_536
 TRUNCATED = "\n\n*(report truncated to fit GitHub's comment limit; see report.html in the run's artifacts)*\n"
@@ -90,8 +97,9 @@ def _environment(autoescape: bool) -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.globals.update(icon=lambda s: Markup(STATUS_ICON[s]), fmt=fmt, verdict=VERDICT, trusted=Markup,
-                       chart_uri=chart_data_uri)
+    env.globals.update(
+        icon=lambda s: Markup(STATUS_ICON[s]), fmt=fmt, verdict=VERDICT, trusted=Markup, chart_uri=chart_data_uri
+    )
     env.filters["md"] = md
     env.filters["jsontext"] = lambda value: json.dumps(value, ensure_ascii=False, default=str)  # plain str: escaped
     return env

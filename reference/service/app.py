@@ -23,16 +23,19 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_MODEL = next((p for p in (HERE / "digits_cnn.onnx", HERE.parent / "models" / "digits_cnn.onnx") if p.exists()),
-                     HERE.parent / "models" / "digits_cnn.onnx")
+DEFAULT_MODEL = next(
+    (p for p in (HERE / "digits_cnn.onnx", HERE.parent / "models" / "digits_cnn.onnx") if p.exists()),
+    HERE.parent / "models" / "digits_cnn.onnx",
+)
 
 
 def _session() -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads = int(os.environ.get("OMP_NUM_THREADS", "1"))
     options.inter_op_num_threads = 1
-    return ort.InferenceSession(os.environ.get("DIGITS_MODEL", str(DEFAULT_MODEL)), options,
-                                providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(
+        os.environ.get("DIGITS_MODEL", str(DEFAULT_MODEL)), options, providers=["CPUExecutionProvider"]
+    )
 
 
 SESSION = _session()

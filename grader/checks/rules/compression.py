@@ -1,0 +1,193 @@
+"""The shared rules about a run and its compression: the load gate, thresholds on figures, and
+the proofs that weights are really quantized or pruned."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from grader.checks.engine import CheckContext, Outcome, Params, register
+from grader.checks.shared import favourable, fmt, largest_float_weights, layer_sparsity, linear
+from grader.contracts.figures import pair_key
+
+
+@register("loads")
+def loads(_: Params, ctx: CheckContext) -> Outcome:
+    failure = ctx.observations.failure
+    if failure is not None:
+        message = f"{failure.message}. {failure.hint}".strip()
+        return Outcome(0.0, message, {"failure": failure.kind, "role": failure.role})
+    loaded = {role: m.format for role, m in ctx.observations.models.items()}
+    described = ", ".join(f"{role} ({kind})" for role, kind in loaded.items())
+    return Outcome(1.0, f"All models loaded and ran on the inputs: {described}.", {"formats": loaded})
+
+
+class Criterion(Params):
+    """One figure scored linearly from ``zero`` points to full points at ``full``."""
+
+    metric: str = Field(description="a figure name, e.g. candidate_vs_baseline.size_ratio")
+    label: str = ""
+    full: float
+    zero: float
+    use_interval: bool = Field(True, description="judge the favourable end of the 95% interval, where there is one")
+
+
+class ThresholdsParams(Params):
+    """Either ``criteria: [...]`` or one criterion's fields inline; the check gets the lowest score."""
+
+    criteria: list[Criterion] = []
+    metric: str | None = None
+    label: str = ""
+    full: float | None = None
+    zero: float | None = None
+    use_interval: bool = True
+    missing: Literal["skip", "fail"] = Field("skip", description="fail: not measuring the figure is a shortfall")
+    note: str = ""
+
+    @model_validator(mode="after")
+    def _one_form(self) -> ThresholdsParams:
+        inline = self.metric is not None or self.full is not None or self.zero is not None
+        if inline and self.criteria:
+            raise ValueError("give either criteria or one criterion's metric / full / zero, not both")
+        if inline:
+            if self.metric is None or self.full is None or self.zero is None:
+                raise ValueError("an inline criterion needs metric, full and zero")
+            self.criteria = [
+                Criterion(
+                    metric=self.metric, label=self.label, full=self.full, zero=self.zero, use_interval=self.use_interval
+                )
+            ]
+        if not self.criteria:
+            raise ValueError("needs at least one criterion")
+        return self
+
+
+def _criterion(crit: Criterion, ctx: CheckContext) -> tuple[float | None, str, dict[str, Any]]:
+    key = crit.metric
+    estimate = ctx.figures.get(key)
+    label = crit.label or key
+    if estimate is None or estimate.value is None:
+        return None, f"{label}: not measured", {key: None}
+    higher = crit.full >= crit.zero
+    used = favourable(estimate, higher) if crit.use_interval else estimate.value
+    assert used is not None
+    fraction = linear(used, crit.full, crit.zero) if higher else linear(-used, -crit.full, -crit.zero)
+    interval = ""
+    if estimate.low is not None and estimate.high is not None:
+        interval = f" (95% CI {fmt(estimate.low)}-{fmt(estimate.high)})"
+    need = f"{'>=' if higher else '<='} {fmt(crit.full, estimate.unit)} for full marks"
+    text = f"{label} {fmt(estimate.value, estimate.unit)}{interval}, needs {need}"
+    return (
+        fraction,
+        text,
+        {key: estimate.model_dump(exclude_none=True), f"{key}.full": crit.full, f"{key}.zero": crit.zero},
+    )
+
+
+@register("thresholds", ThresholdsParams)
+def thresholds(params: ThresholdsParams, ctx: CheckContext) -> Outcome:
+    """Every criterion scored linearly between ``zero`` and ``full``; the check gets the lowest."""
+    scored = [_criterion(c, ctx) for c in params.criteria]
+    fractions = [f for f, _, _ in scored if f is not None]
+    evidence: dict[str, Any] = {}
+    for _, _, ev in scored:
+        evidence.update(ev)
+    texts = "; ".join(t for _, t, _ in scored)
+    if not fractions:
+        if params.missing == "fail":  # the figure is required: not measuring it is a shortfall
+            return Outcome(0.0, f"Could not be judged: {texts}.", evidence)
+        return Outcome(None, f"Nothing to judge: {texts}.", evidence)
+    note = " ".join(params.note.split())
+    return Outcome(min(fractions), f"{texts[0].upper()}{texts[1:]}.{' ' + note if note else ''}", evidence)
+
+
+def claimed_bits(claim: Any) -> int | None:
+    """'int8' -> 8, 'int4' -> 4, 8 -> 8; None when the claim names no bit width."""
+    if isinstance(claim, bool) or claim is None:
+        return None
+    if isinstance(claim, (int, float)):
+        return int(claim)
+    match = re.search(r"(\d+)", str(claim))
+    return int(match.group(1)) if match else None
+
+
+class QuantizedParams(Params):
+    model: str = "candidate"
+    claim: str = Field("quantization", description="the claim key naming the bit width, e.g. int8")
+    max_bits: int = Field(8, ge=1, le=8)
+    full: float = Field(0.9, ge=0, le=1, description="share of weight elements stored as integers for full marks")
+    zero: float = Field(0.5, ge=0, le=1)
+
+
+@register("quantized", QuantizedParams)
+def quantized(params: QuantizedParams, ctx: CheckContext) -> Outcome:
+    """Share of weight elements *stored* as integers of <= the claimed bits (fake Q/DQ counts as float)."""
+    role = params.model
+    summary, evidence = ctx.summaries[role], ctx.observations.models[role].evidence
+    bits_claim = claimed_bits(ctx.submission.claims.get(params.claim))
+    max_bits = min(bits_claim or 8, params.max_bits)
+    fraction = summary.quantized_fraction
+    floats = [f"{w.name} ({w.stored_dtype}, {w.numel:,} values)" for w in largest_float_weights(evidence, 3)]
+    facts = {
+        "quantized_fraction": round(fraction, 4),
+        "quantized_elements": summary.quantized_elements,
+        "weight_elements": summary.weight_elements,
+        "stored_bits": summary.min_quantized_bits,
+        "claimed_bits": bits_claim,
+        "largest_float_weights": floats,
+        "notes": evidence.notes,
+    }
+    score = linear(fraction, params.full, params.zero)
+    message = (
+        f"{fraction:.1%} of weight values are stored as integers of <= 8 bits (needs {params.full:.0%} for full marks)."
+    )
+    if summary.min_quantized_bits and summary.min_quantized_bits > max_bits:
+        score = 0.0
+        message = f"You claimed {max_bits}-bit weights, but the file stores {summary.min_quantized_bits}-bit integers."
+    if score < 1 and floats:
+        message += f" Still float: {', '.join(floats)}."
+    if score < 1 and any("fake quantization" in n for n in evidence.notes):
+        message += " Weights wrapped in QuantizeLinear/DequantizeLinear are still stored as float (fake quantization)."
+    return Outcome(score, message, facts)
+
+
+class PrunedParams(Params):
+    model: str = "candidate"
+    reference: str = "baseline"
+    claim: str = Field("sparsity", description="the claim key stating the sparsity, e.g. 0.5")
+    min: float = Field(0.5, ge=0, le=1, description="sparsity for full marks (or the claim, if higher)")
+    zero: float = Field(0.25, ge=0, le=1)
+    claim_tolerance: float = Field(0.02, ge=0, le=1)
+
+
+@register("pruned", PrunedParams)
+def pruned(params: PrunedParams, ctx: CheckContext) -> Outcome:
+    """Exact zeros (or removed channels) against the baseline, measured, then held against the claim."""
+    role = params.model
+    figure = ctx.figures.get(f"{pair_key(params.reference, role)}.effective_sparsity")
+    sparsity = figure.value if figure and figure.value is not None else ctx.summaries[role].sparsity
+    claim = ctx.submission.claims.get(params.claim)
+    claimed = float(claim) if isinstance(claim, (int, float)) and not isinstance(claim, bool) else None
+    tolerance = params.claim_tolerance
+    required = max(params.min, (claimed - tolerance) if claimed is not None else params.min)
+    score = linear(sparsity, required, params.zero)
+    summary = ctx.summaries[role]
+    facts = {
+        "effective_sparsity": round(sparsity, 4),
+        "zero_fraction_in_file": round(summary.sparsity, 4),
+        "near_zero_fraction": round(summary.near_zero_fraction, 4),
+        "claimed": claimed,
+        "required": round(required, 4),
+        "layers": layer_sparsity(ctx.observations.models[role].evidence)[:50],
+    }
+    message = f"{sparsity:.1%} of the prunable weights are exact zeros or removed (needs {required:.0%})."
+    if claimed is not None and sparsity < claimed - tolerance:
+        message += f" You claimed {claimed:.0%}, but the file shows {sparsity:.1%}."
+    if summary.near_zero_fraction > 0.01:
+        message += (
+            f" {summary.near_zero_fraction:.1%} of the weights are tiny but not exactly zero: pruning must "
+            "store exact zeros (e.g. torch.nn.utils.prune.remove after pruning, or multiply by the mask)."
+        )
+    return Outcome(score, message, facts)

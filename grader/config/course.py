@@ -1,0 +1,109 @@
+"""``course.yaml``: course-wide settings that are not about one assignment, today where untrusted code runs
+(the ``runner:`` key, which ``grader check --runner`` overrides).
+
+Like ``assignment.yaml`` and ``roster.yaml`` it is staff-written and read from the base branch
+(never from a PR), so a typo is a ``ConfigError`` that fails loudly, not a silent default. A
+missing file means the defaults: the local child-process sandbox.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BeforeValidator, ConfigDict, Field, StringConstraints, ValidationError, field_validator
+
+from grader.config.paths import REPO_ROOT
+from grader.contracts.base import Strict
+from grader.errors import ConfigError
+
+COURSE_FILE = "course.yaml"
+NOBODY = "65534:65534"
+
+
+# a GPU index (YAML reads ``[0, 1]`` as numbers) or a UUID such as GPU-8f5c...
+GpuId = Annotated[
+    str,
+    BeforeValidator(lambda v: str(v) if isinstance(v, int) else v),
+    StringConstraints(pattern=r"^[A-Za-z0-9-]{1,64}$"),
+]
+
+
+class DockerSettings(Strict):
+    """How the Docker sandbox starts the worker's container.
+
+    The security settings (no network, read-only root, no capabilities, no new privileges) are
+    not knobs: only sizes, the image, the GPUs and the unprivileged user can be chosen.
+    """
+
+    image: str = Field("", description="the grading image, pinned by digest in CI (name@sha256:...)")
+    gpus: Literal["auto", "all", "none"] | list[GpuId] = Field(
+        "auto",
+        description="auto: all GPUs when the engine can pass them through, else CPU only; "
+        "or a list of GPU indices / UUIDs",
+    )
+    cpus: float = Field(2.0, gt=0, description="CPU limit in cores (CFS quota)")
+    cpuset: str | None = Field(None, pattern=r"^[0-9,-]+$", description="pin to these host CPUs, e.g. '2-3'")
+    pids: int = Field(256, ge=16, description="most processes and threads the container may hold")
+    user: str = Field(NOBODY, pattern=r"^[0-9]+:[0-9]+$", description="uid:gid; never 0")
+    scratch_mb: int = Field(256, ge=16, description="size of the tmpfs at /tmp (counts against memory)")
+    pull: bool = Field(True, description="pull the image when the engine does not have it")
+    readonly_mounts: list[str] = Field(
+        [], description="host paths bind-mounted read-only at the same path into model workers (e.g. staff data)"
+    )
+    service_mounts: list[str] = Field(
+        [],
+        description="host paths bind-mounted read-only into service-track "
+        "containers; none by default: a team's service runs its own "
+        "code and must not see staff data",
+    )
+
+    @field_validator("user")
+    @classmethod
+    def _not_root(cls, value: str) -> str:
+        if any(part == "0" for part in value.split(":")):
+            raise ValueError("the worker must not run as root (uid or gid 0)")
+        return value
+
+    @field_validator("readonly_mounts", "service_mounts")
+    @classmethod
+    def _absolute(cls, value: list[str]) -> list[str]:
+        relative = [path for path in value if not os.path.isabs(path)]
+        if relative:
+            raise ValueError(f"readonly_mounts must be absolute host paths: {relative}")
+        return value
+
+
+class RunnerConfig(Strict):
+    kind: Literal["local", "docker"] = "local"
+    docker: DockerSettings = DockerSettings()
+
+
+class Course(Strict):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    schema_: Literal[1] = Field(1, alias="schema")
+    runner: RunnerConfig = RunnerConfig()
+
+
+def default_course_path() -> Path:
+    """``$GRADER_COURSE``, else ``course.yaml`` at the root of the checkout the grader runs from."""
+    env = os.environ.get("GRADER_COURSE")
+    return Path(env) if env else REPO_ROOT / COURSE_FILE
+
+
+def load_course(path: Path | None = None) -> Course:
+    """The course settings; an explicitly named file must exist, the default one may be absent."""
+    explicit = path is not None or "GRADER_COURSE" in os.environ
+    path = Path(path) if path is not None else default_course_path()
+    if not path.is_file():
+        if explicit:
+            raise ConfigError(f"{path}: no such course file")
+        return Course()
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return Course.model_validate(data if data is not None else {})
+    except (OSError, yaml.YAMLError, ValidationError) as exc:
+        raise ConfigError(f"{path}: {exc}") from exc

@@ -1,0 +1,54 @@
+"""Figure names, and the evidence summary checks read: the contract between the figures the
+pipeline derives (``grader.grading.figures``) and everything that reads them.
+
+Checks address figures by these names in ``assignment.yaml``, ``result.json`` stores them, and
+reports and the gradebook read them, so the names are a contract: add, never rename.
+
+- ``<role>.<name>``: one model's figure (``candidate.size_mb``, ``service.best_throughput``);
+- ``<candidate>_vs_<reference>.<name>``: a comparison (``candidate_vs_baseline.speedup_b64``);
+- ``leaderboard.score``: the final project's score formula.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MB = 1024 * 1024
+SCORE_FIGURE = "leaderboard.score"
+
+
+def role_key(role: str, name: str) -> str:
+    return f"{role}.{name}"
+
+
+def pair_key(reference: str, candidate: str) -> str:
+    return f"{candidate}_vs_{reference}"
+
+
+@dataclass(frozen=True)
+class EvidenceSummary:
+    """One model's weight evidence in totals: what quantization and sparsity figures are made of."""
+
+    weight_elements: int
+    quantized_elements: int
+    min_quantized_bits: int | None
+    prunable_elements: int
+    prunable_zeros: int
+    prunable_near_zeros: int
+    params_total: int
+
+    @property
+    def quantized_fraction(self) -> float:
+        return self.quantized_elements / self.weight_elements if self.weight_elements else 0.0
+
+    @property
+    def sparsity(self) -> float:
+        return self.prunable_zeros / self.prunable_elements if self.prunable_elements else 0.0
+
+    @property
+    def near_zero_fraction(self) -> float:
+        return self.prunable_near_zeros / self.prunable_elements if self.prunable_elements else 0.0
+
+    @property
+    def prunable_nonzeros(self) -> int:
+        return self.prunable_elements - self.prunable_zeros

@@ -1,0 +1,144 @@
+"""The host's instructions to the sandboxed worker: which vetted files to load and what to measure.
+
+A ``Job`` names every file by the folder it lies in (``submission``, ``references``,
+``heldout``) and its path inside that folder, never by a host path. Each sandbox tells the worker
+where it mounted each folder, so the local sandbox and the Docker container read the same job
+file, unchanged. The measurement specs are the parts of ``assignment.yaml`` the worker needs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path, PurePosixPath
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from grader.contracts.base import Strict
+
+Folder = Literal["submission", "references", "heldout"]
+
+
+class Limits(Strict):
+    wall_time_s: float = 180
+    memory_mb: int = 4096
+    model_file_mb: int = 512
+    inputs_file_mb: int = 256
+    search_log_mb: int = 16
+
+
+class TimingSpec(Strict):
+    """Interleaved timing: rounds of A B A B within ``budget_s``, after ``warmup`` calls each."""
+
+    threads: int = 1
+    batch_sizes: list[int] = [1, 64]
+    warmup: int = 3
+    budget_s: float = 20.0
+    min_rounds: int = 7
+    max_rounds: int = 400
+
+
+class Pair(Strict):
+    """Compare ``candidate``'s outputs with ``reference``'s (and time them interleaved).
+
+    ``atol`` / ``rtol`` set the per-output parity tolerance (``np.allclose`` semantics); every
+    pair reports it, checks decide whether it matters.
+    """
+
+    reference: str
+    candidate: str
+    atol: float = 1e-4
+    rtol: float = 1e-3
+    timed: bool = True
+
+
+class ProbeSpec(Strict):
+    """Run the first ``batch_size`` samples one at a time and as one batch, for these roles."""
+
+    roles: list[str]
+    batch_size: int = Field(8, ge=2, le=256)
+    atol: float = 1e-4
+    rtol: float = 1e-3
+
+
+class HeldoutSpec(Strict):
+    """Accuracy of ``roles`` on the course's labelled data (``inputs`` under the references folder)."""
+
+    inputs: str
+    roles: list[str]
+
+
+class DerivedSpec(Strict):
+    """A model the grader builds on the grading machine from a submitted one (engines do not travel)."""
+
+    role: str
+    source: str
+    runtime: Literal["tensorrt"]
+    claim: str | None = Field(None, description="built only when the submission claims this key as true")
+    max_batch: int = Field(256, ge=1)
+    workspace_mb: int = Field(2048, ge=64)
+
+
+class MeasureSpec(Strict):
+    compare: list[Pair] = []
+    timing: TimingSpec = TimingSpec()
+    solo: list[str] = Field([], description="roles timed alone at every timing batch size")
+    probe: ProbeSpec | None = None
+    heldout: HeldoutSpec | None = None
+    derived: list[DerivedSpec] = []
+    fidelity_batch_size: int = 256
+    max_samples: int = 4096
+
+
+class FileRef(Strict):
+    """A file by the folder it lies in and its POSIX path inside that folder."""
+
+    folder: Folder
+    path: str = Field(min_length=1, max_length=1024)
+
+    @field_validator("path")
+    @classmethod
+    def _inside(cls, value: str) -> str:
+        pure = PurePosixPath(value)
+        if pure.is_absolute() or ".." in pure.parts:
+            raise ValueError(f"{value!r} must be a relative path inside its folder")
+        return value
+
+    def resolve(self, folders: dict[str, Path]) -> Path:
+        """Where the file is, given where each folder is mounted."""
+        return folders[self.folder] / self.path
+
+
+class ModelJob(Strict):
+    role: str
+    file: FileRef
+    format: str
+    architecture: str | None = None
+    trusted: bool = False  # a course reference model: if it cannot run here, that is noted, not charged
+
+    @property
+    def display_name(self) -> str:
+        """How reports name the file: its path in the submission, or ``reference:<path>``."""
+        return self.file.path if self.file.folder == "submission" else f"reference:{self.file.path}"
+
+
+class SearchLogJob(Strict):
+    file: FileRef
+    format: str
+    study: str | None = None
+
+
+class Job(Strict):
+    models: list[ModelJob]
+    inputs: FileRef | None
+    measure: MeasureSpec
+    heldout_inputs: FileRef | None = None  # trusted labelled data for measure.heldout
+    search_log: SearchLogJob | None = None
+
+    def files(self) -> list[FileRef]:
+        """Every file the worker will open."""
+        refs = [m.file for m in self.models] + [r for r in (self.inputs, self.heldout_inputs) if r is not None]
+        return refs + ([self.search_log.file] if self.search_log else [])
+
+    def folders(self) -> set[str]:
+        """The folders this job reads from (and so the only ones a sandbox mounts)."""
+        return {ref.folder for ref in self.files()}

@@ -1,0 +1,228 @@
+"""What the sandboxed worker saw: evidence from the model files and measurements of them.
+
+This is the contract between the worker (which touches student models) and the host (which
+grades). The host parses it with these models and nothing else, so a worker that was subverted
+by a hostile model can at worst lie about figures, never inject code or fields.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from grader.contracts.base import Strict
+from grader.contracts.problem import Problem
+from grader.contracts.searchlog import SearchLogObservation
+
+# what a worker (or a sandbox on its behalf) may report as the reason it stopped
+WORKER_PROBLEM_KINDS = frozenset({"format", "load", "run", "time_limit", "memory_limit", "input"})
+
+
+class Estimate(Strict):
+    """A figure, with a 95% confidence interval where it was measured repeatedly."""
+
+    value: float | None
+    low: float | None = None
+    high: float | None = None
+    unit: str = ""
+
+
+PALETTE_MAX = 256  # above this many distinct values a codebook saves nothing over int8
+
+
+class TensorEvidence(Strict):
+    """One weight tensor as stored in the file (not as the framework reports it)."""
+
+    name: str = Field(max_length=512)
+    layer: str = Field(max_length=128, description="op type that consumes the weight")
+    stored_dtype: str = Field(max_length=32)
+    bits: int
+    shape: list[int]
+    numel: int
+    zeros: int = Field(description="exact zeros; for quantized tensors, values equal to the zero point")
+    near_zeros: int = Field(0, description="not zero but within 1e-6 of the tensor's largest magnitude")
+    distinct: int = Field(description="distinct stored values, counted exactly (-1: tensor too large to count)")
+    distinct_within_noise: int | None = Field(
+        None,
+        description="distinct values once values closer than 1e-5 of the largest magnitude are merged; "
+        "diagnostic only, never used to pass a check",
+    )
+    quantized: bool = Field(description="stored as an integer of <= 8 bits and dequantized by the graph")
+    prunable: bool = Field(description="a conv / linear / matmul weight")
+
+
+class OnnxFacts(Strict):
+    """What ``onnx.checker`` (full check, strict shape inference) says about an ONNX file."""
+
+    opset: int | None = Field(description="version of the default ('ai.onnx') operator set")
+    ir_version: int
+    producer: str = Field("", max_length=128)
+    checker_error: str | None = Field(None, max_length=2000, description="the checker's complaint, if any")
+    shape_inference_error: str | None = Field(None, max_length=2000)
+
+
+class ModelEvidence(Strict):
+    """What the file itself proves, independent of any claim."""
+
+    format: str
+    params_total: int = Field(description="elements of every weight the graph really uses")
+    weights: list[TensorEvidence] = Field(max_length=100_000)
+    op_types: dict[str, int] = {}
+    notes: list[str] = []
+    onnx: OnnxFacts | None = None
+
+
+class IOSpec(Strict):
+    name: str = Field(max_length=256)
+    shape: list[int | str | None]
+    dtype: str = Field(max_length=32)
+
+
+class ModelObservation(Strict):
+    role: str
+    path: str
+    format: str
+    size_bytes: int
+    gzip_bytes: int
+    evidence: ModelEvidence
+    inputs: list[IOSpec] = []
+    outputs: list[IOSpec] = []
+    load_s: float | None = None
+    peak_rss_mb: float | None = Field(None, description="resident memory added by loading and one batch")
+    accuracy: float | None = None
+    macs_per_sample: int | None = Field(
+        None, description="multiply-accumulates of one batch-1 inference (conv / matmul / gemm; FLOPs = 2 x MACs)"
+    )
+    macs_note: str = Field("", max_length=1000, description="how MACs were counted, or why they could not be")
+    trusted: bool = Field(False, description="a course reference model, not a file from the submission")
+
+
+class TimingComparison(Strict):
+    """Reference and candidate timed interleaved in one process: the ratio is the figure."""
+
+    reference: str
+    candidate: str
+    batch_size: int
+    threads: int
+    rounds: int
+    reference_ms: float
+    candidate_ms: float
+    speedup: Estimate
+    reference_items_per_s: float
+    candidate_items_per_s: float
+
+
+class OutputParity(Strict):
+    """One output of the candidate against the same output of the reference."""
+
+    name: str = Field(max_length=256)
+    shape: list[int]
+    max_abs_error: float | None
+    max_rel_error: float | None = Field(description="max |cand - ref| / max(|ref|, 1e-6 * max|ref|)")
+    tolerance_ratio: float | None = Field(description="max |cand - ref| / (atol + rtol * |ref|): <= 1 is allclose")
+    nonfinite: int = 0
+    note: str = Field("", max_length=500)
+
+
+class FidelityComparison(Strict):
+    reference: str
+    candidate: str
+    samples: int
+    top1_agreement: float | None
+    snr_db: float | None
+    max_abs_error: float | None
+    kl_divergence: float | None = Field(None, description="mean KL(softmax(reference) || softmax(candidate)), nats")
+    atol: float | None = None
+    rtol: float | None = None
+    outputs: list[OutputParity] = Field([], max_length=64, description="every output, compared by position")
+    note: str = Field("", max_length=500)
+
+
+class SoloTiming(Strict):
+    """One model timed alone (no partner to interleave with): a median with a 95% interval."""
+
+    role: str
+    batch_size: int
+    threads: int
+    rounds: int
+    latency_ms: Estimate
+    items_per_s: float
+
+
+class BatchProbe(Strict):
+    """The same samples run one at a time, then as one batch, then as that batch again."""
+
+    role: str
+    batch_size: int
+    fixed_batch: int | None = Field(None, description="batch size an input is frozen to in the file")
+    single_ok: bool
+    batch_ok: bool
+    error: str = Field("", max_length=2000)
+    single_shapes: list[list[int]] = Field([], max_length=64)
+    single_shapes_stable: bool = Field(False, description="every batch-1 run gave outputs of the same shapes")
+    batch_shapes: list[list[int]] = Field([], max_length=64)
+    shapes_consistent: bool = Field(False, description="batch outputs = N x the single outputs' shape")
+    outputs: list[OutputParity] = Field([], max_length=64, description="batch rows against the single runs")
+    repeat_max_abs_error: float | None = Field(None, description="the same batch run twice")
+
+
+class HeldoutAccuracy(Strict):
+    """Accuracy on the course's own labelled data (from the base branch, never from the PR)."""
+
+    role: str
+    samples: int = 0
+    accuracy: float | None = None
+    error: str = Field("", max_length=2000)
+
+
+class DerivedStatus(Strict):
+    """A model the grader builds itself from a submitted one (e.g. a TensorRT engine from ONNX)."""
+
+    role: str
+    source: str
+    runtime: str
+    status: Literal["built", "unavailable", "failed"]
+    reason: str = Field("", max_length=2000)
+    version: str = Field("", max_length=64)
+    build_s: float | None = None
+
+
+class Environment(Strict):
+    cpu: str = ""
+    cores: int | None = None
+    threads: int | None = None
+    gpu: str = "none"
+    sandbox: str = ""
+    data: str = Field("", description="which evaluation split was used: 'public' or 'held-out'")
+    python: str = ""
+    platform: str = ""
+    libraries: dict[str, str] = {}
+
+
+class Observations(Strict):
+    """Everything the worker reports; ``failure`` set means grading stops at the gate."""
+
+    models: dict[str, ModelObservation] = {}
+    timing: list[TimingComparison] = []
+    fidelity: list[FidelityComparison] = []
+    solo_timing: list[SoloTiming] = []
+    probes: list[BatchProbe] = []
+    heldout: list[HeldoutAccuracy] = []
+    derived: list[DerivedStatus] = []
+    unavailable: dict[str, str] = Field({}, description="trusted reference models that could not run, and why")
+    search_log: SearchLogObservation | None = None
+    environment: Environment = Environment()
+    failure: Problem | None = Field(None, description="what stopped the worker, phrased for the student")
+
+    @field_validator("failure")
+    @classmethod
+    def _bounded(cls, failure: Problem | None) -> Problem | None:
+        """The worker's account of a failure goes into a report: only known kinds, bounded text."""
+        if failure is None:
+            return None
+        if failure.kind not in WORKER_PROBLEM_KINDS:
+            raise ValueError(f"unknown failure kind {failure.kind!r}")
+        if len(failure.message) > 4000 or len(failure.hint) > 2000 or len(failure.field or "") > 128:
+            raise ValueError("failure text is longer than allowed")
+        return failure

@@ -1,0 +1,220 @@
+"""Every figure a grading reports, derived once from what was observed, and named once.
+
+Checks read these figures by name (``grader.contracts.figures`` says how names are built),
+``result.json`` stores them, reports and the gradebook show them. Model figures come from the
+worker's ``Observations``; service figures from the load test's ``LevelStats``. Evidence
+summaries (quantized share, sparsity, palettized size) are derived here too, from
+``ModelEvidence`` alone, so every assignment computes them the same way from the same evidence.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from grader.config.scoring import ScoreFormula
+from grader.contracts.figures import MB, SCORE_FIGURE, EvidenceSummary, pair_key
+from grader.contracts.observations import (
+    PALETTE_MAX,
+    Estimate,
+    FidelityComparison,
+    ModelEvidence,
+    Observations,
+    TensorEvidence,
+)
+from grader.grading.loadgen import LevelStats
+
+CODEBOOK_ENTRY_BITS = 32
+
+
+@dataclass(frozen=True)
+class Figures:
+    """The named figures of one grading, and each model's evidence summary."""
+
+    values: dict[str, Estimate]
+    summaries: dict[str, EvidenceSummary] = field(default_factory=dict)
+
+
+def _e(value: float | None, unit: str = "") -> Estimate:
+    return Estimate(value=value, unit=unit)
+
+
+# --------------------------------------------------------------------------- evidence summaries
+
+
+def summarize(evidence: ModelEvidence) -> EvidenceSummary:
+    weights = evidence.weights
+    quantized = [w for w in weights if w.quantized]
+    prunable = [w for w in weights if w.prunable]
+    return EvidenceSummary(
+        weight_elements=sum(w.numel for w in weights),
+        quantized_elements=sum(w.numel for w in quantized),
+        min_quantized_bits=min((w.bits for w in quantized), default=None),
+        prunable_elements=sum(w.numel for w in prunable),
+        prunable_zeros=sum(w.zeros for w in prunable),
+        prunable_near_zeros=sum(w.near_zeros for w in prunable),
+        params_total=evidence.params_total,
+    )
+
+
+def effective_sparsity(candidate: EvidenceSummary, baseline: EvidenceSummary | None) -> float:
+    """Share of the baseline's prunable weights that are gone: zeroed, or removed outright.
+
+    Structured pruning (fewer channels) shrinks the tensors instead of zeroing them, so measuring
+    against the baseline's element count credits both kinds the same way.
+    """
+    total = max(baseline.prunable_elements if baseline else 0, candidate.prunable_elements)
+    if not total:
+        return 0.0
+    return 1.0 - candidate.prunable_nonzeros / total
+
+
+def tensor_palettized_bits(weight: TensorEvidence) -> int:
+    """Bits to store a tensor as indices into a codebook of its distinct values (log2 k each + the
+    codebook), when that is smaller than storing it as it is; otherwise its stored bits."""
+    stored = weight.numel * weight.bits
+    if not 0 < weight.distinct <= PALETTE_MAX:
+        return stored
+    index_bits = max(1, math.ceil(math.log2(weight.distinct)))
+    return min(stored, weight.numel * index_bits + weight.distinct * CODEBOOK_ENTRY_BITS)
+
+
+def palettized_bytes(evidence: ModelEvidence) -> float:
+    """Size of the model with every weight tensor palettized, and every other parameter at 32 bits.
+
+    A format-independent figure for weight clustering (hw3): what the file would weigh if each
+    clustered tensor were stored as log2(k)-bit indices plus a k-entry fp32 codebook.
+    """
+    weight_elements = sum(w.numel for w in evidence.weights)
+    bits = sum(tensor_palettized_bits(w) for w in evidence.weights)
+    bits += max(evidence.params_total - weight_elements, 0) * CODEBOOK_ENTRY_BITS
+    return bits / 8
+
+
+# --------------------------------------------------------------------------- model figures
+
+
+def model_figures(obs: Observations, score: ScoreFormula | None = None) -> Figures:
+    """Every figure of a model grading; with ``score``, the leaderboard score over them."""
+    summaries = {role: summarize(m.evidence) for role, m in obs.models.items()}
+    out: dict[str, Estimate] = {}
+    for role, model in obs.models.items():
+        s = summaries[role]
+        out[f"{role}.size_mb"] = _e(model.size_bytes / MB, "MiB")
+        out[f"{role}.gzip_mb"] = _e(model.gzip_bytes / MB, "MiB")
+        out[f"{role}.params"] = _e(float(s.params_total))
+        out[f"{role}.quantized_fraction"] = _e(s.quantized_fraction)
+        out[f"{role}.sparsity"] = _e(s.sparsity)
+        out[f"{role}.peak_rss_mb"] = _e(model.peak_rss_mb, "MiB")
+        out[f"{role}.accuracy"] = _e(model.accuracy)
+        out[f"{role}.macs"] = _e(None if model.macs_per_sample is None else float(model.macs_per_sample))
+        out[f"{role}.palettized_mb"] = _e(palettized_bytes(model.evidence) / MB, "MiB")
+    for solo in obs.solo_timing:
+        out[f"{solo.role}.latency_ms_b{solo.batch_size}"] = solo.latency_ms
+        out[f"{solo.role}.throughput_b{solo.batch_size}"] = _e(solo.items_per_s, "items/s")
+    heldout = {held.role: held.accuracy for held in obs.heldout}
+    for role, accuracy in heldout.items():
+        out[f"{role}.heldout_accuracy"] = _e(accuracy)
+    for f in obs.fidelity:  # the final project's gate: the candidate's held-out accuracy over the reference's
+        ref_acc, cand_acc = heldout.get(f.reference), heldout.get(f.candidate)
+        if ref_acc and cand_acc is not None:
+            out[f"{pair_key(f.reference, f.candidate)}.heldout_accuracy_ratio"] = _e(cand_acc / ref_acc)
+    for t in obs.timing:
+        out[f"{t.reference}.latency_ms_b{t.batch_size}"] = _e(t.reference_ms, "ms")
+        out[f"{t.candidate}.latency_ms_b{t.batch_size}"] = _e(t.candidate_ms, "ms")
+        out[f"{t.reference}.throughput_b{t.batch_size}"] = _e(t.reference_items_per_s, "items/s")
+        out[f"{t.candidate}.throughput_b{t.batch_size}"] = _e(t.candidate_items_per_s, "items/s")
+        out[f"{pair_key(t.reference, t.candidate)}.speedup_b{t.batch_size}"] = t.speedup
+    for f in obs.fidelity:
+        key = pair_key(f.reference, f.candidate)
+        out[f"{key}.top1_agreement"] = _e(f.top1_agreement)
+        out[f"{key}.snr_db"] = _e(f.snr_db, "dB")
+        out[f"{key}.max_abs_error"] = _e(f.max_abs_error)
+        out[f"{key}.kl_divergence"] = _e(f.kl_divergence, "nats")
+        out.update(_parity_figures(key, f))
+        if f.reference in obs.models and f.candidate in obs.models:  # built-here engines have no file
+            out.update(_file_figures(key, obs, f.reference, f.candidate, summaries))
+    return Figures(_with_score(out, score, obs.failure is None), summaries)
+
+
+def _with_score(values: dict[str, Estimate], score: ScoreFormula | None, complete: bool) -> dict[str, Estimate]:
+    if score is None or not complete:
+        return values
+    return {**values, SCORE_FIGURE: score.evaluate(values)}
+
+
+def _parity_figures(key: str, f: FidelityComparison) -> dict[str, Estimate]:
+    """The worst output decides: the largest relative error and distance from ``allclose``."""
+    if not f.outputs:
+        return {}
+    complete = all(o.tolerance_ratio is not None for o in f.outputs) and not f.note
+    rel = [o.max_rel_error for o in f.outputs if o.max_rel_error is not None]
+    return {
+        f"{key}.tolerance_ratio": _e(max(o.tolerance_ratio for o in f.outputs) if complete else None),
+        f"{key}.max_rel_error": _e(max(rel) if rel and complete else None),
+    }
+
+
+def _file_figures(
+    key: str, obs: Observations, reference: str, candidate: str, summaries: dict[str, EvidenceSummary]
+) -> dict[str, Estimate]:
+    ref, cand = obs.models[reference], obs.models[candidate]
+    ref_s, cand_s = summaries[reference], summaries[candidate]
+    drop = None if ref.accuracy is None or cand.accuracy is None else (ref.accuracy - cand.accuracy) * 100
+    macs = None
+    if ref.macs_per_sample and cand.macs_per_sample is not None:
+        macs = cand.macs_per_sample / ref.macs_per_sample
+    palettized = palettized_bytes(cand.evidence)
+    return {
+        f"{key}.size_ratio": _e(ref.size_bytes / max(cand.size_bytes, 1), "x"),
+        f"{key}.gzip_ratio": _e(ref.gzip_bytes / max(cand.gzip_bytes, 1), "x"),
+        f"{key}.palettized_ratio": _e(palettized_bytes(ref.evidence) / palettized if palettized else None, "x"),
+        f"{key}.accuracy_drop_pts": _e(drop, "pts"),
+        f"{key}.effective_sparsity": _e(effective_sparsity(cand_s, ref_s)),
+        f"{key}.params_fraction": _e(cand_s.params_total / ref_s.params_total if ref_s.params_total else None),
+        f"{key}.macs_fraction": _e(macs),
+    }
+
+
+# --------------------------------------------------------------------------- service figures
+
+
+@dataclass(frozen=True)
+class ServiceLoad:
+    """One service's load test: every concurrency level, and how long it took to become healthy."""
+
+    levels: list[LevelStats]
+    startup_s: float
+
+
+def service_figures(
+    team: ServiceLoad | None, reference: ServiceLoad | None, score: ScoreFormula | None = None, complete: bool = True
+) -> Figures:
+    """The service track's figures: each service's, and the team's throughput over the reference's."""
+    out: dict[str, Estimate] = {}
+    for prefix, load in (("service", team), ("reference_service", reference)):
+        if load is not None:
+            out.update(_load_figures(prefix, load))
+    if team is not None and reference is not None:
+        ratio = out["service.best_throughput"].value / max(out["reference_service.best_throughput"].value or 0, 1e-9)
+        out[f"{pair_key('reference_service', 'service')}.throughput_ratio"] = _e(ratio, "x")
+    return Figures(_with_score(out, score, complete))
+
+
+def _load_figures(prefix: str, load: ServiceLoad) -> dict[str, Estimate]:
+    levels = load.levels
+    out: dict[str, Estimate] = {f"{prefix}.startup_s": _e(load.startup_s, "s")}
+    requests = sum(s.requests for s in levels)
+    answered = sum(s.answered for s in levels)
+    ok = sum(s.ok for s in levels)
+    labelled = sum(s.labelled for s in levels)
+    out[f"{prefix}.requests"] = _e(float(requests))
+    out[f"{prefix}.error_rate"] = _e((requests - answered) / requests if requests else 1.0)
+    out[f"{prefix}.agreement"] = _e(ok / answered if answered else 0.0)
+    out[f"{prefix}.accuracy"] = _e(sum(s.correct_labels for s in levels) / labelled if labelled else None)
+    for s in levels:
+        out[f"{prefix}.throughput_c{s.concurrency}"] = _e(s.throughput, "req/s")
+        for q in (50, 90, 99):
+            out[f"{prefix}.p{q}_ms_c{s.concurrency}"] = _e(s.percentile_ms(q), "ms")
+    out[f"{prefix}.best_throughput"] = _e(max((s.throughput for s in levels), default=0.0), "req/s")
+    return out

@@ -1,0 +1,318 @@
+"""Open nothing that could run: resolve, sniff and vet every student file before any loader sees it.
+
+Trust boundary 1 lives here. A path may not leave the submission folder (no ``..``, no absolute
+path, no symbolic link anywhere on the way); a file is classified by its bytes, not its name; a
+pickle is refused before any unpickler touches it; a Git LFS pointer is recognised; ``.pt2``
+archives are read as JSON and refused when they carry pickled entries or compiled code; ONNX
+external data must stay inside the folder. Nothing in this module imports torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from grader.contracts.job import FileRef, Folder
+from grader.errors import SubmissionError
+
+SAFE_FORMATS_HINT = (
+    "Save the model as ONNX (torch.onnx.export), a torch.export program (torch.export.save, .pt2), "
+    "TorchScript (torch.jit.save) or safetensors weights plus an 'architecture' name."
+)
+LFS_PREFIX = b"version https://git-lfs.github.com/spec/v1"
+PICKLE_PROTOCOL_BYTES = {b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05"}
+MAX_ZIP_RATIO = 200  # uncompressed / compressed; more looks like a zip bomb
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A vetted model or data file: where it is, what it is, and what it weighs."""
+
+    role: str
+    path: Path
+    relpath: str
+    format: str  # onnx | safetensors | torchscript | pt2 | npz
+    size_bytes: int
+    sha256: str
+    architecture: str | None = None
+    extra_files: dict[str, str] = field(default_factory=dict)  # relpath -> sha256 (ONNX external data)
+    folder: Folder = "submission"  # the folder it lies in, as the worker's job names it
+
+    @property
+    def ref(self) -> FileRef:
+        return FileRef(folder=self.folder, path=PurePosixPath(self.relpath.replace("\\", "/")).as_posix())
+
+
+def resolve_inside(root: Path, relpath: str, what: str) -> Path:
+    """Resolve ``relpath`` under ``root`` or refuse: no absolute paths, ``..`` or symlinks."""
+    pure = PurePosixPath(relpath.replace("\\", "/"))
+    if pure.is_absolute() or relpath.startswith(("/", "\\")) or (len(relpath) > 1 and relpath[1] == ":"):
+        raise SubmissionError(
+            f"{what} path '{relpath}' is absolute.",
+            "Use a path relative to your submission folder, e.g. model.onnx.",
+            kind="path",
+        )
+    if any(part == ".." for part in pure.parts):
+        raise SubmissionError(
+            f"{what} path '{relpath}' leaves the submission folder ('..').",
+            "Put the file inside your submission folder and name it relative to it.",
+            kind="path",
+        )
+    root = root.resolve()
+    current = root
+    for part in pure.parts:
+        current = current / part
+        if current.is_symlink():
+            raise SubmissionError(
+                f"{what} path '{relpath}' goes through a symbolic link.",
+                "Commit the real file, not a link to it.",
+                kind="path",
+            )
+    if not current.exists():
+        raise SubmissionError(
+            f"{what} file '{relpath}' does not exist in the submission folder.",
+            "Check the file name in submission.yaml and that the file is committed (git add).",
+            kind="missing",
+        )
+    if not current.is_file():
+        raise SubmissionError(f"{what} path '{relpath}' is not a regular file.", "Name a file.", kind="path")
+    if root not in current.resolve().parents:
+        raise SubmissionError(f"{what} path '{relpath}' leaves the submission folder.", "", kind="path")
+    return current
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _refuse_pickle(relpath: str, what: str) -> SubmissionError:
+    return SubmissionError(
+        f"{what} '{relpath}' is a Python pickle (torch.save / pickle.dump). Pickles can run any code "
+        "when loaded, so the grader never opens them; nothing in the file was executed.",
+        SAFE_FORMATS_HINT,
+        kind="pickle",
+    )
+
+
+def sniff(path: Path, relpath: str, what: str) -> str:
+    """Classify a file by its content; refuse pickles and LFS pointers outright."""
+    with open(path, "rb") as handle:
+        head = handle.read(64)
+    if head.startswith(LFS_PREFIX):
+        raise SubmissionError(
+            f"{what} '{relpath}' is a Git LFS pointer, not the file itself.",
+            "Run 'git lfs pull' (or enable LFS in the checkout: actions/checkout with lfs: true) "
+            "so the real file is present, or commit the file without LFS if it is small.",
+            kind="lfs",
+        )
+    if head[:2] in PICKLE_PROTOCOL_BYTES:
+        raise _refuse_pickle(relpath, what)
+    if zipfile.is_zipfile(path):
+        return _classify_zip(path, relpath, what)
+    if _looks_like_safetensors(path, head):
+        return "safetensors"
+    if path.suffix.lower() == ".onnx":
+        return "onnx"
+    if path.suffix.lower() in {".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin", ".joblib"}:
+        raise _refuse_pickle(relpath, what)
+    raise SubmissionError(f"{what} '{relpath}' is not a format the grader can read.", SAFE_FORMATS_HINT, kind="format")
+
+
+def _looks_like_safetensors(path: Path, head: bytes) -> bool:
+    if len(head) < 9:
+        return False
+    (header_len,) = struct.unpack("<Q", head[:8])
+    return 2 <= header_len <= min(100_000_000, path.stat().st_size - 8) and head[8:9] == b"{"
+
+
+def _zip_names(path: Path) -> list[zipfile.ZipInfo]:
+    with zipfile.ZipFile(path) as archive:
+        return archive.infolist()
+
+
+def _classify_zip(path: Path, relpath: str, what: str) -> str:
+    infos = _zip_names(path)
+    names = [info.filename for info in infos]
+    compressed = sum(i.compress_size for i in infos) or 1
+    if sum(i.file_size for i in infos) / compressed > MAX_ZIP_RATIO:
+        raise SubmissionError(f"{what} '{relpath}' expands suspiciously (zip bomb?).", "", kind="format")
+    if any(n.endswith("/archive_format") for n in names):
+        return "pt2"
+    if any("/code/" in n for n in names) and any(n.endswith("constants.pkl") for n in names):
+        return "torchscript"
+    if names and all(n.endswith(".npy") for n in names):
+        return "npz"
+    if any(n.endswith("data.pkl") for n in names):
+        raise _refuse_pickle(relpath, what)
+    raise SubmissionError(f"{what} '{relpath}' is a zip the grader does not recognise.", SAFE_FORMATS_HINT, "format")
+
+
+def vet_pt2(path: Path, relpath: str) -> None:
+    """Refuse ``.pt2`` archives that ``torch.export.load`` would unpickle or that carry binaries.
+
+    ``torch.export.load`` calls ``torch.load(weights_only=False)`` on weights flagged
+    ``use_pickle`` and ``pickle.loads`` on opaque constants, so those must never reach it.
+    It loads *every* program under ``models/`` (not only ``model``), so the payload tables of
+    all of them (``<name>_weights_config.json``, ``<name>_constants_config.json``) are vetted.
+    It also still reads the legacy layout, a pickled ``data/weights/<name>.pt`` or
+    ``data/constants/<name>.pt``, with a fallback to ``weights_only=False``; the current
+    ``torch.export.save`` never writes those, so they are refused outright.
+    """
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+        if any(n.endswith((".so", ".dll", ".dylib", ".cubin")) or "/aotinductor/" in n for n in names):
+            raise SubmissionError(
+                f"'{relpath}' contains compiled code (an AOTInductor package).",
+                "Submit the plain exported program: torch.export.save(ep, 'model.pt2').",
+                kind="pt2",
+            )
+        for name in names:
+            rooted = "/" + name
+            if ("/data/weights/" in rooted or "/data/constants/" in rooted) and name.endswith(".pt"):
+                raise SubmissionError(
+                    f"'{relpath}' stores its weights in the legacy pickled layout ('{name}'); the "
+                    "grader refuses pickled entries because loading them can run code.",
+                    "Re-save the program with a current torch: torch.export.save(ep, 'model.pt2').",
+                    kind="pickle",
+                )
+            if name.endswith(("_weights_config.json", "_constants_config.json")):
+                _vet_payload_config(archive.read(name), relpath)
+
+
+def _vet_payload_config(raw: bytes, relpath: str) -> None:
+    try:
+        config = json.loads(raw).get("config", {})
+    except (ValueError, AttributeError):
+        config = None
+    # a malformed table is the student's file, not a grader crash (exit 4)
+    if not isinstance(config, dict) or not all(isinstance(meta, dict) for meta in config.values()):
+        raise SubmissionError(f"'{relpath}' has an unreadable weights table.", "Re-save it.", "pt2")
+    for fqn, meta in config.items():
+        path_name = str(meta.get("path_name", ""))
+        if meta.get("use_pickle") or path_name.startswith(("custom_obj", "opaque_obj")):
+            raise SubmissionError(
+                f"'{relpath}' stores '{fqn}' as a pickle (a tensor subclass or custom object); the "
+                "grader refuses pickled entries because loading them can run code.",
+                "Unwrap tensor subclasses before export (e.g. torchao's unwrap_tensor_subclass) so the "
+                "weights are plain tensors, or export to ONNX.",
+                kind="pickle",
+            )
+
+
+def onnx_external_files(path: Path, root: Path, relpath: str) -> dict[str, Path]:
+    """External-data files an ONNX model names, each vetted to lie inside the submission."""
+    import onnx  # local: parsing protobuf is data, but keep the CLI's import cheap
+
+    try:
+        model = onnx.load_model(str(path), load_external_data=False)
+    except Exception as exc:  # noqa: BLE001 - any parse failure is the student's file
+        raise SubmissionError(
+            f"'{relpath}' is not a readable ONNX model ({type(exc).__name__}).",
+            "Re-export it with torch.onnx.export and check it with onnx.checker.check_model.",
+            kind="format",
+        ) from None
+    found: dict[str, Path] = {}
+    base = PurePosixPath(relpath).parent
+    for tensor in _all_tensors(model):
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+        target = str(base / location) if str(base) != "." else location
+        found[target] = resolve_inside(root, target, f"external data of '{relpath}'")
+    return found
+
+
+def _all_tensors(model):  # noqa: ANN001, ANN202 - onnx types are imported lazily
+    from onnx.external_data_helper import _get_all_tensors
+
+    return _get_all_tensors(model)
+
+
+def vet_model(
+    root: Path, role: str, relpath: str, architecture: str | None, limit_mb: int, folder: Folder = "submission"
+) -> Artifact:
+    """Everything the host can prove about a model file without running anything."""
+    what = f"model '{role}'"
+    path = resolve_inside(root, relpath, what)
+    _check_size(path, relpath, what, limit_mb)
+    fmt = sniff(path, relpath, what)
+    extra: dict[str, str] = {}
+    if fmt == "npz":
+        raise SubmissionError(f"{what} '{relpath}' is a NumPy archive, not a model.", SAFE_FORMATS_HINT, "format")
+    if fmt == "pt2":
+        vet_pt2(path, relpath)
+    if fmt == "onnx":
+        for ext_rel, ext_path in onnx_external_files(path, root, relpath).items():
+            _check_size(ext_path, ext_rel, what, limit_mb)
+            extra[ext_rel] = sha256_file(ext_path)
+    if fmt == "safetensors" and not architecture:
+        raise SubmissionError(
+            f"{what} '{relpath}' holds only weights (safetensors); the grader needs the architecture.",
+            "Add 'architecture: <name>' to the model entry, e.g. candidate: {path: m.safetensors, "
+            "architecture: digits-cnn}.",
+            kind="manifest",
+        )
+    return Artifact(role, path, relpath, fmt, path.stat().st_size, sha256_file(path), architecture, extra, folder)
+
+
+def vet_inputs(root: Path, relpath: str, limit_mb: int) -> Artifact:
+    what = "inputs"
+    path = resolve_inside(root, relpath, what)
+    _check_size(path, relpath, what, limit_mb)
+    fmt = sniff(path, relpath, what)
+    if fmt != "npz":
+        raise SubmissionError(
+            f"inputs '{relpath}' must be a NumPy .npz archive (np.savez) of plain arrays.",
+            "Save them with np.savez('inputs.npz', input=x, labels=y); object arrays are refused.",
+            kind="format",
+        )
+    return Artifact("inputs", path, relpath, fmt, path.stat().st_size, sha256_file(path))
+
+
+def _check_size(path: Path, relpath: str, what: str, limit_mb: int) -> None:
+    size = path.stat().st_size
+    if size > limit_mb * 1024 * 1024:
+        raise SubmissionError(
+            f"{what} '{relpath}' is {size / 2**20:.1f} MiB, over the {limit_mb} MiB limit.",
+            "Compress the model further or ask staff about the limit.",
+            kind="size",
+        )
+
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def vet_search_log(root: Path, relpath: str, limit_mb: int) -> Artifact:
+    """A search log (hw5): an Optuna SQLite study, or its trial table as CSV or JSON; nothing else.
+
+    Classified by content; its rows are parsed later, inside the sandbox, as hostile data.
+    """
+    what = "search log"
+    path = resolve_inside(root, relpath, what)
+    _check_size(path, relpath, what, limit_mb)
+    with open(path, "rb") as handle:
+        head = handle.read(64)
+    if head.startswith(LFS_PREFIX) or head[:2] in PICKLE_PROTOCOL_BYTES:
+        sniff(path, relpath, what)  # raises the LFS / pickle message
+    if head.startswith(SQLITE_HEADER):
+        fmt = "sqlite"
+    elif head.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] in (b"[", b"{"):
+        fmt = "json"
+    elif path.suffix.lower() == ".csv" and b"\x00" not in head:
+        fmt = "csv"
+    else:
+        raise SubmissionError(
+            f"search log '{relpath}' is neither an SQLite study, a CSV file nor JSON.",
+            "Save the Optuna study with storage='sqlite:///study.db', or export "
+            "study.trials_dataframe() with .to_csv('trials.csv') or .to_json('trials.json', orient='records').",
+            kind="format",
+        )
+    return Artifact("search_log", path, relpath, fmt, path.stat().st_size, sha256_file(path))

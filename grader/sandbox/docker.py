@@ -1,0 +1,382 @@
+"""Run the worker in a Docker container: trust boundary 2 as CI enforces it on the GPU runner machine.
+
+Same contract as the local sandbox (``grader.sandbox.local.run_worker``): a job, the limits, a scratch
+folder and the folders to mount read-only in; observations out, read back by the same
+``grader.sandbox.base.read_observations``. The container gets no network, a read-only root with a
+small tmpfs at /tmp, no capabilities, no new privileges, an unprivileged user, private IPC, pid /
+memory (swap = memory) / CPU limits, no core dumps, explicit thread counts, an environment built
+from nothing (no host variable, so no token, reaches it) and the GPUs only where the engine can
+pass them through. On the wall-time limit it is killed; it is removed in every case.
+
+The Docker SDK is imported lazily: the local sandbox and ``grader --help`` never need it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from grader.config.course import DockerSettings
+from grader.contracts.job import Job, Limits
+from grader.contracts.observations import Observations
+from grader.contracts.problem import Problem
+from grader.errors import ConfigError, WorkerError
+from grader.sandbox.base import (
+    JOB_FILE,
+    OBSERVATIONS_FILE,
+    Finished,
+    memory_failure,
+    read_observations,
+    stopped,
+    thread_env,
+    time_limit_failure,
+    worker_command,
+)
+
+CONTAINER_OUT = "/grading/out"  # the only writable mount
+CONTAINER_IN = "/grading/in"  # read-only folders by name: /grading/in/submission, /grading/in/references, ...
+OUTPUT_FOLDER = "container-out"
+LABEL = "org.compression-grader.worker"
+WORKER_FILE_LIMIT_BYTES = 64 * 1024 * 1024
+OPEN_FILES = 4096
+LOG_TAIL_LINES = 400
+OOM_EXIT = 128 + 9  # SIGKILL: the cgroup's OOM killer
+LimitFailure = Callable[[Limits], Problem]
+
+
+@dataclass
+class GpuPlan:
+    """Which GPUs the container gets, and the sentence the result's environment carries about it."""
+
+    requests: list[Any] = field(default_factory=list)
+    summary: str = "CPU only"
+
+
+class DockerSandbox:
+    """A ``grader.sandbox.base.Sandbox`` that starts each grading in a fresh container of ``settings.image``."""
+
+    def __init__(self, settings: DockerSettings) -> None:
+        if not settings.image:
+            raise ConfigError(
+                "the Docker sandbox needs an image: --image NAME@sha256:... or runner.docker.image in course.yaml"
+            )
+        self.settings = settings
+
+    def __call__(self, job: Job, limits: Limits, workdir: Path, folders: dict[str, Path]) -> Observations:
+        return run_worker(job, limits, workdir, folders, self.settings)
+
+
+def engine() -> Any:
+    """A client for the engine ``$DOCKER_HOST`` (or the default socket) names, checked to answer."""
+    try:
+        import docker
+    except ImportError:
+        raise WorkerError(
+            "the Docker sandbox needs the Docker SDK for Python: pip install 'compression-grader[docker]'"
+        ) from None
+    try:
+        client = docker.from_env()
+        client.ping()
+    except docker.errors.DockerException as exc:
+        where = os.environ.get("DOCKER_HOST", "the default socket")
+        raise WorkerError(f"cannot reach a Docker engine at {where}: {exc}") from None
+    return client
+
+
+@contextmanager
+def engine_session(client: Any) -> Iterator[Any]:
+    """The caller's client, or a fresh one that is closed afterwards."""
+    if client is not None:
+        yield client
+        return
+    client = engine()
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def run_worker(
+    job: Job, limits: Limits, workdir: Path, folders: dict[str, Path], settings: DockerSettings, client: Any = None
+) -> Observations:
+    """Run ``grader.worker`` on ``job`` in a container and parse what it reports.
+
+    Each folder is mounted read-only at ``/grading/in/<name>`` and the worker is told so; the job
+    file is the host's, unchanged. A limit hit yields observations holding only the failure;
+    anything else broken raises ``WorkerError``.
+    """
+    with engine_session(client) as client:
+        gpus = plan_gpus(client, settings)
+        sandbox = describe(settings, gpus)
+        out = output_folder(workdir)
+        (out / JOB_FILE).write_text(job.model_dump_json())
+        inner = {name: f"{CONTAINER_IN}/{name}" for name in folders}
+        command = worker_command("python", f"{CONTAINER_OUT}/{JOB_FILE}", f"{CONTAINER_OUT}/{OBSERVATIONS_FILE}", inner)
+        done = run_in_container(
+            command, settings, limits, workdir, folders, threads=job.measure.timing.threads, client=client, gpus=gpus
+        )
+    if done.stopped is not None:
+        return stopped(done.stopped, sandbox)
+    return read_observations(out / OBSERVATIONS_FILE, done.returncode, done.output_tail, sandbox)
+
+
+def run_in_container(
+    command: list[str],
+    settings: DockerSettings,
+    limits: Limits,
+    workdir: Path,
+    folders: dict[str, Path],
+    threads: int = 1,
+    client: Any = None,
+    gpus: GpuPlan | None = None,
+) -> Finished:
+    """Run ``command`` in a fresh, locked-down container; ``workdir``'s output folder is its only writable place."""
+    with engine_session(client) as client:
+        ensure_image(client, settings)
+        gpus = gpus or plan_gpus(client, settings)
+        out = output_folder(workdir)
+        check_readable(list(folders.values()), settings.user)
+        options = container_options(settings, limits, threads, mounts(out, folders, settings), gpus)
+        container = create_container(client, settings.image, command, options)
+        started = time.monotonic()
+        try:
+            start_container(container, gpus)
+            stopped, returncode = wait_for_exit(container, limits, started)
+            tail = _logs_tail(container)
+        finally:
+            remove_container(container)
+    return Finished(returncode, stopped, tail, time.monotonic() - started)
+
+
+def container_options(
+    settings: DockerSettings, limits: Limits, threads: int, mount_list: list[Any], gpus: GpuPlan
+) -> dict[str, Any]:
+    """Everything ``containers.create`` gets besides the command; each line is one isolation setting."""
+    from docker.types import LogConfig, Ulimit
+
+    memory = f"{limits.memory_mb}m"
+    return {
+        "user": settings.user,
+        "network_mode": "none",
+        "read_only": True,
+        "tmpfs": {"/tmp": f"rw,nosuid,nodev,noexec,size={settings.scratch_mb}m,mode=1777"},
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges:true"],
+        "ipc_mode": "private",
+        "pids_limit": settings.pids,
+        "mem_limit": memory,
+        "memswap_limit": memory,
+        "nano_cpus": int(settings.cpus * 1e9),
+        "cpuset_cpus": settings.cpuset,
+        "ulimits": [
+            Ulimit(name="core", soft=0, hard=0),
+            Ulimit(name="fsize", soft=WORKER_FILE_LIMIT_BYTES, hard=WORKER_FILE_LIMIT_BYTES),
+            Ulimit(name="nofile", soft=OPEN_FILES, hard=OPEN_FILES),
+        ],
+        "init": True,
+        "environment": worker_env(threads, gpu=bool(gpus.requests)),
+        "working_dir": "/tmp",
+        "hostname": "grader-worker",
+        "mounts": mount_list,
+        "device_requests": gpus.requests or None,
+        "labels": {LABEL: "1"},
+        "log_config": LogConfig(type="json-file", config={"max-size": "1m", "max-file": "1"}),
+        "name": f"grader-worker-{uuid.uuid4().hex[:12]}",
+    }
+
+
+def worker_env(threads: int, gpu: bool) -> dict[str, str]:
+    """The whole environment the worker sees (plus the image's own ENV): nothing of the host's.
+
+    Without a GPU request, ``NVIDIA_VISIBLE_DEVICES=void`` overrides the CUDA images' ``all``, so
+    an engine whose default runtime is NVIDIA's still hands the container no GPU.
+    """
+    env = {
+        "HOME": "/tmp",
+        "TMPDIR": "/tmp",
+        "LANG": "C.UTF-8",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONHASHSEED": "0",
+        **thread_env(threads),
+    }
+    if not gpu:
+        env["NVIDIA_VISIBLE_DEVICES"] = "void"
+    return env
+
+
+def mounts(out: Path, folders: dict[str, Path], settings: DockerSettings, extra: list[str] | None = None) -> list[Any]:
+    """The output folder read-write; each named folder and the staff's extra paths read-only.
+
+    ``extra`` replaces ``settings.readonly_mounts`` (the service track passes its own, shorter list).
+    """
+    from docker.types import Mount
+
+    found = [Mount(CONTAINER_OUT, str(out), type="bind", read_only=False)]
+    found += [
+        Mount(f"{CONTAINER_IN}/{name}", str(Path(path).resolve()), type="bind", read_only=True)
+        for name, path in sorted(folders.items())
+    ]
+    found += [Mount(p, p, type="bind", read_only=True) for p in (settings.readonly_mounts if extra is None else extra)]
+    return found
+
+
+def output_folder(workdir: Path) -> Path:
+    """A folder the container's unprivileged user can write; ``workdir`` (0700) keeps others out."""
+    out = workdir / OUTPUT_FOLDER
+    out.mkdir(exist_ok=True)
+    out.chmod(0o777)  # not sticky: the host must be able to delete what the worker wrote
+    return out
+
+
+def check_readable(readonly: list[Path], user: str) -> None:
+    """Refuse early, as the grader's problem, a file the container's user could not read.
+
+    Otherwise a submission checked out with umask 077 would fail to load inside the container
+    and the student would be blamed for it.
+    """
+    uid, gid = (int(part) for part in user.split(":"))
+    for root in readonly:
+        for folder, _, files in os.walk(root):
+            for path in [Path(folder), *(Path(folder) / name for name in files)]:
+                info = path.lstat()
+                if not stat.S_ISLNK(info.st_mode) and not _may_read(info, uid, gid):
+                    raise WorkerError(
+                        f"the container's user {user} cannot read {path} "
+                        f"({stat.filemode(info.st_mode)}); make the submission world-readable, "
+                        "e.g. chmod -R a+rX"
+                    )
+
+
+def _may_read(info: os.stat_result, uid: int, gid: int) -> bool:
+    """Read (and, for a folder, enter) permission for ``uid:gid`` by the owner / group / other bits."""
+    shift = 6 if info.st_uid == uid else 3 if info.st_gid == gid else 0
+    needed = 0o4 | (0o1 if stat.S_ISDIR(info.st_mode) else 0)
+    return (info.st_mode >> shift) & needed == needed
+
+
+def ensure_image(client: Any, settings: DockerSettings) -> None:
+    """The image must be on the engine; pull it (by digest, in CI) when allowed."""
+    import docker
+
+    try:
+        client.images.get(settings.image)
+        return
+    except docker.errors.ImageNotFound:
+        pass
+    if not settings.pull:
+        raise WorkerError(f"the image {settings.image} is not on this Docker engine and pulling is off")
+    try:
+        client.images.pull(settings.image)
+    except docker.errors.DockerException as exc:
+        raise WorkerError(
+            f"the image {settings.image} is not on this Docker engine and cannot be pulled: {exc}"
+        ) from None
+
+
+def plan_gpus(client: Any, settings: DockerSettings) -> GpuPlan:
+    """``DeviceRequest`` for all or the named GPUs; CPU only where none are wanted or none can be had."""
+    from docker.types import DeviceRequest
+
+    wanted = settings.gpus
+    if wanted == "none":
+        return GpuPlan(summary="CPU only (GPUs not requested)")
+    if wanted == "auto" and not engine_has_gpus(client):
+        return GpuPlan(summary="CPU only (this Docker engine cannot pass a GPU through)")
+    if wanted in ("auto", "all"):
+        return GpuPlan([DeviceRequest(count=-1, capabilities=[["gpu"]])], "all GPUs passed through")
+    return GpuPlan(
+        [DeviceRequest(device_ids=list(wanted), capabilities=[["gpu"]])], f"GPU {', '.join(wanted)} passed through"
+    )
+
+
+def engine_has_gpus(client: Any) -> bool:
+    """The NVIDIA Container Toolkit registers its runtime with the engine, or installs the hook that
+    ``--gpus`` uses; without either, requesting a GPU only makes the container fail to start."""
+    runtimes = client.info().get("Runtimes") or {}
+    hook = shutil.which("nvidia-container-runtime-hook") and Path("/dev/nvidiactl").exists()
+    return "nvidia" in runtimes or bool(hook)
+
+
+def describe(settings: DockerSettings, gpus: GpuPlan) -> str:
+    return (
+        f"docker ({settings.image}): no network, read-only root, all capabilities dropped, "
+        f"user {settings.user}, {settings.cpus:g} CPUs; {gpus.summary}"
+    )
+
+
+def create_container(client: Any, image: str, command: list[str], options: dict[str, Any]) -> Any:
+    import docker
+
+    try:
+        return client.containers.create(image, command[1:], entrypoint=command[:1], **options)
+    except docker.errors.DockerException as exc:
+        raise WorkerError(f"the Docker engine refused to create the grading container: {exc}") from None
+
+
+def start_container(container: Any, gpus: GpuPlan) -> None:
+    import docker
+
+    try:
+        container.start()
+    except docker.errors.DockerException as exc:
+        hint = (
+            " (is the NVIDIA Container Toolkit installed? set gpus: none to grade on the CPU)" if gpus.requests else ""
+        )
+        raise WorkerError(f"the Docker engine could not start the grading container{hint}: {exc}") from None
+
+
+def wait_for_exit(
+    container: Any,
+    limits: Limits,
+    started: float,
+    time_limit: LimitFailure = time_limit_failure,
+    memory: LimitFailure = memory_failure,
+) -> tuple[Problem | None, int]:
+    """Wait up to the wall-time limit; kill on it. Exit codes 128+N become -N, like a child process.
+
+    ``time_limit`` and ``memory`` say what was stopped (a model worker by default, or a service).
+    """
+    import requests
+
+    try:
+        status = container.wait(timeout=max(1.0, limits.wall_time_s - (time.monotonic() - started)))
+    except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
+        if time.monotonic() - started < limits.wall_time_s:
+            raise WorkerError("lost the Docker engine while waiting for the worker") from None
+        kill_container(container)
+        return time_limit(limits), -9
+    code = int(status.get("StatusCode", -1))
+    container.reload()
+    if container.attrs.get("State", {}).get("OOMKilled") or code == OOM_EXIT:
+        return memory(limits), code
+    return None, -(code - 128) if 128 < code < 128 + 65 else code
+
+
+def kill_container(container: Any) -> None:
+    import docker
+
+    try:
+        container.kill()
+    except docker.errors.APIError:
+        pass  # it exited on its own in the meantime; removal follows either way
+
+
+def _logs_tail(container: Any, limit: int = 4000) -> str:
+    return container.logs(stdout=True, stderr=True, tail=LOG_TAIL_LINES).decode("utf-8", "replace")[-limit:]
+
+
+def remove_container(container: Any) -> None:
+    import docker
+
+    try:
+        container.remove(force=True, v=True)
+    except docker.errors.NotFound:
+        pass

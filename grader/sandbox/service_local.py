@@ -1,0 +1,140 @@
+"""Start a service in the sandbox and keep it supervised while the load generator works.
+
+The command comes from the manifest as a list (no shell). Placeholders: ``{python}`` (the
+grader's interpreter, which has the course's serving libraries), ``{socket}`` (the Unix socket
+to listen on, also in ``$GRADER_SOCKET``) and ``{folder}`` (the submission folder, read-only).
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from grader.contracts.job import Limits
+from grader.contracts.problem import Problem
+from grader.contracts.service import SOCKET_ENV
+from grader.sandbox.local import kill_group, spawn_sandboxed, tail, tree_rss_mb
+
+WATCH_S = 0.2
+
+
+@dataclass
+class RunningService:
+    proc: object
+    log_path: Path
+    socket: Path
+    limits: Limits
+    started: float = field(default_factory=time.monotonic)
+    stopped: Problem | None = None
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None  # type: ignore[attr-defined]
+
+    def log_tail(self, lines: int = 20) -> str:
+        return "\n".join(tail(self.log_path, 8000).splitlines()[-lines:])
+
+    def watch(self) -> None:
+        """Kill the service if it outgrows its memory or time; runs in a thread."""
+        while self.alive():
+            if tree_rss_mb(self.proc.pid) > self.limits.memory_mb:  # type: ignore[attr-defined]
+                self.stopped = service_memory_failure(self.limits)
+                kill_group(self.proc)  # type: ignore[arg-type]
+                return
+            if time.monotonic() - self.started > self.limits.wall_time_s:
+                self.stopped = service_time_failure(self.limits)
+                kill_group(self.proc)  # type: ignore[arg-type]
+                return
+            time.sleep(WATCH_S)
+
+
+def service_memory_failure(limits: Limits) -> Problem:
+    return Problem(
+        kind="memory_limit",
+        field="service",
+        message=f"the service used more than the {limits.memory_mb} MiB memory limit and was stopped",
+        hint="Load the model once at start-up and keep per-request buffers small; check the service's "
+        "memory while it answers concurrent requests.",
+    )
+
+
+def service_time_failure(limits: Limits) -> Problem:
+    return Problem(
+        kind="time_limit",
+        field="service",
+        message=f"the service ran past the {limits.wall_time_s:.0f} s limit and was stopped",
+        hint="The whole load test must finish within the limit; a service that stops answering "
+        "holds every request until it times out.",
+    )
+
+
+def expand(command: list[str], python: str, socket: str, folder: str) -> list[str]:
+    """Replace the three placeholders literally.
+
+    The command is the student's text: str.format would evaluate ``{python.__class__}`` or raise
+    on an unknown ``{name}``, so only the exact placeholders are substituted and any other brace
+    passes through unchanged.
+    """
+    values = {"{python}": python, "{socket}": socket, "{folder}": folder}
+    expanded = []
+    for part in command:
+        for placeholder, value in values.items():
+            part = part.replace(placeholder, value)
+        expanded.append(part)
+    return expanded
+
+
+@contextmanager
+def running_service(
+    command: list[str], folder: Path, limits: Limits, workdir: Path, threads: int = 1, name: str = "service"
+) -> Iterator[RunningService]:
+    """The service, started in ``folder`` (read-only) and always stopped afterwards."""
+    socket = workdir / f"{name}.sock"
+    proc, log_path = spawn_sandboxed(
+        expand(command, sys.executable, str(socket), str(folder)),
+        limits,
+        workdir,
+        [folder],
+        threads,
+        extra_env={SOCKET_ENV: str(socket)},
+        log_name=f"{name}.log",
+        cwd=folder,
+    )
+    service = RunningService(proc, log_path, socket, limits)
+    watcher = threading.Thread(target=service.watch, daemon=True)
+    watcher.start()
+    try:
+        yield service
+    finally:
+        if service.alive():
+            kill_group(proc)
+        watcher.join(timeout=5)
+
+
+class LocalServiceHost:
+    """The local sandbox (bubblewrap or unshare): ``grader check`` on a laptop and this project's tests.
+
+    The service runs from its folder where it lies; ``extra_files`` are not needed, since the
+    sandbox sees the course repository read-only.
+    """
+
+    def start(
+        self,
+        command: list[str],
+        folder: Path,
+        limits: Limits,
+        workdir: Path,
+        threads: int,
+        name: str,
+        extra_files: list[Path],
+    ) -> AbstractContextManager[RunningService]:
+        return running_service(command, folder, limits, workdir, threads, name)
+
+    def describe(self) -> str:
+        from grader.sandbox.local import describe, isolation
+
+        return describe(isolation())

@@ -1,0 +1,632 @@
+"""The sandboxed worker: loads the student's models, gathers evidence, measures, writes JSON.
+
+Run as ``python -m grader.worker JOB OUT --folder NAME=PATH ...`` by a sandbox only. Every failure a student
+can cause ends as an ``Observations.failure`` with a message, never as a traceback; the host
+treats the output file as untrusted and validates it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+from grader.contracts.job import DerivedSpec, FileRef, Job, ModelJob, Pair, ProbeSpec
+from grader.contracts.observations import (
+    BatchProbe,
+    DerivedStatus,
+    Environment,
+    FidelityComparison,
+    HeldoutAccuracy,
+    ModelObservation,
+    Observations,
+    SoloTiming,
+    TimingComparison,
+)
+from grader.contracts.problem import Problem, model_field
+from grader.errors import SubmissionError
+from grader.worker.evidence.flops import MacCount
+from grader.worker.measure import (
+    accuracy,
+    gzip_size,
+    kl_divergence,
+    max_abs_error,
+    median_estimate,
+    output_parity,
+    peak_rss_mb,
+    ratio_estimate,
+    reset_peak_rss,
+    rss_mb,
+    snr_db,
+    time_interleaved,
+    time_single,
+    top1_agreement,
+)
+from grader.worker.runtime import Feeds, LoadedModel, load_model
+from grader.worker.searchlog import observe_search_log
+
+ORT_DTYPES = {
+    "tensor(float)": np.float32,
+    "tensor(double)": np.float64,
+    "tensor(float16)": np.float16,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(uint8)": np.uint8,
+    "tensor(int8)": np.int8,
+}
+
+
+def fault(problem: Problem) -> SubmissionError:
+    """The exception for anything the student's files caused; it ends as ``Observations.failure``."""
+    return SubmissionError.of([problem])
+
+
+def load_inputs(path: Path | None, max_samples: int) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    if path is None:
+        raise fault(Problem(kind="input", message="no inputs were given", hint="Add data.inputs to submission.yaml."))
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {k: archive[k][:max_samples] for k in archive.files}
+    except ValueError as exc:
+        raise fault(
+            Problem(
+                kind="input",
+                message=f"inputs file cannot be read without pickle: {exc}",
+                hint="Save plain numeric arrays with np.savez.",
+            )
+        ) from None
+    labels = arrays.pop("labels", None)
+    if not arrays:
+        raise fault(
+            Problem(
+                kind="input",
+                message="inputs file holds no input arrays",
+                hint="Store each model input under its input name, e.g. np.savez(f, input=x).",
+            )
+        )
+    sizes = {a.shape[0] if a.ndim else 0 for a in arrays.values()}
+    if len(sizes) != 1 or 0 in sizes:
+        raise fault(
+            Problem(
+                kind="input",
+                message="input arrays must share a non-empty first (batch) axis",
+                hint="Stack samples along axis 0.",
+            )
+        )
+    return arrays, labels
+
+
+def feeds_for(model: LoadedModel, role: str, arrays: dict[str, np.ndarray], index: np.ndarray) -> Feeds:
+    """Select rows ``index`` of each input the model declares, matching names (or the only array)."""
+    names = model.input_names
+    if all(n in arrays for n in names):
+        chosen = {n: arrays[n] for n in names}
+    elif len(names) == 1 and len(arrays) == 1:
+        chosen = {names[0]: next(iter(arrays.values()))}
+    else:
+        raise fault(
+            Problem(
+                kind="input",
+                field=model_field(role),
+                message=f"model '{role}' expects inputs {names} but inputs.npz has {sorted(arrays)}",
+                hint="Save one array per model input, keyed by the input's name.",
+            )
+        )
+    feeds = {}
+    for spec in model.inputs:
+        value = chosen[spec.name][index]
+        want = ORT_DTYPES.get(spec.dtype)
+        feeds[spec.name] = value.astype(want) if want is not None and value.dtype != want else value
+    return feeds
+
+
+def run_all(model: LoadedModel, role: str, arrays: dict[str, np.ndarray], batch: int) -> list[np.ndarray]:
+    """Outputs for every sample, in chunks (padding the last one when the batch size is frozen)."""
+    total = next(iter(arrays.values())).shape[0]
+    fixed = model.fixed_batch()
+    step = fixed or batch
+    chunks: list[list[np.ndarray]] = []
+    for start in range(0, total, step):
+        index = np.arange(start, start + step) % total if fixed else np.arange(start, min(start + step, total))
+        outputs = _call(model, role, feeds_for(model, role, arrays, index))
+        keep = min(step, total - start)
+        chunks.append([o[:keep] for o in outputs])
+    return [np.concatenate([c[i] for c in chunks]) for i in range(len(chunks[0]))]
+
+
+ALLOCATION_FAILURES = ("bad_alloc", "failed to allocate", "out of memory", "cannot allocate memory")
+
+
+def _is_allocation_failure(exc: BaseException) -> bool:
+    """Runtimes report a refused allocation as their own error type; the rlimit is why."""
+    text = str(exc).lower()
+    return isinstance(exc, MemoryError) or any(marker in text for marker in ALLOCATION_FAILURES)
+
+
+def _call(model: LoadedModel, role: str, feeds: Feeds) -> list[np.ndarray]:
+    try:
+        return [np.asarray(o) for o in model.run(feeds)]
+    except Exception as exc:  # noqa: BLE001 - the student's model failed, say how
+        if _is_allocation_failure(exc):
+            raise MemoryError(str(exc)) from None
+        raise fault(
+            Problem(
+                kind="run",
+                field=model_field(role),
+                message=f"model '{role}' failed to run: {_short(exc)}",
+                hint="Run it yourself with the same inputs.npz (e.g. in onnxruntime) and fix the error.",
+            )
+        ) from None
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:600] if text else ''}"
+
+
+def observe_model(
+    job: ModelJob, path: Path, threads: int, arrays: dict[str, np.ndarray], labels: np.ndarray | None, batch: int
+) -> tuple[ModelObservation, LoadedModel, list[np.ndarray]]:
+    reset_peak_rss()
+    before = rss_mb()
+    started = time.perf_counter()
+    try:
+        model = load_model(path, job.format, threads, job.architecture)
+    except Exception as exc:  # noqa: BLE001
+        if _is_allocation_failure(exc):
+            raise MemoryError(str(exc)) from None
+        raise fault(
+            Problem(
+                kind="load",
+                field=model_field(job.role),
+                message=f"model '{job.role}' ('{job.display_name}') failed to load: {_short(exc)}",
+                hint="Check that the file loads on your machine with the format's own loader.",
+            )
+        ) from None
+    load_s = time.perf_counter() - started
+    outputs = run_all(model, job.role, arrays, batch)
+    peak = max(peak_rss_mb() - before, 0.0)
+    macs = count_macs(model, job.role, arrays)
+    observation = ModelObservation(
+        role=job.role,
+        path=job.display_name,
+        format=job.format,
+        size_bytes=path.stat().st_size,
+        gzip_bytes=gzip_size(path),
+        evidence=model.evidence,
+        inputs=model.inputs,
+        outputs=model.outputs,
+        load_s=load_s,
+        peak_rss_mb=peak,
+        accuracy=accuracy(outputs[0], labels) if labels is not None and outputs else None,
+        macs_per_sample=macs.macs,
+        macs_note=macs.note[:1000],
+        trusted=job.trusted,
+    )
+    return observation, model, outputs
+
+
+def compare_outputs(
+    pair: Pair, ref_out: list[np.ndarray], cand_out: list[np.ndarray], names: list[str]
+) -> FidelityComparison:
+    """Top-1 agreement, SNR, KL on the first output; per-output parity on every output."""
+    a, b = ref_out[0], cand_out[0]
+    parity = [
+        output_parity(names[i] if i < len(names) else f"output{i}", r, c, pair.atol, pair.rtol)
+        for i, (r, c) in enumerate(zip(ref_out, cand_out))
+    ]
+    note = ""
+    if len(ref_out) != len(cand_out):
+        note = f"'{pair.candidate}' has {len(cand_out)} output(s), '{pair.reference}' has {len(ref_out)}"
+    return FidelityComparison(
+        reference=pair.reference,
+        candidate=pair.candidate,
+        samples=int(a.shape[0]) if a.ndim else 1,
+        top1_agreement=top1_agreement(a, b),
+        snr_db=snr_db(a, b),
+        max_abs_error=max_abs_error(a, b),
+        kl_divergence=kl_divergence(a, b),
+        atol=pair.atol,
+        rtol=pair.rtol,
+        outputs=parity,
+        note=note,
+    )
+
+
+def _timing_batch(models: list[LoadedModel], batch: int) -> int:
+    fixed = {m.fixed_batch() for m in models} - {None}
+    return fixed.pop() if len(fixed) == 1 else batch
+
+
+def time_pair(
+    ref: str,
+    cand: str,
+    models: dict[str, LoadedModel],
+    arrays: dict[str, np.ndarray],
+    batch: int,
+    job: Job,
+    budget: float,
+) -> TimingComparison:
+    batch = _timing_batch([models[ref], models[cand]], batch)
+    total = next(iter(arrays.values())).shape[0]
+    index = np.arange(batch) % total
+    feeds = {r: feeds_for(models[r], r, arrays, index) for r in (ref, cand)}
+    timing = job.measure.timing
+    times = time_interleaved(
+        lambda: models[ref].run(feeds[ref]),
+        lambda: models[cand].run(feeds[cand]),
+        budget_s=budget,
+        warmup=timing.warmup,
+        min_rounds=timing.min_rounds,
+        max_rounds=timing.max_rounds,
+    )
+    ref_ms, cand_ms = float(np.median(times.reference_s)) * 1e3, float(np.median(times.candidate_s)) * 1e3
+    return TimingComparison(
+        reference=ref,
+        candidate=cand,
+        batch_size=batch,
+        threads=timing.threads,
+        rounds=times.rounds,
+        reference_ms=ref_ms,
+        candidate_ms=cand_ms,
+        speedup=ratio_estimate(times),
+        reference_items_per_s=batch / ref_ms * 1e3,
+        candidate_items_per_s=batch / cand_ms * 1e3,
+    )
+
+
+def time_alone(
+    role: str, model: LoadedModel, arrays: dict[str, np.ndarray], batch: int, job: Job, budget: float
+) -> SoloTiming:
+    """One model timed by itself: hw1's latency at batch 1 and throughput at a larger batch."""
+    batch = _timing_batch([model], batch)
+    total = next(iter(arrays.values())).shape[0]
+    feeds = feeds_for(model, role, arrays, np.arange(batch) % total)
+    timing = job.measure.timing
+    seconds = time_single(
+        lambda: model.run(feeds),
+        budget_s=budget,
+        warmup=timing.warmup,
+        min_rounds=timing.min_rounds,
+        max_rounds=timing.max_rounds,
+    )
+    latency = median_estimate(seconds, scale=1e3, unit="ms")
+    return SoloTiming(
+        role=role,
+        batch_size=batch,
+        threads=timing.threads,
+        rounds=int(seconds.size),
+        latency_ms=latency,
+        items_per_s=batch / max(latency.value or 0.0, 1e-9) * 1e3,
+    )
+
+
+def batch_probe(model: LoadedModel, role: str, arrays: dict[str, np.ndarray], spec: ProbeSpec) -> BatchProbe:
+    """The first N samples one at a time, then as one batch, then that batch again.
+
+    A model whose batch axis is frozen in the file fails the batch run; that is recorded (it is
+    what the probe is for), never raised.
+    """
+    total = next(iter(arrays.values())).shape[0]
+    index = np.arange(spec.batch_size) % total
+    names = [o.name for o in model.outputs]
+    probe = BatchProbe(
+        role=role, batch_size=int(index.size), fixed_batch=model.fixed_batch(), single_ok=False, batch_ok=False
+    )
+    errors: list[str] = []
+    singles: list[list[np.ndarray]] = []
+    batch: list[np.ndarray] = []
+    try:
+        singles = [_call(model, role, feeds_for(model, role, arrays, index[i : i + 1])) for i in range(index.size)]
+        probe.single_ok = True
+        probe.single_shapes = [list(map(int, o.shape)) for o in singles[0]][:64]
+        probe.single_shapes_stable = all([o.shape for o in s] == [o.shape for o in singles[0]] for s in singles)
+    except SubmissionError as error:
+        errors.append(f"batch 1: {error.problem.message}")
+    try:
+        batch = _call(model, role, feeds_for(model, role, arrays, index))
+        again = _call(model, role, feeds_for(model, role, arrays, index))
+        probe.batch_ok = True
+        probe.batch_shapes = [list(map(int, o.shape)) for o in batch][:64]
+        probe.repeat_max_abs_error = max((max_abs_error(a, b) or 0.0 for a, b in zip(batch, again)), default=0.0)
+    except SubmissionError as error:
+        errors.append(f"batch {index.size}: {error.problem.message}")
+    if probe.single_ok and probe.batch_ok:
+        stacked = [np.concatenate([s[i] for s in singles]) for i in range(len(singles[0]))]
+        probe.shapes_consistent = (
+            probe.single_shapes_stable
+            and len(stacked) == len(batch)
+            and all(s.shape == b.shape and b.shape[:1] == (index.size,) for s, b in zip(stacked, batch))
+        )
+        probe.outputs = [
+            output_parity(names[i] if i < len(names) else f"output{i}", b, s, spec.atol, spec.rtol)
+            for i, (s, b) in enumerate(zip(stacked, batch))
+        ][:64]
+    elif probe.single_ok:
+        again = _call(model, role, feeds_for(model, role, arrays, index[:1]))
+        probe.repeat_max_abs_error = max((max_abs_error(a, b) or 0.0 for a, b in zip(singles[0], again)), default=0.0)
+    probe.error = "; ".join(errors)[:2000]
+    return probe
+
+
+def count_macs(model: LoadedModel, role: str, arrays: dict[str, np.ndarray]) -> MacCount:
+    """MACs of one sample: counted on a batch-1 feed (or the frozen batch, divided by it)."""
+    if model.count_macs is None:
+        return MacCount(None, "not computable for this runtime")
+    total = next(iter(arrays.values())).shape[0]
+    batch = model.fixed_batch() or 1
+    count = model.count_macs(feeds_for(model, role, arrays, np.arange(batch) % total))
+    if count.macs is None or batch == 1:
+        return count
+    return MacCount(count.macs // batch, f"{count.note}; the file fixes the batch to {batch}, divided by it")
+
+
+def environment(job: Job) -> Environment:
+    """The worker's own facts; the host adds where it ran (the sandbox) and which data it used."""
+    libraries = {"numpy": np.__version__}
+    for name in ("onnxruntime", "onnx", "torch", "tensorrt"):
+        module = sys.modules.get(name)
+        if module is not None:
+            libraries[name] = getattr(module, "__version__", "?")
+    return Environment(
+        cpu=_cpu_name(),
+        cores=os.cpu_count(),
+        threads=job.measure.timing.threads,
+        gpu=gpu_name(),
+        python=platform.python_version(),
+        platform=platform.platform(),
+        libraries=libraries,
+    )
+
+
+def gpu_name(driver_proc: Path = Path("/proc/driver/nvidia/gpus")) -> str:
+    """The GPU(s) this process can see, or "none".
+
+    Torch, where already loaded, asks CUDA; otherwise the NVIDIA driver's own listing, which the
+    container toolkit exposes only for the GPUs passed into a container, so grading ONNX models
+    does not need torch just to say which GPU was there.
+    """
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    names = []
+    for info in sorted(driver_proc.glob("*/information")):
+        try:
+            lines = info.read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        names += [line.split(":", 1)[1].strip() for line in lines if line.startswith("Model:")]
+    return ", ".join(names)[:200] or "none"
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def _preload(job: Job) -> None:
+    """Import the runtimes before any memory is measured, so no model is charged for them."""
+    formats = {m.format for m in job.models}
+    if "onnx" in formats:
+        _warm_onnxruntime()
+    if formats - {"onnx"}:
+        import torch  # noqa: F401
+
+
+def _warm_onnxruntime() -> None:
+    """Create one trivial session so runtime set-up is not charged to the first model's memory."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "warm",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = min(model.ir_version, 9)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    session.run(None, {"x": np.zeros(1, np.float32)})
+    del onnx
+
+
+class Session:
+    """One grading inside the worker: what is loaded so far, and what has been observed."""
+
+    def __init__(self, job: Job, folders: dict[str, Path], obs: Observations) -> None:
+        self.job = job
+        self.folders = folders
+        self.obs = obs
+        self.spec = job.measure
+        self.threads = job.measure.timing.threads
+        self.loaded: dict[str, LoadedModel] = {}
+        self.outputs: dict[str, list[np.ndarray]] = {}
+        self.arrays, self.labels = load_inputs(self.path(job.inputs), job.measure.max_samples)
+
+    def path(self, ref: FileRef | None) -> Path | None:
+        return None if ref is None else ref.resolve(self.folders)
+
+    def available(self, *roles: str) -> bool:
+        return all(r in self.loaded for r in roles)
+
+    def load_models(self) -> None:
+        for model_job in self.job.models:
+            try:
+                observation, model, outputs = observe_model(
+                    model_job,
+                    self.path(model_job.file),
+                    self.threads,
+                    self.arrays,
+                    self.labels,
+                    self.spec.fidelity_batch_size,
+                )
+            except SubmissionError as error:
+                if not model_job.trusted:
+                    raise
+                self.obs.unavailable[model_job.role] = error.problem.message  # the inputs do not fit it
+                continue
+            self.obs.models[model_job.role] = observation
+            self.loaded[model_job.role], self.outputs[model_job.role] = model, outputs
+
+    def build_derived(self) -> None:
+        """Models the grader builds itself (a TensorRT engine from the ONNX file), on this machine."""
+        for spec in self.spec.derived:
+            source = next(m for m in self.job.models if m.role == spec.source)
+            status = build_derived(spec, self.path(source.file), self.loaded[spec.source], self.arrays)
+            if isinstance(status, tuple):
+                status, model = status
+                try:
+                    self.outputs[spec.role] = run_all(model, spec.role, self.arrays, self.spec.fidelity_batch_size)
+                    self.loaded[spec.role] = model
+                except SubmissionError as error:
+                    status = status.model_copy(update={"status": "failed", "reason": error.problem.message[:2000]})
+            self.obs.derived.append(status)
+
+    def probe(self) -> None:
+        if self.spec.probe is None:
+            return
+        for role in self.spec.probe.roles:
+            if self.available(role):
+                self.obs.probes.append(batch_probe(self.loaded[role], role, self.arrays, self.spec.probe))
+
+    def compare(self) -> None:
+        for pair in self.spec.compare:
+            if self.available(pair.reference, pair.candidate):
+                names = [o.name for o in self.loaded[pair.candidate].outputs]
+                self.obs.fidelity.append(
+                    compare_outputs(pair, self.outputs[pair.reference], self.outputs[pair.candidate], names)
+                )
+
+    def time(self) -> None:
+        """The timing budget is shared by every timed pair and solo role, at every batch size."""
+        pairs = [p for p in self.spec.compare if p.timed and self.available(p.reference, p.candidate)]
+        solo = [r for r in self.spec.solo if self.available(r)]
+        batches = self.spec.timing.batch_sizes
+        budget = self.spec.timing.budget_s / max(1, len(batches) * (len(pairs) + len(solo)))
+        for pair in pairs:
+            for batch in batches:
+                self.obs.timing.append(
+                    time_pair(pair.reference, pair.candidate, self.loaded, self.arrays, batch, self.job, budget)
+                )
+        for role in solo:
+            for batch in batches:
+                self.obs.solo_timing.append(time_alone(role, self.loaded[role], self.arrays, batch, self.job, budget))
+
+    def heldout(self) -> None:
+        """Accuracy on the course's labelled data; a model that cannot take it is noted, not failed."""
+        spec = self.spec.heldout
+        if spec is None or self.job.heldout_inputs is None:
+            return
+        arrays, labels = load_inputs(self.path(self.job.heldout_inputs), self.spec.max_samples)
+        for role in spec.roles:
+            if not self.available(role):
+                continue
+            try:
+                logits = run_all(self.loaded[role], role, arrays, self.spec.fidelity_batch_size)[0]
+            except SubmissionError as error:
+                self.obs.heldout.append(HeldoutAccuracy(role=role, error=error.problem.message[:2000]))
+                continue
+            value = accuracy(logits, labels) if labels is not None else None
+            error = "" if value is not None else "its outputs are not [N, classes] logits for the course's labels"
+            self.obs.heldout.append(
+                HeldoutAccuracy(role=role, samples=int(logits.shape[0]), accuracy=value, error=error)
+            )
+
+    def search_log(self) -> None:
+        if self.job.search_log is not None:
+            log = self.job.search_log
+            self.obs.search_log = observe_search_log(self.path(log.file), log.format, log.study)
+
+
+def build_derived(spec: DerivedSpec, onnx_path: Path, source: LoadedModel, arrays: dict[str, np.ndarray]):  # noqa: ANN201
+    """(status, model) when built, else a status saying why not (never raises for the student's file)."""
+    from grader.worker.tensorrt import TensorRTBuildError, TensorRTUnavailable, build_engine
+
+    base = {"role": spec.role, "source": spec.source, "runtime": spec.runtime}
+    feeds = feeds_for(source, spec.source, arrays, np.arange(1))
+    try:
+        engine = build_engine(onnx_path, feeds, spec.max_batch, spec.workspace_mb)
+    except TensorRTUnavailable as exc:
+        return DerivedStatus(**base, status="unavailable", reason=str(exc))
+    except TensorRTBuildError as exc:
+        return DerivedStatus(**base, status="failed", reason=str(exc)[:2000])
+    except Exception as exc:  # noqa: BLE001 - whatever TensorRT raises on the student's file
+        if _is_allocation_failure(exc):
+            raise MemoryError(str(exc)) from None
+        return DerivedStatus(**base, status="failed", reason=f"TensorRT failed: {_short(exc)}")
+    status = DerivedStatus(
+        **base,
+        status="built",
+        reason=f"built on {engine.device}"[:2000],
+        version=engine.version[:64],
+        build_s=engine.build_s,
+    )
+    return status, engine.model
+
+
+def observe(job: Job, folders: dict[str, Path]) -> Observations:
+    """Everything the job asks for; a student-caused failure stops it and is what it reports."""
+    obs = Observations()
+    try:
+        _preload(job)
+        session = Session(job, folders, obs)
+        session.load_models()
+        session.build_derived()
+        session.probe()
+        session.compare()
+        session.time()
+        session.heldout()
+        session.search_log()
+    except SubmissionError as error:
+        obs.failure = error.problem
+    except MemoryError:
+        obs.failure = Problem(
+            kind="memory_limit",
+            message="the models needed more memory than the sandbox's limit allows",
+            hint="Check for huge intermediate tensors (e.g. an Expand or a large MatMul) and reduce them.",
+        )
+    obs.environment = environment(job)
+    return obs
+
+
+def parse_args(argv: list[str]) -> tuple[Path, Path, dict[str, Path]]:
+    """``JOB OUT [--folder NAME=PATH ...]``: the sandbox says where it mounted each folder."""
+    parser = argparse.ArgumentParser(prog="python -m grader.worker", description="The sandboxed worker.")
+    parser.add_argument("job", type=Path, help="the host's job file (JSON)")
+    parser.add_argument("out", type=Path, help="where to write the observations (JSON)")
+    parser.add_argument(
+        "--folder",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="where the folder the job calls NAME is mounted",
+    )
+    args = parser.parse_args(argv)
+    folders = dict(item.split("=", 1) for item in args.folder)
+    return args.job, args.out, {name: Path(path) for name, path in folders.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    job_path, out, folders = parse_args(sys.argv[1:] if argv is None else argv)
+    job = Job.model_validate_json(job_path.read_text())
+    try:
+        observations = observe(job, folders)
+    except Exception:  # noqa: BLE001 - the grader's own bug: say so on stderr, host maps it to 'error'
+        traceback.print_exc()
+        return 70
+    out.write_text(observations.model_dump_json())
+    return 0
