@@ -52,6 +52,7 @@ CALIBRATION_SAMPLES = 512
 MIN_ACCURACY = 0.95
 MAX_ACCURACY_DROP = 0.01
 MIN_INT8_ZERO_FRACTION = 0.5
+MAX_FINETUNE_ROUNDS = 4  # fine-tune rounds before the hw2 solution must clear its gates (reference/gates.py)
 
 # Files produced by the build (all hashed into the stamp).
 GENERATED: dict[str, Path] = {
@@ -74,6 +75,7 @@ GENERATED: dict[str, Path] = {
     "hw5_candidate": HW5_DIR / "candidate.onnx",
     "hw5_trials": HW5_DIR / "trials.csv",
     "hw5_inputs": HW5_DIR / "inputs.npz",
+    "hw5_submission": HW5_DIR / "submission.yaml",  # names the trial this machine's search chose
     "hw6_source": HW6_DIR / "source.pt2",
     "hw6_onnx": HW6_DIR / "model.onnx",
     "hw6_inputs": HW6_DIR / "inputs.npz",
@@ -88,7 +90,6 @@ COMMITTED: dict[str, Path] = {
         ("hw2", HW2_DIR),
         ("hw3", HW3_DIR),
         ("hw4", HW4_DIR),
-        ("hw5", HW5_DIR),
         ("hw6", HW6_DIR),
         ("final", FINAL_DIR),
     )
@@ -272,6 +273,11 @@ def _build(log: Log) -> dict[str, Any]:
     from reference.digits_cnn import INPUT_SHAPE, DigitsCNN, load_digits_split
 
     started = time.perf_counter()
+
+    def say(message: str) -> None:
+        log(f"  {time.perf_counter() - started:6.1f} s  {message}")
+
+    say("training the course model (DigitsCNN on the digits) ...")
     x_train, y_train, x_test, y_test = load_digits_split(seed=SEED)
     model = DigitsCNN()
     _train(model, x_train, y_train, TRAIN_EPOCHS, TRAIN_LR)
@@ -288,22 +294,36 @@ def _build(log: Log) -> dict[str, Any]:
     fp32_acc = compress.onnx_accuracy(GENERATED["model_onnx"], x_test, y_test)
     if fp32_acc < MIN_ACCURACY:
         raise RuntimeError(f"reference DigitsCNN reached only {fp32_acc:.2%} held-out accuracy (< {MIN_ACCURACY:.0%})")
+    say(f"course model: {fp32_acc:.2%} held-out accuracy; exported to ONNX and safetensors")
 
     # hw2 reference solution: 60% global magnitude pruning + masked fine-tune + static int8.
     shutil.copyfile(GENERATED["model_onnx"], GENERATED["hw2_baseline"])
     np.savez(GENERATED["hw2_inputs"], input=x_test, labels=y_test)
     pruned = copy.deepcopy(model)
     masks = compress.prune_global_magnitude(pruned, PRUNE_AMOUNT)
-    _train(pruned, x_train, y_train, FINETUNE_EPOCHS, FINETUNE_LR, masks=masks)
-    sparsity = compress.weight_sparsity(pruned)
-    if abs(sparsity - PRUNE_AMOUNT) > 1e-4:
-        raise RuntimeError(f"pruned model has sparsity {sparsity:.4f}, expected {PRUNE_AMOUNT}")
     with tempfile.TemporaryDirectory(prefix="reference-build-") as tmp:
-        pruned_onnx = compress.export_onnx(pruned, Path(tmp) / "pruned_fp32.onnx", example)
-        pruned_acc = compress.onnx_accuracy(pruned_onnx, x_test, y_test)
-        compress.quantize_onnx_int8(
-            pruned_onnx, GENERATED["hw2_compressed"], x_train[:CALIBRATION_SAMPLES], fmt="qoperator"
-        )
+        for round_ in range(1, MAX_FINETUNE_ROUNDS + 1):
+            _train(pruned, x_train, y_train, FINETUNE_EPOCHS, FINETUNE_LR, masks=masks)
+            sparsity = compress.weight_sparsity(pruned)
+            if abs(sparsity - PRUNE_AMOUNT) > 1e-4:
+                raise RuntimeError(f"pruned model has sparsity {sparsity:.4f}, expected {PRUNE_AMOUNT}")
+            pruned_onnx = compress.export_onnx(pruned, Path(tmp) / "pruned_fp32.onnx", example)
+            pruned_acc = compress.onnx_accuracy(pruned_onnx, x_test, y_test)
+            compress.quantize_onnx_int8(
+                pruned_onnx, GENERATED["hw2_compressed"], x_train[:CALIBRATION_SAMPLES], fmt="qoperator"
+            )
+            short = _hw2_shortfalls(GENERATED["hw2_baseline"], GENERATED["hw2_compressed"], x_test, y_test)
+            say(
+                f"hw2 solution: pruned 60%, fine-tuned {round_ * FINETUNE_EPOCHS} epoch(s), int8"
+                + (f"; short of full marks: {'; '.join(short)}, fine-tuning on" if short else "")
+            )
+            if not short:
+                break
+        else:
+            raise RuntimeError(
+                f"the hw2 reference solution misses its full-marks thresholds after "
+                f"{MAX_FINETUNE_ROUNDS * FINETUNE_EPOCHS} fine-tune epochs: {'; '.join(short)}"
+            )
     int8_zero_fraction = _check_int8_zeros(GENERATED["hw2_compressed"])
     # final-project staff entry: the hw2 solution, entered on the leaderboard as a staff baseline row
     shutil.copyfile(GENERATED["hw2_compressed"], GENERATED["final_candidate"])
@@ -325,24 +345,49 @@ def _build(log: Log) -> dict[str, Any]:
         "size_bytes_compressed": GENERATED["hw2_compressed"].stat().st_size,
         **_timings(x_test),
     }
-    summary.update(_build_other_solutions(model, (x_train, y_train, x_test, y_test)))
+    summary.update(_build_other_solutions(model, (x_train, y_train, x_test, y_test), say))
     summary["build_seconds"] = round(time.perf_counter() - started, 1)
     _log_summary(log, summary)
     return summary
 
 
-def _build_other_solutions(model: torch.nn.Module, data: tuple) -> dict[str, Any]:
+def _hw2_shortfalls(baseline: Path, compressed: Path, x: np.ndarray, y: np.ndarray) -> list[str]:
+    """What keeps the hw2 solution (and the final project's staff entry, the same file) from full marks."""
+    import numpy as np
+
+    from reference import gates
+
+    figures = gates.fidelity(baseline, compressed, x, y)
+    short = gates.shortfalls(figures, gates.full_marks("hw2-quantization-pruning", "fidelity"), len(x))
+    drop = figures["accuracy_drop_pts"] / 100
+    accuracy = float(np.mean(gates.logits(baseline, x).argmax(1) == y))
+    ratio = (accuracy - drop) / accuracy
+    gate = gates.full_marks("final-project", "accuracy_gate")[0].full
+    if ratio < gate + 1 / len(x):
+        short.append(f"held-out accuracy ratio {ratio:.4g} (the final project's gate is {gate:g})")
+    return short
+
+
+def _build_other_solutions(model: torch.nn.Module, data: tuple, say: Log) -> dict[str, Any]:
     """hw1 and hw3-hw6 reference solutions from the trained course model (see staff_solutions)."""
     from reference import staff_solutions
 
     _, _, x_test, y_test = data
     onnx_path = GENERATED["model_onnx"]
     summary = staff_solutions.build_hw1(HW1_DIR, onnx_path, x_test, y_test)
+    say("hw1 solution: the course model, its reported figures checked")
     summary.update(staff_solutions.build_hw3(HW3_DIR, model, onnx_path, x_test, y_test))
+    say(f"hw3 solution: 16 clusters per tensor, {summary['hw3_accuracy_clustered']:.2%} accuracy")
     hw4, student = staff_solutions.build_hw4(HW4_DIR, GENERATED["student_scratch"], model, onnx_path, data, SEED)
     summary.update(hw4)
+    say(
+        f"hw4 solution: distilled student {hw4['hw4_accuracy_student']:.2%}, from scratch "
+        f"{hw4['hw4_accuracy_scratch']:.2%} (seed {hw4['hw4_seed']})"
+    )
     summary.update(staff_solutions.build_hw5(HW5_DIR, student, data))
+    say(f"hw5 solution: {summary['hw5_trials']} trials, chose trial {summary['hw5_chosen']['number']}")
     summary.update(staff_solutions.build_hw6(HW6_DIR, model, onnx_path, x_test, y_test))
+    say("hw6 solution: a torch.export program and its ONNX export")
     return summary
 
 

@@ -22,7 +22,7 @@ import torch
 import yaml
 from torch import nn
 
-from reference import compress
+from reference import compress, gates
 from reference.digits_cnn import INPUT_SHAPE, DigitsStudent
 
 Log = Callable[[str], None]
@@ -39,6 +39,27 @@ KD_ALPHA = 0.5
 SEARCH_AMOUNTS = (0.0, 0.2, 0.4, 0.5, 0.6, 0.7)
 SEARCH_WEIGHTS = ("fp32", "int8")
 SEARCH_MAX_ACCURACY_DROP = 0.01
+STUDENT_SEEDS = 4  # seeds tried before the hw4 solution must clear its gates
+# hw5's manifest names the trial the search chose, which can differ from one CPU to the next, so
+# the build writes it (it is git-ignored, like the models); everything else in it is fixed.
+HW5_MANIFEST = """\
+# Written by reference/build.py: the trial number is the one this machine's search chose.
+schema: 1
+assignment: hw5-auto-compression
+team: course-staff
+members: [course-staff]
+models:
+  baseline: baseline.onnx
+  candidate: candidate.onnx
+data:
+  inputs: inputs.npz
+  search_log: trials.csv
+claims:
+  trial: {trial}
+notes: "Reference solution: a 12-trial grid over global pruning amount x fp32 / int8 weights of the hw4 student, \\
+logged in Optuna's trials_dataframe CSV layout; the chosen trial is the smallest (gzip) model within 1 point of the \\
+best accuracy."
+"""
 
 
 def _inputs(path: Path, x: np.ndarray, y: np.ndarray) -> None:
@@ -100,6 +121,13 @@ def build_hw3(
     shutil.copyfile(model_onnx, folder / "baseline.onnx")
     compress.export_onnx(clustered, folder / "clustered.onnx", torch.zeros(1, *INPUT_SHAPE))
     _inputs(folder / "inputs.npz", x_test, y_test)
+    short = gates.shortfalls(
+        gates.fidelity(folder / "baseline.onnx", folder / "clustered.onnx", x_test, y_test),
+        gates.full_marks("hw3-clustering", "fidelity"),
+        len(x_test),
+    )
+    if short:
+        raise RuntimeError(f"the hw3 reference solution misses its full-marks thresholds: {'; '.join(short)}")
     return {"hw3_accuracy_clustered": compress.onnx_accuracy(folder / "clustered.onnx", x_test, y_test)}
 
 
@@ -167,17 +195,33 @@ def _fit_student(
 def build_hw4(
     folder: Path, scratch_path: Path, teacher: nn.Module, model_onnx: Path, data: tuple, seed: int
 ) -> tuple[dict[str, Any], nn.Module]:
-    """A distilled DigitsStudent, and the course's from-scratch student of the same architecture."""
+    """A distilled DigitsStudent, and the course's from-scratch student of the same architecture.
+
+    Both are trained with one seed; if the distilled one misses hw4's full-marks thresholds against
+    the teacher on this machine (``reference.gates``), both are trained again with the next seed.
+    """
     x_train, y_train, x_test, y_test = data
     folder.mkdir(parents=True, exist_ok=True)
     example = torch.zeros(1, *INPUT_SHAPE)
-    distilled = train_student(x_train, y_train, teacher, seed)
-    scratch = train_student(x_train, y_train, None, seed)
     shutil.copyfile(model_onnx, folder / "teacher.onnx")
-    compress.export_onnx(distilled, folder / "student.onnx", example)
-    compress.export_onnx(scratch, scratch_path, example)
     _inputs(folder / "inputs.npz", x_test, y_test)
+    thresholds = gates.full_marks("hw4-distillation", "agreement") + gates.full_marks("hw4-distillation", "accuracy")
+    for attempt in range(STUDENT_SEEDS):
+        distilled = train_student(x_train, y_train, teacher, seed + attempt)
+        compress.export_onnx(distilled, folder / "student.onnx", example)
+        figures = gates.fidelity(folder / "teacher.onnx", folder / "student.onnx", x_test, y_test)
+        short = gates.shortfalls(figures, thresholds, len(x_test))
+        if not short:
+            break
+    else:
+        raise RuntimeError(
+            f"the hw4 reference solution misses its full-marks thresholds with {STUDENT_SEEDS} "
+            f"seeds: {'; '.join(short)}"
+        )
+    scratch = train_student(x_train, y_train, None, seed + attempt)  # the same recipe, seed and data, no teacher
+    compress.export_onnx(scratch, scratch_path, example)
     summary = {
+        "hw4_seed": seed + attempt,
         "hw4_accuracy_student": compress.onnx_accuracy(folder / "student.onnx", x_test, y_test),
         "hw4_accuracy_scratch": compress.onnx_accuracy(scratch_path, x_test, y_test),
     }
@@ -225,12 +269,7 @@ def build_hw5(folder: Path, student: nn.Module, data: tuple) -> dict[str, Any]:
         writer.writeheader()
         writer.writerows(rows)
     _inputs(folder / "inputs.npz", x_test, y_test)
-    claimed = yaml.safe_load((folder / "submission.yaml").read_text())["claims"]["trial"]
-    if claimed != chosen["number"]:
-        raise RuntimeError(
-            f"hw5 search chose trial {chosen['number']} but submission.yaml claims trial {claimed}; "
-            "update reference/solutions/hw5-auto-compression/submission.yaml"
-        )
+    (folder / "submission.yaml").write_text(HW5_MANIFEST.format(trial=chosen["number"]))
     return {"hw5_trials": len(rows), "hw5_chosen": chosen}
 
 

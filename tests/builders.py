@@ -42,19 +42,31 @@ def digits(limit: int = 200) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nda
 
 
 def train(model: nn.Module, epochs: int, masks: dict[str, torch.Tensor] | None = None) -> nn.Module:
-    """A few epochs of Adam on the digits; with ``masks``, pruned weights stay exactly zero."""
+    """A few epochs of Adam on the digits; with ``masks``, pruned weights stay exactly zero.
+
+    One thread and deterministic kernels, so the weights depend on the seed and the CPU alone,
+    not on how many cores the machine has. No test relies on them being the same across CPUs:
+    verdicts near a threshold are made certain by ``confident_inputs``.
+    """
     x, y, _, _ = digits()
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3 if masks is None else 1e-3)
-    hook = compress.keep_masks_applied(opt, model, masks) if masks else None
-    model.train()
-    for _ in range(epochs):
-        for i in range(0, len(xt), 64):
-            opt.zero_grad()
-            nn.functional.cross_entropy(model(xt[i : i + 64]), yt[i : i + 64]).backward()
-            opt.step()
-    if hook:
-        hook.remove()
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+    try:
+        opt = torch.optim.Adam(model.parameters(), lr=3e-3 if masks is None else 1e-3)
+        hook = compress.keep_masks_applied(opt, model, masks) if masks else None
+        model.train()
+        for _ in range(epochs):
+            for i in range(0, len(xt), 64):
+                opt.zero_grad()
+                nn.functional.cross_entropy(model(xt[i : i + 64]), yt[i : i + 64]).backward()
+                opt.step()
+        if hook:
+            hook.remove()
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
     return model.eval()
 
 
@@ -76,6 +88,37 @@ def prune_to(model: nn.Module, amount: float, finetune_epochs: int = 2) -> nn.Mo
 def quantize(src: Path, dst: Path, fmt: str = "qoperator") -> Path:
     _, _, x_test, _ = digits()
     return compress.quantize_onnx_int8(src, dst, x_test[:64], fmt=fmt)
+
+
+CONFIDENT_MARGIN = 1.0  # logits; quantization and runtime noise on these models is ~1e-2 or far less
+
+
+def confident_inputs(path: Path, models: list[Path], margin: float = CONFIDENT_MARGIN) -> Path:
+    """inputs.npz with the digits test samples on which every model gives the same class, each with
+    its top class ahead of the runner-up by ``margin`` logits.
+
+    A submission's inputs are the team's choice; choosing them this way makes top-1 agreement
+    exactly 1.0 and the accuracy drop exactly 0 between these models on any CPU, thread count or
+    BLAS kernel, since no run-to-run difference comes near a logit of margin. Verdicts then sit
+    far from every fidelity threshold, while the models stay real trained and compressed ones.
+    """
+    import onnxruntime as ort
+
+    _, _, x_test, y_test = digits()
+    keep = np.ones(len(x_test), dtype=bool)
+    classes = None
+    for model in models:
+        session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+        logits = session.run(None, {session.get_inputs()[0].name: x_test})[0]
+        top2 = np.sort(logits, axis=1)[:, -2:]
+        keep &= (top2[:, 1] - top2[:, 0]) >= margin
+        predicted = logits.argmax(1)
+        keep &= predicted == (predicted if classes is None else classes)
+        classes = predicted if classes is None else classes
+    if keep.sum() < 64:
+        raise RuntimeError(f"only {int(keep.sum())} confident samples; train the test models longer")
+    np.savez(path, input=x_test[keep], labels=y_test[keep])
+    return path
 
 
 def write_inputs(path: Path, with_labels: bool = True) -> Path:

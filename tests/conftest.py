@@ -39,7 +39,11 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
     paths["correct"] = pruned_quantized(0.6, "correct")
     paths["pruned30"] = pruned_quantized(0.3, "pruned30")
-    paths["destroyed"] = pruned_quantized(0.6, "destroyed", builders.TinyCNN())
+    # never trained (no fine-tune either): agrees with the baseline about as often as chance does
+    destroyed = builders.prune_to(builders.TinyCNN(), 0.6, finetune_epochs=0)
+    paths["destroyed"] = builders.quantize(
+        builders.export(destroyed, folder / "destroyed-fp32.onnx"), folder / "destroyed.onnx"
+    )
     from reference.compress import fake_quantize_onnx
 
     fp32_pruned = folder / "correct-fp32.onnx"
@@ -47,7 +51,8 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     paths["tiny_not_zero"] = builders.export(
         builders.tiny_instead_of_zero(builders.copy_of(model), 0.6), folder / "tiny_not_zero.onnx"
     )
-    paths["inputs"] = builders.write_inputs(folder / "inputs.npz")
+    # the correct recipe agrees with its baseline on every one of these samples, with a margin
+    paths["inputs"] = builders.confident_inputs(folder / "inputs.npz", [paths["baseline"], paths["correct"]])
     return paths
 
 

@@ -20,7 +20,10 @@ from starlette.applications import Starlette
 from starlette.responses import JSONResponse, Response, PlainTextResponse
 from starlette.routing import Route
 
-SESSION = ort.InferenceSession({model!r}, providers=["CPUExecutionProvider"])
+OPTIONS = ort.SessionOptions()
+OPTIONS.intra_op_num_threads = 1  # as the reference service: onnxruntime would otherwise use every core
+OPTIONS.inter_op_num_threads = 1
+SESSION = ort.InferenceSession({model!r}, OPTIONS, providers=["CPUExecutionProvider"])
 COUNTER = itertools.count()
 
 async def health(request):

@@ -34,13 +34,17 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             if name.startswith("conv"):  # clusters the convolutions, forgets the large Linear head
                 centroids, index = compress.kmeans_1d(module.weight.numpy(), 16)
                 module.weight.copy_(torch.from_numpy(centroids[index]))
-    return {
+    files = {
         "baseline": builders.export(model, folder / "baseline.onnx"),
         "clustered": builders.export(clustered, folder / "clustered.onnx"),
         "noisy": builders.export(noisy, folder / "noisy.onnx"),
         "partial": builders.export(partial, folder / "partial.onnx"),
-        "inputs": builders.write_inputs(folder / "inputs.npz"),
     }
+    # the samples where clustering (and its noisy copy) keeps the baseline's answer with a margin
+    files["inputs"] = builders.confident_inputs(
+        folder / "inputs.npz", [files["baseline"], files["clustered"], files["noisy"]]
+    )
+    return files
 
 
 @pytest.fixture(scope="module")

@@ -44,6 +44,9 @@ def test_correct_tiny_submission_gets_full_marks_except_maybe_speed(graded) -> N
     for check_id in ("loads", "quantized", "pruned", "fidelity", "size"):
         assert check(result, check_id).status is CheckStatus.PASS, check(result, check_id).message
     assert result.metrics["candidate_vs_baseline.effective_sparsity"].value >= 0.59
+    # the inputs are the samples both models are confident on (builders.confident_inputs): exact on any CPU
+    assert result.metrics["candidate_vs_baseline.top1_agreement"].value == 1.0
+    assert result.metrics["candidate_vs_baseline.accuracy_drop_pts"].value == 0.0
 
 
 def test_fake_qdq_fails_quantized(graded) -> None:

@@ -23,7 +23,9 @@ from tests.grading import local_sandboxes
 from tests.results_builders import HW2, make_result
 
 ROOT = Path(__file__).resolve().parent.parent
-ENV = {k: v for k, v in os.environ.items() if not k.startswith(("GRADER_", "GITHUB_", "GH_"))} | {"COLUMNS": "250"}
+ENV = {k: v for k, v in os.environ.items() if not k.startswith(("GRADER_", "GITHUB_", "GH_"))} | {
+    "COLUMNS": "1000"
+}  # rows never fold, however long a path
 TOKEN = "ghs_" + "R3gr4deT0ken" * 3  # shaped like an Actions token; a test fails if it shows up anywhere
 BASIC = base64.b64encode(f"x-access-token:{TOKEN}".encode()).decode()
 ROSTER = (
