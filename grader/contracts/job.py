@@ -15,7 +15,7 @@ from pydantic import Field, field_validator
 
 from grader.contracts.base import Strict
 
-Folder = Literal["submission", "references", "heldout"]
+Folder = Literal["submission", "references", "heldout", "vetted"]
 
 
 class Limits(Strict):
@@ -24,6 +24,7 @@ class Limits(Strict):
     model_file_mb: int = 512
     inputs_file_mb: int = 256
     search_log_mb: int = 16
+    scratch_mb: int = Field(256, ge=16, description="the sandbox's private scratch space (a tmpfs)")
 
 
 class TimingSpec(Strict):

@@ -28,6 +28,7 @@ class Estimate(Strict):
     unit: str = ""
 
 
+MAX_SAMPLES = 100_000  # predictions reported per model (the job asks for at most max_samples)
 PALETTE_MAX = 256  # above this many distinct values a codebook saves nothing over int8
 
 
@@ -83,14 +84,17 @@ class ModelObservation(Strict):
     role: str
     path: str
     format: str
-    size_bytes: int
-    gzip_bytes: int
     evidence: ModelEvidence
     inputs: list[IOSpec] = []
     outputs: list[IOSpec] = []
     load_s: float | None = None
     peak_rss_mb: float | None = Field(None, description="resident memory added by loading and one batch")
-    accuracy: float | None = None
+    top1: list[int] | None = Field(
+        None,
+        max_length=MAX_SAMPLES,
+        description="each sample's predicted class (the first output's argmax, where "
+        "it is [N, classes]): the host scores it against the labels, the worker never sees an answer key",
+    )
     macs_per_sample: int | None = Field(
         None, description="multiply-accumulates of one batch-1 inference (conv / matmul / gemm; FLOPs = 2 x MACs)"
     )
@@ -167,12 +171,13 @@ class BatchProbe(Strict):
     repeat_max_abs_error: float | None = Field(None, description="the same batch run twice")
 
 
-class HeldoutAccuracy(Strict):
-    """Accuracy on the course's own labelled data (from the base branch, never from the PR)."""
+class HeldoutPredictions(Strict):
+    """A model's answers on the course's evaluation inputs. Their labels never enter the sandbox:
+    the host scores these predictions itself."""
 
     role: str
     samples: int = 0
-    accuracy: float | None = None
+    top1: list[int] | None = Field(None, max_length=MAX_SAMPLES)
     error: str = Field("", max_length=2000)
 
 
@@ -208,7 +213,7 @@ class Observations(Strict):
     fidelity: list[FidelityComparison] = []
     solo_timing: list[SoloTiming] = []
     probes: list[BatchProbe] = []
-    heldout: list[HeldoutAccuracy] = []
+    heldout: list[HeldoutPredictions] = []
     derived: list[DerivedStatus] = []
     unavailable: dict[str, str] = Field({}, description="trusted reference models that could not run, and why")
     search_log: SearchLogObservation | None = None

@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass, field
 
 from grader.config.scoring import ScoreFormula
-from grader.contracts.figures import MB, SCORE_FIGURE, EvidenceSummary, pair_key
+from grader.contracts.figures import MB, SCORE_FIGURE, AnswerKeys, EvidenceSummary, ModelFiles, pair_key
 from grader.contracts.observations import (
     PALETTE_MAX,
     Estimate,
@@ -94,27 +94,34 @@ def palettized_bytes(evidence: ModelEvidence) -> float:
 # --------------------------------------------------------------------------- model figures
 
 
-def model_figures(obs: Observations, score: ScoreFormula | None = None) -> Figures:
-    """Every figure of a model grading; with ``score``, the leaderboard score over them."""
+def model_figures(
+    obs: Observations, files: dict[str, ModelFiles], keys: AnswerKeys | None = None, score: ScoreFormula | None = None
+) -> Figures:
+    """Every figure of a model grading. ``files`` are the models' files as the host measured them;
+    ``keys`` the labels the host scores the worker's predictions with (the worker reports answers,
+    never scores); with ``score``, the leaderboard score over the figures."""
+    keys = keys or AnswerKeys()
+    accuracies = {role: accuracy(m.top1, keys.team) for role, m in obs.models.items()}
     summaries = {role: summarize(m.evidence) for role, m in obs.models.items()}
     out: dict[str, Estimate] = {}
     for role, model in obs.models.items():
         s = summaries[role]
-        out[f"{role}.size_mb"] = _e(model.size_bytes / MB, "MiB")
-        out[f"{role}.gzip_mb"] = _e(model.gzip_bytes / MB, "MiB")
+        if role in files:
+            out[f"{role}.size_mb"] = _e(files[role].size_bytes / MB, "MiB")
+            out[f"{role}.gzip_mb"] = _e(files[role].gzip_bytes / MB, "MiB")
         out[f"{role}.params"] = _e(float(s.params_total))
         out[f"{role}.quantized_fraction"] = _e(s.quantized_fraction)
         out[f"{role}.sparsity"] = _e(s.sparsity)
         out[f"{role}.peak_rss_mb"] = _e(model.peak_rss_mb, "MiB")
-        out[f"{role}.accuracy"] = _e(model.accuracy)
+        out[f"{role}.accuracy"] = _e(accuracies[role])
         out[f"{role}.macs"] = _e(None if model.macs_per_sample is None else float(model.macs_per_sample))
         out[f"{role}.palettized_mb"] = _e(palettized_bytes(model.evidence) / MB, "MiB")
     for solo in obs.solo_timing:
         out[f"{solo.role}.latency_ms_b{solo.batch_size}"] = solo.latency_ms
         out[f"{solo.role}.throughput_b{solo.batch_size}"] = _e(solo.items_per_s, "items/s")
-    heldout = {held.role: held.accuracy for held in obs.heldout}
-    for role, accuracy in heldout.items():
-        out[f"{role}.heldout_accuracy"] = _e(accuracy)
+    heldout = {held.role: accuracy(held.top1, keys.heldout) for held in obs.heldout}
+    for role, held in heldout.items():
+        out[f"{role}.heldout_accuracy"] = _e(held)
     for f in obs.fidelity:  # the final project's gate: the candidate's held-out accuracy over the reference's
         ref_acc, cand_acc = heldout.get(f.reference), heldout.get(f.candidate)
         if ref_acc and cand_acc is not None:
@@ -127,14 +134,33 @@ def model_figures(obs: Observations, score: ScoreFormula | None = None) -> Figur
         out[f"{pair_key(t.reference, t.candidate)}.speedup_b{t.batch_size}"] = t.speedup
     for f in obs.fidelity:
         key = pair_key(f.reference, f.candidate)
-        out[f"{key}.top1_agreement"] = _e(f.top1_agreement)
+        out[f"{key}.top1_agreement"] = _e(_agreement(obs, f))
         out[f"{key}.snr_db"] = _e(f.snr_db, "dB")
         out[f"{key}.max_abs_error"] = _e(f.max_abs_error)
         out[f"{key}.kl_divergence"] = _e(f.kl_divergence, "nats")
         out.update(_parity_figures(key, f))
         if f.reference in obs.models and f.candidate in obs.models:  # built-here engines have no file
-            out.update(_file_figures(key, obs, f.reference, f.candidate, summaries))
+            out.update(_file_figures(key, obs, files, f.reference, f.candidate, summaries, accuracies))
     return Figures(_with_score(out, score, obs.failure is None), summaries)
+
+
+def accuracy(predictions: list[int] | None, labels: list[int] | None) -> float | None:
+    """Top-1 accuracy, scored here from the worker's predictions; ``None`` unless there is one
+    prediction per label."""
+    if predictions is None or labels is None or len(predictions) != len(labels) or not labels:
+        return None
+    return sum(p == y for p, y in zip(predictions, labels)) / len(labels)
+
+
+def _agreement(obs: Observations, f: FidelityComparison) -> float | None:
+    """Top-1 agreement from both models' predictions where the host has them (the worker's own
+    figure otherwise, for an engine built in the sandbox)."""
+    ref, cand = obs.models.get(f.reference), obs.models.get(f.candidate)
+    if ref is not None and cand is not None and ref.top1 is not None and cand.top1 is not None:
+        if len(ref.top1) == len(cand.top1) and ref.top1:
+            return sum(a == b for a, b in zip(ref.top1, cand.top1)) / len(ref.top1)
+        return None
+    return f.top1_agreement
 
 
 def _with_score(values: dict[str, Estimate], score: ScoreFormula | None, complete: bool) -> dict[str, Estimate]:
@@ -156,23 +182,38 @@ def _parity_figures(key: str, f: FidelityComparison) -> dict[str, Estimate]:
 
 
 def _file_figures(
-    key: str, obs: Observations, reference: str, candidate: str, summaries: dict[str, EvidenceSummary]
+    key: str,
+    obs: Observations,
+    files: dict[str, ModelFiles],
+    reference: str,
+    candidate: str,
+    summaries: dict[str, EvidenceSummary],
+    accuracies: dict[str, float | None],
 ) -> dict[str, Estimate]:
     ref, cand = obs.models[reference], obs.models[candidate]
     ref_s, cand_s = summaries[reference], summaries[candidate]
-    drop = None if ref.accuracy is None or cand.accuracy is None else (ref.accuracy - cand.accuracy) * 100
+    ref_acc, cand_acc = accuracies[reference], accuracies[candidate]
+    drop = None if ref_acc is None or cand_acc is None else (ref_acc - cand_acc) * 100
     macs = None
     if ref.macs_per_sample and cand.macs_per_sample is not None:
         macs = cand.macs_per_sample / ref.macs_per_sample
     palettized = palettized_bytes(cand.evidence)
     return {
-        f"{key}.size_ratio": _e(ref.size_bytes / max(cand.size_bytes, 1), "x"),
-        f"{key}.gzip_ratio": _e(ref.gzip_bytes / max(cand.gzip_bytes, 1), "x"),
+        **_size_ratios(key, files.get(reference), files.get(candidate)),
         f"{key}.palettized_ratio": _e(palettized_bytes(ref.evidence) / palettized if palettized else None, "x"),
         f"{key}.accuracy_drop_pts": _e(drop, "pts"),
         f"{key}.effective_sparsity": _e(effective_sparsity(cand_s, ref_s)),
         f"{key}.params_fraction": _e(cand_s.params_total / ref_s.params_total if ref_s.params_total else None),
         f"{key}.macs_fraction": _e(macs),
+    }
+
+
+def _size_ratios(key: str, ref: ModelFiles | None, cand: ModelFiles | None) -> dict[str, Estimate]:
+    if ref is None or cand is None:
+        return {}
+    return {
+        f"{key}.size_ratio": _e(ref.size_bytes / max(cand.size_bytes, 1), "x"),
+        f"{key}.gzip_ratio": _e(ref.gzip_bytes / max(cand.gzip_bytes, 1), "x"),
     }
 
 

@@ -5,17 +5,14 @@ A ``Sandbox`` takes the host's ``Job``, the assignment's ``Limits``, a scratch f
 folders the worker may only read (by name: ``submission``, ``references``, ...), runs
 ``grader.worker`` isolated, and returns ``Observations``. A ``ServiceHost`` does the same for the
 service track's long-running services. The local child-process sandbox (``grader.sandbox.local``)
-and the Docker one (``grader.sandbox.docker``) both end in ``read_observations`` here, so a
+and the Docker one (``grader.sandbox.docker``) both end in ``parse_observations`` here, so a
 subverted worker meets exactly the same validation whichever ran it, and a limit hit reads the
 same to the student.
 """
 
 from __future__ import annotations
 
-import os
 import signal
-import stat
-import sys
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +26,6 @@ from grader.contracts.problem import Problem
 from grader.errors import WorkerError
 
 MAX_OUTPUT_BYTES = 32 * 1024 * 1024
-OBSERVATIONS_FILE = "observations.json"
 JOB_FILE = "job.json"
 
 
@@ -84,22 +80,21 @@ class Sandboxes:
 
 @dataclass
 class Finished:
-    """How a sandboxed command ended: its exit code, or the limit that stopped it."""
+    """How a sandboxed command ended: its exit code, or the limit that stopped it; the tail of its
+    log; and, where it was asked to report, what it wrote on its output channel (capped)."""
 
     returncode: int
     stopped: Problem | None
     output_tail: str
     wall_s: float
+    output: bytes | None = None
 
 
-def worker_command(python: str, job_path: str, out_path: str, folders: dict[str, str]) -> list[str]:
-    """The worker's command line: the job file, where to write, and where each folder is mounted."""
+def worker_command(python: str, job_path: str, out: str, folders: dict[str, str]) -> list[str]:
+    """The worker's command line: the job file, where to report (``fd:N`` or a path) and where
+    each folder is mounted."""
     mounts = [arg for name, path in sorted(folders.items()) for arg in ("--folder", f"{name}={path}")]
-    return [python, "-m", "grader.worker", job_path, out_path, *mounts]
-
-
-def host_python() -> str:
-    return sys.executable
+    return [python, "-m", "grader.worker", job_path, out, *mounts]
 
 
 def thread_env(threads: int) -> dict[str, str]:
@@ -124,13 +119,21 @@ def memory_failure(limits: Limits) -> Problem:
     )
 
 
+def scratch_failure(scratch_mb: int) -> Problem:
+    return Problem(
+        kind="memory_limit",
+        message=f"the models wrote more than the {scratch_mb} MiB scratch space allows and were stopped",
+        hint="Nothing needs to write large files while it is graded; load the model and run it in memory.",
+    )
+
+
 def stopped(failure: Problem, description: str) -> Observations:
     """Observations of a worker a limit stopped: only the failure, and where it ran."""
     return Observations(failure=failure, environment={"sandbox": description})
 
 
-def read_observations(path: Path, returncode: int, output_tail: str, description: str) -> Observations:
-    """Parse what the worker wrote as untrusted input: a regular file, size-capped, schema-checked.
+def parse_observations(data: bytes | None, returncode: int, output_tail: str, description: str) -> Observations:
+    """Parse what the worker reported as untrusted input: capped (by whoever read it), schema-checked.
 
     ``returncode`` < 0 means the worker died of that signal (a crashing runtime is the model's
     doing); any other non-zero code, or no output, is the grader's own fault. ``description`` is
@@ -146,10 +149,11 @@ def read_observations(path: Path, returncode: int, output_tail: str, description
             description,
         )
     if returncode != 0:
-        raise WorkerError(f"worker exited with {returncode}: {output_tail[-1500:]}")
-    if not os.path.lexists(path):
-        raise WorkerError(f"worker exited without writing its output: {output_tail[-1500:]}")
-    data = _read_regular_file(path, MAX_OUTPUT_BYTES)
+        raise WorkerError(f"worker exited with {returncode}", output_tail)
+    if not data:
+        raise WorkerError("worker exited without writing its output", output_tail)
+    if len(data) > MAX_OUTPUT_BYTES:
+        raise WorkerError("worker output is larger than allowed")
     try:
         observations = Observations.model_validate_json(data)
     except ValidationError as exc:
@@ -163,18 +167,3 @@ def _signal_name(number: int) -> str:
         return signal.Signals(number).name
     except ValueError:
         return f"signal {number}"
-
-
-def _read_regular_file(path: Path, limit: int) -> bytes:
-    """Read at most ``limit`` bytes, refusing links and special files the worker might plant."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NONBLOCK", 0))
-    except OSError as exc:
-        raise WorkerError(f"worker output cannot be opened safely: {exc}") from None
-    with os.fdopen(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-            raise WorkerError("worker output is not a regular file")
-        data = handle.read(limit + 1)
-    if len(data) > limit:
-        raise WorkerError("worker output is larger than allowed")
-    return data

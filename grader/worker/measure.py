@@ -7,13 +7,11 @@ interval, because absolute times drift between processes far more than interleav
 
 from __future__ import annotations
 
-import gzip
 import os
 import resource
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -72,32 +70,6 @@ def ratio_estimate(times: PairedTimes, seed: int = 0) -> Estimate:
     medians = np.median(ratios[picks], axis=1)
     low, high = np.percentile(medians, [2.5, 97.5])
     return Estimate(value=float(np.median(ratios)), low=float(low), high=float(high), unit="x")
-
-
-def gzip_size(path: Path) -> int:
-    """Size after gzip -6: a stand-in for what entropy coding of the stored weights would give.
-
-    Streamed into a byte counter, so a large model is never held in memory twice.
-    """
-    sink = _ByteCounter()
-    with open(path, "rb") as handle, gzip.GzipFile(fileobj=sink, mode="wb", compresslevel=6) as out:  # type: ignore[arg-type]
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            out.write(block)
-    return sink.count
-
-
-class _ByteCounter:
-    """A write-only sink that counts bytes."""
-
-    def __init__(self) -> None:
-        self.count = 0
-
-    def write(self, data: bytes) -> int:
-        self.count += len(data)
-        return len(data)
-
-    def flush(self) -> None:
-        pass
 
 
 def rss_mb() -> float:

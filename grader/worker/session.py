@@ -14,6 +14,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -23,7 +24,7 @@ from grader.contracts.observations import (
     DerivedStatus,
     Environment,
     FidelityComparison,
-    HeldoutAccuracy,
+    HeldoutPredictions,
     ModelObservation,
     Observations,
     SoloTiming,
@@ -33,8 +34,6 @@ from grader.contracts.problem import Problem, model_field
 from grader.errors import SubmissionError
 from grader.worker.evidence.flops import MacCount
 from grader.worker.measure import (
-    accuracy,
-    gzip_size,
     kl_divergence,
     max_abs_error,
     median_estimate,
@@ -136,8 +135,40 @@ def run_all(model: LoadedModel, role: str, arrays: dict[str, np.ndarray], batch:
         index = np.arange(start, start + step) % total if fixed else np.arange(start, min(start + step, total))
         outputs = _call(model, role, feeds_for(model, role, arrays, index))
         keep = min(step, total - start)
+        if chunks and len(outputs) != len(chunks[0]):
+            raise fault(
+                Problem(
+                    kind="run",
+                    field=model_field(role),
+                    message=f"model '{role}' gave {len(chunks[0])} output(s) for one batch and "
+                    f"{len(outputs)} for the next",
+                    hint="A model must give the same outputs for every batch; remove any branching on "
+                    "the inputs' values or on how often it was called.",
+                )
+            )
+        if any(o.ndim == 0 for o in outputs):
+            raise fault(
+                Problem(
+                    kind="run",
+                    field=model_field(role),
+                    message=f"model '{role}' gave a scalar output for a batch of {len(index)}: "
+                    "there is no answer per sample to compare",
+                    hint="Keep the batch as the first axis of every output (no reduction over the batch).",
+                )
+            )
         chunks.append([o[:keep] for o in outputs])
-    return [np.concatenate([c[i] for c in chunks]) for i in range(len(chunks[0]))]
+    try:
+        return [np.concatenate([c[i] for c in chunks]) for i in range(len(chunks[0]))]
+    except ValueError:
+        shapes = sorted({str(list(o.shape[1:])) for c in chunks for o in c})[:6]
+        raise fault(
+            Problem(
+                kind="run",
+                field=model_field(role),
+                message=f"model '{role}' gives outputs whose shape changes with the batch ({', '.join(shapes)})",
+                hint="Every sample's output must have the same shape, whatever the batch.",
+            )
+        ) from None
 
 
 ALLOCATION_FAILURES = ("bad_alloc", "failed to allocate", "out of memory", "cannot allocate memory")
@@ -171,7 +202,7 @@ def _short(exc: BaseException) -> str:
 
 
 def observe_model(
-    job: ModelJob, path: Path, threads: int, arrays: dict[str, np.ndarray], labels: np.ndarray | None, batch: int
+    job: ModelJob, path: Path, threads: int, arrays: dict[str, np.ndarray], batch: int
 ) -> tuple[ModelObservation, LoadedModel, list[np.ndarray]]:
     reset_peak_rss()
     before = rss_mb()
@@ -197,19 +228,24 @@ def observe_model(
         role=job.role,
         path=job.display_name,
         format=job.format,
-        size_bytes=path.stat().st_size,
-        gzip_bytes=gzip_size(path),
         evidence=model.evidence,
         inputs=model.inputs,
         outputs=model.outputs,
         load_s=load_s,
         peak_rss_mb=peak,
-        accuracy=accuracy(outputs[0], labels) if labels is not None and outputs else None,
+        top1=top1(outputs),
         macs_per_sample=macs.macs,
         macs_note=macs.note[:1000],
         trusted=job.trusted,
     )
     return observation, model, outputs
+
+
+def top1(outputs: list[np.ndarray]) -> list[int] | None:
+    """Each sample's predicted class, where the first output is [N, classes] logits."""
+    if not outputs or outputs[0].ndim != 2 or not outputs[0].size:
+        return None
+    return [int(c) for c in outputs[0].argmax(-1)]
 
 
 def compare_outputs(
@@ -224,6 +260,11 @@ def compare_outputs(
     note = ""
     if len(ref_out) != len(cand_out):
         note = f"'{pair.candidate}' has {len(cand_out)} output(s), '{pair.reference}' has {len(ref_out)}"
+    elif a.shape != b.shape:
+        note = (
+            f"'{pair.candidate}' gave its first output as {list(b.shape)} where '{pair.reference}' gave "
+            f"{list(a.shape)} for the same {len(a) if a.ndim else 1} samples (the first axis must be the batch)"
+        )
     return FidelityComparison(
         reference=pair.reference,
         candidate=pair.candidate,
@@ -455,7 +496,7 @@ class Session:
         self.threads = job.measure.timing.threads
         self.loaded: dict[str, LoadedModel] = {}
         self.outputs: dict[str, list[np.ndarray]] = {}
-        self.arrays, self.labels = load_inputs(self.path(job.inputs), job.measure.max_samples)
+        self.arrays, _ = load_inputs(self.path(job.inputs), job.measure.max_samples)
 
     def path(self, ref: FileRef | None) -> Path | None:
         return None if ref is None else ref.resolve(self.folders)
@@ -471,7 +512,6 @@ class Session:
                     self.path(model_job.file),
                     self.threads,
                     self.arrays,
-                    self.labels,
                     self.spec.fidelity_batch_size,
                 )
             except SubmissionError as error:
@@ -527,23 +567,24 @@ class Session:
                 self.obs.solo_timing.append(time_alone(role, self.loaded[role], self.arrays, batch, self.job, budget))
 
     def heldout(self) -> None:
-        """Accuracy on the course's labelled data; a model that cannot take it is noted, not failed."""
+        """Answers on the course's evaluation inputs (their labels stay with the host, which scores
+        them); a model that cannot take them is noted, not failed."""
         spec = self.spec.heldout
         if spec is None or self.job.heldout_inputs is None:
             return
-        arrays, labels = load_inputs(self.path(self.job.heldout_inputs), self.spec.max_samples)
+        arrays, _ = load_inputs(self.path(self.job.heldout_inputs), self.spec.max_samples)
         for role in spec.roles:
             if not self.available(role):
                 continue
             try:
-                logits = run_all(self.loaded[role], role, arrays, self.spec.fidelity_batch_size)[0]
+                outputs = run_all(self.loaded[role], role, arrays, self.spec.fidelity_batch_size)
             except SubmissionError as error:
-                self.obs.heldout.append(HeldoutAccuracy(role=role, error=error.problem.message[:2000]))
+                self.obs.heldout.append(HeldoutPredictions(role=role, error=error.problem.message[:2000]))
                 continue
-            value = accuracy(logits, labels) if labels is not None else None
-            error = "" if value is not None else "its outputs are not [N, classes] logits for the course's labels"
+            answers = top1(outputs)
+            error = "" if answers is not None else "its outputs are not [N, classes] logits for the course's labels"
             self.obs.heldout.append(
-                HeldoutAccuracy(role=role, samples=int(logits.shape[0]), accuracy=value, error=error)
+                HeldoutPredictions(role=role, samples=int(outputs[0].shape[0]), top1=answers, error=error)
             )
 
     def search_log(self) -> None:
@@ -599,15 +640,23 @@ def observe(job: Job, folders: dict[str, Path]) -> Observations:
             message="the models needed more memory than the sandbox's limit allows",
             hint="Check for huge intermediate tensors (e.g. an Expand or a large MatMul) and reduce them.",
         )
+    except Exception as exc:  # noqa: BLE001 - anything raised while the student's files run or their outputs are used
+        traceback.print_exc()  # into the sandbox's log, which the result carries for staff
+        obs.failure = Problem(
+            kind="run",
+            message=f"the grader could not use what the models gave it ({_short(exc)})",
+            hint="Check that every model runs on inputs.npz with onnxruntime (or torch) and gives the same "
+            "outputs, of the same shapes, for every batch. If it does, tell course staff: the sandbox's log is kept.",
+        )
     obs.environment = environment(job)
     return obs
 
 
-def parse_args(argv: list[str]) -> tuple[Path, Path, dict[str, Path]]:
+def parse_args(argv: list[str]) -> tuple[Path, str, dict[str, Path]]:
     """``JOB OUT [--folder NAME=PATH ...]``: the sandbox says where it mounted each folder."""
     parser = argparse.ArgumentParser(prog="python -m grader.worker", description="The sandboxed worker.")
     parser.add_argument("job", type=Path, help="the host's job file (JSON)")
-    parser.add_argument("out", type=Path, help="where to write the observations (JSON)")
+    parser.add_argument("out", help="where to write the observations (JSON): fd:N for an inherited pipe, or a path")
     parser.add_argument(
         "--folder",
         action="append",
@@ -620,13 +669,26 @@ def parse_args(argv: list[str]) -> tuple[Path, Path, dict[str, Path]]:
     return args.job, args.out, {name: Path(path) for name, path in folders.items()}
 
 
+def open_output(spec: str) -> BinaryIO:
+    """The channel the observations go to. On ``fd:1`` (a container's stdout) the worker's own
+    prints are moved to stderr first, so nothing but the observations reaches it."""
+    if not spec.startswith("fd:"):
+        return open(spec, "wb")  # noqa: SIM115 - closed by main
+    fd = int(spec[3:])
+    if fd == 1:
+        fd = os.dup(1)
+        os.dup2(2, 1)
+    return os.fdopen(fd, "wb")
+
+
 def main(argv: list[str] | None = None) -> int:
     job_path, out, folders = parse_args(sys.argv[1:] if argv is None else argv)
-    job = Job.model_validate_json(job_path.read_text())
-    try:
-        observations = observe(job, folders)
-    except Exception:  # noqa: BLE001 - the grader's own bug: say so on stderr, host maps it to 'error'
-        traceback.print_exc()
-        return 70
-    out.write_text(observations.model_dump_json())
+    with open_output(out) as channel:
+        job = Job.model_validate_json(job_path.read_text())
+        try:
+            observations = observe(job, folders)
+        except Exception:  # noqa: BLE001 - the grader's own bug: say so on stderr, host maps it to 'error'
+            traceback.print_exc()
+            return 70
+        channel.write(observations.model_dump_json().encode())
     return 0

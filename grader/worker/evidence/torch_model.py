@@ -1,4 +1,4 @@
-"""Evidence from torch models (TorchScript, ``torch.export`` programs, nn.Modules).
+"""Evidence from torch models (``torch.export`` programs, and nn.Modules built from safetensors).
 
 Tensor subclasses are judged by what they store: a torchao int8 weight reports ``float32`` as
 its dtype, but flattening it shows the int8 data and zero points underneath. In an exported
@@ -72,7 +72,7 @@ def stored_tensor_evidence(name: str, t: torch.Tensor, layer: str, prunable: boo
 
 
 def module_evidence(module: torch.nn.Module, fmt: str) -> ModelEvidence:
-    """Weights of an nn.Module or TorchScript module, classified by the module that owns them."""
+    """Weights of an nn.Module, classified by the module that owns them."""
     weights: list[TensorEvidence] = []
     params = 0
     kinds = Counter()
