@@ -277,7 +277,7 @@ def test_missing_image_is_said_plainly(docker_settings, tmp_path: Path) -> None:
 
 
 def test_a_socket_folder_is_open_only_inside_a_private_parent(tmp_path: Path) -> None:
-    from grader.sandbox.docker import writable_folder
+    from grader.sandbox.base import writable_folder
 
     workdir = tmp_path / "work"
     workdir.mkdir(mode=0o700)

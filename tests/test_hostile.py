@@ -130,6 +130,48 @@ def test_guard_code_in_a_pt2_never_runs(program: Path, tmp_path: Path) -> None:
     assert marker.exists()
 
 
+def test_a_pt2_whose_input_spec_imports_a_module_is_refused(
+    program: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """torch parses a spec's context with an object hook that imports any module and walks its
+    attributes (``__enum__``): one reviewer's archive dlopened a library that way."""
+    marker = tmp_path / "IMPORTED"
+    (tmp_path / "planted_module.py").write_text(f"open({str(marker)!r}, 'w').close()\nclass E: pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    hook = json.dumps([{"__enum__": True, "fqn": "planted_module:E.__init__.__class__", "name": "x"}])
+
+    def edit(p: dict) -> None:
+        signature = p["graph_module"]["module_call_graph"][0]["signature"]
+        spec = json.loads(signature["in_spec"])
+        spec[1]["context"] = hook
+        signature["in_spec"] = json.dumps(spec)
+
+    hostile = _rewritten(program, tmp_path / "spec.pt2", edit)
+    with pytest.raises(SubmissionError, match="plain containers"):
+        pt2.vetted_program(hostile, "spec.pt2")
+    assert not marker.exists()
+    with pytest.raises(Exception):  # noqa: B017 - whatever it raises once the import has happened
+        torch.export.load(str(hostile))
+    assert marker.exists()  # the control: torch itself would have run the planted module
+
+
+def test_sample_inputs_behind_a_prefix_are_refused(program: Path, tmp_path: Path) -> None:
+    """zipfile finds an archive after any prefix; torch reads the prefix as a legacy pickle."""
+    import pickle
+
+    prefix = zipfile.ZipFile(program).namelist()[0].split("/")[0]
+    name = f"{prefix}/data/sample_inputs/model.pt"
+    with zipfile.ZipFile(program) as archive:
+        original = archive.read(name)
+    hostile = tmp_path / "prefixed.pt2"
+    with zipfile.ZipFile(program) as archive, zipfile.ZipFile(hostile, "w") as out:
+        for info in archive.infolist():
+            data = archive.read(info)
+            out.writestr(info.filename, pickle.dumps(("legacy",)) + original if info.filename == name else data)
+    with pytest.raises(SubmissionError, match="torch.save zip"):
+        pt2.vetted_program(hostile, "prefixed.pt2")
+
+
 def test_the_worker_loads_the_vetted_rewrite_not_the_submitted_archive(
     program: Path, fast_root: Path, tmp_path: Path
 ) -> None:
@@ -205,6 +247,35 @@ def test_the_sandbox_cannot_write_the_host(tmp_path: Path, isolating: str) -> No
     result = json.loads(found.output_tail.strip().splitlines()[-1])
     assert "written" not in result.values(), result
     assert not any(t.exists() for t in targets)
+
+
+@needs_isolation
+def test_the_sandbox_cannot_change_the_kernels_settings(tmp_path: Path, isolating: str) -> None:
+    """As root, a capability-less process may still write sysctls (only file modes guard them):
+    a core_pattern pointing at a submitted file would run it as root on the next crash."""
+    found = sandboxed(
+        """
+        import json, os
+        status = dict(line.split(":", 1) for line in open("/proc/self/status").read().splitlines())
+        result = {"uid": os.getuid(), "bounding": status["CapBnd"].strip(), "effective": status["CapEff"].strip()}
+        for name in ("kernel/core_pattern", "vm/drop_caches", "kernel/hostname"):
+            path = "/proc/sys/" + name
+            try:
+                current = open(path).read()
+                with open(path, "w") as handle:
+                    handle.write(current if name != "vm/drop_caches" else "0")
+                result[name] = "written"
+            except OSError as exc:
+                result[name] = type(exc).__name__
+        print(json.dumps(result))
+        """,
+        tmp_path,
+    )
+    result = json.loads(found.output_tail.strip().splitlines()[-1])
+    assert "written" not in result.values(), result
+    assert int(result["effective"], 16) == 0 and int(result["bounding"], 16) == 0
+    if os.geteuid() == 0:
+        assert result["uid"] == 65534  # nobody, not a capability-less root
 
 
 def test_held_out_labels_never_reach_the_sandbox(reference_paths, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
@@ -430,6 +501,28 @@ def test_memory_is_limited_over_every_process_even_detached_ones(tmp_path: Path,
 
 
 @needs_isolation
+def test_memory_held_in_memfds_counts_against_the_limit(tmp_path: Path, isolating: str) -> None:
+    """memfd pages are in no process's RSS once unmapped, and RLIMIT_AS does not see them."""
+    found = sandboxed(
+        """
+        import os, time
+        fds = []
+        for n in range(40):  # 40 x 32 MiB = 1.25 GiB against a 256 MiB limit
+            fd = os.memfd_create(f"hold{n}")
+            for _ in range(32):
+                os.write(fd, b"x" * (1 << 20))
+            fds.append(fd)
+        print("held", len(fds), flush=True)
+        time.sleep(30)
+        """,
+        tmp_path,
+        memory_mb=256,
+        wall_time_s=60,
+    )
+    assert found.stopped is not None and found.stopped.kind == "memory_limit", found.output_tail
+
+
+@needs_isolation
 def test_nothing_started_in_the_sandbox_outlives_it(tmp_path: Path, isolating: str) -> None:
     marker = f"{700 + os.getpid() % 97}.{int(time.time()) % 1000}"
     done = sandboxed(
@@ -529,3 +622,63 @@ def test_every_test_docs_security_names_exists() -> None:
     files = {path.stem for path in (ROOT / "tests").glob("test_*.py")}
     named = set(re.findall(r"`(?:tests/\w+\.py::)?(test_\w+)`", text))
     assert named and not {n for n in named if n not in defined and n not in files}
+
+
+# --------------------------------------------------------------------------- 8. the host checks the report
+
+
+def _observed(path: Path, evidence):  # noqa: ANN001, ANN202
+    from grader.contracts.observations import ModelObservation, Observations
+
+    model = ModelObservation(
+        role="candidate", path=path.name, format="onnx", evidence=evidence, inputs=[], outputs=[], load_s=0.1
+    )
+    return Observations(models={"candidate": model})
+
+
+def test_evidence_forged_inside_the_sandbox_is_refused_by_the_host(tmp_path: Path) -> None:
+    """A worker that could run code would report int8 weights for an fp32 file: the file's own
+    metadata, read on the host, says otherwise."""
+    import onnx
+
+    from grader.grading.crosscheck import contradictions
+    from grader.intake.artifacts import vet_model
+    from grader.worker.evidence.onnx_graph import onnx_evidence
+
+    path = builders.export(builders.trained_tiny(epochs=1), tmp_path / "fp32.onnx")
+    artifact = vet_model(tmp_path, "candidate", "fp32.onnx", None, 64)
+    honest = onnx_evidence(onnx.load(str(path)))
+    assert contradictions(_observed(path, honest), {"candidate": artifact.stored}) == []
+    forged_weights = [
+        w.model_copy(update={"quantized": True, "bits": 8, "stored_dtype": "int8"}) for w in honest.weights
+    ]
+    forged = honest.model_copy(update={"weights": forged_weights})
+    (problem,) = contradictions(_observed(path, forged), {"candidate": artifact.stored})
+    assert "stored as float32" in problem.message and problem.field == "models.candidate"
+    invented = honest.model_copy(update={"params_total": 10**9})
+    assert contradictions(_observed(path, invented), {"candidate": artifact.stored})
+
+
+@pytest.mark.parametrize("kind", ["qoperator", "qdq", "nbits"])
+def test_honest_quantized_files_agree_with_their_stored_metadata(tmp_path: Path, kind: str) -> None:
+    import onnx
+
+    from grader.grading.crosscheck import contradictions
+    from grader.intake.artifacts import vet_model
+    from grader.worker.evidence.onnx_graph import onnx_evidence
+
+    fp32 = builders.export(builders.trained_tiny(epochs=1), tmp_path / "fp32.onnx")
+    if kind == "nbits":
+        from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+        from tests.test_evidence import _pruned_matmul_model
+
+        quantizer = MatMulNBitsQuantizer(onnx.load(str(_pruned_matmul_model(tmp_path / "mm.onnx"))))
+        quantizer.process()
+        quantizer.model.save_model_to_file(str(tmp_path / "q.onnx"), True)
+    else:
+        builders.quantize(fp32, tmp_path / "q.onnx", fmt=kind)
+    artifact = vet_model(tmp_path, "candidate", "q.onnx", None, 64)
+    evidence = onnx_evidence(onnx.load(str(tmp_path / "q.onnx")))
+    assert any(w.quantized for w in evidence.weights)
+    assert contradictions(_observed(tmp_path / "q.onnx", evidence), {"candidate": artifact.stored}) == []

@@ -36,6 +36,11 @@ class TimingSpec(Strict):
     budget_s: float = 20.0
     min_rounds: int = 7
     max_rounds: int = 400
+    inputs: Literal["team", "heldout"] = Field(
+        "team",
+        description="where timed batches are drawn from: the team's inputs.npz, or the course's held-out "
+        "inputs (the final project: a team's own inputs could be chosen to trigger a shortcut)",
+    )
 
 
 class Pair(Strict):
@@ -115,11 +120,14 @@ class ModelJob(Strict):
     format: str
     architecture: str | None = None
     trusted: bool = False  # a course reference model: if it cannot run here, that is noted, not charged
+    name: str = Field("", max_length=1024, description="the file as submitted (its path in the submission folder)")
 
     @property
     def display_name(self) -> str:
         """How reports name the file: its path in the submission, or ``reference:<path>``."""
-        return self.file.path if self.file.folder == "submission" else f"reference:{self.file.path}"
+        if self.trusted:
+            return f"reference:{self.name or self.file.path}"
+        return self.name or self.file.path
 
 
 class SearchLogJob(Strict):

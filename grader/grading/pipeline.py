@@ -21,6 +21,7 @@ mistake becomes ``rejected`` with problems that say what to fix, the grader's ow
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import tempfile
 import time
@@ -42,8 +43,9 @@ from grader.contracts.observations import Environment, Observations
 from grader.contracts.problem import Problem
 from grader.contracts.result import AssignmentRef, CheckResult, GraderRef, Result, RunContext, SubmissionRef
 from grader.errors import ConfigError, SubmissionError
+from grader.grading.crosscheck import contradictions
 from grader.grading.figures import Figures, model_figures, service_figures
-from grader.intake.artifacts import Artifact, sha256_file
+from grader.intake.artifacts import Artifact, sha256_file, stage
 from grader.intake.isolated import vet_isolated
 from grader.intake.manifest import MANIFEST_NAME, Submission, load_manifest
 from grader.intake.submission import file_hashes, vet_references
@@ -73,6 +75,7 @@ class _Known:
     submission: Submission | None = None
     assignment: Assignment | None = None
     files: dict[str, str] = field(default_factory=dict)
+    model_files: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -121,10 +124,14 @@ def _grade(known: _Known, sandboxes: Sandboxes, root: Path, run_count: RunCount 
         vetted = _folder(work / "vetted")
         found = vet_isolated(known.folder, root, assignment, vetted)
         known.files = file_hashes(known.folder, found.artifacts)
+        known.model_files = {a.role: dict(a.files) for a in found.artifacts if a.role not in ("inputs", "search_log")}
+        found = dataclasses.replace(found, artifacts=stage(found.artifacts, known.folder, vetted))
         references = vet_references(assignment)
         plan = build_job(known.folder, found.artifacts, assignment, submission, references, work)
         sandbox_dir = _folder(work / "sandbox", mode=0o700)
         obs = sandboxes.worker(plan.job, assignment.limits, sandbox_dir, plan.folders)
+    if obs.failure is None and (problems := contradictions(obs, {a.role: a.stored for a in found.artifacts})):
+        raise SubmissionError.of(problems)
     files = {a.role: ModelFiles(a.files, a.size_bytes, a.gzip_bytes) for a in [*found.artifacts, *references]}
     keys = AnswerKeys(team=found.labels, heldout=plan.heldout_labels)
     return _finish(known, checks, obs, model_figures(obs, files, keys, assignment.score), data=plan.data)
@@ -166,12 +173,12 @@ def build_job(
     written into ``work``, and the host keeps the labels to score the worker's answers with.
     """
     models = [
-        ModelJob(role=a.role, file=a.ref, format=a.format, architecture=a.architecture)
+        ModelJob(role=a.role, file=a.ref, format=a.format, architecture=a.architecture, name=a.relpath)
         for a in artifacts
         if a.role not in ("inputs", "search_log")
     ]
     models += [
-        ModelJob(role=a.role, file=a.ref, format=a.format, architecture=a.architecture, trusted=True)
+        ModelJob(role=a.role, file=a.ref, format=a.format, architecture=a.architecture, trusted=True, name=a.relpath)
         for a in references
     ]
     inputs = next((a.ref for a in artifacts if a.role == "inputs"), None)
@@ -180,7 +187,7 @@ def build_job(
     measure = assignment.measure.model_copy(
         update={"derived": [d for d in assignment.measure.derived if claimed(submission, d.claim)]}
     )
-    folders = {"submission": folder.resolve(), "references": references_root().resolve(), "vetted": work / "vetted"}
+    folders = {"references": references_root().resolve(), "vetted": work / "vetted"}
     heldout, data, labels = None, "", None
     if assignment.measure.heldout is not None:
         found = evaluation_file(assignment.id, references_root(), assignment.measure.heldout.inputs)
@@ -253,6 +260,7 @@ def _finish(
     problems = ([obs.failure] if obs.failure else []) + list(notes)
     environment = obs.environment.model_copy(update={"data": data}) if data else obs.environment
     result = _result(known, "rejected" if obs.failure else "graded", results, problems, environment, figures.values)
+    result = result.model_copy(update={"flags": figures.flags})
     return Grading(result, exitcodes.REJECTED if obs.failure else exitcodes.GRADED)
 
 
@@ -276,6 +284,7 @@ def _result(
             members=sub.members if sub else [],
             path=str(known.folder),
             files=known.files,
+            model_files=known.model_files,
             claims=sub.claims if sub else {},
             reported=sub.reported if sub else {},
             notes=sub.notes if sub else "",

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import hashlib
+import shutil
 import struct
 import zipfile
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from pathlib import Path, PurePosixPath
 from grader.contracts.job import FileRef, Folder
 from grader.errors import SubmissionError
 from grader.intake import pt2
+from grader.intake.stored import StoredTensor, onnx_stored, pt2_stored, safetensors_stored
 
 TORCHSCRIPT_HINT = (
     "Export the model instead: torch.export.save(torch.export.export(model.eval(), (example,)), 'model.pt2') "
@@ -43,8 +45,8 @@ class Artifact:
 
     ``size_bytes`` and ``gzip_bytes`` count every file the model is made of (an ONNX file and its
     external data together), measured here on the host from the files themselves. ``folder`` and
-    ``load_path`` say where the worker reads it: the submission file itself, or (a ``.pt2``) the
-    copy rewritten from the vetted entries in the ``vetted`` folder.
+    ``load_path`` say where the worker reads it: a copy of the vetted file in the ``vetted`` folder
+    (``stage``), or for a ``.pt2`` the archive rewritten from its vetted entries.
     """
 
     role: str
@@ -59,6 +61,7 @@ class Artifact:
     load_path: str = ""  # its path inside that folder (default: relpath)
     gzip_bytes: int = 0
     files: dict[str, int] = field(default_factory=dict)  # every file counted in size_bytes: relpath -> bytes
+    stored: dict[str, list] = field(default_factory=dict)  # tensor name -> StoredTensor.to_json(), from metadata
 
     @property
     def ref(self) -> FileRef:
@@ -71,6 +74,31 @@ class Artifact:
     @classmethod
     def from_json(cls, data: dict) -> Artifact:
         return cls(**{**data, "path": Path(data["path"])})
+
+
+def stage(artifacts: list[Artifact], root: Path, vetted: Path) -> list[Artifact]:
+    """Copies of exactly the files that were vetted, in ``vetted/files`` where the worker reads them.
+
+    The submission folder itself is never mounted into the sandbox: a file the manifest does not
+    name (a shared library, another team's model) never reaches the worker, and what the worker
+    reads is byte for byte what was vetted and hashed here.
+    """
+    staged = []
+    for artifact in artifacts:
+        if artifact.folder != "submission":
+            staged.append(artifact)
+            continue
+        for relpath in {artifact.relpath: 0, **artifact.files}:
+            inside = PurePosixPath(relpath.replace("\\", "/"))
+            target = vetted / "files" / inside
+            for parent in reversed(target.parents):
+                if vetted in parent.parents and not parent.exists():
+                    parent.mkdir(mode=0o755)
+            shutil.copyfile(resolve_inside(root, relpath, "file"), target)
+            target.chmod(0o644)
+        load = PurePosixPath("files") / PurePosixPath(artifact.relpath.replace("\\", "/"))
+        staged.append(dataclasses.replace(artifact, folder="vetted", load_path=load.as_posix()))
+    return staged
 
 
 def resolve_inside(root: Path, relpath: str, what: str) -> Path:
@@ -256,6 +284,7 @@ def vet_model(
     _check_size(path, relpath, what, limit_mb)
     fmt = sniff(path, relpath, what)
     extra: dict[str, str] = {}
+    stored: dict[str, StoredTensor] = {}
     files = {relpath: path.stat().st_size}
     parts = [path]
     load_folder, load_path = folder, ""
@@ -278,12 +307,16 @@ def vet_model(
         prefix, entries = pt2.vetted_program(path, relpath)
         load_path = pt2.repack(prefix, entries, vetted / f"{role}.pt2").name
         load_folder = "vetted"
+        stored = pt2_stored(entries)
     if fmt == "onnx":
+        stored = onnx_stored(path)
         for ext_rel, ext_path in onnx_external_files(path, root, relpath).items():
             _check_size(ext_path, ext_rel, what, limit_mb)
             extra[ext_rel] = sha256_file(ext_path)
             files[ext_rel] = ext_path.stat().st_size
             parts.append(ext_path)
+    if fmt == "safetensors":
+        stored = safetensors_stored(path)
     if fmt == "safetensors" and not architecture:
         raise SubmissionError(
             f"{what} '{relpath}' holds only weights (safetensors); the grader needs the architecture.",
@@ -304,6 +337,7 @@ def vet_model(
         load_path,
         gzip_size(parts),
         files,
+        {name: tensor.to_json() for name, tensor in stored.items()},
     )
 
 

@@ -123,6 +123,18 @@ def read_labels(path: Path, limit: int) -> list[int] | None:
     return [int(y) for y in labels]
 
 
+def unreadable(exc: BaseException) -> Problem:
+    """A file the readers choke on (a zip with a broken directory, an unknown compression, a
+    field of the wrong type): the student's to fix, named as precisely as the reader said."""
+    detail = " ".join(str(exc).split())[:300]
+    return Problem(
+        kind="format",
+        message=f"a submitted file could not be read ({type(exc).__name__}: {detail}).",
+        hint="Save it again with the tool that made it (torch.onnx.export, torch.export.save, numpy.savez) "
+        "and check that it loads on your machine; do not edit model archives by hand.",
+    )
+
+
 def main() -> int:
     """The child: read the request on stdin, vet, answer on stdout (JSON only)."""
     from grader.config.assignment import load_assignment
@@ -131,8 +143,8 @@ def main() -> int:
 
     request = json.loads(sys.stdin.buffer.read())
     folder = Path(request["folder"])
+    assignment = load_assignment(request["assignment"], Path(request["root"]))  # staff's: its errors are ours
     try:
-        assignment = load_assignment(request["assignment"], Path(request["root"]))
         artifacts = vet_submission(folder, load_manifest(folder), assignment, Path(request["vetted"]))
         inputs = next((a for a in artifacts if a.role == "inputs"), None)
         labels = read_labels(inputs.path, assignment.measure.max_samples) if inputs is not None else None
@@ -151,6 +163,8 @@ def main() -> int:
                 ).model_dump()
             ]
         }
+    except Exception as exc:  # noqa: BLE001 - only the student's files are read here: whatever breaks is theirs
+        answer = {"problems": [unreadable(exc).model_dump()]}
     sys.stdout.write(json.dumps(answer))
     return 0
 

@@ -119,6 +119,12 @@ def parse_manifest(text: str) -> Submission:
             "See the example in the assignment README: a few levels of fields are all it needs.",
             kind="manifest",
         ) from None
+    except (ValueError, TypeError, OverflowError) as exc:  # e.g. an integer past Python's digit limit
+        raise SubmissionError(
+            f"{MANIFEST_NAME} holds a value YAML cannot read ({' '.join(str(exc).split())[:200]}).",
+            "Write numbers and text as in the example in the assignment README.",
+            kind="manifest",
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -263,12 +263,64 @@ def _walk(value: object, relpath: str, depth: int = 0) -> None:
                 _check_target(item, relpath)
             elif key == "expr_str" and isinstance(item, str):
                 _check_expression(item, relpath)
+            elif key in ("in_spec", "out_spec") and isinstance(item, str):
+                check_treespec(item, relpath)
             elif key in ("as_custom_obj", "as_custom_objs"):
                 raise refuse(relpath, "calls a custom (scripted) object; the grader runs plain tensor operators only.")
             _walk(item, relpath, depth + 1)
     elif isinstance(value, list):
         for item in value:
             _walk(item, relpath, depth + 1)
+
+
+# pytree node types a program's input and output specs may name: the containers torch.export
+# writes for plain tensors. Anything else (a namedtuple, a defaultdict, a registered class) makes
+# torch's deserializer import modules by name, and a context that is a JSON object goes through
+# an object hook that imports a module and walks attributes by name (``__enum__``).
+PYTREE_TYPES = {
+    None,
+    "builtins.tuple",
+    "builtins.list",
+    "builtins.dict",
+    "collections.OrderedDict",
+    "torch.fx.immutable_collections.immutable_list",
+    "torch.fx.immutable_collections.immutable_dict",
+}
+
+
+def check_treespec(serialized: str, relpath: str) -> None:
+    """An input or output spec: protocol 1, containers only, contexts of plain JSON values."""
+    bad = refuse(relpath, "describes its inputs or outputs with something other than plain containers of tensors.")
+    try:
+        protocol, schema = json.loads(serialized)
+    except (ValueError, TypeError, RecursionError):
+        raise bad from None
+    if protocol != 1:
+        raise bad
+    stack = [(schema, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > 64 or not isinstance(node, dict) or set(node) != {"type", "context", "children_spec"}:
+            raise bad
+        if node["type"] not in PYTREE_TYPES or not isinstance(node["children_spec"], list):
+            raise bad
+        context = node["context"]
+        if context is not None:
+            try:
+                if not isinstance(context, str) or not _plain_json(json.loads(context)):
+                    raise bad
+            except (ValueError, RecursionError):
+                raise bad from None
+        stack.extend((child, depth + 1) for child in node["children_spec"])
+
+
+def _plain_json(value: object, depth: int = 0) -> bool:
+    """Numbers, strings, booleans, null and lists of them: no JSON object anywhere."""
+    if depth > 32:
+        return False
+    if isinstance(value, list):
+        return all(_plain_json(v, depth + 1) for v in value)
+    return value is None or isinstance(value, (str, int, float, bool))
 
 
 def _check_target(target: str, relpath: str) -> None:
@@ -334,10 +386,18 @@ class _Placeholder:
 
 
 def vet_tensor_pickle(raw: bytes, relpath: str, inner: str) -> None:
-    """A ``torch.save`` archive (the sample inputs) whose pickle rebuilds tensors and nothing else."""
+    """A ``torch.save`` archive (the sample inputs) whose pickle rebuilds tensors and nothing else.
+
+    It must be a zip from its first byte: with anything in front, Python's zipfile still finds the
+    archive at the end, but torch reads the front as a legacy pickle."""
+    if not raw.startswith(b"PK\x03\x04"):
+        raise refuse(relpath, f"has sample inputs ('{inner}') that are not a torch.save zip archive.")
     try:
         with zipfile.ZipFile(io.BytesIO(raw)) as saved:
             pickles = [n for n in saved.namelist() if n.endswith("data.pkl")]
+            offsets = [info.header_offset for info in saved.infolist()]
+            if not offsets or min(offsets) != 0:
+                raise refuse(relpath, f"has sample inputs ('{inner}') that are not a torch.save zip archive.")
             if len(pickles) != 1 or len(set(saved.namelist())) != len(saved.namelist()):
                 raise refuse(relpath, f"has sample inputs ('{inner}') that are not one torch.save archive.")
             _TensorOnlyUnpickler(io.BytesIO(saved.read(pickles[0]))).load()

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import stat
 import threading
 import time
 import uuid
@@ -35,6 +34,7 @@ from grader.sandbox.base import (
     JOB_FILE,
     MAX_OUTPUT_BYTES,
     Finished,
+    check_readable,
     memory_failure,
     parse_observations,
     stopped,
@@ -299,39 +299,6 @@ def mounts(
         for inside, host in sorted((writable or {}).items())
     ]
     return found
-
-
-def writable_folder(path: Path) -> Path:
-    """A host folder the container's unprivileged user can write (a service's socket folder)."""
-    path.mkdir(parents=True, exist_ok=True)
-    path.chmod(0o777)  # not sticky: the host must be able to delete what the container wrote
-    return path
-
-
-def check_readable(readonly: list[Path], user: str) -> None:
-    """Refuse early, as the grader's problem, a file the container's user could not read.
-
-    Otherwise a submission checked out with umask 077 would fail to load inside the container
-    and the student would be blamed for it.
-    """
-    uid, gid = (int(part) for part in user.split(":"))
-    for root in readonly:
-        for folder, _, files in os.walk(root):
-            for path in [Path(folder), *(Path(folder) / name for name in files)]:
-                info = path.lstat()
-                if not stat.S_ISLNK(info.st_mode) and not _may_read(info, uid, gid):
-                    raise WorkerError(
-                        f"the container's user {user} cannot read {path} "
-                        f"({stat.filemode(info.st_mode)}); make the submission world-readable, "
-                        "e.g. chmod -R a+rX"
-                    )
-
-
-def _may_read(info: os.stat_result, uid: int, gid: int) -> bool:
-    """Read (and, for a folder, enter) permission for ``uid:gid`` by the owner / group / other bits."""
-    shift = 6 if info.st_uid == uid else 3 if info.st_gid == gid else 0
-    needed = 0o4 | (0o1 if stat.S_ISDIR(info.st_mode) else 0)
-    return (info.st_mode >> shift) & needed == needed
 
 
 def ensure_image(client: Any, settings: DockerSettings) -> None:

@@ -1,6 +1,6 @@
 """The unshare fallback's init: runs as root inside fresh mount, PID, network, IPC and UTS
 namespaces (``unshare --mount --pid --fork --kill-child ...``), builds the same minimal root that
-bubblewrap would, then drops every capability and becomes the command.
+bubblewrap would, then becomes the command as nobody, with no capability.
 
 ``python -m grader.sandbox.enter SPEC_JSON -- COMMAND...``. The spec names the new root's mount
 point (an empty host folder), the read-only binds, the symlinks, the writable binds, the devices
@@ -67,6 +67,9 @@ def build_root(spec: dict) -> str:
         bind(root, path, readonly=False)
     os.makedirs(root + "/proc", exist_ok=True)
     mount("proc", root + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    # the kernel's settings are global, whatever the namespaces: read-only in here
+    mount(root + "/proc/sys", root + "/proc/sys", None, MS_BIND)
+    mount(None, root + "/proc/sys", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
     dev = place(root, "/dev", True)
     mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_NOEXEC, "size=64k,mode=755")
     for name in DEVICES:
@@ -84,7 +87,7 @@ def build_root(spec: dict) -> str:
     shm = place(root, "/dev/shm", True)
     mount("tmpfs", shm, "tmpfs", MS_NOSUID | MS_NODEV, f"size={spec['scratch_mb']}m,mode=1777")
     scratch = place(root, spec["scratch"], True)
-    mount("tmpfs", scratch, "tmpfs", MS_NOSUID | MS_NODEV, f"size={spec['scratch_mb']}m,mode=700")
+    mount("tmpfs", scratch, "tmpfs", MS_NOSUID | MS_NODEV, f"size={spec['scratch_mb']}m,mode=1777")
     mount(None, root, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
     return root
 
@@ -95,9 +98,10 @@ def main(argv: list[str]) -> int:
     root = build_root(spec)
     os.chroot(root)
     os.chdir(spec["cwd"])
-    # no capability survives into the command: it runs as a root that can mount, chroot or
-    # override file permissions no more than an ordinary user (setpriv is util-linux's)
-    drop = ["setpriv", "--bounding-set=-all", "--inh-caps=-all", "--ambient-caps=-all", "--no-new-privs", "--"]
+    # the command runs as nobody with no capability (setpriv is util-linux's): it can mount,
+    # chroot, override file permissions or write the kernel's settings no more than any user
+    ids = [f"--reuid={spec['uid']}", f"--regid={spec['uid']}", "--clear-groups"]
+    drop = ["setpriv", *ids, "--bounding-set=-all", "--inh-caps=-all", "--ambient-caps=-all", "--no-new-privs", "--"]
     os.execvp(drop[0], drop + command)
     return 127
 

@@ -5,9 +5,11 @@ system's libraries, the grader's Python and code, the folders it was given read-
 private size-limited tmpfs as scratch, nothing else of the host. It has its own network (none),
 PID, IPC and UTS namespaces, no capability (even when the grader runs as root), a cleared
 environment (no tokens), rlimits on address space, file size and core dumps, and a wall-time
-limit. Memory is watched over every process it starts (all of them stay its descendants inside
-its PID namespace, ``setsid`` or not), and when it ends the namespace ends with it, so nothing
-survives the grading. Its output comes back through a pipe, capped; its log through another,
+limit. Memory is limited by a memory cgroup where the machine allows one
+(``grader.sandbox.cgroup``: it counts shared memory and memfd pages too) and watched in any case
+over every process it starts (all of them stay its descendants inside its PID namespace,
+``setsid`` or not; resident pages plus open memfd files), and when it ends the namespace ends
+with it, so nothing survives the grading. Its output comes back through a pipe, capped; its log through another,
 of which only the tail is kept.
 
 Three mechanisms, strongest first: bubblewrap; the ``unshare`` fallback for root
@@ -39,6 +41,7 @@ from grader.sandbox.base import (
     JOB_FILE,
     MAX_OUTPUT_BYTES,
     Finished,
+    check_readable,
     memory_failure,
     parse_observations,
     scratch_failure,
@@ -47,7 +50,8 @@ from grader.sandbox.base import (
     time_limit_failure,
     worker_command,
 )
-from grader.sandbox.view import View, system_view
+from grader.sandbox.cgroup import MemoryCgroup, memory_cgroup
+from grader.sandbox.view import SANDBOX_UID, View, drop_to_nobody, system_view
 
 WORKER_FILE_LIMIT_BYTES = 64 * 1024 * 1024
 ADDRESS_SPACE_SLACK_MB = 3072  # runtimes reserve virtual memory they never touch
@@ -105,21 +109,40 @@ def describe(kind: str) -> str:
 
 
 def _bwrap(view: View, command: list[str]) -> list[str]:
+    drop = drop_to_nobody()
     args = ["bwrap", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
+    if drop:  # root: keep only what setpriv needs to become nobody, which then drops it too
+        args += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_SETPCAP"]
     args += ["--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-pid"]
+    args += _parents(
+        [p for k, p in system_view() if k == "bind"], [p for k, p in system_view() if k == "symlink"], view
+    )
     for kind, path in system_view():
         args += ["--symlink", os.readlink(path), path] if kind == "symlink" else ["--ro-bind", path, path]
     for path in view.readonly:
         args += ["--ro-bind", str(path), str(path)]
     for path in view.writable:
         args += ["--bind", str(path), str(path)]
-    args += ["--proc", "/proc", "--dev", "/dev"]
+    args += ["--proc", "/proc", "--ro-bind", "/proc/sys", "/proc/sys", "--dev", "/dev"]
     for path in view.devices:
         args += ["--dev-bind", str(path), str(path)]
     size = str(view.scratch_mb * 2**20)
-    args += ["--size", size, "--tmpfs", "/dev/shm", "--size", size, "--tmpfs", str(view.scratch)]
+    args += ["--perms", "01777", "--size", size, "--tmpfs", "/dev/shm"]
+    args += ["--perms", "01777", "--size", size, "--tmpfs", str(view.scratch)]
     args += ["--remount-ro", "/", "--chdir", str(view.workdir)]
-    return args + ["--", *command]
+    return args + ["--", *drop, *command]
+
+
+def _parents(binds: list[str], links: list[str], view: View) -> list[str]:
+    """The folders above every bound path, made first and open to all (mode 0755): bwrap would
+    make them 0700 as root, and the unprivileged sandbox user could not reach what is inside."""
+    targets = [*binds, *map(str, (*view.readonly, *view.writable, *view.devices, view.scratch))]
+    folders = {str(parent) for t in targets for parent in Path(t).parents if str(parent) != "/"}
+    args: list[str] = []
+    for folder in sorted(folders, key=lambda f: (f.count("/"), f)):
+        if not any(folder == link or folder.startswith(link + "/") for link in links):
+            args += ["--perms", "0755", "--dir", folder]
+    return args
 
 
 def _unshare(view: View, root: Path, command: list[str]) -> list[str]:
@@ -132,6 +155,7 @@ def _unshare(view: View, root: Path, command: list[str]) -> list[str]:
         "scratch": str(view.scratch),
         "scratch_mb": view.scratch_mb,
         "cwd": str(view.workdir),
+        "uid": SANDBOX_UID,
     }
     namespaces = ["--mount", "--net", "--pid", "--ipc", "--uts", "--fork", "--kill-child"]
     enter = [sys.executable, "-I", str(Path(__file__).with_name("enter.py")), json.dumps(spec), "--"]
@@ -214,6 +238,7 @@ class Sandboxed:
     log: _Drain
     output: _Drain | None = None
     started: float = field(default_factory=time.monotonic)
+    cgroup: MemoryCgroup | None = None
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -227,6 +252,8 @@ class Sandboxed:
             return time_limit_failure(self.limits)
         if namespace_rss_mb(self.proc.pid) > self.limits.memory_mb:
             return memory_failure(self.limits)
+        if self.cgroup is not None and self.cgroup.oom_killed():
+            return memory_failure(self.limits)
         watched = list(self.view.writable) + ([self.view.scratch] if watch_scratch else [])
         if sum(folder_bytes(p) for p in watched) > self.view.scratch_mb * 2**20:
             return scratch_failure(self.view.scratch_mb)
@@ -237,6 +264,8 @@ class Sandboxed:
         self.log.join(timeout=5)
         if self.output is not None:
             self.output.join(timeout=5)
+        if self.cgroup is not None:
+            self.cgroup.remove()
 
 
 def spawn_sandboxed(
@@ -260,6 +289,7 @@ def spawn_sandboxed(
     kind = isolation()
     argv = wrap(kind, view, workdir, command)
     address_space = not view.devices
+    cgroup = memory_cgroup(limits.memory_mb) if kind != "none" else None
     # the child's fd 3 becomes the output pipe in _child_setup (before Popen closes the others)
     pass_fds = (OUTPUT_FD,) if out_write is not None else ()
     try:
@@ -272,18 +302,25 @@ def spawn_sandboxed(
             cwd=str(view.workdir) if kind == "none" else str(workdir),
             env=env,
             start_new_session=True,
-            preexec_fn=lambda: _child_setup(memory_mb=limits.memory_mb, address_space=address_space, out_fd=out_write),
+            preexec_fn=lambda: _child_setup(limits.memory_mb, address_space, out_write, cgroup),
         )
+    except BaseException:
+        if cgroup is not None:
+            cgroup.remove()
+        raise
     finally:
         os.close(log_write)
         if out_write is not None:
             os.close(out_write)
     output = _Drain(out_read, limit=MAX_OUTPUT_BYTES) if out_read is not None else None
-    return Sandboxed(proc, view, limits, _Drain(log_read, tail=LOG_TAIL_BYTES), output)
+    return Sandboxed(proc, view, limits, _Drain(log_read, tail=LOG_TAIL_BYTES), output, cgroup=cgroup)
 
 
-def _child_setup(memory_mb: int, address_space: bool, out_fd: int | None) -> None:
-    """In the child, before exec: the limits, and the output pipe on fd 3 whatever its number was."""
+def _child_setup(memory_mb: int, address_space: bool, out_fd: int | None, cgroup: MemoryCgroup | None) -> None:
+    """In the child, before exec: its memory cgroup, the limits, and the output pipe on fd 3
+    whatever its number was."""
+    if cgroup is not None:
+        cgroup.join()
     _limits(memory_mb, address_space)
     if out_fd is not None and out_fd != OUTPUT_FD:
         os.dup2(out_fd, OUTPUT_FD)
@@ -319,8 +356,10 @@ def run_worker(job: Job, limits: Limits, workdir: Path, folders: dict[str, Path]
     """
     kind = isolation()
     sandbox = describe(kind)
+    if kind != "none" and drop_to_nobody():  # the worker runs as nobody: it must be able to read its files
+        check_readable(list(folders.values()), f"{SANDBOX_UID}:{SANDBOX_UID}")
     job_dir = workdir / "job"
-    job_dir.mkdir(exist_ok=True)
+    job_dir.mkdir(mode=0o755, exist_ok=True)
     (job_dir / JOB_FILE).write_text(job.model_dump_json())
     mounted = {name: Path(path).resolve() for name, path in folders.items()}
     view = View(
@@ -349,6 +388,8 @@ def _supervise(running: Sandboxed) -> Problem | None:
         time.sleep(POLL_S)
     if running.proc.returncode == -signal.SIGKILL:
         return memory_failure(running.limits)  # the kernel's OOM killer is the only other sender of SIGKILL
+    if running.cgroup is not None and running.cgroup.oom_killed():
+        return memory_failure(running.limits)  # one of its processes met the cgroup's limit
     return None
 
 
@@ -375,15 +416,40 @@ def descendants(pid: int) -> list[int]:
 
 
 def namespace_rss_mb(pid: int) -> float:
-    """Resident memory of ``pid`` and every process it started."""
+    """Memory held by ``pid`` and every process it started: resident pages, and the pages of
+    every memfd they hold open (those stay in RAM without being in anyone's RSS once unmapped)."""
     pages = 0
-    for member in [pid, *descendants(pid)]:
+    members = [pid, *descendants(pid)]
+    for member in members:
         try:
             with open(f"/proc/{member}/statm", "rb") as handle:
                 pages += int(handle.read().split()[1])
         except (OSError, IndexError, ValueError):
             continue
-    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20 + memfd_bytes(members) / 2**20
+
+
+def memfd_bytes(pids: list[int]) -> int:
+    """Bytes stored in the memfd files these processes hold open, each file counted once."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            path = f"/proc/{pid}/fd/{fd}"
+            try:
+                if not os.readlink(path).startswith("/memfd:"):
+                    continue
+                info = os.stat(path)
+            except OSError:
+                continue
+            if (info.st_dev, info.st_ino) not in seen:
+                seen.add((info.st_dev, info.st_ino))
+                total += info.st_blocks * 512
+    return total
 
 
 def folder_bytes(folder: Path, limit_entries: int = 100_000) -> int:

@@ -31,7 +31,7 @@ from grader.contracts.job import Limits
 from grader.contracts.problem import Problem
 from grader.contracts.service import SOCKET_ENV
 from grader.errors import ConfigError, SubmissionError, WorkerError
-from grader.sandbox.base import scratch_failure
+from grader.sandbox.base import scratch_failure, writable_folder
 from grader.sandbox.docker import (
     LABEL,
     GpuPlan,
@@ -46,7 +46,6 @@ from grader.sandbox.docker import (
     remove_container,
     start_container,
     wait_for_exit,
-    writable_folder,
 )
 from grader.sandbox.local import folder_bytes
 from grader.sandbox.service_local import expand, service_memory_failure, service_time_failure

@@ -18,8 +18,9 @@ from pathlib import Path
 from grader.contracts.job import Limits
 from grader.contracts.problem import Problem
 from grader.contracts.service import SOCKET_ENV
+from grader.sandbox.base import check_readable, writable_folder
 from grader.sandbox.local import Sandboxed, kill_tree, spawn_sandboxed
-from grader.sandbox.view import View
+from grader.sandbox.view import SANDBOX_UID, View, drop_to_nobody
 
 WATCH_S = 0.2
 
@@ -102,8 +103,9 @@ def running_service(
     host beyond the system, the grader's Python and its own folder.
     """
     home = workdir / name
-    sockets = home / "socket"
-    sockets.mkdir(parents=True, exist_ok=True)
+    sockets = writable_folder(home / "socket")
+    if drop_to_nobody():  # the service runs as nobody: it must be able to read the team's folder
+        check_readable([folder], f"{SANDBOX_UID}:{SANDBOX_UID}")
     socket = sockets / f"{name}.sock"
     view = View(
         scratch=home / "scratch",

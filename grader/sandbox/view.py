@@ -16,9 +16,23 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-SYSTEM_PATHS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/sys")
+SYSTEM_PATHS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/sys/devices/system/cpu")
 SYSTEM_FILES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/alternatives")
 GRADER_ROOT = Path(__file__).resolve().parents[2]  # holds the grader package and the course's reference code
+# who the sandboxed process is when the grader runs as root: nobody, so that the files root may
+# write without a capability (sysctls under /proc/sys, other users' files) stay out of reach
+SANDBOX_UID = 65534
+
+
+def drop_to_nobody() -> list[str]:
+    """The command prefix (util-linux's setpriv) that leaves root for ``SANDBOX_UID`` with no
+    capability, bounding set included, and no way back (``no_new_privs``); empty when the grader
+    does not run as root (then the process is already an ordinary user)."""
+    common = ["--bounding-set=-all", "--inh-caps=-all", "--ambient-caps=-all", "--no-new-privs"]
+    if os.geteuid() != 0:
+        return []
+    ids = [f"--reuid={SANDBOX_UID}", f"--regid={SANDBOX_UID}", "--clear-groups"]
+    return ["setpriv", *ids, *common, "--"]
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
 """Measurements that hold up on noisy shared machines.
 
 Baseline and candidate are timed in the same process, interleaved (A B A B ...), on the same
-inputs and threads, after warm-up; the reported figure is the ratio with a bootstrap 95%
-interval, because absolute times drift between processes far more than interleaved ratios do.
+inputs and threads (drawn afresh each round by ``grader.worker.timing``), after warm-up; the
+reported figure is the ratio with a bootstrap 95% interval, because absolute times drift between
+processes far more than interleaved ratios do.
 """
 
 from __future__ import annotations
@@ -38,18 +39,23 @@ def time_interleaved(
     warmup: int = 3,
     min_rounds: int = 7,
     max_rounds: int = 400,
+    prepare: Callable[[int], None] | None = None,
 ) -> PairedTimes:
     """Alternate the two calls until the budget is spent (but at least ``min_rounds``).
 
     The order flips every round (A B, B A, ...) so neither model always runs on a cache the
-    other just warmed.
+    other just warmed. ``prepare(round)``, if given, runs before each round outside the clock
+    (it draws the round's inputs).
     """
-    for _ in range(warmup):
+    prepare = prepare or (lambda _: None)
+    for number in range(warmup):
+        prepare(number)
         reference()
         candidate()
     ref, cand = [], []
     deadline = time.perf_counter() + budget_s
     while len(ref) < max_rounds and (len(ref) < min_rounds or time.perf_counter() < deadline):
+        prepare(warmup + len(ref))
         first, second = (reference, candidate) if len(ref) % 2 == 0 else (candidate, reference)
         t0 = time.perf_counter()
         first()
@@ -144,6 +150,7 @@ def time_single(
     warmup: int = 3,
     min_rounds: int = 7,
     max_rounds: int = 400,
+    prepare: Callable[[int], None] | None = None,
 ) -> np.ndarray:
     """Seconds per call of one model alone, after warm-up, until the budget is spent.
 
@@ -151,11 +158,14 @@ def time_single(
     times drift between machines and processes, so they are reported with an interval and
     compared across teams only through a reference model timed in the same run.
     """
-    for _ in range(warmup):
+    prepare = prepare or (lambda _: None)
+    for number in range(warmup):
+        prepare(number)
         call()
     times: list[float] = []
     deadline = time.perf_counter() + budget_s
     while len(times) < max_rounds and (len(times) < min_rounds or time.perf_counter() < deadline):
+        prepare(warmup + len(times))
         t0 = time.perf_counter()
         call()
         times.append(time.perf_counter() - t0)

@@ -145,6 +145,10 @@ def _vet_sample_inputs(path: Path) -> None:
 def _load_pt2(path: Path, threads: int) -> LoadedModel:
     import torch
 
+    # the quantized_decomposed operators a pt2e-quantized program calls (torchao's convert_pt2e)
+    # are defined by this torch module; without it such a program does not deserialize
+    import torch.ao.quantization.fx._decomposed  # noqa: F401
+
     from grader.worker.evidence.torch_model import exported_program_evidence
 
     _set_torch_threads(threads)
