@@ -58,7 +58,15 @@ class ConfigError(Exception):
 
 
 class WorkerError(Exception):
-    """The worker or its sandbox broke in a way no student file explains: the grader's (or its machine's) fault."""
+    """The worker or its sandbox broke in a way no student file explains: the grader's (or its machine's) fault.
+
+    ``log_tail`` is the end of the sandbox's log, kept apart from the message: it goes into the
+    result (bounded, escaped like every student-controlled string), never to the host's stderr.
+    """
+
+    def __init__(self, message: str, log_tail: str = "") -> None:
+        super().__init__(message)
+        self.log_tail = log_tail
 
 
 class CIUsageError(Exception):

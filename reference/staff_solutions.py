@@ -235,7 +235,7 @@ def build_hw4(
 def build_hw5(folder: Path, student: nn.Module, data: tuple) -> dict[str, Any]:
     """A grid search over pruning amount x weight storage of the hw4 student, logged the way
     Optuna's ``study.trials_dataframe().to_csv()`` writes it, and the chosen trial's model."""
-    from grader.worker.measure import gzip_size
+    from grader.intake.artifacts import gzip_size
 
     x_train, _, x_test, y_test = data
     folder.mkdir(parents=True, exist_ok=True)
@@ -254,7 +254,7 @@ def build_hw5(folder: Path, student: nn.Module, data: tuple) -> dict[str, Any]:
                 {
                     "number": number,
                     "values_accuracy": accuracy,
-                    "values_gzip_mb": gzip_size(path) / MB,
+                    "values_gzip_mb": gzip_size([path]) / MB,
                     "params_amount": amount,
                     "params_weights": weights,
                     "state": "COMPLETE",

@@ -39,13 +39,14 @@ def grade(
     return pipeline.grade(folder, sandboxes, root, context, run_count)
 
 
-def judge(assignment, submission, observations, figures=None) -> list:  # noqa: ANN001
+def judge(assignment, submission, observations, figures=None, files=None, keys=None) -> list:  # noqa: ANN001
     """The checks stage alone, on hand-built observations: figures derived as the pipeline derives
-    them (or the ``figures`` given), checks bound to their rules, then evaluated."""
+    them from the observations, the models' files and the answer keys (or the ``figures`` given),
+    checks bound to their rules, then evaluated."""
     from grader.checks import CheckContext, evaluate, prepare
     from grader.grading.figures import model_figures
 
-    derived = model_figures(observations, assignment.score)
+    derived = model_figures(observations, files or {}, keys, assignment.score)
     values = derived.values if figures is None else figures
     ctx = CheckContext(assignment, submission, observations, values, derived.summaries)
     return evaluate(prepare(assignment), ctx)

@@ -20,7 +20,8 @@ import pytest
 import torch
 
 from grader.errors import SubmissionError
-from grader.intake.artifacts import resolve_inside, sniff, vet_model, vet_pt2
+from grader.intake import pt2
+from grader.intake.artifacts import resolve_inside, sniff, vet_model
 from tests.builders import TinyCNN, export
 
 EXAMPLE = (torch.zeros(1, 1, 8, 8),)
@@ -62,9 +63,9 @@ def built(tmp_path_factory: pytest.TempPathFactory, tiny: TinyCNN) -> dict[str, 
     return files
 
 
-def _refusal(call, *args) -> SubmissionError:  # noqa: ANN001
+def _refusal(call, *args, **kwargs) -> SubmissionError:  # noqa: ANN001
     with pytest.raises(SubmissionError) as info:
-        call(*args)
+        call(*args, **kwargs)
     return info.value
 
 
@@ -214,6 +215,10 @@ def test_sniff_refuses_an_unknown_file(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- vet_pt2
 
 
+def vet_pt2(path: Path, relpath: str) -> None:
+    pt2.vetted_program(path, relpath)
+
+
 def _rewrite_zip(
     src: Path, dst: Path, replace: dict[str, bytes] | None = None, add: dict[str, bytes] | None = None
 ) -> Path:
@@ -242,8 +247,11 @@ def test_vet_pt2_accepts_a_plain_exported_program(built: dict[str, Path], tmp_pa
     root = tmp_path / "sub"
     root.mkdir()
     (root / "program.pt2").write_bytes(built["pt2"].read_bytes())
-    artifact = vet_model(root, "candidate", "program.pt2", None, 10)
+    vetted = tmp_path / "vetted"
+    vetted.mkdir()
+    artifact = vet_model(root, "candidate", "program.pt2", None, 10, vetted=vetted)
     assert artifact.format == "pt2" and artifact.size_bytes == built["pt2"].stat().st_size
+    assert artifact.ref.folder == "vetted" and (vetted / artifact.ref.path).is_file()  # the worker loads the rewrite
 
 
 def test_vet_pt2_refuses_weights_flagged_use_pickle(built: dict[str, Path], tmp_path: Path) -> None:
@@ -316,7 +324,15 @@ def test_vet_pt2_refuses_compiled_code(built: dict[str, Path], tmp_path: Path) -
     assert err.kind == "pt2"
     assert "compiled code" in err.message and "torch.export.save" in err.hint
     # and vet_model runs the same vetting for a .pt2 submission
-    assert _refusal(vet_model, tmp_path, "candidate", "program.pt2", None, 10).kind == "pt2"
+    assert _refusal(vet_model, tmp_path, "candidate", "program.pt2", None, 10, vetted=tmp_path).kind == "pt2"
+
+
+def test_a_torchscript_file_is_refused_with_how_to_export_instead(built: dict[str, Path]) -> None:
+    """TorchScript is a program (aten::from_file, aten::save are ordinary TorchScript operators)."""
+    root = built["torchscript"].parent
+    err = _refusal(vet_model, root, "candidate", built["torchscript"].name, None, 10)
+    assert err.kind == "format" and "TorchScript" in err.message
+    assert "torch.export.save" in err.hint and "torch.onnx.export" in err.hint
 
 
 # --------------------------------------------------------------------------- vet_model

@@ -7,6 +7,7 @@ import pytest
 from grader.checks.rules.compression import claimed_bits
 from grader.checks.shared import favourable, linear
 from grader.config.assignment import load_assignment
+from grader.contracts.figures import AnswerKeys, ModelFiles
 from grader.contracts.observations import (
     Estimate,
     FidelityComparison,
@@ -47,37 +48,47 @@ def weight(numel: int, zeros: int, quantized: bool, bits: int = 8, near: int = 0
     )
 
 
-def model(role: str, size: int, w: TensorEvidence, accuracy: float = 0.97) -> ModelObservation:
+SAMPLES = 200
+
+
+def model(role: str, w: TensorEvidence, top1: list[int]) -> ModelObservation:
     return ModelObservation(
         role=role,
         path=f"{role}.onnx",
         format="onnx",
-        size_bytes=size,
-        gzip_bytes=size,
         evidence=ModelEvidence(format="onnx", params_total=w.numel, weights=[w]),
-        accuracy=accuracy,
+        top1=top1,
     )
 
 
+def answers(cand_accuracy: float, agreement: float) -> tuple[list[int], list[int]]:
+    """Baseline and candidate predictions on SAMPLES samples whose label is 0: the baseline is right
+    on 97% of them; the candidate loses the candidate's share of those, then disagrees where needed."""
+    baseline = [0] * 194 + [1] * 6
+    candidate = list(baseline)
+    lost = 194 - round(cand_accuracy * SAMPLES)
+    for i in range(lost):
+        candidate[i] = 2
+    for i in range(194, 194 + max(0, round((1 - agreement) * SAMPLES) - lost)):
+        candidate[i] = 2  # wrong either way, but no longer the baseline's answer
+    return baseline, candidate
+
+
 def observations(
-    candidate: TensorEvidence,
-    *,
-    speedup: Estimate,
-    cand_size: int = 250,
-    agreement: float = 0.99,
-    cand_accuracy: float = 0.965,
+    candidate: TensorEvidence, *, speedup: Estimate, agreement: float = 0.99, cand_accuracy: float = 0.965
 ) -> Observations:
+    base_top1, cand_top1 = answers(cand_accuracy, agreement)
     return Observations(
         models={
-            "baseline": model("baseline", 1000, weight(1000, 0, False)),
-            "candidate": model("candidate", cand_size, candidate, cand_accuracy),
+            "baseline": model("baseline", weight(1000, 0, False), base_top1),
+            "candidate": model("candidate", candidate, cand_top1),
         },
         fidelity=[
             FidelityComparison(
                 reference="baseline",
                 candidate="candidate",
-                samples=100,
-                top1_agreement=agreement,
+                samples=SAMPLES,
+                top1_agreement=None,
                 snr_db=30.0,
                 max_abs_error=0.1,
             )
@@ -99,9 +110,17 @@ def observations(
     )
 
 
+FILES = {
+    "baseline": ModelFiles({"baseline.onnx": 1000}, 1000, 1000),
+    "candidate": ModelFiles({"candidate.onnx": 250}, 250, 250),
+}
+KEYS = AnswerKeys(team=[0] * SAMPLES)
+
+
 def grade(obs: Observations, sparsity_claim: float = 0.5) -> dict:
     assignment = load_assignment("hw2-quantization-pruning")
-    return {c.id: c for c in judge(assignment, parse_manifest(MANIFEST % sparsity_claim), obs)}
+    checks = judge(assignment, parse_manifest(MANIFEST % sparsity_claim), obs, files=FILES, keys=KEYS)
+    return {c.id: c for c in checks}
 
 
 GOOD = Estimate(value=2.0, low=1.8, high=2.2, unit="x")
@@ -140,7 +159,7 @@ def test_claiming_fewer_bits_than_stored_fails_quantized() -> None:
     obs = observations(weight(1000, 600, True, bits=8), speedup=GOOD)
     ctx_manifest = MANIFEST.replace("quantization: int8", "quantization: int4")
     assignment = load_assignment("hw2-quantization-pruning")
-    checks = {c.id: c for c in judge(assignment, parse_manifest(ctx_manifest % 0.6), obs)}
+    checks = {c.id: c for c in judge(assignment, parse_manifest(ctx_manifest % 0.6), obs, files=FILES, keys=KEYS)}
     assert checks["quantized"].status is CheckStatus.FAIL
     assert "claimed 4-bit" in checks["quantized"].message
 
@@ -163,11 +182,13 @@ def test_a_failed_gate_skips_the_rest() -> None:
     assert sum(c.points for c in checks.values()) == 0
 
 
-def test_accuracy_drop_fails_fidelity_even_when_agreement_is_fine() -> None:
-    fidelity = grade(observations(weight(1000, 600, True), speedup=GOOD, agreement=0.99, cand_accuracy=0.80), 0.6)[
-        "fidelity"
-    ]
+def test_accuracy_and_agreement_are_scored_on_the_host_from_the_predictions() -> None:
+    """The worker reports each model's answers; the host scores them with the team's labels."""
+    checks = grade(observations(weight(1000, 600, True), speedup=GOOD, cand_accuracy=0.80), 0.6)
+    fidelity = checks["fidelity"]
     assert fidelity.status is CheckStatus.FAIL and "accuracy drop" in fidelity.message
+    assert fidelity.evidence["candidate_vs_baseline.top1_agreement"]["value"] == pytest.approx(166 / 200)
+    assert fidelity.evidence["candidate_vs_baseline.accuracy_drop_pts"]["value"] == pytest.approx(17.0)
 
 
 def test_pending_and_bonus_points_stay_out_of_max_score() -> None:

@@ -17,16 +17,14 @@ import pytest
 
 from grader.config.course import DockerSettings
 from grader.contracts.job import Limits
-from grader.sandbox.base import WorkerError
-from grader.sandbox.docker import LABEL, engine_has_gpus, mounts, output_folder, plan_gpus, run_in_container
+from grader.errors import WorkerError
+from grader.sandbox.docker import LABEL, engine_has_gpus, mounts, plan_gpus, run_in_container
 
 
 def run_python(code: str, settings: DockerSettings, workdir: Path, threads: int = 1, **limits: float):
     """Run ``code`` with the container's Python; returns how it ended and what it printed."""
     workdir.mkdir(parents=True, exist_ok=True)
-    done = run_in_container(
-        ["python", "-c", textwrap.dedent(code)], settings, Limits(**limits), workdir, {}, threads=threads
-    )
+    done = run_in_container(["python", "-c", textwrap.dedent(code)], settings, Limits(**limits), {}, threads=threads)
     return done, done.output_tail
 
 
@@ -67,13 +65,12 @@ def test_network_is_unreachable_from_inside(docker_client, docker_settings, list
     assert found["host_loopback"] != "connected" and not accepted
 
     # control: the same probe in the host's network namespace does reach the listener
-    out = output_folder(tmp_path)
     control = docker_client.containers.run(
         docker_settings.image,
         ["python", "-c", textwrap.dedent(code)],
         remove=True,
         network_mode="host",
-        mounts=mounts(out, {}, docker_settings),
+        mounts=mounts({}, docker_settings),
     ).decode()
     assert json.loads(control.strip().splitlines()[-1])["host_loopback"] == "connected"
 
@@ -83,7 +80,7 @@ def test_root_filesystem_is_read_only(docker_settings, tmp_path: Path) -> None:
         """
         import errno, json, os
         found = {}
-        for path in ("/var/tmp/planted", "/grading/planted", "/tmp/scratch", "/grading/out/written"):
+        for path in ("/var/tmp/planted", "/grading/planted", "/tmp/scratch", "/grading/job/planted"):
             try:
                 with open(path, "w") as handle:
                     handle.write("x")
@@ -97,9 +94,8 @@ def test_root_filesystem_is_read_only(docker_settings, tmp_path: Path) -> None:
     )
     assert found["/var/tmp/planted"] == "EROFS"  # the image makes /var/tmp writable by anyone (mode 1777)
     assert found["/grading/planted"] == "EROFS"
-    assert found["/tmp/scratch"] == "written"  # the tmpfs scratch space
-    assert found["/grading/out/written"] == "written"  # the output folder
-    assert (tmp_path / "container-out" / "written").read_text() == "x"
+    assert found["/tmp/scratch"] == "written"  # the tmpfs scratch space, the only writable place
+    assert found["/grading/job/planted"] in ("EROFS", "ENOENT")  # no writable mount at all
 
 
 def test_submission_is_mounted_read_only(docker_settings, tmp_path: Path) -> None:
@@ -122,7 +118,6 @@ def test_submission_is_mounted_read_only(docker_settings, tmp_path: Path) -> Non
         ],
         docker_settings,
         Limits(),
-        workdir,
         {"submission": submission},
     )
     assert "REFUSED" in done.output_tail and "Read-only file system" in done.output_tail
@@ -272,18 +267,70 @@ def test_unreadable_submission_is_the_graders_problem(docker_settings, tmp_path:
     (submission / "model.onnx").write_text("x")
     (submission / "model.onnx").chmod(0o600)
     with pytest.raises(WorkerError, match="chmod -R a\\+rX"):
-        run_in_container(["python", "-c", "pass"], docker_settings, Limits(), tmp_path, {"submission": submission})
+        run_in_container(["python", "-c", "pass"], docker_settings, Limits(), {"submission": submission})
 
 
 def test_missing_image_is_said_plainly(docker_settings, tmp_path: Path) -> None:
     missing = docker_settings.model_copy(update={"image": "compression-grader-no-such-image:never", "pull": False})
     with pytest.raises(WorkerError, match="not on this Docker engine"):
-        run_in_container(["python", "-c", "pass"], missing, Limits(), tmp_path, {})
+        run_in_container(["python", "-c", "pass"], missing, Limits(), {})
 
 
-def test_output_folder_is_open_only_inside_a_private_parent(tmp_path: Path) -> None:
+def test_a_socket_folder_is_open_only_inside_a_private_parent(tmp_path: Path) -> None:
+    from grader.sandbox.base import writable_folder
+
     workdir = tmp_path / "work"
     workdir.mkdir(mode=0o700)
-    out = output_folder(workdir)
+    out = writable_folder(workdir / "service" / "socket")
     assert out.stat().st_mode & 0o7777 == 0o777  # the container's user writes; not sticky, so the host can clean up
     assert workdir.stat().st_mode & 0o777 == 0o700  # other host users still cannot reach it
+
+
+def test_the_worker_reports_on_stdout_read_while_it_runs(docker_settings, tmp_path: Path) -> None:
+    """No writable mount: the report comes back on stdout (its log on stderr), capped."""
+    done = run_in_container(
+        ["python", "-c", "import sys; print('log', file=sys.stderr); sys.stdout.write('R' * 100000)"],
+        docker_settings,
+        Limits(),
+        {},
+        capture_output=True,
+    )
+    assert done.output == b"R" * 100000 and "log" in done.output_tail
+
+
+def test_a_report_over_the_cap_is_refused(docker_settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from grader.sandbox import docker as docker_sandbox
+
+    monkeypatch.setattr(docker_sandbox, "MAX_OUTPUT_BYTES", 1000)
+    with pytest.raises(WorkerError, match="larger than allowed"):
+        run_in_container(
+            ["python", "-c", "import sys; sys.stdout.write('R' * 5000)"],
+            docker_settings,
+            Limits(),
+            {},
+            capture_output=True,
+        )
+
+
+def test_the_scratch_is_a_size_limited_tmpfs(docker_settings, tmp_path: Path) -> None:
+    """The container's only writable place holds at most the scratch size (issue #12)."""
+    found = probe_json(
+        """
+        import errno, json
+        written = 0
+        try:  # files of 16 MiB each, below the per-file limit: only the tmpfs's size can stop them
+            for n in range(256):
+                with open(f"/tmp/fill{n}", "wb") as handle:
+                    for _ in range(16):
+                        handle.write(b"x" * (1 << 20))
+                        handle.flush()
+                        written += 1
+            result = "wrote it all"
+        except OSError as exc:
+            result = errno.errorcode[exc.errno]
+        print(json.dumps({"result": result, "mb": written}))
+        """,
+        docker_settings,
+        tmp_path,
+    )
+    assert found["result"] == "ENOSPC" and found["mb"] <= docker_settings.scratch_mb, found

@@ -116,7 +116,7 @@ def test_the_service_container_is_locked_down_and_reachable_only_by_its_socket(
     assert found["write_service"] == "EROFS"  # its own files are part of the read-only image
     assert int(found["cap_eff"], 16) == 0
     assert found["interfaces"] == ["lo"] and found["network"] != "connected" and not accepted
-    assert found["socket_env"] == "/grading/out/service.sock"
+    assert found["socket_env"] == "/grading/socket/service.sock"
     assert found["staff_data"] is False  # the workers' staff mounts never reach the team's own code
     assert not any("TOKEN" in name or name.startswith("GITHUB") for name in found["env"]), found["env"]
     assert mode == 0o777  # umask 0: the host's user, another uid in CI, may connect
@@ -260,3 +260,46 @@ def test_a_service_over_its_memory_limit_is_stopped_and_named_so(
         assert service.stopped is not None and service.stopped.kind == "memory_limit", service.stopped
         assert service.stopped.message.startswith("the service used more than the 256 MiB")
     assert leftovers(docker_client) == ([], [])
+
+
+def test_a_team_service_container_cannot_reach_the_reference_services_socket(docker_settings, tmp_path: Path) -> None:
+    """Each service has its own socket folder, mounted into its own container only (issue #12)."""
+    reference, team = tmp_path / "reference", tmp_path / "team"
+    for folder in (reference, team):
+        folder.mkdir()
+    (reference / "serve.py").write_text(
+        "import socket, sys, time\nsocket.socket(socket.AF_UNIX).bind(sys.argv[1])\ntime.sleep(60)\n"
+    )
+    (team / "attack.py").write_text(
+        "import glob, os, sys, time\n"
+        "mine = sys.argv[1]\n"
+        "seen = [p for p in glob.glob('/grading/**', recursive=True) if p != mine]\n"
+        "removed = []\n"
+        "for path in seen:\n"
+        "    try:\n"
+        "        os.unlink(path); removed.append(path)\n"
+        "    except OSError:\n"
+        "        pass\n"
+        "open(mine + '.result', 'w').write(repr(removed))\n"
+        "time.sleep(60)\n"
+    )
+    host = DockerServiceHost(docker_settings)
+    work = tmp_path / "work"
+    work.mkdir(mode=0o700)
+    limits = Limits(wall_time_s=90, memory_mb=512)
+    with host.start(["{python}", "serve.py", "{socket}"], reference, limits, work, 1, "reference_service", []) as ref:
+        _wait_for(ref.socket)
+        with host.start(["{python}", "attack.py", "{socket}"], team, limits, work, 1, "service", []) as attacker:
+            result = Path(str(attacker.socket) + ".result")
+            _wait_for(result, 60)
+            assert result.read_text() == "[]"
+        assert ref.socket.exists(), "the team's service removed the reference's socket"
+
+
+def _wait_for(path: Path, seconds: float = 60) -> None:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert path.exists(), f"{path} never appeared"

@@ -28,8 +28,6 @@ from reference import compress
 from tests.builders import TinyCNN, export, prune_to, quantize, trained_tiny
 
 EXAMPLE = (torch.zeros(1, 1, 8, 8),)
-# torch.jit.trace is deprecated in torch 2.13 but TorchScript is still a format students submit
-pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.trace:DeprecationWarning")
 
 
 def _params(model: nn.Module) -> int:
@@ -296,15 +294,6 @@ def test_module_evidence_on_a_plain_module(trained: TinyCNN) -> None:
     assert pruned.sparsity == pytest.approx(0.5, abs=0.001)
 
 
-def test_module_evidence_on_torchscript(trained: TinyCNN) -> None:
-    scripted = torch.jit.trace(copy.deepcopy(trained), EXAMPLE)
-    evidence = module_evidence(scripted, "torchscript")
-    assert evidence.format == "torchscript"
-    assert summarize(evidence).params_total == _params(trained)
-    assert {w.layer for w in evidence.weights} == {"Conv2d", "Linear"}  # original_name, not RecursiveScriptModule
-    assert all(w.prunable and w.stored_dtype == "float32" for w in evidence.weights)
-
-
 class _WithUnused(TinyCNN):
     def __init__(self) -> None:
         super().__init__()
@@ -480,3 +469,305 @@ def test_palettized_size_is_log2_k_bits_per_weight_plus_the_codebook() -> None:
     assert palettized_bytes(evidence(16)) == (1000 * 4 + 16 * 32 + 10 * 32) / 8
     assert palettized_bytes(evidence(3)) == (1000 * 2 + 3 * 32 + 10 * 32) / 8
     assert palettized_bytes(evidence(1000)) == 1010 * 4  # not palettizable: stored as it is
+
+
+# --------------------------------------------------------------------------- evidence from what executes (issue #13)
+
+
+def _route_weights_through_mul(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """Every conv / gemm weight multiplied by a constant 1.0 before its op: the same model."""
+    proto = copy.deepcopy(proto)
+    one = numpy_helper.from_array(np.array(1.0, np.float32), "one")
+    proto.graph.initializer.append(one)
+    nodes = []
+    for node in proto.graph.node:
+        if node.op_type in ("Conv", "Gemm"):
+            routed = node.input[1] + "_routed"
+            nodes.append(helper.make_node("Mul", [node.input[1], "one"], [routed]))
+            node.input[1] = routed
+        nodes.append(node)
+    del proto.graph.node[:]
+    proto.graph.node.extend(nodes)
+    return proto
+
+
+def test_a_float_weight_routed_through_a_constant_computation_is_still_a_float_weight(
+    models: dict[str, Path],
+) -> None:
+    """An uncompressed model whose weights pass through Mul(w, 1.0) next to a small int8 decoy."""
+    proto = _route_weights_through_mul(onnx.load(str(models["fp32"])))
+    decoy = numpy_helper.from_array(np.zeros((4, 4), np.int8), "decoy_q")
+    decoy_scale = numpy_helper.from_array(np.array(0.1, np.float32), "decoy_scale")
+    proto.graph.initializer.extend([decoy, decoy_scale])
+    proto.graph.node.extend([helper.make_node("DequantizeLinear", ["decoy_q", "decoy_scale"], ["decoy"])])  # dead
+    evidence = onnx_evidence(proto)
+    summary = summarize(evidence)
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    assert session.run(None, {session.get_inputs()[0].name: np.ones((2, 1, 8, 8), np.float32)})[0].shape == (2, 10)
+    assert {w.name for w in evidence.weights} == {"conv1.weight", "conv2.weight", "head.weight"}
+    assert all(w.stored_dtype == "float32" and not w.quantized for w in evidence.weights)
+    assert summary.quantized_fraction == 0.0 and summary.params_total == 12730
+
+
+def test_a_routed_float_weight_beside_a_live_int8_decoy_reads_float() -> None:
+    """Conv(x, DequantizeLinear(int8 decoy) + Mul(fp32 weight, 1)): stored mostly as float."""
+    rng = np.random.default_rng(0)
+    weight = rng.normal(size=(8, 1, 3, 3)).astype(np.float32)
+    inits = [
+        numpy_helper.from_array(weight, "w_fp32"),
+        numpy_helper.from_array(np.zeros((8, 1, 3, 3), np.int8), "w_decoy"),
+        numpy_helper.from_array(np.array(0.1, np.float32), "scale"),
+        numpy_helper.from_array(np.array(1.0, np.float32), "one"),
+    ]
+    nodes = [
+        helper.make_node("DequantizeLinear", ["w_decoy", "scale"], ["decoy"]),
+        helper.make_node("Mul", ["w_fp32", "one"], ["w_routed"]),
+        helper.make_node("Add", ["decoy", "w_routed"], ["w"]),
+        helper.make_node("Conv", ["x", "w"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 6, 6])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    (w,) = onnx_evidence(model).weights
+    assert not w.quantized and w.name == "w_fp32" and w.stored_dtype == "float32"
+    assert w.shape == [8, 1, 3, 3] and w.distinct == np.unique(weight).size  # the values the conv uses
+
+
+def test_a_routed_float_weight_in_an_exported_program_reads_float() -> None:
+    class Routed(TinyCNN):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = torch.relu(nn.functional.conv2d(x, self.conv1.weight * 1.0, self.conv1.bias, padding=1))
+            x = torch.relu(nn.functional.conv2d(x, self.conv2.weight * 1.0, self.conv2.bias, padding=1))
+            return nn.functional.linear(x.flatten(1), self.head.weight.t().t(), self.head.bias)
+
+    torch.manual_seed(0)
+    model = Routed().eval()
+    assert torch.allclose(model(EXAMPLE[0]), TinyCNN.forward(model, EXAMPLE[0]), atol=1e-6)
+    evidence = exported_program_evidence(torch.export.export(model, EXAMPLE))
+    assert {w.name for w in evidence.weights} == {"conv1.weight", "conv2.weight", "head.weight"}
+    assert summarize(evidence).quantized_fraction == 0.0 and summarize(evidence).params_total == 12730
+
+
+def _int4_per_channel(channels: int = 8, k: int = 32) -> tuple[onnx.ModelProto, np.ndarray]:
+    """A MatMul weight stored as int4 codes (all 16 of them) with one scale per output channel."""
+    rng = np.random.default_rng(1)
+    codes = rng.integers(-8, 8, size=(k, channels)).astype(np.int8)
+    codes[:16, :] = np.arange(-8, 8)[:, None]  # every code in every channel
+    scales = (np.array([11, 13, 17, 19, 23, 29, 31, 37][:channels]) / 1000).astype(np.float32)  # no code x scale
+    # product repeats across channels: only 0 is shared
+    packed = helper.make_tensor("w_q", TensorProto.INT4, [k, channels], codes.reshape(-1).tolist())
+    inits = [packed, numpy_helper.from_array(scales, "w_scale")]
+    nodes = [
+        helper.make_node("DequantizeLinear", ["w_q", "w_scale"], ["w"], axis=1),
+        helper.make_node("MatMul", ["x", "w"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, k])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, channels])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    model.ir_version = 10
+    onnx.checker.check_model(model, full_check=True)
+    return model, codes.astype(np.float32) * scales[None, :]
+
+
+def test_per_channel_int4_counts_its_decoded_values_not_its_16_codes() -> None:
+    model, decoded = _int4_per_channel()
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    eye = np.eye(32, dtype=np.float32)
+    assert np.allclose(np.concatenate([session.run(None, {"x": row[None]})[0] for row in eye]), decoded)
+    (w,) = onnx_evidence(model).weights
+    assert w.quantized and w.bits == 4 and w.stored_dtype == "int4"
+    assert w.distinct == np.unique(decoded).size == 15 * 8 + 1  # 15 non-zero codes times 8 scales, and 0
+    assert w.zeros == int(np.count_nonzero(decoded == 0))
+
+
+def _pruned_matmul_model(path: Path, sparsity: float = 0.5) -> Path:
+    """Linear layers on [batch, tokens, features]: exported as MatMul, which MatMulNBits replaces."""
+
+    class Tokens(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc1, self.fc2 = nn.Linear(64, 96), nn.Linear(96, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc2(torch.relu(self.fc1(x))).mean(1)
+
+    torch.manual_seed(0)
+    model = Tokens().eval()
+    with torch.no_grad():
+        for layer in (model.fc1, model.fc2):
+            limit = layer.weight.abs().flatten().kthvalue(int(layer.weight.numel() * sparsity)).values
+            layer.weight[layer.weight.abs() <= limit] = 0
+    torch.onnx.export(model, (torch.randn(2, 7, 64),), str(path), dynamic_shapes=({0: torch.export.Dim("b")},))
+    return path
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_matmul_nbits_with_the_quantizers_defaults_reads_its_real_sparsity(tmp_path: Path, symmetric: bool) -> None:
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    source = _pruned_matmul_model(tmp_path / "fp32.onnx")
+    quantizer = MatMulNBitsQuantizer(onnx.load(str(source)), is_symmetric=symmetric)
+    quantizer.process()
+    quantizer.model.save_model_to_file(str(tmp_path / "q4.onnx"), True)
+    proto = onnx.load(str(tmp_path / "q4.onnx"))
+    assert [n.op_type for n in proto.graph.node].count("MatMulNBits") == 2
+    evidence = onnx_evidence(proto)
+    summary = summarize(evidence)
+    assert summary.quantized_fraction == 1.0 and summary.min_quantized_bits == 4
+    assert summary.sparsity == pytest.approx(0.5, abs=0.01)
+    assert summary.params_total == 64 * 96 + 96 + 96 * 10 + 10  # K x N codes (no padding) and the biases
+    assert {tuple(w.shape) for w in evidence.weights} == {(96, 64), (10, 96)}
+
+
+def test_matmul_nbits_decoding_matches_onnxruntime(tmp_path: Path) -> None:
+    """The decoder against the runtime itself: A = identity makes MatMulNBits return its weight."""
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    from grader.worker.evidence.onnx_graph import decode_matmul_nbits
+
+    quantizer = MatMulNBitsQuantizer(onnx.load(str(_pruned_matmul_model(tmp_path / "fp32.onnx", 0.3))), block_size=32)
+    quantizer.process()
+    proto = quantizer.model.model
+    inits = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+    for node in (n for n in proto.graph.node if n.op_type == "MatMulNBits"):
+        k = next(a.i for a in node.attribute if a.name == "K")
+        single = helper.make_graph(
+            [node],
+            "one",
+            [helper.make_tensor_value_info(node.input[0], TensorProto.FLOAT, [k, k])],
+            [helper.make_tensor_value_info(node.output[0], TensorProto.FLOAT, None)],
+            [t for t in proto.graph.initializer if t.name in node.input[1:]],
+        )
+        model = helper.make_model(single, opset_imports=list(proto.opset_import))
+        model.ir_version = proto.ir_version
+        session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        runtime = session.run(None, {node.input[0]: np.eye(k, dtype=np.float32)})[0]  # = W^T
+        zp = inits.get(node.input[3]) if len(node.input) > 3 and node.input[3] else None
+        decoded = decode_matmul_nbits(node, inits[node.input[1]], inits[node.input[2]], zp)
+        assert np.allclose(decoded.T, runtime, atol=1e-6)
+
+
+def test_int8_embeddings_from_quantize_dynamic_count_as_quantized(tmp_path: Path) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    class Bag(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb, self.head = nn.Embedding(500, 64), nn.Linear(64, 4)
+
+        def forward(self, ids: torch.Tensor) -> torch.Tensor:
+            return self.head(self.emb(ids).mean(1))
+
+    torch.manual_seed(0)
+    fp32 = tmp_path / "bag.onnx"
+    torch.onnx.export(Bag().eval(), (torch.randint(0, 500, (2, 5)),), str(fp32))
+    quantize_dynamic(
+        str(fp32),
+        str(tmp_path / "q.onnx"),
+        op_types_to_quantize=["Gather", "MatMul", "Gemm"],
+        weight_type=QuantType.QUInt8,
+    )
+    proto = onnx.load(str(tmp_path / "q.onnx"))
+    assert "DequantizeLinear" in {n.op_type for n in proto.graph.node}
+    evidence = onnx_evidence(proto)
+    table = next(w for w in evidence.weights if w.layer == "Gather")
+    assert table.quantized and table.stored_dtype == "uint8" and table.shape == [500, 64]
+    assert summarize(evidence).quantized_fraction == 1.0
+
+
+def test_a_pt2e_int8_program_counts_as_quantized_and_loads_in_the_worker(tmp_path: Path, trained: TinyCNN) -> None:
+    """torchao's pt2e flow (prepare_pt2e, calibrate, convert_pt2e), saved with torch.export."""
+    pytest.importorskip("torchao")
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
+        X86InductorQuantizer,
+        get_default_x86_inductor_quantization_config,
+    )
+
+    from grader.worker.runtime import load_model
+
+    example = (torch.randn(4, 1, 8, 8),)
+    quantizer = X86InductorQuantizer().set_global(get_default_x86_inductor_quantization_config())
+    prepared = prepare_pt2e(torch.export.export(copy.deepcopy(trained).eval(), example).module(), quantizer)
+    prepared(*example)
+    path = tmp_path / "int8.pt2"
+    torch.export.save(torch.export.export(convert_pt2e(prepared), example), str(path))
+    loaded = load_model(path, "pt2", 1)
+    summary = summarize(loaded.evidence)
+    assert summary.quantized_fraction == 1.0 and summary.min_quantized_bits == 8
+    assert summary.params_total == _params(trained)  # int8 weights + float biases; no scales or zero points
+    assert loaded.run({"x": example[0].numpy()})[0].shape == (4, 10)
+
+
+def test_a_weight_computed_from_the_inputs_is_counted_as_stored_and_flagged() -> None:
+    """Conv(x, W * (ReduceMax(x) * 0 + 1)): the weight exists only at run time."""
+    rng = np.random.default_rng(0)
+    weight = rng.normal(size=(8, 1, 3, 3)).astype(np.float32)
+    inits = [numpy_helper.from_array(weight, "w_fp32"), numpy_helper.from_array(np.array(0.0, np.float32), "zero")]
+    inits.append(numpy_helper.from_array(np.array(1.0, np.float32), "one"))
+    nodes = [
+        helper.make_node("ReduceMax", ["x"], ["peak"], keepdims=0),
+        helper.make_node("Mul", ["peak", "zero"], ["nothing"]),
+        helper.make_node("Add", ["nothing", "one"], ["factor"]),
+        helper.make_node("Mul", ["w_fp32", "factor"], ["w"]),
+        helper.make_node("Conv", ["x", "w"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 6, 6])],
+        inits,
+    )
+    evidence = onnx_evidence(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    (w,) = evidence.weights
+    assert w.name == "w_fp32" and not w.quantized and w.prunable and "run time" in w.layer
+    assert evidence.flags and "from the inputs at run time" in evidence.flags[0]
+
+
+def test_weights_inside_a_control_flow_branch_count_and_are_flagged(models: dict[str, Path]) -> None:
+    """If(ReduceSum(x) == 0) { a constant } else { the real fp32 model }, next to an int8 decoy."""
+    real = onnx.load(str(models["fp32"]))
+    x = real.graph.input[0].name
+    branch = helper.make_graph(list(real.graph.node), "real", [], list(real.graph.output), list(real.graph.initializer))
+    shortcut = helper.make_graph(
+        [
+            helper.make_node(
+                "Constant",
+                [],
+                [real.graph.output[0].name + "_c"],
+                value=numpy_helper.from_array(np.zeros((1, 10), np.float32)),
+            )
+        ],
+        "shortcut",
+        [],
+        [helper.make_tensor_value_info(real.graph.output[0].name + "_c", TensorProto.FLOAT, None)],
+    )
+    inits = [numpy_helper.from_array(np.array(0.0, np.float32), "zero")]
+    nodes = [
+        helper.make_node("ReduceSum", [x], ["total"], keepdims=0),
+        helper.make_node("Equal", ["total", "zero"], ["is_zero"]),
+        helper.make_node("If", ["is_zero"], ["logits"], then_branch=shortcut, else_branch=branch),
+    ]
+    graph = helper.make_graph(
+        nodes, "g", list(real.graph.input), [helper.make_tensor_value_info("logits", TensorProto.FLOAT, None)], inits
+    )
+    model = helper.make_model(graph, opset_imports=list(real.opset_import))
+    model.ir_version = real.ir_version
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    assert session.run(None, {x: np.ones((2, 1, 8, 8), np.float32)})[0].shape == (2, 10)
+    evidence = onnx_evidence(model)
+    summary = summarize(evidence)
+    assert {w.name for w in evidence.weights} >= {"conv1.weight", "conv2.weight", "head.weight"}
+    assert summary.quantized_fraction == 0.0 and summary.params_total >= 12730
+    assert any("If" in flag for flag in evidence.flags)

@@ -47,15 +47,27 @@ def tiny_torch_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path
     scripted.save(str(folder / "model.ts"))
     program = torch.export.export(model, (example,), dynamic_shapes=({0: torch.export.Dim("batch")},))
     torch.export.save(program, str(folder / "model.pt2"))
+    onnx = builders.export(model, folder / "model.onnx")
     return {
-        "onnx": builders.export(model, folder / "model.onnx"),
+        "onnx": onnx,
         "torchscript": folder / "model.ts",
         "pt2": folder / "model.pt2",
-        "inputs": builders.write_inputs(folder / "inputs.npz"),
+        "inputs": builders.confident_inputs(folder / "inputs.npz", [onnx]),
     }
 
 
-@pytest.mark.parametrize("fmt", ["torchscript", "pt2"])
+def test_a_torchscript_submission_is_rejected_with_how_to_export(tiny_torch_files, fast_root: Path, tmp_path: Path):
+    files = tiny_torch_files
+    folder = builders.submission(
+        tmp_path / "ts", {"baseline": files["onnx"], "candidate": files["torchscript"]}, files["inputs"]
+    )
+    grading = grade(folder, fast_root)
+    assert grading.result.status == "rejected"
+    problem = grading.result.problems[0]
+    assert "TorchScript" in problem.message and "torch.export.save" in problem.hint
+
+
+@pytest.mark.parametrize("fmt", ["pt2"])
 def test_torch_formats_agree_with_their_onnx_export(
     fmt: str, tiny_torch_files, fast_root: Path, tmp_path: Path
 ) -> None:
@@ -87,7 +99,13 @@ def test_pt2_with_pickled_sample_inputs_is_refused_before_torch_export_load(tiny
         for info in src.infolist():
             data = buffer.getvalue() if "/sample_inputs/" in info.filename else src.read(info.filename)
             dst.writestr(info, data)
-    with pytest.raises(PermissionError, match="sample inputs"):
+    from grader.errors import SubmissionError
+    from grader.intake.pt2 import vetted_program
+
+    with pytest.raises(SubmissionError, match="sample inputs") as refused:  # the host refuses it, without torch
+        vetted_program(hostile, "hostile.pt2")
+    assert refused.value.kind == "pickle"
+    with pytest.raises(PermissionError, match="sample inputs"):  # and the worker would too
         load_model(hostile, "pt2", threads=1)
     assert not marker.exists(), "the pickled sample inputs were executed"
     # the payload is live: unpickling it the unsafe way would have created the marker

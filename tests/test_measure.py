@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from grader.intake.artifacts import gzip_size
 from grader.worker.measure import (
     PairedTimes,
     accuracy,
-    gzip_size,
     kl_divergence,
     max_abs_error,
     median_estimate,
@@ -203,11 +203,11 @@ def test_gzip_size_matches_gzip_level_6(tmp_path: Path) -> None:
     data = rng.integers(0, 16, 3_000_000, dtype=np.uint8).tobytes()
     path = tmp_path / "model.bin"
     path.write_bytes(data)
-    size = gzip_size(path)
+    size = gzip_size([path])
     assert size == len(gzip.compress(data, 6))
     assert size < len(data) * 0.7
     (tmp_path / "empty.bin").write_bytes(b"")
-    assert gzip_size(tmp_path / "empty.bin") == len(gzip.compress(b"", 6))
+    assert gzip_size([tmp_path / "empty.bin"]) == len(gzip.compress(b"", 6))
 
 
 def test_rss_mb_sees_touched_memory() -> None:

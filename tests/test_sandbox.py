@@ -12,6 +12,7 @@ import pytest
 
 from grader.contracts.job import Limits
 from grader.sandbox.local import available_isolation, run_sandboxed
+from grader.sandbox.view import View
 
 ISOLATING = [kind for kind in available_isolation() if kind != "none"]
 
@@ -34,9 +35,13 @@ def isolating(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -
 
 
 def run_python(code: str, workdir: Path, readonly: list[Path] | None = None, **limits: float) -> tuple:
-    script = workdir / "child.py"
+    """``code`` as a script in the sandbox (the script's folder is read-only to it, like a submission)."""
+    code_dir = workdir / "code"
+    code_dir.mkdir(parents=True, exist_ok=True)
+    script = code_dir / "child.py"
     script.write_text(textwrap.dedent(code))
-    done = run_sandboxed([sys.executable, str(script)], Limits(**limits), workdir, readonly or [])
+    view = View(scratch=workdir / "scratch", readonly=(code_dir, *(readonly or [])))
+    done = run_sandboxed([sys.executable, str(script)], Limits(**limits), view, workdir)
     return done, done.output_tail
 
 
@@ -168,9 +173,10 @@ def test_file_size_limit(tmp_path: Path) -> None:
                 handle.write(b"0" * (200 * 1024 * 1024))
             print("WROTE")
         except OSError as exc:
-            print("REFUSED", exc.errno)
+            import os
+            print("REFUSED", exc.errno, os.path.getsize("big.bin"))
         """,
         tmp_path,
     )
     assert "REFUSED" in out
-    assert (tmp_path / "big.bin").stat().st_size <= 64 * 1024 * 1024
+    assert int(out.split()[-1]) <= 64 * 1024 * 1024

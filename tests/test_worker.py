@@ -9,7 +9,8 @@ import pytest
 
 from grader.contracts.job import Job, MeasureSpec, Pair, ProbeSpec, TimingSpec
 from grader.worker.runtime import load_model
-from grader.worker.session import batch_probe, compare_outputs, count_macs, time_alone
+from grader.worker.session import batch_probe, compare_outputs, count_macs, feeds_for, run_all
+from grader.worker.timing import time_alone
 from tests import builders
 
 
@@ -45,8 +46,11 @@ def test_probe_of_a_frozen_batch_model_records_the_failure(exported) -> None:
 def test_solo_timing_reports_latency_with_an_interval_and_throughput(exported) -> None:
     model = load_model(exported["dynamic"], "onnx", threads=1)
     job = Job(models=[], inputs=None, measure=MeasureSpec(timing=TimingSpec(budget_s=0.2, warmup=1, min_rounds=5)))
-    timing = time_alone("baseline", model, exported["arrays"], 16, job, budget=0.2)
+    untimed = run_all(model, "baseline", exported["arrays"], 64)[0]
+    timing = time_alone("baseline", model, exported["arrays"], untimed, 16, job, 0.2, feeds_for)
     assert timing.batch_size == 16 and timing.rounds >= 5
+    (checked,) = timing.timed_outputs
+    assert checked.consistent and checked.rounds_checked >= 5 and checked.snr_db > 40
     assert timing.latency_ms.low <= timing.latency_ms.value <= timing.latency_ms.high
     assert timing.items_per_s == pytest.approx(16 / timing.latency_ms.value * 1e3)
 

@@ -77,8 +77,12 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or Path("grader-out") / result.submission.team / result.assignment.id
     paths = write_reports(result, out)
     if grading.internal_error:
+        # the host's traceback goes to a file, not to the log a student reads in CI (never the sandbox's log)
         (out / "internal-error.txt").write_text(grading.internal_error, encoding="utf-8")
-        print(grading.internal_error, file=sys.stderr)
+        print(
+            f"grader: internal error, not charged to the student; details in {out / 'internal-error.txt'}",
+            file=sys.stderr,
+        )
     if args.quiet:
         print(out)
     else:

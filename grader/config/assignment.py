@@ -35,7 +35,7 @@ SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 class ModelSlot(Strict):
     description: str = ""
     required: bool = True
-    formats: list[Literal["onnx", "torchscript", "pt2", "safetensors"]] | None = Field(
+    formats: list[Literal["onnx", "pt2", "safetensors"]] | None = Field(
         None, description="formats this role accepts (default: any the grader reads)"
     )
 

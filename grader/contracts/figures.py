@@ -26,6 +26,25 @@ def pair_key(reference: str, candidate: str) -> str:
 
 
 @dataclass(frozen=True)
+class ModelFiles:
+    """The files one model is made of (an ONNX file and its external data), as the host measured
+    them: a model's size is all of its files."""
+
+    files: dict[str, int]  # relpath -> bytes
+    size_bytes: int
+    gzip_bytes: int
+
+
+@dataclass(frozen=True)
+class AnswerKeys:
+    """The labels the host scores predictions with: the team's own (from its inputs.npz) and the
+    course's held-out ones (which never enter the sandbox)."""
+
+    team: list[int] | None = None
+    heldout: list[int] | None = None
+
+
+@dataclass(frozen=True)
 class EvidenceSummary:
     """One model's weight evidence in totals: what quantization and sparsity figures are made of."""
 

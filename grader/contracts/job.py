@@ -15,7 +15,7 @@ from pydantic import Field, field_validator
 
 from grader.contracts.base import Strict
 
-Folder = Literal["submission", "references", "heldout"]
+Folder = Literal["submission", "references", "heldout", "vetted"]
 
 
 class Limits(Strict):
@@ -24,6 +24,7 @@ class Limits(Strict):
     model_file_mb: int = 512
     inputs_file_mb: int = 256
     search_log_mb: int = 16
+    scratch_mb: int = Field(256, ge=16, description="the sandbox's private scratch space (a tmpfs)")
 
 
 class TimingSpec(Strict):
@@ -35,6 +36,11 @@ class TimingSpec(Strict):
     budget_s: float = 20.0
     min_rounds: int = 7
     max_rounds: int = 400
+    inputs: Literal["team", "heldout"] = Field(
+        "team",
+        description="where timed batches are drawn from: the team's inputs.npz, or the course's held-out "
+        "inputs (the final project: a team's own inputs could be chosen to trigger a shortcut)",
+    )
 
 
 class Pair(Strict):
@@ -114,11 +120,14 @@ class ModelJob(Strict):
     format: str
     architecture: str | None = None
     trusted: bool = False  # a course reference model: if it cannot run here, that is noted, not charged
+    name: str = Field("", max_length=1024, description="the file as submitted (its path in the submission folder)")
 
     @property
     def display_name(self) -> str:
         """How reports name the file: its path in the submission, or ``reference:<path>``."""
-        return self.file.path if self.file.folder == "submission" else f"reference:{self.file.path}"
+        if self.trusted:
+            return f"reference:{self.name or self.file.path}"
+        return self.name or self.file.path
 
 
 class SearchLogJob(Strict):

@@ -26,13 +26,16 @@ class Estimate(Strict):
     low: float | None = None
     high: float | None = None
     unit: str = ""
+    note: str = Field("", max_length=1000, description="why there is no value, or what the value leaves out")
 
 
+MAX_SAMPLES = 100_000  # predictions reported per model (the job asks for at most max_samples)
 PALETTE_MAX = 256  # above this many distinct values a codebook saves nothing over int8
 
 
 class TensorEvidence(Strict):
-    """One weight tensor as stored in the file (not as the framework reports it)."""
+    """One weight as a compute op consumes it (decoded: codes with their scales and zero points),
+    and how the tensors it is computed from are stored in the file (not as the framework reports it)."""
 
     name: str = Field(max_length=512)
     layer: str = Field(max_length=128, description="op type that consumes the weight")
@@ -40,9 +43,11 @@ class TensorEvidence(Strict):
     bits: int
     shape: list[int]
     numel: int
-    zeros: int = Field(description="exact zeros; for quantized tensors, values equal to the zero point")
+    zeros: int = Field(
+        description="exact zeros of the decoded weight; for quantized codes, codes equal to the zero point"
+    )
     near_zeros: int = Field(0, description="not zero but within 1e-6 of the tensor's largest magnitude")
-    distinct: int = Field(description="distinct stored values, counted exactly (-1: tensor too large to count)")
+    distinct: int = Field(description="distinct decoded values, counted exactly (-1: tensor too large to count)")
     distinct_within_noise: int | None = Field(
         None,
         description="distinct values once values closer than 1e-5 of the largest magnitude are merged; "
@@ -70,6 +75,12 @@ class ModelEvidence(Strict):
     weights: list[TensorEvidence] = Field(max_length=100_000)
     op_types: dict[str, int] = {}
     notes: list[str] = []
+    flags: list[str] = Field(
+        [],
+        max_length=100,
+        description="what the file does that honest compression does not need (weights computed from the "
+        "inputs, control flow): shown in the report and flagged for staff, never scored",
+    )
     onnx: OnnxFacts | None = None
 
 
@@ -83,14 +94,17 @@ class ModelObservation(Strict):
     role: str
     path: str
     format: str
-    size_bytes: int
-    gzip_bytes: int
     evidence: ModelEvidence
     inputs: list[IOSpec] = []
     outputs: list[IOSpec] = []
     load_s: float | None = None
     peak_rss_mb: float | None = Field(None, description="resident memory added by loading and one batch")
-    accuracy: float | None = None
+    top1: list[int] | None = Field(
+        None,
+        max_length=MAX_SAMPLES,
+        description="each sample's predicted class (the first output's argmax, where "
+        "it is [N, classes]): the host scores it against the labels, the worker never sees an answer key",
+    )
     macs_per_sample: int | None = Field(
         None, description="multiply-accumulates of one batch-1 inference (conv / matmul / gemm; FLOPs = 2 x MACs)"
     )
@@ -98,19 +112,40 @@ class ModelObservation(Strict):
     trusted: bool = Field(False, description="a course reference model, not a file from the submission")
 
 
+class TimedOutputs(Strict):
+    """What a model answered while it was timed, held against its own answers outside timing on
+    the same inputs: a model that computes something else when timed (a shortcut, a cache) is
+    caught here, and its timing is not believed."""
+
+    role: str
+    rounds_checked: int
+    top1_agreement: float | None = Field(None, description="timed vs untimed top-1 answers, for class scores")
+    snr_db: float | None = Field(None, description="untimed outputs over their difference from the timed ones")
+    consistent: bool
+    note: str = Field("", max_length=500)
+
+
 class TimingComparison(Strict):
-    """Reference and candidate timed interleaved in one process: the ratio is the figure."""
+    """Reference and candidate timed interleaved in one process: the ratio is the figure.
+
+    Every round feeds both models the same batch, drawn afresh from the evaluation inputs (rows in
+    a new order, float inputs with a little noise), so neither a cache nor a shortcut keyed on the
+    inputs is timed; ``timed_outputs`` says whether what was timed is what was checked. A pair
+    that could not be timed at this batch size has ``rounds`` 0, no times and a note saying why.
+    """
 
     reference: str
     candidate: str
     batch_size: int
     threads: int
     rounds: int
-    reference_ms: float
-    candidate_ms: float
+    reference_ms: float | None
+    candidate_ms: float | None
     speedup: Estimate
-    reference_items_per_s: float
-    candidate_items_per_s: float
+    reference_items_per_s: float | None
+    candidate_items_per_s: float | None
+    timed_outputs: list[TimedOutputs] = []
+    note: str = Field("", max_length=1000)
 
 
 class OutputParity(Strict):
@@ -136,18 +171,26 @@ class FidelityComparison(Strict):
     atol: float | None = None
     rtol: float | None = None
     outputs: list[OutputParity] = Field([], max_length=64, description="every output, compared by position")
+    output_kind: Literal["classes", "values"] = Field(
+        "classes",
+        description="classes: the first output is [N, classes >= 2] scores (judged by top-1 agreement); "
+        "values: anything else, e.g. a regressor's [N, 1] or [N] (judged by SNR and relative error)",
+    )
     note: str = Field("", max_length=500)
 
 
 class SoloTiming(Strict):
-    """One model timed alone (no partner to interleave with): a median with a 95% interval."""
+    """One model timed alone (no partner to interleave with): a median with a 95% interval, on
+    batches drawn like ``TimingComparison``'s and checked the same way."""
 
     role: str
     batch_size: int
     threads: int
     rounds: int
     latency_ms: Estimate
-    items_per_s: float
+    items_per_s: float | None
+    timed_outputs: list[TimedOutputs] = []
+    note: str = Field("", max_length=1000)
 
 
 class BatchProbe(Strict):
@@ -167,12 +210,13 @@ class BatchProbe(Strict):
     repeat_max_abs_error: float | None = Field(None, description="the same batch run twice")
 
 
-class HeldoutAccuracy(Strict):
-    """Accuracy on the course's own labelled data (from the base branch, never from the PR)."""
+class HeldoutPredictions(Strict):
+    """A model's answers on the course's evaluation inputs. Their labels never enter the sandbox:
+    the host scores these predictions itself."""
 
     role: str
     samples: int = 0
-    accuracy: float | None = None
+    top1: list[int] | None = Field(None, max_length=MAX_SAMPLES)
     error: str = Field("", max_length=2000)
 
 
@@ -189,15 +233,25 @@ class DerivedStatus(Strict):
 
 
 class Environment(Strict):
-    cpu: str = ""
+    """Where a grading ran. Bounded: these strings reach reports, so a worker cannot use them to
+    carry anything larger than a name out of the sandbox."""
+
+    cpu: str = Field("", max_length=200)
     cores: int | None = None
     threads: int | None = None
-    gpu: str = "none"
-    sandbox: str = ""
-    data: str = Field("", description="which evaluation split was used: 'public' or 'held-out'")
-    python: str = ""
-    platform: str = ""
-    libraries: dict[str, str] = {}
+    gpu: str = Field("none", max_length=200)
+    sandbox: str = Field("", max_length=300)
+    data: str = Field("", max_length=32, description="which evaluation split was used: 'public' or 'held-out'")
+    python: str = Field("", max_length=64)
+    platform: str = Field("", max_length=200)
+    libraries: dict[str, str] = Field({}, max_length=16)
+
+    @field_validator("libraries")
+    @classmethod
+    def _short_versions(cls, value: dict[str, str]) -> dict[str, str]:
+        if any(len(k) > 32 or len(v) > 64 for k, v in value.items()):
+            raise ValueError("library names and versions are short strings")
+        return value
 
 
 class Observations(Strict):
@@ -208,7 +262,7 @@ class Observations(Strict):
     fidelity: list[FidelityComparison] = []
     solo_timing: list[SoloTiming] = []
     probes: list[BatchProbe] = []
-    heldout: list[HeldoutAccuracy] = []
+    heldout: list[HeldoutPredictions] = []
     derived: list[DerivedStatus] = []
     unavailable: dict[str, str] = Field({}, description="trusted reference models that could not run, and why")
     search_log: SearchLogObservation | None = None

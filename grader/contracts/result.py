@@ -79,6 +79,9 @@ class SubmissionRef(Strict):
     members: list[str] = []
     path: str
     files: dict[str, str] = Field({}, description="file name -> sha256")
+    model_files: dict[str, dict[str, int]] = Field(
+        {}, description="model role -> every file its size counts (an ONNX file and its external data): path -> bytes"
+    )
     claims: dict[str, Any] = {}
     reported: dict[str, Any] = {}
     notes: str = ""
@@ -111,6 +114,12 @@ class Result(Strict):
     checks: list[CheckResult] = []
     problems: list[Problem] = []
     metrics: dict[str, Estimate] = {}
+    flags: list[str] = Field(
+        [],
+        max_length=50,
+        description="what staff should look at (a speedup beyond what the file explains, weights computed at "
+        "run time, control flow, no parameters found, timed answers that differ): shown, never scored",
+    )
     environment: Environment = Environment()
     grader: GraderRef
     context: RunContext = RunContext()

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import pandas as pd
 from rich.console import Console
-from rich.markup import escape
+from rich.markup import escape as rich_escape
 from rich.table import Table
 
 from grader.gradebook.table import Gradebook
+from grader.report.escape import visible
+
+
+def escape(text: str) -> str:
+    """Roster and run text for the terminal: no rich markup, no bidi or invisible characters."""
+    return rich_escape(visible(text))
 
 
 def _text(value: object) -> str:
-    return value if isinstance(value, str) else ""
+    return visible(value) if isinstance(value, str) else ""
 
 
 def _num(value: object) -> str:

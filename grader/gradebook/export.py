@@ -18,7 +18,7 @@ from grader import __version__
 from grader.config.assignment import Assignment
 from grader.gradebook.leaderboard import leaderboard
 from grader.gradebook.table import Gradebook
-from grader.report.escape import md
+from grader.report.escape import md, visible, visible_html
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 IDENTITY = ["student_id", "name", "github", "email", "team"]
@@ -47,8 +47,9 @@ RUN_EXPORT_COLUMNS = [
 
 def safe_cell(value: object) -> object:
     """A text cell that cannot run as a spreadsheet formula (CSV / formula injection)."""
-    if isinstance(value, str) and value.startswith(FORMULA_START):
-        return "'" + value
+    if isinstance(value, str):
+        value = visible(value)
+        return "'" + value if value.startswith(FORMULA_START) else value
     return value
 
 
@@ -131,6 +132,7 @@ def _environment() -> Environment:
     env = Environment(
         loader=PackageLoader("grader.gradebook", "templates"),
         autoescape=select_autoescape(["j2"]),
+        finalize=visible_html,
         undefined=StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,

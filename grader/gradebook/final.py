@@ -22,7 +22,7 @@ from grader.contracts.figures import SCORE_FIGURE
 from grader.contracts.result import CheckStatus, Result
 from grader.gradebook.leaderboard import pareto_front
 from grader.records.store import Store
-from grader.report.escape import md
+from grader.report.escape import md, visible_html
 
 VIEWS = ("public", "private")
 
@@ -206,7 +206,7 @@ def scatter(entries: list[Entry], assignment: Assignment) -> str | None:
 def to_html(entries: list[Entry], assignment: Assignment, view: str) -> str:
     from jinja2 import Environment, select_autoescape
 
-    template = Environment(autoescape=select_autoescape(default=True)).from_string(HTML)
+    template = Environment(autoescape=select_autoescape(default=True), finalize=visible_html).from_string(HTML)
     cols = columns(assignment, view)
     rows = [[cell(e, k) for k, _ in cols] for e in entries]
     plot = scatter(entries, assignment) if view == "private" else None

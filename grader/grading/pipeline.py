@@ -21,6 +21,7 @@ mistake becomes ``rejected`` with problems that say what to fix, the grader's ow
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import tempfile
 import time
@@ -36,16 +37,21 @@ from grader.config.assignment import Assignment, load_assignment
 from grader.config.heldout import evaluation_file
 from grader.config.paths import assignments_root, references_root
 from grader.config.policy import limit_reached
+from grader.contracts.figures import AnswerKeys, ModelFiles
 from grader.contracts.job import FileRef, Job, ModelJob, SearchLogJob
 from grader.contracts.observations import Environment, Observations
 from grader.contracts.problem import Problem
 from grader.contracts.result import AssignmentRef, CheckResult, GraderRef, Result, RunContext, SubmissionRef
 from grader.errors import ConfigError, SubmissionError
+from grader.grading.crosscheck import contradictions
 from grader.grading.figures import Figures, model_figures, service_figures
-from grader.intake.artifacts import Artifact, sha256_file
+from grader.intake.artifacts import Artifact, sha256_file, stage
+from grader.intake.isolated import vet_isolated
 from grader.intake.manifest import MANIFEST_NAME, Submission, load_manifest
-from grader.intake.submission import file_hashes, vet_references, vet_submission
+from grader.intake.submission import file_hashes, vet_references
 from grader.sandbox.base import Sandboxes
+
+LOG_IN_RESULT = 1500  # characters of a broken sandbox's log kept in the result
 
 # (team, assignment, moment, commit being decided) -> graded runs that count against today's limit
 RunCount = Callable[[str, str, datetime, "str | None"], int]
@@ -69,6 +75,7 @@ class _Known:
     submission: Submission | None = None
     assignment: Assignment | None = None
     files: dict[str, str] = field(default_factory=dict)
+    model_files: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -78,6 +85,7 @@ class WorkPlan:
     job: Job
     folders: dict[str, Path]
     data: str = ""
+    heldout_labels: list[int] | None = None
 
 
 def grade(
@@ -111,12 +119,29 @@ def _grade(known: _Known, sandboxes: Sandboxes, root: Path, run_count: RunCount 
     _enforce_run_limit(known, run_count)
     if assignment.service is not None:
         return _grade_service(known, checks, sandboxes)
-    artifacts = vet_submission(known.folder, submission, assignment)
-    known.files = file_hashes(known.folder, artifacts)
-    plan = build_job(known.folder, artifacts, assignment, submission, vet_references(assignment))
-    with tempfile.TemporaryDirectory(prefix="grader-") as work:
-        obs = sandboxes.worker(plan.job, assignment.limits, Path(work), plan.folders)
-    return _finish(known, checks, obs, model_figures(obs, assignment.score), data=plan.data)
+    with tempfile.TemporaryDirectory(prefix="grader-") as tmp:
+        work = Path(tmp)
+        vetted = _folder(work / "vetted")
+        found = vet_isolated(known.folder, root, assignment, vetted)
+        known.files = file_hashes(known.folder, found.artifacts)
+        known.model_files = {a.role: dict(a.files) for a in found.artifacts if a.role not in ("inputs", "search_log")}
+        found = dataclasses.replace(found, artifacts=stage(found.artifacts, known.folder, vetted))
+        references = vet_references(assignment)
+        plan = build_job(known.folder, found.artifacts, assignment, submission, references, work)
+        sandbox_dir = _folder(work / "sandbox", mode=0o700)
+        obs = sandboxes.worker(plan.job, assignment.limits, sandbox_dir, plan.folders)
+    if obs.failure is None and (problems := contradictions(obs, {a.role: a.stored for a in found.artifacts})):
+        raise SubmissionError.of(problems)
+    files = {a.role: ModelFiles(a.files, a.size_bytes, a.gzip_bytes) for a in [*found.artifacts, *references]}
+    keys = AnswerKeys(team=found.labels, heldout=plan.heldout_labels)
+    return _finish(known, checks, obs, model_figures(obs, files, keys, assignment.score), data=plan.data)
+
+
+def _folder(path: Path, mode: int = 0o755) -> Path:
+    """A folder of the grading's own; readable by a container's unprivileged user unless ``mode`` says not."""
+    path.mkdir(mode=mode)
+    path.chmod(mode)
+    return path
 
 
 def _enforce_run_limit(known: _Known, run_count: RunCount | None) -> None:
@@ -135,16 +160,25 @@ def claimed(submission: Submission, key: str | None) -> bool:
 
 
 def build_job(
-    folder: Path, artifacts: list[Artifact], assignment: Assignment, submission: Submission, references: list[Artifact]
+    folder: Path,
+    artifacts: list[Artifact],
+    assignment: Assignment,
+    submission: Submission,
+    references: list[Artifact],
+    work: Path,
 ) -> WorkPlan:
-    """What the worker must do; derived models are built only where the submission asks for them."""
+    """What the worker must do; derived models are built only where the submission asks for them.
+
+    The course's evaluation data reaches the worker without its labels: a copy of its inputs is
+    written into ``work``, and the host keeps the labels to score the worker's answers with.
+    """
     models = [
-        ModelJob(role=a.role, file=a.ref, format=a.format, architecture=a.architecture)
+        ModelJob(role=a.role, file=a.ref, format=a.format, architecture=a.architecture, name=a.relpath)
         for a in artifacts
         if a.role not in ("inputs", "search_log")
     ]
     models += [
-        ModelJob(role=a.role, file=a.ref, format=a.format, architecture=a.architecture, trusted=True)
+        ModelJob(role=a.role, file=a.ref, format=a.format, architecture=a.architecture, trusted=True, name=a.relpath)
         for a in references
     ]
     inputs = next((a.ref for a in artifacts if a.role == "inputs"), None)
@@ -153,16 +187,19 @@ def build_job(
     measure = assignment.measure.model_copy(
         update={"derived": [d for d in assignment.measure.derived if claimed(submission, d.claim)]}
     )
-    folders = {"submission": folder.resolve(), "references": references_root().resolve()}
-    heldout, data = None, ""
+    folders = {"references": references_root().resolve(), "vetted": work / "vetted"}
+    heldout, data, labels = None, "", None
     if assignment.measure.heldout is not None:
         found = evaluation_file(assignment.id, references_root(), assignment.measure.heldout.inputs)
         if not found.host_path.is_file():
             raise ConfigError(
                 f"held-out data {found.host_path} is missing. Build the references with: python -m reference.build"
             )
-        heldout, data = FileRef(folder=found.folder, path=found.path), found.split
-        folders[found.folder] = found.root.resolve()
+        labels = without_labels(
+            found.host_path, _folder(work / "heldout") / "inputs.npz", assignment.measure.max_samples
+        )
+        heldout, data = FileRef(folder="heldout", path="inputs.npz"), found.split
+        folders["heldout"] = work / "heldout"
     job = Job(
         models=models,
         inputs=inputs,
@@ -172,7 +209,21 @@ def build_job(
         if log
         else None,
     )
-    return WorkPlan(job, {name: path for name, path in folders.items() if name in job.folders()}, data)
+    return WorkPlan(job, {name: path for name, path in folders.items() if name in job.folders()}, data, labels)
+
+
+def without_labels(source: Path, target: Path, limit: int) -> list[int]:
+    """Copy the evaluation inputs without their labels (they never enter the sandbox); return the labels."""
+    import numpy as np
+
+    with np.load(source, allow_pickle=False) as archive:
+        arrays = {k: archive[k][:limit] for k in archive.files}
+    if "labels" not in arrays:
+        raise ConfigError(f"{source} holds no labels: the course's evaluation data must have them")
+    labels = arrays.pop("labels").reshape(-1)
+    np.savez(target, **arrays)
+    target.chmod(0o644)
+    return [int(y) for y in labels]
 
 
 def _grade_service(known: _Known, checks: list[BoundCheck], sandboxes: Sandboxes) -> Grading:
@@ -209,6 +260,7 @@ def _finish(
     problems = ([obs.failure] if obs.failure else []) + list(notes)
     environment = obs.environment.model_copy(update={"data": data}) if data else obs.environment
     result = _result(known, "rejected" if obs.failure else "graded", results, problems, environment, figures.values)
+    result = result.model_copy(update={"flags": figures.flags})
     return Grading(result, exitcodes.REJECTED if obs.failure else exitcodes.GRADED)
 
 
@@ -232,6 +284,7 @@ def _result(
             members=sub.members if sub else [],
             path=str(known.folder),
             files=known.files,
+            model_files=known.model_files,
             claims=sub.claims if sub else {},
             reported=sub.reported if sub else {},
             notes=sub.notes if sub else "",
@@ -255,11 +308,12 @@ def _rejected(known: _Known, exc: SubmissionError) -> Result:
 
 
 def _errored(known: _Known, exc: BaseException) -> Result:
+    log = getattr(exc, "log_tail", "")  # a WorkerError's sandbox log: into the result (escaped), never to stderr
     problem = Problem(
         kind="internal",
         message=f"The grader failed ({type(exc).__name__}). This is not your fault and "
         "is not charged to you; course staff have the details.",
-        hint="",
+        hint=f"The sandbox's last output, for course staff: {log[-LOG_IN_RESULT:]}" if log else "",
     )
     checks = skipped_all(known.assignment, "Not graded: internal grader error.") if known.assignment else []
     return _result(known, "error", checks, [problem])

@@ -115,6 +115,32 @@ def _trouble(service: Service, levels: list[LevelStats]) -> Problem | None:
     )
 
 
+CALIBRATION_FLOOR = 0.5  # the reference may run no slower than half its own solo throughput beside the team's
+
+
+def _calibrate(reference: Service, spec: ServiceSpec, corpus: list[Item]) -> LevelStats:
+    """The reference service alone, before the team's starts: warmed up, then one slice at the top level."""
+    run_level(reference.socket, corpus, 1, spec.warmup_s, spec.request_timeout_s)
+    return run_level(reference.socket, corpus, spec.levels[-1], spec.level_s / spec.rounds, spec.request_timeout_s)
+
+
+def _disturbed(calibration: LevelStats, reference_levels: list[LevelStats]) -> Problem | None:
+    """Whether the reference ran far slower beside the team's service than alone: a service that
+    works (or hogs the machine) while it has no requests slows the reference and inflates its own ratio."""
+    during = reference_levels[-1]
+    if calibration.throughput <= 0 or during.throughput >= CALIBRATION_FLOOR * calibration.throughput:
+        return None
+    return Problem(
+        kind="load",
+        field="service",
+        message=f"the course's reference service answered {during.throughput:.0f} requests/s while your service was "
+        f"running, against {calibration.throughput:.0f} alone: it was slowed by more than half, so the throughput "
+        "comparison is void",
+        hint="A service must leave the machine alone when it has no requests (no busy loops or background threads), "
+        "and must never touch anything but its own socket.",
+    )
+
+
 @dataclass
 class ServiceObservation:
     """What load-testing a service showed: the failure that stopped grading, if any, each
@@ -138,12 +164,7 @@ def observe_service(
     corpus = load_corpus(corpus_path, expected_answers(spec, corpus_path), spec.max_requests)
     limits, threads = assignment.limits, assignment.measure.timing.threads
     with tempfile.TemporaryDirectory(prefix="grader-service-") as work, ExitStack() as running:
-        team = running.enter_context(
-            host.start(submission.service.command, folder.resolve(), limits, Path(work), threads, "service", [])
-        )
-        startup = wait_healthy(team.socket, spec.startup_s, team.alive)
-        if startup is None:
-            return ServiceObservation(_limit_hit(team, "service") or _never_healthy(team, spec), None, None, data_name)
+        # the reference first, alone: its calibration is what its figures are checked against later
         reference = running.enter_context(
             host.start(
                 spec.reference_command,
@@ -158,6 +179,13 @@ def observe_service(
         ref_startup = wait_healthy(reference.socket, spec.startup_s, reference.alive)
         if ref_startup is None:
             raise RuntimeError(f"the reference service did not become healthy: {_last_log_lines(reference)}")
+        calibration = _calibrate(reference, spec, corpus)
+        team = running.enter_context(
+            host.start(submission.service.command, folder.resolve(), limits, Path(work), threads, "service", [])
+        )
+        startup = wait_healthy(team.socket, spec.startup_s, team.alive)
+        if startup is None:
+            return ServiceObservation(_limit_hit(team, "service") or _never_healthy(team, spec), None, None, data_name)
         levels, ref_levels = _interleaved_load_test(team, reference, spec, corpus)
         failure = _exited(team, "service")
         if failure is not None:
@@ -165,6 +193,11 @@ def observe_service(
         trouble = _trouble(team, levels)
         if _exited(reference, "reference_service") is not None:
             raise RuntimeError(f"the reference service failed during the load test: {_last_log_lines(reference)}")
+    disturbed = _disturbed(calibration, ref_levels)
+    if disturbed is not None:  # the comparison is void: no throughput ratio, and the team is told why
+        return ServiceObservation(
+            None, ServiceLoad(levels, startup), None, data_name, [n for n in (trouble, disturbed) if n is not None]
+        )
     return ServiceObservation(
         None,
         ServiceLoad(levels, startup),

@@ -2,15 +2,19 @@
 
 Trust boundary 1 lives here. A path may not leave the submission folder (no ``..``, no absolute
 path, no symbolic link anywhere on the way); a file is classified by its bytes, not its name; a
-pickle is refused before any unpickler touches it; a Git LFS pointer is recognised; ``.pt2``
-archives are read as JSON and refused when they carry pickled entries or compiled code; ONNX
-external data must stay inside the folder. Nothing in this module imports torch.
+pickle is refused before any unpickler touches it; a Git LFS pointer is recognised; TorchScript
+(a program, whose operators can read and write files) is refused with how to export instead;
+``.pt2`` archives are vetted entry by entry and rewritten (``grader.intake.pt2``); ONNX external
+data must stay inside the folder. Nothing in this module imports torch. It parses untrusted
+files, so the pipeline runs it in a limited child process (``grader.intake.isolated``).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import gzip
 import hashlib
-import json
+import shutil
 import struct
 import zipfile
 from dataclasses import dataclass, field
@@ -18,10 +22,17 @@ from pathlib import Path, PurePosixPath
 
 from grader.contracts.job import FileRef, Folder
 from grader.errors import SubmissionError
+from grader.intake import pt2
+from grader.intake.stored import StoredTensor, onnx_stored, pt2_stored, safetensors_stored
 
+TORCHSCRIPT_HINT = (
+    "Export the model instead: torch.export.save(torch.export.export(model.eval(), (example,)), 'model.pt2') "
+    "or torch.onnx.export(model, (example,), 'model.onnx'). For torch.ao dynamic quantization, export the float "
+    "model to ONNX and quantize it with onnxruntime.quantization.quantize_dynamic."
+)
 SAFE_FORMATS_HINT = (
-    "Save the model as ONNX (torch.onnx.export), a torch.export program (torch.export.save, .pt2), "
-    "TorchScript (torch.jit.save) or safetensors weights plus an 'architecture' name."
+    "Save the model as ONNX (torch.onnx.export), a torch.export program (torch.export.save, .pt2) "
+    "or safetensors weights plus an 'architecture' name."
 )
 LFS_PREFIX = b"version https://git-lfs.github.com/spec/v1"
 PICKLE_PROTOCOL_BYTES = {b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05"}
@@ -30,21 +41,64 @@ MAX_ZIP_RATIO = 200  # uncompressed / compressed; more looks like a zip bomb
 
 @dataclass(frozen=True)
 class Artifact:
-    """A vetted model or data file: where it is, what it is, and what it weighs."""
+    """A vetted model or data file: where it is, what it is, and what it weighs.
+
+    ``size_bytes`` and ``gzip_bytes`` count every file the model is made of (an ONNX file and its
+    external data together), measured here on the host from the files themselves. ``folder`` and
+    ``load_path`` say where the worker reads it: a copy of the vetted file in the ``vetted`` folder
+    (``stage``), or for a ``.pt2`` the archive rewritten from its vetted entries.
+    """
 
     role: str
     path: Path
     relpath: str
-    format: str  # onnx | safetensors | torchscript | pt2 | npz
+    format: str  # onnx | safetensors | pt2 | npz | sqlite | csv | json
     size_bytes: int
     sha256: str
     architecture: str | None = None
     extra_files: dict[str, str] = field(default_factory=dict)  # relpath -> sha256 (ONNX external data)
-    folder: Folder = "submission"  # the folder it lies in, as the worker's job names it
+    folder: Folder = "submission"  # the folder the worker reads it from, as the job names it
+    load_path: str = ""  # its path inside that folder (default: relpath)
+    gzip_bytes: int = 0
+    files: dict[str, int] = field(default_factory=dict)  # every file counted in size_bytes: relpath -> bytes
+    stored: dict[str, list] = field(default_factory=dict)  # tensor name -> StoredTensor.to_json(), from metadata
 
     @property
     def ref(self) -> FileRef:
-        return FileRef(folder=self.folder, path=PurePosixPath(self.relpath.replace("\\", "/")).as_posix())
+        inside = self.load_path or PurePosixPath(self.relpath.replace("\\", "/")).as_posix()
+        return FileRef(folder=self.folder, path=inside)
+
+    def to_json(self) -> dict:
+        return {**dataclasses.asdict(self), "path": str(self.path)}
+
+    @classmethod
+    def from_json(cls, data: dict) -> Artifact:
+        return cls(**{**data, "path": Path(data["path"])})
+
+
+def stage(artifacts: list[Artifact], root: Path, vetted: Path) -> list[Artifact]:
+    """Copies of exactly the files that were vetted, in ``vetted/files`` where the worker reads them.
+
+    The submission folder itself is never mounted into the sandbox: a file the manifest does not
+    name (a shared library, another team's model) never reaches the worker, and what the worker
+    reads is byte for byte what was vetted and hashed here.
+    """
+    staged = []
+    for artifact in artifacts:
+        if artifact.folder != "submission":
+            staged.append(artifact)
+            continue
+        for relpath in {artifact.relpath: 0, **artifact.files}:
+            inside = PurePosixPath(relpath.replace("\\", "/"))
+            target = vetted / "files" / inside
+            for parent in reversed(target.parents):
+                if vetted in parent.parents and not parent.exists():
+                    parent.mkdir(mode=0o755)
+            shutil.copyfile(resolve_inside(root, relpath, "file"), target)
+            target.chmod(0o644)
+        load = PurePosixPath("files") / PurePosixPath(artifact.relpath.replace("\\", "/"))
+        staged.append(dataclasses.replace(artifact, folder="vetted", load_path=load.as_posix()))
+    return staged
 
 
 def resolve_inside(root: Path, relpath: str, what: str) -> Path:
@@ -83,6 +137,33 @@ def resolve_inside(root: Path, relpath: str, what: str) -> Path:
     if root not in current.resolve().parents:
         raise SubmissionError(f"{what} path '{relpath}' leaves the submission folder.", "", kind="path")
     return current
+
+
+def gzip_size(paths: list[Path]) -> int:
+    """Size after gzip -6 of the files one after the other: what entropy coding of the stored
+    weights would give, for a model made of several files. Streamed into a byte counter, so a
+    large model is never held in memory."""
+    sink = _ByteCounter()
+    with gzip.GzipFile(fileobj=sink, mode="wb", compresslevel=6, mtime=0) as out:  # type: ignore[arg-type]
+        for path in paths:
+            with open(path, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):  # noqa: B023 - read in this iteration
+                    out.write(block)
+    return sink.count
+
+
+class _ByteCounter:
+    """A write-only sink that counts bytes."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def write(self, data: bytes) -> int:
+        self.count += len(data)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
 
 
 def sha256_file(path: Path) -> str:
@@ -155,58 +236,6 @@ def _classify_zip(path: Path, relpath: str, what: str) -> str:
     raise SubmissionError(f"{what} '{relpath}' is a zip the grader does not recognise.", SAFE_FORMATS_HINT, "format")
 
 
-def vet_pt2(path: Path, relpath: str) -> None:
-    """Refuse ``.pt2`` archives that ``torch.export.load`` would unpickle or that carry binaries.
-
-    ``torch.export.load`` calls ``torch.load(weights_only=False)`` on weights flagged
-    ``use_pickle`` and ``pickle.loads`` on opaque constants, so those must never reach it.
-    It loads *every* program under ``models/`` (not only ``model``), so the payload tables of
-    all of them (``<name>_weights_config.json``, ``<name>_constants_config.json``) are vetted.
-    It also still reads the legacy layout, a pickled ``data/weights/<name>.pt`` or
-    ``data/constants/<name>.pt``, with a fallback to ``weights_only=False``; the current
-    ``torch.export.save`` never writes those, so they are refused outright.
-    """
-    with zipfile.ZipFile(path) as archive:
-        names = archive.namelist()
-        if any(n.endswith((".so", ".dll", ".dylib", ".cubin")) or "/aotinductor/" in n for n in names):
-            raise SubmissionError(
-                f"'{relpath}' contains compiled code (an AOTInductor package).",
-                "Submit the plain exported program: torch.export.save(ep, 'model.pt2').",
-                kind="pt2",
-            )
-        for name in names:
-            rooted = "/" + name
-            if ("/data/weights/" in rooted or "/data/constants/" in rooted) and name.endswith(".pt"):
-                raise SubmissionError(
-                    f"'{relpath}' stores its weights in the legacy pickled layout ('{name}'); the "
-                    "grader refuses pickled entries because loading them can run code.",
-                    "Re-save the program with a current torch: torch.export.save(ep, 'model.pt2').",
-                    kind="pickle",
-                )
-            if name.endswith(("_weights_config.json", "_constants_config.json")):
-                _vet_payload_config(archive.read(name), relpath)
-
-
-def _vet_payload_config(raw: bytes, relpath: str) -> None:
-    try:
-        config = json.loads(raw).get("config", {})
-    except (ValueError, AttributeError):
-        config = None
-    # a malformed table is the student's file, not a grader crash (exit 4)
-    if not isinstance(config, dict) or not all(isinstance(meta, dict) for meta in config.values()):
-        raise SubmissionError(f"'{relpath}' has an unreadable weights table.", "Re-save it.", "pt2")
-    for fqn, meta in config.items():
-        path_name = str(meta.get("path_name", ""))
-        if meta.get("use_pickle") or path_name.startswith(("custom_obj", "opaque_obj")):
-            raise SubmissionError(
-                f"'{relpath}' stores '{fqn}' as a pickle (a tensor subclass or custom object); the "
-                "grader refuses pickled entries because loading them can run code.",
-                "Unwrap tensor subclasses before export (e.g. torchao's unwrap_tensor_subclass) so the "
-                "weights are plain tensors, or export to ONNX.",
-                kind="pickle",
-            )
-
-
 def onnx_external_files(path: Path, root: Path, relpath: str) -> dict[str, Path]:
     """External-data files an ONNX model names, each vetted to lie inside the submission."""
     import onnx  # local: parsing protobuf is data, but keep the CLI's import cheap
@@ -237,22 +266,57 @@ def _all_tensors(model):  # noqa: ANN001, ANN202 - onnx types are imported lazil
 
 
 def vet_model(
-    root: Path, role: str, relpath: str, architecture: str | None, limit_mb: int, folder: Folder = "submission"
+    root: Path,
+    role: str,
+    relpath: str,
+    architecture: str | None,
+    limit_mb: int,
+    folder: Folder = "submission",
+    vetted: Path | None = None,
 ) -> Artifact:
-    """Everything the host can prove about a model file without running anything."""
+    """Everything the host can prove about a model file without running anything.
+
+    A ``.pt2`` is rewritten from its vetted entries into ``vetted`` (required for one), and the
+    worker loads that copy. Sizes count the file and every external-data file it names.
+    """
     what = f"model '{role}'"
     path = resolve_inside(root, relpath, what)
     _check_size(path, relpath, what, limit_mb)
     fmt = sniff(path, relpath, what)
     extra: dict[str, str] = {}
+    stored: dict[str, StoredTensor] = {}
+    files = {relpath: path.stat().st_size}
+    parts = [path]
+    load_folder, load_path = folder, ""
     if fmt == "npz":
         raise SubmissionError(f"{what} '{relpath}' is a NumPy archive, not a model.", SAFE_FORMATS_HINT, "format")
+    if fmt == "torchscript":
+        raise SubmissionError(
+            f"{what} '{relpath}' is TorchScript (torch.jit.save). A TorchScript file is a program, and its "
+            "operators can read and write files, so the grader does not run TorchScript any more.",
+            TORCHSCRIPT_HINT,
+            kind="format",
+        )
     if fmt == "pt2":
-        vet_pt2(path, relpath)
+        if vetted is None:
+            raise SubmissionError(
+                f"{what} '{relpath}' is a .pt2 program, which this role does not accept.",
+                SAFE_FORMATS_HINT,
+                kind="format",
+            )
+        prefix, entries = pt2.vetted_program(path, relpath)
+        load_path = pt2.repack(prefix, entries, vetted / f"{role}.pt2").name
+        load_folder = "vetted"
+        stored = pt2_stored(entries)
     if fmt == "onnx":
+        stored = onnx_stored(path)
         for ext_rel, ext_path in onnx_external_files(path, root, relpath).items():
             _check_size(ext_path, ext_rel, what, limit_mb)
             extra[ext_rel] = sha256_file(ext_path)
+            files[ext_rel] = ext_path.stat().st_size
+            parts.append(ext_path)
+    if fmt == "safetensors":
+        stored = safetensors_stored(path)
     if fmt == "safetensors" and not architecture:
         raise SubmissionError(
             f"{what} '{relpath}' holds only weights (safetensors); the grader needs the architecture.",
@@ -260,7 +324,21 @@ def vet_model(
             "architecture: digits-cnn}.",
             kind="manifest",
         )
-    return Artifact(role, path, relpath, fmt, path.stat().st_size, sha256_file(path), architecture, extra, folder)
+    return Artifact(
+        role,
+        path,
+        relpath,
+        fmt,
+        sum(files.values()),
+        sha256_file(path),
+        architecture,
+        extra,
+        load_folder,
+        load_path,
+        gzip_size(parts),
+        files,
+        {name: tensor.to_json() for name, tensor in stored.items()},
+    )
 
 
 def vet_inputs(root: Path, relpath: str, limit_mb: int) -> Artifact:
@@ -274,7 +352,9 @@ def vet_inputs(root: Path, relpath: str, limit_mb: int) -> Artifact:
             "Save them with np.savez('inputs.npz', input=x, labels=y); object arrays are refused.",
             kind="format",
         )
-    return Artifact("inputs", path, relpath, fmt, path.stat().st_size, sha256_file(path))
+    return Artifact(
+        "inputs", path, relpath, fmt, path.stat().st_size, sha256_file(path), files={relpath: path.stat().st_size}
+    )
 
 
 def _check_size(path: Path, relpath: str, what: str, limit_mb: int) -> None:
@@ -315,4 +395,6 @@ def vet_search_log(root: Path, relpath: str, limit_mb: int) -> Artifact:
             "study.trials_dataframe() with .to_csv('trials.csv') or .to_json('trials.json', orient='records').",
             kind="format",
         )
-    return Artifact("search_log", path, relpath, fmt, path.stat().st_size, sha256_file(path))
+    return Artifact(
+        "search_log", path, relpath, fmt, path.stat().st_size, sha256_file(path), files={relpath: path.stat().st_size}
+    )

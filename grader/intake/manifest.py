@@ -95,10 +95,36 @@ def _describe(error: dict[str, Any]) -> tuple[str, str]:
     return field, f"{message}; {hint}" if hint else message
 
 
+def _has_aliases(text: str) -> bool:
+    """Anchors and aliases let 64 KiB of YAML stand for billions of values (and cost as much to validate)."""
+    try:
+        return any(isinstance(token, (yaml.AliasToken, yaml.AnchorToken)) for token in yaml.scan(text))
+    except (yaml.YAMLError, RecursionError):
+        return False  # the parse below reports it
+
+
 def parse_manifest(text: str) -> Submission:
     """Parse and validate manifest text; raises ``SubmissionError`` naming every bad field."""
+    if _has_aliases(text):
+        raise SubmissionError(
+            f"{MANIFEST_NAME} uses YAML anchors or aliases (& or *).",
+            "Write every value out; a manifest needs no references.",
+            kind="manifest",
+        )
     try:
         data = yaml.safe_load(text)
+    except RecursionError:
+        raise SubmissionError(
+            f"{MANIFEST_NAME} is nested too deeply to be a manifest.",
+            "See the example in the assignment README: a few levels of fields are all it needs.",
+            kind="manifest",
+        ) from None
+    except (ValueError, TypeError, OverflowError) as exc:  # e.g. an integer past Python's digit limit
+        raise SubmissionError(
+            f"{MANIFEST_NAME} holds a value YAML cannot read ({' '.join(str(exc).split())[:200]}).",
+            "Write numbers and text as in the example in the assignment README.",
+            kind="manifest",
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -115,6 +141,12 @@ def parse_manifest(text: str) -> Submission:
         )
     try:
         return Submission.model_validate(data)
+    except RecursionError:
+        raise SubmissionError(
+            f"{MANIFEST_NAME} is nested too deeply to be a manifest.",
+            "See the example in the assignment README.",
+            kind="manifest",
+        ) from None
     except ValidationError as exc:
         problems = [
             Problem(kind="manifest", field=field, message=message) for field, message in map(_describe, exc.errors())

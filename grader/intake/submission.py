@@ -14,8 +14,9 @@ from grader.intake.artifacts import Artifact, sha256_file, vet_inputs, vet_model
 from grader.intake.manifest import MANIFEST_NAME, Submission
 
 
-def vet_submission(folder: Path, submission: Submission, assignment: Assignment) -> list[Artifact]:
-    """Check the manifest against the assignment, then vet every file it names."""
+def vet_submission(folder: Path, submission: Submission, assignment: Assignment, vetted: Path) -> list[Artifact]:
+    """Check the manifest against the assignment, then vet every file it names (``.pt2`` programs are
+    rewritten into ``vetted``, where the worker reads them)."""
     missing = [r for r, slot in assignment.models.items() if slot.required and r not in submission.models]
     if missing:
         raise SubmissionError(
@@ -31,7 +32,10 @@ def vet_submission(folder: Path, submission: Submission, assignment: Assignment)
             kind="manifest",
         )
     limit = assignment.limits.model_file_mb
-    artifacts = [vet_model(folder, role, ref.path, ref.architecture, limit) for role, ref in submission.models.items()]
+    artifacts = [
+        vet_model(folder, role, ref.path, ref.architecture, limit, vetted=vetted)
+        for role, ref in submission.models.items()
+    ]
     for artifact in artifacts:
         _check_format(artifact, assignment)
     if submission.data.inputs:
@@ -52,7 +56,6 @@ def vet_submission(folder: Path, submission: Submission, assignment: Assignment)
 
 FORMAT_NAMES = {
     "onnx": "ONNX",
-    "torchscript": "TorchScript (torch.jit.save)",
     "pt2": "a torch.export program (.pt2)",
     "safetensors": "safetensors",
 }

@@ -17,7 +17,7 @@ from grader.contracts.observations import Estimate
 from grader.contracts.result import CheckStatus, Result
 from grader.report import machine
 from grader.report.charts import chart_data_uri
-from grader.report.escape import marker_value, md
+from grader.report.escape import marker_value, md, visible_html
 
 STATUS_ICON = {
     CheckStatus.PASS: "✅",
@@ -92,7 +92,7 @@ def _environment(autoescape: bool) -> Environment:
     env = Environment(
         loader=PackageLoader("grader.report", "templates"),
         autoescape=select_autoescape(["html.j2"]) if autoescape else False,
-        finalize=None if autoescape else md,
+        finalize=visible_html if autoescape else md,
         undefined=StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,

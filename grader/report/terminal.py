@@ -9,6 +9,7 @@ from rich.table import Table
 
 from grader.config.assignment import Assignment
 from grader.contracts.result import CheckStatus, Result
+from grader.report.escape import visible
 from grader.report.render import fmt
 
 STYLE = {
@@ -56,9 +57,10 @@ def print_summary(result: Result, paths: dict[str, Path], console: Console | Non
 
 
 def _escape(text: str) -> str:
+    """Student text for the terminal: no rich markup, no bidi or invisible characters."""
     from rich.markup import escape
 
-    return escape(text)
+    return escape(visible(text))
 
 
 def print_assignments(assignments: list[Assignment], console: Console | None = None) -> None:

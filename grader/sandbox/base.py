@@ -5,7 +5,7 @@ A ``Sandbox`` takes the host's ``Job``, the assignment's ``Limits``, a scratch f
 folders the worker may only read (by name: ``submission``, ``references``, ...), runs
 ``grader.worker`` isolated, and returns ``Observations``. A ``ServiceHost`` does the same for the
 service track's long-running services. The local child-process sandbox (``grader.sandbox.local``)
-and the Docker one (``grader.sandbox.docker``) both end in ``read_observations`` here, so a
+and the Docker one (``grader.sandbox.docker``) both end in ``parse_observations`` here, so a
 subverted worker meets exactly the same validation whichever ran it, and a limit hit reads the
 same to the student.
 """
@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import signal
 import stat
-import sys
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,6 @@ from grader.contracts.problem import Problem
 from grader.errors import WorkerError
 
 MAX_OUTPUT_BYTES = 32 * 1024 * 1024
-OBSERVATIONS_FILE = "observations.json"
 JOB_FILE = "job.json"
 
 
@@ -84,22 +82,21 @@ class Sandboxes:
 
 @dataclass
 class Finished:
-    """How a sandboxed command ended: its exit code, or the limit that stopped it."""
+    """How a sandboxed command ended: its exit code, or the limit that stopped it; the tail of its
+    log; and, where it was asked to report, what it wrote on its output channel (capped)."""
 
     returncode: int
     stopped: Problem | None
     output_tail: str
     wall_s: float
+    output: bytes | None = None
 
 
-def worker_command(python: str, job_path: str, out_path: str, folders: dict[str, str]) -> list[str]:
-    """The worker's command line: the job file, where to write, and where each folder is mounted."""
+def worker_command(python: str, job_path: str, out: str, folders: dict[str, str]) -> list[str]:
+    """The worker's command line: the job file, where to report (``fd:N`` or a path) and where
+    each folder is mounted."""
     mounts = [arg for name, path in sorted(folders.items()) for arg in ("--folder", f"{name}={path}")]
-    return [python, "-m", "grader.worker", job_path, out_path, *mounts]
-
-
-def host_python() -> str:
-    return sys.executable
+    return [python, "-m", "grader.worker", job_path, out, *mounts]
 
 
 def thread_env(threads: int) -> dict[str, str]:
@@ -124,13 +121,21 @@ def memory_failure(limits: Limits) -> Problem:
     )
 
 
+def scratch_failure(scratch_mb: int) -> Problem:
+    return Problem(
+        kind="memory_limit",
+        message=f"the models wrote more than the {scratch_mb} MiB scratch space allows and were stopped",
+        hint="Nothing needs to write large files while it is graded; load the model and run it in memory.",
+    )
+
+
 def stopped(failure: Problem, description: str) -> Observations:
     """Observations of a worker a limit stopped: only the failure, and where it ran."""
     return Observations(failure=failure, environment={"sandbox": description})
 
 
-def read_observations(path: Path, returncode: int, output_tail: str, description: str) -> Observations:
-    """Parse what the worker wrote as untrusted input: a regular file, size-capped, schema-checked.
+def parse_observations(data: bytes | None, returncode: int, output_tail: str, description: str) -> Observations:
+    """Parse what the worker reported as untrusted input: capped (by whoever read it), schema-checked.
 
     ``returncode`` < 0 means the worker died of that signal (a crashing runtime is the model's
     doing); any other non-zero code, or no output, is the grader's own fault. ``description`` is
@@ -146,10 +151,11 @@ def read_observations(path: Path, returncode: int, output_tail: str, description
             description,
         )
     if returncode != 0:
-        raise WorkerError(f"worker exited with {returncode}: {output_tail[-1500:]}")
-    if not os.path.lexists(path):
-        raise WorkerError(f"worker exited without writing its output: {output_tail[-1500:]}")
-    data = _read_regular_file(path, MAX_OUTPUT_BYTES)
+        raise WorkerError(f"worker exited with {returncode}", output_tail)
+    if not data:
+        raise WorkerError("worker exited without writing its output", output_tail)
+    if len(data) > MAX_OUTPUT_BYTES:
+        raise WorkerError("worker output is larger than allowed")
     try:
         observations = Observations.model_validate_json(data)
     except ValidationError as exc:
@@ -165,16 +171,34 @@ def _signal_name(number: int) -> str:
         return f"signal {number}"
 
 
-def _read_regular_file(path: Path, limit: int) -> bytes:
-    """Read at most ``limit`` bytes, refusing links and special files the worker might plant."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NONBLOCK", 0))
-    except OSError as exc:
-        raise WorkerError(f"worker output cannot be opened safely: {exc}") from None
-    with os.fdopen(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-            raise WorkerError("worker output is not a regular file")
-        data = handle.read(limit + 1)
-    if len(data) > limit:
-        raise WorkerError("worker output is larger than allowed")
-    return data
+def writable_folder(path: Path) -> Path:
+    """A host folder the sandbox's unprivileged user can write (a service's socket folder)."""
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o777)  # not sticky: the host must be able to delete what the sandbox wrote
+    return path
+
+
+def check_readable(readonly: list[Path], user: str) -> None:
+    """Refuse early, as the grader's problem, a file the sandbox's unprivileged user could not read.
+
+    Otherwise a submission checked out with umask 077 would fail to load inside the sandbox
+    and the student would be blamed for it.
+    """
+    uid, gid = (int(part) for part in user.split(":"))
+    for root in readonly:
+        for folder, _, files in os.walk(root):
+            for path in [Path(folder), *(Path(folder) / name for name in files)]:
+                info = path.lstat()
+                if not stat.S_ISLNK(info.st_mode) and not _may_read(info, uid, gid):
+                    raise WorkerError(
+                        f"the sandbox's user {user} cannot read {path} "
+                        f"({stat.filemode(info.st_mode)}); make the submission world-readable, "
+                        "e.g. chmod -R a+rX"
+                    )
+
+
+def _may_read(info: os.stat_result, uid: int, gid: int) -> bool:
+    """Read (and, for a folder, enter) permission for ``uid:gid`` by the owner / group / other bits."""
+    shift = 6 if info.st_uid == uid else 3 if info.st_gid == gid else 0
+    needed = 0o4 | (0o1 if stat.S_ISDIR(info.st_mode) else 0)
+    return (info.st_mode >> shift) & needed == needed

@@ -1,9 +1,10 @@
 """Run the worker in a Docker container: trust boundary 2 as CI enforces it on the GPU runner machine.
 
 Same contract as the local sandbox (``grader.sandbox.local.run_worker``): a job, the limits, a scratch
-folder and the folders to mount read-only in; observations out, read back by the same
-``grader.sandbox.base.read_observations``. The container gets no network, a read-only root with a
-small tmpfs at /tmp, no capabilities, no new privileges, an unprivileged user, private IPC, pid /
+folder and the folders to mount read-only in; observations out (on the container's stdout, read
+while it runs and capped), parsed by the same ``grader.sandbox.base.parse_observations``. The
+container gets no network, a read-only root with a small tmpfs at /tmp and no writable mount,
+no capabilities, no new privileges, an unprivileged user, private IPC, pid /
 memory (swap = memory) / CPU limits, no core dumps, explicit thread counts, an environment built
 from nothing (no host variable, so no token, reaches it) and the GPUs only where the engine can
 pass them through. On the wall-time limit it is killed; it is removed in every case.
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import stat
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -31,19 +32,20 @@ from grader.contracts.problem import Problem
 from grader.errors import ConfigError, WorkerError
 from grader.sandbox.base import (
     JOB_FILE,
-    OBSERVATIONS_FILE,
+    MAX_OUTPUT_BYTES,
     Finished,
+    check_readable,
     memory_failure,
-    read_observations,
+    parse_observations,
     stopped,
     thread_env,
     time_limit_failure,
     worker_command,
 )
 
-CONTAINER_OUT = "/grading/out"  # the only writable mount
 CONTAINER_IN = "/grading/in"  # read-only folders by name: /grading/in/submission, /grading/in/references, ...
-OUTPUT_FOLDER = "container-out"
+CONTAINER_JOB = "/grading/job"  # the job file's folder, read-only
+JOB_MOUNT = "job"  # its name among the folders mounted
 LABEL = "org.compression-grader.worker"
 WORKER_FILE_LIMIT_BYTES = 64 * 1024 * 1024
 OPEN_FILES = 4096
@@ -109,51 +111,108 @@ def run_worker(
 ) -> Observations:
     """Run ``grader.worker`` on ``job`` in a container and parse what it reports.
 
-    Each folder is mounted read-only at ``/grading/in/<name>`` and the worker is told so; the job
-    file is the host's, unchanged. A limit hit yields observations holding only the failure;
-    anything else broken raises ``WorkerError``.
+    The job file (in a folder of its own) and each of the job's folders are mounted read-only,
+    the folders at ``/grading/in/<name>`` (the worker is told so); the job file is the host's,
+    unchanged. The container has no writable mount at all: its scratch is a size-limited tmpfs,
+    and the worker reports on its stdout, which the host reads, capped, while it runs. A limit
+    hit yields observations holding only the failure; anything else broken raises ``WorkerError``.
     """
     with engine_session(client) as client:
         gpus = plan_gpus(client, settings)
         sandbox = describe(settings, gpus)
-        out = output_folder(workdir)
-        (out / JOB_FILE).write_text(job.model_dump_json())
+        job_dir = workdir / "job"
+        job_dir.mkdir(exist_ok=True)
+        job_dir.chmod(0o755)  # the container's unprivileged user reads it
+        (job_dir / JOB_FILE).write_text(job.model_dump_json())
+        (job_dir / JOB_FILE).chmod(0o644)
         inner = {name: f"{CONTAINER_IN}/{name}" for name in folders}
-        command = worker_command("python", f"{CONTAINER_OUT}/{JOB_FILE}", f"{CONTAINER_OUT}/{OBSERVATIONS_FILE}", inner)
+        command = worker_command("python", f"{CONTAINER_JOB}/{JOB_FILE}", "fd:1", inner)
         done = run_in_container(
-            command, settings, limits, workdir, folders, threads=job.measure.timing.threads, client=client, gpus=gpus
+            command,
+            settings,
+            limits,
+            {**folders, JOB_MOUNT: job_dir},
+            threads=job.measure.timing.threads,
+            client=client,
+            gpus=gpus,
+            capture_output=True,
         )
     if done.stopped is not None:
         return stopped(done.stopped, sandbox)
-    return read_observations(out / OBSERVATIONS_FILE, done.returncode, done.output_tail, sandbox)
+    return parse_observations(done.output, done.returncode, done.output_tail, sandbox)
 
 
 def run_in_container(
     command: list[str],
     settings: DockerSettings,
     limits: Limits,
-    workdir: Path,
     folders: dict[str, Path],
     threads: int = 1,
     client: Any = None,
     gpus: GpuPlan | None = None,
+    capture_output: bool = False,
+    writable: dict[str, Path] | None = None,
 ) -> Finished:
-    """Run ``command`` in a fresh, locked-down container; ``workdir``'s output folder is its only writable place."""
+    """Run ``command`` in a fresh, locked-down container.
+
+    ``folders`` are mounted read-only by name; ``writable`` (container path -> host folder) are
+    the only writable mounts (a service's socket folder). With ``capture_output`` the command's
+    stdout is the result, read while it runs and capped at ``MAX_OUTPUT_BYTES``.
+    """
     with engine_session(client) as client:
         ensure_image(client, settings)
         gpus = gpus or plan_gpus(client, settings)
-        out = output_folder(workdir)
         check_readable(list(folders.values()), settings.user)
-        options = container_options(settings, limits, threads, mounts(out, folders, settings), gpus)
+        options = container_options(settings, limits, threads, mounts(folders, settings, writable=writable), gpus)
         container = create_container(client, settings.image, command, options)
         started = time.monotonic()
         try:
+            reader = _StdoutReader(container, limits) if capture_output else None
             start_container(container, gpus)
             stopped, returncode = wait_for_exit(container, limits, started)
-            tail = _logs_tail(container)
+            tail = _logs_tail(container, stdout=not capture_output)  # with a report on stdout, the log is stderr
+            output = reader.result() if reader is not None else None
         finally:
             remove_container(container)
-    return Finished(returncode, stopped, tail, time.monotonic() - started)
+    return Finished(returncode, stopped, tail, time.monotonic() - started, output)
+
+
+class _StdoutReader(threading.Thread):
+    """The container's stdout, attached before it starts, read to the end but kept only up to the cap.
+
+    A client of its own with a timeout as long as the grading: the worker is silent until it
+    reports, at the very end.
+    """
+
+    def __init__(self, container: Any, limits: Limits) -> None:
+        import docker
+
+        super().__init__(daemon=True)
+        self.client = docker.from_env(timeout=int(limits.wall_time_s) + 120)
+        attached = self.client.containers.get(container.id)
+        self.stream = attached.attach(stdout=True, stderr=False, stream=True, logs=True)
+        self.chunks: list[bytes] = []
+        self.kept = 0
+        self.overflow = False
+        self.start()
+
+    def run(self) -> None:
+        try:
+            for chunk in self.stream:
+                if self.kept + len(chunk) > MAX_OUTPUT_BYTES:
+                    self.overflow = True
+                    continue
+                self.chunks.append(chunk)
+                self.kept += len(chunk)
+        except Exception:  # noqa: BLE001 - the container went away: what was read is all there is
+            pass
+
+    def result(self) -> bytes:
+        self.join(timeout=30)
+        self.client.close()
+        if self.overflow:
+            raise WorkerError(f"worker output is larger than allowed ({MAX_OUTPUT_BYTES} bytes)")
+        return b"".join(self.chunks)
 
 
 def container_options(
@@ -212,54 +271,34 @@ def worker_env(threads: int, gpu: bool) -> dict[str, str]:
     return env
 
 
-def mounts(out: Path, folders: dict[str, Path], settings: DockerSettings, extra: list[str] | None = None) -> list[Any]:
-    """The output folder read-write; each named folder and the staff's extra paths read-only.
+def mounts(
+    folders: dict[str, Path],
+    settings: DockerSettings,
+    extra: list[str] | None = None,
+    writable: dict[str, Path] | None = None,
+) -> list[Any]:
+    """Each named folder read-only at ``/grading/in/<name>`` (the job at ``/grading/job``), the
+    staff's extra paths read-only, and only ``writable`` (a service's socket folder) read-write.
 
     ``extra`` replaces ``settings.readonly_mounts`` (the service track passes its own, shorter list).
     """
     from docker.types import Mount
 
-    found = [Mount(CONTAINER_OUT, str(out), type="bind", read_only=False)]
-    found += [
-        Mount(f"{CONTAINER_IN}/{name}", str(Path(path).resolve()), type="bind", read_only=True)
+    found = [
+        Mount(
+            CONTAINER_JOB if name == JOB_MOUNT else f"{CONTAINER_IN}/{name}",
+            str(Path(path).resolve()),
+            type="bind",
+            read_only=True,
+        )
         for name, path in sorted(folders.items())
     ]
     found += [Mount(p, p, type="bind", read_only=True) for p in (settings.readonly_mounts if extra is None else extra)]
+    found += [
+        Mount(inside, str(Path(host).resolve()), type="bind", read_only=False)
+        for inside, host in sorted((writable or {}).items())
+    ]
     return found
-
-
-def output_folder(workdir: Path) -> Path:
-    """A folder the container's unprivileged user can write; ``workdir`` (0700) keeps others out."""
-    out = workdir / OUTPUT_FOLDER
-    out.mkdir(exist_ok=True)
-    out.chmod(0o777)  # not sticky: the host must be able to delete what the worker wrote
-    return out
-
-
-def check_readable(readonly: list[Path], user: str) -> None:
-    """Refuse early, as the grader's problem, a file the container's user could not read.
-
-    Otherwise a submission checked out with umask 077 would fail to load inside the container
-    and the student would be blamed for it.
-    """
-    uid, gid = (int(part) for part in user.split(":"))
-    for root in readonly:
-        for folder, _, files in os.walk(root):
-            for path in [Path(folder), *(Path(folder) / name for name in files)]:
-                info = path.lstat()
-                if not stat.S_ISLNK(info.st_mode) and not _may_read(info, uid, gid):
-                    raise WorkerError(
-                        f"the container's user {user} cannot read {path} "
-                        f"({stat.filemode(info.st_mode)}); make the submission world-readable, "
-                        "e.g. chmod -R a+rX"
-                    )
-
-
-def _may_read(info: os.stat_result, uid: int, gid: int) -> bool:
-    """Read (and, for a folder, enter) permission for ``uid:gid`` by the owner / group / other bits."""
-    shift = 6 if info.st_uid == uid else 3 if info.st_gid == gid else 0
-    needed = 0o4 | (0o1 if stat.S_ISDIR(info.st_mode) else 0)
-    return (info.st_mode >> shift) & needed == needed
 
 
 def ensure_image(client: Any, settings: DockerSettings) -> None:
@@ -369,8 +408,8 @@ def kill_container(container: Any) -> None:
         pass  # it exited on its own in the meantime; removal follows either way
 
 
-def _logs_tail(container: Any, limit: int = 4000) -> str:
-    return container.logs(stdout=True, stderr=True, tail=LOG_TAIL_LINES).decode("utf-8", "replace")[-limit:]
+def _logs_tail(container: Any, limit: int = 4000, stdout: bool = True) -> str:
+    return container.logs(stdout=stdout, stderr=True, tail=LOG_TAIL_LINES).decode("utf-8", "replace")[-limit:]
 
 
 def remove_container(container: Any) -> None:

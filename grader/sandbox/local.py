@@ -1,20 +1,35 @@
-"""Run the worker in a child process the student's model cannot escape from easily.
+"""Run the worker (or a service) in a child process the student's files cannot escape from.
 
-Trust boundary 2, local flavour: a cleared environment (no tokens), its own network namespace
-(bubblewrap, else ``unshare``; where neither works the result says so), the submission mounted
-read-only, rlimits on address space / file size / core dumps, its own process group killed as a
-whole on timeout, and a resident-memory watchdog. The worker's JSON is parsed as untrusted input.
+Trust boundary 2, local flavour. The child sees a minimal root (``grader.sandbox.view``): the
+system's libraries, the grader's Python and code, the folders it was given read-only, and a
+private size-limited tmpfs as scratch, nothing else of the host. It has its own network (none),
+PID, IPC and UTS namespaces, no capability (even when the grader runs as root), a cleared
+environment (no tokens), rlimits on address space, file size and core dumps, and a wall-time
+limit. Memory is limited by a memory cgroup where the machine allows one
+(``grader.sandbox.cgroup``: it counts shared memory and memfd pages too) and watched in any case
+over every process it starts (all of them stay its descendants inside its PID namespace,
+``setsid`` or not; resident pages plus open memfd files), and when it ends the namespace ends
+with it, so nothing survives the grading. Its output comes back through a pipe, capped; its log through another,
+of which only the tail is kept.
+
+Three mechanisms, strongest first: bubblewrap; the ``unshare`` fallback for root
+(``grader.sandbox.enter`` builds the same root); and a plain child process where neither works,
+which the result says plainly (no network isolation there, and the scratch is only size-watched).
 """
 
 from __future__ import annotations
 
+import collections
+import json
 import os
 import resource
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -24,19 +39,25 @@ from grader.contracts.problem import Problem
 from grader.errors import WorkerError
 from grader.sandbox.base import (
     JOB_FILE,
-    OBSERVATIONS_FILE,
+    MAX_OUTPUT_BYTES,
     Finished,
+    check_readable,
     memory_failure,
-    read_observations,
+    parse_observations,
+    scratch_failure,
     stopped,
     thread_env,
     time_limit_failure,
     worker_command,
 )
+from grader.sandbox.cgroup import MemoryCgroup, memory_cgroup
+from grader.sandbox.view import SANDBOX_UID, View, drop_to_nobody, system_view
 
 WORKER_FILE_LIMIT_BYTES = 64 * 1024 * 1024
 ADDRESS_SPACE_SLACK_MB = 3072  # runtimes reserve virtual memory they never touch
+LOG_TAIL_BYTES = 64 * 1024
 POLL_S = 0.1
+OUTPUT_FD = 3  # the worker writes its observations here; stdout and stderr are its log
 PASSTHROUGH_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "LD_LIBRARY_PATH")
 
 
@@ -54,64 +75,110 @@ def isolation() -> str:
 def available_isolation() -> list[str]:
     """Every isolation this machine offers, strongest first; 'none' is always last."""
     kinds = []
-    if shutil.which("bwrap") and _works(
-        ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--unshare-net", "--", "true"]
-    ):
+    probe = Path(os.environ.get("TMPDIR", "/tmp"))
+    view = View(scratch=probe / "grader-probe-scratch", scratch_mb=1)
+    if shutil.which("bwrap") and _works(_bwrap(view, ["true"])):
         kinds.append("bwrap")
-    if shutil.which("unshare") and os.geteuid() == 0 and _works(["unshare", "--net", "--mount", "--", "true"]):
-        kinds.append("unshare")
+    if shutil.which("unshare") and shutil.which("setpriv") and os.geteuid() == 0:
+        root = Path(_probe_root())
+        if _works(_unshare(view, root, ["true"])):
+            kinds.append("unshare")
     return kinds + ["none"]
+
+
+def _probe_root() -> str:
+    import tempfile
+
+    return tempfile.mkdtemp(prefix="grader-probe-root-")
 
 
 def _works(cmd: list[str]) -> bool:
     try:
-        return subprocess.run(cmd, capture_output=True, timeout=10).returncode == 0
+        return subprocess.run(cmd, capture_output=True, timeout=20).returncode == 0
     except (OSError, subprocess.TimeoutExpired):
         return False
 
 
 def describe(kind: str) -> str:
     return {
-        "bwrap": "bubblewrap: no network, read-only filesystem except the output folder",
-        "unshare": "unshare: no network, submission read-only",
-        "none": "plain child process: NO network isolation on this machine (install bubblewrap)",
+        "bwrap": "bubblewrap: no network, minimal read-only root, private tmpfs scratch, no capabilities",
+        "unshare": "unshare: no network, minimal read-only root, private tmpfs scratch, no capabilities",
+        "none": "plain child process: NO network isolation and the host filesystem visible on this machine "
+        "(install bubblewrap)",
     }[kind]
 
 
-def wrap(kind: str, command: list[str], workdir: Path, readonly: list[Path]) -> list[str]:
+def _bwrap(view: View, command: list[str]) -> list[str]:
+    drop = drop_to_nobody()
+    args = ["bwrap", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
+    if drop:  # root: keep only what setpriv needs to become nobody, which then drops it too
+        args += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_SETPCAP"]
+    args += ["--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-pid"]
+    args += _parents(
+        [p for k, p in system_view() if k == "bind"], [p for k, p in system_view() if k == "symlink"], view
+    )
+    for kind, path in system_view():
+        args += ["--symlink", os.readlink(path), path] if kind == "symlink" else ["--ro-bind", path, path]
+    for path in view.readonly:
+        args += ["--ro-bind", str(path), str(path)]
+    for path in view.writable:
+        args += ["--bind", str(path), str(path)]
+    args += ["--proc", "/proc", "--ro-bind", "/proc/sys", "/proc/sys", "--dev", "/dev"]
+    for path in view.devices:
+        args += ["--dev-bind", str(path), str(path)]
+    size = str(view.scratch_mb * 2**20)
+    args += ["--perms", "01777", "--size", size, "--tmpfs", "/dev/shm"]
+    args += ["--perms", "01777", "--size", size, "--tmpfs", str(view.scratch)]
+    args += ["--remount-ro", "/", "--chdir", str(view.workdir)]
+    return args + ["--", *drop, *command]
+
+
+def _parents(binds: list[str], links: list[str], view: View) -> list[str]:
+    """The folders above every bound path, made first and open to all (mode 0755): bwrap would
+    make them 0700 as root, and the unprivileged sandbox user could not reach what is inside."""
+    targets = [*binds, *map(str, (*view.readonly, *view.writable, *view.devices, view.scratch))]
+    folders = {str(parent) for t in targets for parent in Path(t).parents if str(parent) != "/"}
+    args: list[str] = []
+    for folder in sorted(folders, key=lambda f: (f.count("/"), f)):
+        if not any(folder == link or folder.startswith(link + "/") for link in links):
+            args += ["--perms", "0755", "--dir", folder]
+    return args
+
+
+def _unshare(view: View, root: Path, command: list[str]) -> list[str]:
+    spec = {
+        "root": str(root),
+        "system": [list(entry) for entry in system_view()],
+        "readonly": [str(p) for p in view.readonly],
+        "writable": [str(p) for p in view.writable],
+        "devices": [str(p) for p in view.devices],
+        "scratch": str(view.scratch),
+        "scratch_mb": view.scratch_mb,
+        "cwd": str(view.workdir),
+        "uid": SANDBOX_UID,
+    }
+    namespaces = ["--mount", "--net", "--pid", "--ipc", "--uts", "--fork", "--kill-child"]
+    enter = [sys.executable, "-I", str(Path(__file__).with_name("enter.py")), json.dumps(spec), "--"]
+    return ["unshare", *namespaces, "--", *enter, *command]
+
+
+def wrap(kind: str, view: View, workdir: Path, command: list[str]) -> list[str]:
     if kind == "bwrap":
-        args = [
-            "bwrap",
-            "--ro-bind",
-            "/",
-            "/",
-            "--dev",
-            "/dev",
-            "--proc",
-            "/proc",
-            "--bind",
-            str(workdir),
-            str(workdir),
-        ]
-        for path in readonly:
-            args += ["--ro-bind", str(path), str(path)]
-        args += ["--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-pid", "--die-with-parent"]
-        return args + ["--"] + command
+        return _bwrap(view, command)
     if kind == "unshare":
-        remount = " && ".join(
-            f'mount --bind "{p}" "{p}" && mount -o remount,bind,ro "{p}" "{p}"' for p in map(str, readonly)
-        )
-        script = f'{remount} && exec "$@"' if remount else 'exec "$@"'
-        return ["unshare", "--net", "--mount", "--propagation", "private", "--", "sh", "-c", script, "sh"] + command
+        root = workdir / "root"
+        root.mkdir(mode=0o700, exist_ok=True)
+        return _unshare(view, root, command)
+    view.scratch.mkdir(parents=True, exist_ok=True)  # "none": a host folder, only size-watched
     return command
 
 
-def clean_env(workdir: Path, threads: int) -> dict[str, str]:
+def clean_env(view: View, threads: int) -> dict[str, str]:
     """Only what the worker needs: no tokens, no proxies, no credentials reach the model."""
     env = {
         "PATH": "/usr/local/bin:/usr/bin:/bin",
-        "HOME": str(workdir),
-        "TMPDIR": str(workdir),
+        "HOME": str(view.scratch),
+        "TMPDIR": str(view.scratch),
         "LANG": "C.UTF-8",
         "PYTHONDONTWRITEBYTECODE": "1",
         "PYTHONHASHSEED": "0",
@@ -122,118 +189,296 @@ def clean_env(workdir: Path, threads: int) -> dict[str, str]:
     return env
 
 
-def _limits(memory_mb: int) -> None:
+def _limits(memory_mb: int, address_space: bool) -> None:
     """Runs in the child before exec: rlimits apply to the worker and everything it starts."""
-    address_space = (memory_mb + ADDRESS_SPACE_SLACK_MB) * 2**20
-    resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
+    if address_space:  # a CUDA context reserves far more address space than it uses: not with a GPU
+        space = (memory_mb + ADDRESS_SPACE_SLACK_MB) * 2**20
+        resource.setrlimit(resource.RLIMIT_AS, (space, space))
     resource.setrlimit(resource.RLIMIT_FSIZE, (WORKER_FILE_LIMIT_BYTES, WORKER_FILE_LIMIT_BYTES))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     resource.setrlimit(resource.RLIMIT_NPROC, (512, 512))  # note: root ignores this one
 
 
-def tree_rss_mb(pgid: int) -> float:
-    """Resident memory of every process in the worker's process group (bwrap forks)."""
-    total = 0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            if int(stat[2]) == pgid:
-                total += int(stat[21])
-        except (OSError, IndexError, ValueError):
-            continue
-    return total * os.sysconf("SC_PAGE_SIZE") / 2**20
+class _Drain(threading.Thread):
+    """Reads a pipe to its end: keeps the last ``tail`` bytes (a log) or at most ``limit`` bytes (output)."""
+
+    def __init__(self, fd: int, tail: int = 0, limit: int = 0) -> None:
+        super().__init__(daemon=True)
+        self.fd, self.tail, self.limit = fd, tail, limit
+        self.chunks: collections.deque[bytes] = collections.deque()
+        self.kept = 0
+        self.overflow = False
+        self.start()
+
+    def run(self) -> None:
+        with os.fdopen(self.fd, "rb", buffering=0) as pipe:
+            while chunk := pipe.read(65536):
+                if self.limit and self.kept + len(chunk) > self.limit:
+                    self.overflow = True
+                    continue  # keep draining, so the writer never blocks, but store nothing more
+                self.chunks.append(chunk)
+                self.kept += len(chunk)
+                while self.tail and self.kept - len(self.chunks[0]) >= self.tail:
+                    self.kept -= len(self.chunks.popleft())
+
+    def data(self) -> bytes:
+        return b"".join(self.chunks)
+
+    def text(self, limit: int = 4000) -> str:
+        return self.data()[-limit:].decode("utf-8", "replace")
+
+
+@dataclass
+class Sandboxed:
+    """A started sandboxed process: supervise it, read its log tail, and always ``kill`` it."""
+
+    proc: subprocess.Popen
+    view: View
+    limits: Limits
+    log: _Drain
+    output: _Drain | None = None
+    started: float = field(default_factory=time.monotonic)
+    cgroup: MemoryCgroup | None = None
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def log_tail(self, limit: int = 4000) -> str:
+        return self.log.text(limit)
+
+    def over_limit(self, watch_scratch: bool) -> Problem | None:
+        """The limit this process (with all it started) is past right now, if any."""
+        if time.monotonic() - self.started > self.limits.wall_time_s:
+            return time_limit_failure(self.limits)
+        if namespace_rss_mb(self.proc.pid) > self.limits.memory_mb:
+            return memory_failure(self.limits)
+        if self.cgroup is not None and self.cgroup.oom_killed():
+            return memory_failure(self.limits)
+        watched = list(self.view.writable) + ([self.view.scratch] if watch_scratch else [])
+        if sum(folder_bytes(p) for p in watched) > self.view.scratch_mb * 2**20:
+            return scratch_failure(self.view.scratch_mb)
+        return None
+
+    def kill(self) -> None:
+        kill_tree(self.proc)
+        self.log.join(timeout=5)
+        if self.output is not None:
+            self.output.join(timeout=5)
+        if self.cgroup is not None:
+            self.cgroup.remove()
 
 
 def spawn_sandboxed(
     command: list[str],
     limits: Limits,
+    view: View,
     workdir: Path,
-    readonly: list[Path],
     threads: int = 1,
     extra_env: dict[str, str] | None = None,
-    log_name: str = "sandbox.log",
-    cwd: Path | None = None,
-) -> tuple[subprocess.Popen, Path]:
-    """Start ``command`` isolated and limited, without waiting; its output goes to a log in ``workdir``.
+    capture_output: bool = False,
+) -> Sandboxed:
+    """Start ``command`` isolated and limited, without waiting.
 
-    The caller supervises it (``run_sandboxed`` waits; a served model stays up for a load test)
-    and must kill its process group when done.
+    With ``capture_output`` the command's observations come back on fd 3 (``OUTPUT_FD``), capped
+    at ``MAX_OUTPUT_BYTES``. The caller supervises it (``run_sandboxed`` waits; a served model
+    stays up for a load test) and must ``kill`` it when done.
     """
-    log_path = workdir / log_name
-    env = {**clean_env(workdir, threads), **(extra_env or {})}
-    with open(log_path, "wb") as log:
+    env = {**clean_env(view, threads), **(extra_env or {})}
+    log_read, log_write = os.pipe()
+    out_read, out_write = os.pipe() if capture_output else (None, None)
+    kind = isolation()
+    argv = wrap(kind, view, workdir, command)
+    address_space = not view.devices
+    cgroup = memory_cgroup(limits.memory_mb) if kind != "none" else None
+    # the child's fd 3 becomes the output pipe in _child_setup (before Popen closes the others)
+    pass_fds = (OUTPUT_FD,) if out_write is not None else ()
+    try:
         proc = subprocess.Popen(
-            wrap(isolation(), command, workdir, readonly),
+            argv,
             stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-            cwd=cwd or workdir,
+            stdout=log_write,
+            stderr=log_write,
+            pass_fds=pass_fds,
+            cwd=str(view.workdir) if kind == "none" else str(workdir),
             env=env,
             start_new_session=True,
-            preexec_fn=lambda: _limits(limits.memory_mb),
+            preexec_fn=lambda: _child_setup(limits.memory_mb, address_space, out_write, cgroup),
         )
-    return proc, log_path
+    except BaseException:
+        if cgroup is not None:
+            cgroup.remove()
+        raise
+    finally:
+        os.close(log_write)
+        if out_write is not None:
+            os.close(out_write)
+    output = _Drain(out_read, limit=MAX_OUTPUT_BYTES) if out_read is not None else None
+    return Sandboxed(proc, view, limits, _Drain(log_read, tail=LOG_TAIL_BYTES), output, cgroup=cgroup)
+
+
+def _child_setup(memory_mb: int, address_space: bool, out_fd: int | None, cgroup: MemoryCgroup | None) -> None:
+    """In the child, before exec: its memory cgroup, the limits, and the output pipe on fd 3
+    whatever its number was."""
+    if cgroup is not None:
+        cgroup.join()
+    _limits(memory_mb, address_space)
+    if out_fd is not None and out_fd != OUTPUT_FD:
+        os.dup2(out_fd, OUTPUT_FD)
+        os.set_inheritable(OUTPUT_FD, True)
 
 
 def run_sandboxed(
-    command: list[str], limits: Limits, workdir: Path, readonly: list[Path], threads: int = 1
+    command: list[str], limits: Limits, view: View, workdir: Path, threads: int = 1, capture_output: bool = False
 ) -> Finished:
     """Run ``command`` isolated, limited and supervised until it ends or hits a limit."""
-    started = time.monotonic()
-    proc, log_path = spawn_sandboxed(command, limits, workdir, readonly, threads)
-    stopped = _supervise(proc, limits)
-    return Finished(proc.returncode, stopped, tail(log_path), time.monotonic() - started)
+    running = spawn_sandboxed(command, limits, view, workdir, threads, capture_output=capture_output)
+    stopped_by = _supervise(running)
+    running.kill()
+    output = running.output
+    if output is not None and output.overflow:
+        raise WorkerError(f"worker output is larger than allowed ({MAX_OUTPUT_BYTES} bytes)")
+    return Finished(
+        running.proc.returncode,
+        stopped_by,
+        running.log_tail(),
+        time.monotonic() - running.started,
+        output.data() if output is not None else None,
+    )
 
 
 def run_worker(job: Job, limits: Limits, workdir: Path, folders: dict[str, Path]) -> Observations:
     """A ``Sandbox``: run ``grader.worker`` on ``job`` in a child process and parse what it reports.
 
-    The folders are mounted read-only at their own paths, so the worker is told those. A limit
-    hit yields observations holding only the failure; a worker that breaks without a
-    student-caused reason raises ``WorkerError`` (the grader's fault).
+    The job file lies in a folder of its own, read-only to the worker like the job's folders
+    (mounted at their own paths, so the worker is told those). A limit hit yields observations
+    holding only the failure; a worker that breaks without a student-caused reason raises
+    ``WorkerError`` (the grader's fault).
     """
-    sandbox = describe(isolation())
-    job_path = workdir / JOB_FILE
-    job_path.write_text(job.model_dump_json())
-    readonly = [Path(p).resolve() for p in folders.values()]
+    kind = isolation()
+    sandbox = describe(kind)
+    if kind != "none" and drop_to_nobody():  # the worker runs as nobody: it must be able to read its files
+        check_readable(list(folders.values()), f"{SANDBOX_UID}:{SANDBOX_UID}")
+    job_dir = workdir / "job"
+    job_dir.mkdir(mode=0o755, exist_ok=True)
+    (job_dir / JOB_FILE).write_text(job.model_dump_json())
+    mounted = {name: Path(path).resolve() for name, path in folders.items()}
+    view = View(
+        scratch=workdir / "scratch", scratch_mb=limits.scratch_mb, readonly=(job_dir.resolve(), *mounted.values())
+    )
     command = worker_command(
         sys.executable,
-        str(job_path),
-        str(workdir / OBSERVATIONS_FILE),
-        {name: str(Path(path).resolve()) for name, path in folders.items()},
+        str(job_dir.resolve() / JOB_FILE),
+        f"fd:{OUTPUT_FD}",
+        {name: str(path) for name, path in mounted.items()},
     )
-    done = run_sandboxed(command, limits, workdir, readonly, job.measure.timing.threads)
+    done = run_sandboxed(command, limits, view, workdir, job.measure.timing.threads, capture_output=True)
     if done.stopped is not None:
         return stopped(done.stopped, sandbox)
-    return read_observations(workdir / OBSERVATIONS_FILE, done.returncode, done.output_tail, sandbox)
+    return parse_observations(done.output, done.returncode, done.output_tail, sandbox)
 
 
-def _supervise(proc: subprocess.Popen, limits: Limits) -> Problem | None:
-    """Wait for the worker; kill its whole process group on the time or memory limit."""
-    deadline = time.monotonic() + limits.wall_time_s
-    while proc.poll() is None:
-        if time.monotonic() > deadline:
-            kill_group(proc)
-            return time_limit_failure(limits)
-        if tree_rss_mb(proc.pid) > limits.memory_mb:
-            kill_group(proc)
-            return memory_failure(limits)
+def _supervise(running: Sandboxed) -> Problem | None:
+    """Wait for the process; kill everything it started on the time, memory or scratch limit."""
+    watch_scratch = isolation() == "none"
+    while running.alive():
+        problem = running.over_limit(watch_scratch)
+        if problem is not None:
+            kill_tree(running.proc)
+            return problem
         time.sleep(POLL_S)
-    if proc.returncode == -signal.SIGKILL:
-        return memory_failure(limits)  # the kernel's OOM killer is the only other sender of SIGKILL
+    if running.proc.returncode == -signal.SIGKILL:
+        return memory_failure(running.limits)  # the kernel's OOM killer is the only other sender of SIGKILL
+    if running.cgroup is not None and running.cgroup.oom_killed():
+        return memory_failure(running.limits)  # one of its processes met the cgroup's limit
     return None
 
 
-def kill_group(proc: subprocess.Popen) -> None:
+def descendants(pid: int) -> list[int]:
+    """Every process started under ``pid``, however it detached: in a PID namespace they all stay
+    under its init, which is ``pid``'s child."""
+    children: dict[int, list[int]] = collections.defaultdict(list)
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as handle:
+                parent = int(handle.read().rsplit(b")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children[parent].append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        for child in children.get(current, ()):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def namespace_rss_mb(pid: int) -> float:
+    """Memory held by ``pid`` and every process it started: resident pages, and the pages of
+    every memfd they hold open (those stay in RAM without being in anyone's RSS once unmapped)."""
+    pages = 0
+    members = [pid, *descendants(pid)]
+    for member in members:
+        try:
+            with open(f"/proc/{member}/statm", "rb") as handle:
+                pages += int(handle.read().split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20 + memfd_bytes(members) / 2**20
+
+
+def memfd_bytes(pids: list[int]) -> int:
+    """Bytes stored in the memfd files these processes hold open, each file counted once."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            path = f"/proc/{pid}/fd/{fd}"
+            try:
+                if not os.readlink(path).startswith("/memfd:"):
+                    continue
+                info = os.stat(path)
+            except OSError:
+                continue
+            if (info.st_dev, info.st_ino) not in seen:
+                seen.add((info.st_dev, info.st_ino))
+                total += info.st_blocks * 512
+    return total
+
+
+def folder_bytes(folder: Path, limit_entries: int = 100_000) -> int:
+    """Bytes of the files under ``folder`` (a watched scratch or socket folder), without following links."""
+    total, seen = 0, 0
+    stack = [str(folder)]
+    while stack and seen < limit_entries:
+        try:
+            with os.scandir(stack.pop()) as entries:
+                for entry in entries:
+                    seen += 1
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(entry.path)
+                    elif entry.is_file(follow_symlinks=False):
+                        total += entry.stat(follow_symlinks=False).st_blocks * 512
+        except OSError:
+            continue
+    return total
+
+
+def kill_tree(proc: subprocess.Popen) -> None:
+    """SIGKILL the process, everything it started and its process group; then reap it."""
+    for member in [*descendants(proc.pid), proc.pid]:
+        try:
+            os.kill(member, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
     try:
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
+    except (ProcessLookupError, PermissionError):
         pass
     proc.wait()
-
-
-def tail(path: Path, limit: int = 4000) -> str:
-    data = path.read_bytes()[-limit:] if path.exists() else b""
-    return data.decode("utf-8", "replace")

@@ -31,8 +31,8 @@ from grader.contracts.job import Limits
 from grader.contracts.problem import Problem
 from grader.contracts.service import SOCKET_ENV
 from grader.errors import ConfigError, SubmissionError, WorkerError
+from grader.sandbox.base import scratch_failure, writable_folder
 from grader.sandbox.docker import (
-    CONTAINER_OUT,
     LABEL,
     GpuPlan,
     container_options,
@@ -40,15 +40,17 @@ from grader.sandbox.docker import (
     describe,
     engine_session,
     ensure_image,
+    kill_container,
     mounts,
-    output_folder,
     plan_gpus,
     remove_container,
     start_container,
     wait_for_exit,
 )
+from grader.sandbox.local import folder_bytes
 from grader.sandbox.service_local import expand, service_memory_failure, service_time_failure
 
+SOCKET_MOUNT = "/grading/socket"  # the service's one writable mount: where it listens
 SERVICE_ROOT = "/service"  # where the folder lies in the image; the service's working directory
 CONTEXT_FOLDER = "service"
 SERVICE_LABEL = "org.compression-grader.service"
@@ -56,6 +58,7 @@ IMAGE_REPOSITORY = "grader-service"
 MAX_CONTEXT_BYTES = 2 * 1024**3
 BUILD_TIMEOUT_S = 600
 EXITED_GRACE_S = 5.0
+WATCH_S = 0.5
 # The service creates its socket as the container's user; umask 0 lets the host's user (another
 # uid in CI) connect to it. exec keeps the service itself as the container's main process.
 UMASK_EXEC = "import os, sys; os.umask(0); os.execvp(sys.argv[1], sys.argv[1:])"
@@ -181,6 +184,7 @@ class ContainerService:
     container: Any
     socket: Path
     limits: Limits
+    socket_folder: Path  # the one host folder it may write: size-watched
     started: float = field(default_factory=time.monotonic)
     stopped: Problem | None = None
     exited: threading.Event = field(default_factory=threading.Event)
@@ -219,6 +223,14 @@ class ContainerService:
             pass  # removed by the grader while waiting: the grading is over
         finally:
             self.exited.set()
+
+    def watch_socket_folder(self) -> None:
+        """The socket folder is the container's one writable mount: kill it if it fills it."""
+        while not self.exited.wait(WATCH_S):
+            if folder_bytes(self.socket_folder) > self.limits.scratch_mb * 2**20:
+                self.stopped = scratch_failure(self.limits.scratch_mb).model_copy(update={"field": "service"})
+                kill_container(self.container)
+                return
 
 
 class DockerServiceHost:
@@ -274,11 +286,13 @@ def _running(
     name: str,
     gpus: GpuPlan,
 ) -> Iterator[ContainerService]:
-    out = output_folder(workdir)
-    inner_socket = f"{CONTAINER_OUT}/{name}.sock"
+    # a socket folder of its own: the team's service never sees the reference's socket, nor it the team's
+    sockets = writable_folder(workdir / name / "socket")
+    inner_socket = f"{SOCKET_MOUNT}/{name}.sock"
     argv = ["python", "-c", UMASK_EXEC, *expand(command, "python", inner_socket, SERVICE_ROOT)]
     # not the workers' readonly_mounts (staff data): the service is the team's own code
-    options = container_options(settings, limits, threads, mounts(out, {}, settings, settings.service_mounts), gpus)
+    mount_list = mounts({}, settings, settings.service_mounts, writable={SOCKET_MOUNT: sockets})
+    options = container_options(settings, limits, threads, mount_list, gpus)
     options["environment"][SOCKET_ENV] = inner_socket
     options.update(
         working_dir=SERVICE_ROOT,
@@ -289,9 +303,9 @@ def _running(
     container = create_container(client, tag, argv, options)
     try:
         start_container(container, gpus)
-        service = ContainerService(container, out / f"{name}.sock", limits)
-        watcher = threading.Thread(target=service.watch, daemon=True)
-        watcher.start()
+        service = ContainerService(container, sockets / f"{name}.sock", limits, sockets)
+        for watch in (service.watch, service.watch_socket_folder):
+            threading.Thread(target=watch, daemon=True).start()
         yield service
     finally:
         remove_container(container)

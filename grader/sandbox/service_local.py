@@ -12,42 +12,46 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from grader.contracts.job import Limits
 from grader.contracts.problem import Problem
 from grader.contracts.service import SOCKET_ENV
-from grader.sandbox.local import kill_group, spawn_sandboxed, tail, tree_rss_mb
+from grader.sandbox.base import check_readable, writable_folder
+from grader.sandbox.local import Sandboxed, kill_tree, spawn_sandboxed
+from grader.sandbox.view import SANDBOX_UID, View, drop_to_nobody
 
 WATCH_S = 0.2
 
 
 @dataclass
 class RunningService:
-    proc: object
-    log_path: Path
+    """A ``Service`` in the local sandbox: its own socket folder (the only host folder it may write,
+    size-watched), its own scratch, and a watcher thread that enforces its limits."""
+
+    process: Sandboxed
     socket: Path
     limits: Limits
-    started: float = field(default_factory=time.monotonic)
     stopped: Problem | None = None
 
     def alive(self) -> bool:
-        return self.proc.poll() is None  # type: ignore[attr-defined]
+        return self.process.alive()
 
     def log_tail(self, lines: int = 20) -> str:
-        return "\n".join(tail(self.log_path, 8000).splitlines()[-lines:])
+        return "\n".join(self.process.log_tail(8000).splitlines()[-lines:])
 
     def watch(self) -> None:
-        """Kill the service if it outgrows its memory or time; runs in a thread."""
+        """Kill the service if it outgrows its memory, time or socket folder; runs in a thread."""
         while self.alive():
-            if tree_rss_mb(self.proc.pid) > self.limits.memory_mb:  # type: ignore[attr-defined]
-                self.stopped = service_memory_failure(self.limits)
-                kill_group(self.proc)  # type: ignore[arg-type]
-                return
-            if time.monotonic() - self.started > self.limits.wall_time_s:
-                self.stopped = service_time_failure(self.limits)
-                kill_group(self.proc)  # type: ignore[arg-type]
+            problem = self.process.over_limit(watch_scratch=False)
+            if problem is not None:
+                self.stopped = (
+                    service_time_failure(self.limits)
+                    if problem.kind == "time_limit"
+                    else service_memory_failure(self.limits)
+                )
+                kill_tree(self.process.proc)
                 return
             time.sleep(WATCH_S)
 
@@ -92,26 +96,39 @@ def expand(command: list[str], python: str, socket: str, folder: str) -> list[st
 def running_service(
     command: list[str], folder: Path, limits: Limits, workdir: Path, threads: int = 1, name: str = "service"
 ) -> Iterator[RunningService]:
-    """The service, started in ``folder`` (read-only) and always stopped afterwards."""
-    socket = workdir / f"{name}.sock"
-    proc, log_path = spawn_sandboxed(
+    """The service, started in ``folder`` (read-only) and always stopped afterwards.
+
+    Each service gets a socket folder and a scratch of its own under ``workdir``: a service never
+    sees another's socket (the team's cannot replace the reference's), nor anything else of the
+    host beyond the system, the grader's Python and its own folder.
+    """
+    home = workdir / name
+    sockets = writable_folder(home / "socket")
+    if drop_to_nobody():  # the service runs as nobody: it must be able to read the team's folder
+        check_readable([folder], f"{SANDBOX_UID}:{SANDBOX_UID}")
+    socket = sockets / f"{name}.sock"
+    view = View(
+        scratch=home / "scratch",
+        scratch_mb=limits.scratch_mb,
+        readonly=(folder.resolve(),),
+        writable=(sockets.resolve(),),
+        cwd=folder.resolve(),
+    )
+    process = spawn_sandboxed(
         expand(command, sys.executable, str(socket), str(folder)),
         limits,
-        workdir,
-        [folder],
+        view,
+        home,
         threads,
         extra_env={SOCKET_ENV: str(socket)},
-        log_name=f"{name}.log",
-        cwd=folder,
     )
-    service = RunningService(proc, log_path, socket, limits)
+    service = RunningService(process, socket, limits)
     watcher = threading.Thread(target=service.watch, daemon=True)
     watcher.start()
     try:
         yield service
     finally:
-        if service.alive():
-            kill_group(proc)
+        process.kill()
         watcher.join(timeout=5)
 
 
@@ -119,7 +136,7 @@ class LocalServiceHost:
     """The local sandbox (bubblewrap or unshare): ``grader check`` on a laptop and this project's tests.
 
     The service runs from its folder where it lies; ``extra_files`` are not needed, since the
-    sandbox sees the course repository read-only.
+    sandbox sees the course's reference code and models read-only.
     """
 
     def start(

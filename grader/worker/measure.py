@@ -1,19 +1,18 @@
 """Measurements that hold up on noisy shared machines.
 
 Baseline and candidate are timed in the same process, interleaved (A B A B ...), on the same
-inputs and threads, after warm-up; the reported figure is the ratio with a bootstrap 95%
-interval, because absolute times drift between processes far more than interleaved ratios do.
+inputs and threads (drawn afresh each round by ``grader.worker.timing``), after warm-up; the
+reported figure is the ratio with a bootstrap 95% interval, because absolute times drift between
+processes far more than interleaved ratios do.
 """
 
 from __future__ import annotations
 
-import gzip
 import os
 import resource
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -40,18 +39,23 @@ def time_interleaved(
     warmup: int = 3,
     min_rounds: int = 7,
     max_rounds: int = 400,
+    prepare: Callable[[int], None] | None = None,
 ) -> PairedTimes:
     """Alternate the two calls until the budget is spent (but at least ``min_rounds``).
 
     The order flips every round (A B, B A, ...) so neither model always runs on a cache the
-    other just warmed.
+    other just warmed. ``prepare(round)``, if given, runs before each round outside the clock
+    (it draws the round's inputs).
     """
-    for _ in range(warmup):
+    prepare = prepare or (lambda _: None)
+    for number in range(warmup):
+        prepare(number)
         reference()
         candidate()
     ref, cand = [], []
     deadline = time.perf_counter() + budget_s
     while len(ref) < max_rounds and (len(ref) < min_rounds or time.perf_counter() < deadline):
+        prepare(warmup + len(ref))
         first, second = (reference, candidate) if len(ref) % 2 == 0 else (candidate, reference)
         t0 = time.perf_counter()
         first()
@@ -72,32 +76,6 @@ def ratio_estimate(times: PairedTimes, seed: int = 0) -> Estimate:
     medians = np.median(ratios[picks], axis=1)
     low, high = np.percentile(medians, [2.5, 97.5])
     return Estimate(value=float(np.median(ratios)), low=float(low), high=float(high), unit="x")
-
-
-def gzip_size(path: Path) -> int:
-    """Size after gzip -6: a stand-in for what entropy coding of the stored weights would give.
-
-    Streamed into a byte counter, so a large model is never held in memory twice.
-    """
-    sink = _ByteCounter()
-    with open(path, "rb") as handle, gzip.GzipFile(fileobj=sink, mode="wb", compresslevel=6) as out:  # type: ignore[arg-type]
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            out.write(block)
-    return sink.count
-
-
-class _ByteCounter:
-    """A write-only sink that counts bytes."""
-
-    def __init__(self) -> None:
-        self.count = 0
-
-    def write(self, data: bytes) -> int:
-        self.count += len(data)
-        return len(data)
-
-    def flush(self) -> None:
-        pass
 
 
 def rss_mb() -> float:
@@ -172,6 +150,7 @@ def time_single(
     warmup: int = 3,
     min_rounds: int = 7,
     max_rounds: int = 400,
+    prepare: Callable[[int], None] | None = None,
 ) -> np.ndarray:
     """Seconds per call of one model alone, after warm-up, until the budget is spent.
 
@@ -179,11 +158,14 @@ def time_single(
     times drift between machines and processes, so they are reported with an interval and
     compared across teams only through a reference model timed in the same run.
     """
-    for _ in range(warmup):
+    prepare = prepare or (lambda _: None)
+    for number in range(warmup):
+        prepare(number)
         call()
     times: list[float] = []
     deadline = time.perf_counter() + budget_s
     while len(times) < max_rounds and (len(times) < min_rounds or time.perf_counter() < deadline):
+        prepare(warmup + len(times))
         t0 = time.perf_counter()
         call()
         times.append(time.perf_counter() - t0)

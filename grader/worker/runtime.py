@@ -45,8 +45,6 @@ def load_model(path: Path, fmt: str, threads: int, architecture: str | None = No
     """Load a file that ``grader.intake.artifacts`` already vetted as ``fmt``."""
     if fmt == "onnx":
         return _load_onnx(path, threads)
-    if fmt == "torchscript":
-        return _load_torchscript(path, threads)
     if fmt == "pt2":
         return _load_pt2(path, threads)
     if fmt == "safetensors":
@@ -119,28 +117,13 @@ def _set_torch_threads(threads: int) -> None:
 
 
 def _forward_arg_names(module: Any) -> list[str]:
-    try:
-        args = module.forward.schema.arguments  # TorchScript
-        return [a.name for a in args if a.name != "self"]
-    except AttributeError:
-        import inspect
+    import inspect
 
-        return [p for p in inspect.signature(module.forward).parameters if p != "self"]
+    return [p for p in inspect.signature(module.forward).parameters if p != "self"]
 
 
 def _specs(names: list[str]) -> list[IOSpec]:
     return [IOSpec(name=n, shape=[], dtype="tensor") for n in names]
-
-
-def _load_torchscript(path: Path, threads: int) -> LoadedModel:
-    import torch
-
-    from grader.worker.evidence.torch_model import module_evidence
-
-    _set_torch_threads(threads)
-    module = torch.jit.load(str(path), map_location="cpu").eval()
-    names = _forward_arg_names(module)
-    return _torch_model(module, names, module_evidence(module, "torchscript"))
 
 
 def _vet_sample_inputs(path: Path) -> None:
@@ -161,6 +144,10 @@ def _vet_sample_inputs(path: Path) -> None:
 
 def _load_pt2(path: Path, threads: int) -> LoadedModel:
     import torch
+
+    # the quantized_decomposed operators a pt2e-quantized program calls (torchao's convert_pt2e)
+    # are defined by this torch module; without it such a program does not deserialize
+    import torch.ao.quantization.fx._decomposed  # noqa: F401
 
     from grader.worker.evidence.torch_model import exported_program_evidence
 

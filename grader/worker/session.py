@@ -14,6 +14,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -23,33 +24,27 @@ from grader.contracts.observations import (
     DerivedStatus,
     Environment,
     FidelityComparison,
-    HeldoutAccuracy,
+    HeldoutPredictions,
     ModelObservation,
     Observations,
-    SoloTiming,
-    TimingComparison,
 )
 from grader.contracts.problem import Problem, model_field
 from grader.errors import SubmissionError
 from grader.worker.evidence.flops import MacCount
 from grader.worker.measure import (
-    accuracy,
-    gzip_size,
     kl_divergence,
     max_abs_error,
-    median_estimate,
     output_parity,
     peak_rss_mb,
-    ratio_estimate,
     reset_peak_rss,
     rss_mb,
     snr_db,
-    time_interleaved,
-    time_single,
     top1_agreement,
 )
+from grader.worker.memory import peak_memory_mb
 from grader.worker.runtime import Feeds, LoadedModel, load_model
 from grader.worker.searchlog import observe_search_log
+from grader.worker.timing import time_alone, time_pair
 
 ORT_DTYPES = {
     "tensor(float)": np.float32,
@@ -63,8 +58,15 @@ ORT_DTYPES = {
 
 
 def fault(problem: Problem) -> SubmissionError:
-    """The exception for anything the student's files caused; it ends as ``Observations.failure``."""
-    return SubmissionError.of([problem])
+    """The exception for anything the student's files caused; it ends as ``Observations.failure``
+    (bounded here: a message built from the student's names must never make the report invalid)."""
+    bounded = problem.model_copy(update={"message": problem.message[:1500], "hint": problem.hint[:1000]})
+    return SubmissionError.of([bounded])
+
+
+def _names(names: list[str]) -> str:
+    shown = [n if len(n) <= 60 else n[:57] + "..." for n in names[:8]]
+    return "[" + ", ".join(repr(n) for n in shown) + (", ..." if len(names) > 8 else "") + "]"
 
 
 def load_inputs(path: Path | None, max_samples: int) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
@@ -114,7 +116,7 @@ def feeds_for(model: LoadedModel, role: str, arrays: dict[str, np.ndarray], inde
             Problem(
                 kind="input",
                 field=model_field(role),
-                message=f"model '{role}' expects inputs {names} but inputs.npz has {sorted(arrays)}",
+                message=f"model '{role}' expects inputs {_names(names)} but inputs.npz has {_names(sorted(arrays))}",
                 hint="Save one array per model input, keyed by the input's name.",
             )
         )
@@ -136,8 +138,40 @@ def run_all(model: LoadedModel, role: str, arrays: dict[str, np.ndarray], batch:
         index = np.arange(start, start + step) % total if fixed else np.arange(start, min(start + step, total))
         outputs = _call(model, role, feeds_for(model, role, arrays, index))
         keep = min(step, total - start)
+        if chunks and len(outputs) != len(chunks[0]):
+            raise fault(
+                Problem(
+                    kind="run",
+                    field=model_field(role),
+                    message=f"model '{role}' gave {len(chunks[0])} output(s) for one batch and "
+                    f"{len(outputs)} for the next",
+                    hint="A model must give the same outputs for every batch; remove any branching on "
+                    "the inputs' values or on how often it was called.",
+                )
+            )
+        if any(o.ndim == 0 for o in outputs):
+            raise fault(
+                Problem(
+                    kind="run",
+                    field=model_field(role),
+                    message=f"model '{role}' gave a scalar output for a batch of {len(index)}: "
+                    "there is no answer per sample to compare",
+                    hint="Keep the batch as the first axis of every output (no reduction over the batch).",
+                )
+            )
         chunks.append([o[:keep] for o in outputs])
-    return [np.concatenate([c[i] for c in chunks]) for i in range(len(chunks[0]))]
+    try:
+        return [np.concatenate([c[i] for c in chunks]) for i in range(len(chunks[0]))]
+    except ValueError:
+        shapes = sorted({str(list(o.shape[1:])) for c in chunks for o in c})[:6]
+        raise fault(
+            Problem(
+                kind="run",
+                field=model_field(role),
+                message=f"model '{role}' gives outputs whose shape changes with the batch ({', '.join(shapes)})",
+                hint="Every sample's output must have the same shape, whatever the batch.",
+            )
+        ) from None
 
 
 ALLOCATION_FAILURES = ("bad_alloc", "failed to allocate", "out of memory", "cannot allocate memory")
@@ -171,8 +205,10 @@ def _short(exc: BaseException) -> str:
 
 
 def observe_model(
-    job: ModelJob, path: Path, threads: int, arrays: dict[str, np.ndarray], labels: np.ndarray | None, batch: int
+    job: ModelJob, path: Path, threads: int, arrays: dict[str, np.ndarray], batch: int, peak_mb: float | None = None
 ) -> tuple[ModelObservation, LoadedModel, list[np.ndarray]]:
+    """Load, run every input, gather evidence. ``peak_mb`` is the peak memory measured for this
+    model in a fresh copy of the worker (``grader.worker.memory``); without it, measured here."""
     reset_peak_rss()
     before = rss_mb()
     started = time.perf_counter()
@@ -191,25 +227,36 @@ def observe_model(
         ) from None
     load_s = time.perf_counter() - started
     outputs = run_all(model, job.role, arrays, batch)
-    peak = max(peak_rss_mb() - before, 0.0)
+    peak = peak_mb if peak_mb is not None else max(peak_rss_mb() - before, 0.0)
     macs = count_macs(model, job.role, arrays)
     observation = ModelObservation(
         role=job.role,
         path=job.display_name,
         format=job.format,
-        size_bytes=path.stat().st_size,
-        gzip_bytes=gzip_size(path),
         evidence=model.evidence,
         inputs=model.inputs,
         outputs=model.outputs,
         load_s=load_s,
         peak_rss_mb=peak,
-        accuracy=accuracy(outputs[0], labels) if labels is not None and outputs else None,
+        top1=top1(outputs),
         macs_per_sample=macs.macs,
         macs_note=macs.note[:1000],
         trusted=job.trusted,
     )
     return observation, model, outputs
+
+
+def is_class_scores(output: np.ndarray) -> bool:
+    """[N, classes] with at least two classes: a classifier's scores. A regressor's [N, 1] is not
+    (its argmax is always 0, so any two of them would "agree" perfectly)."""
+    return output.ndim == 2 and output.shape[1] >= 2 and output.size > 0
+
+
+def top1(outputs: list[np.ndarray]) -> list[int] | None:
+    """Each sample's predicted class, where the first output is [N, classes] scores."""
+    if not outputs or not is_class_scores(outputs[0]):
+        return None
+    return [int(c) for c in outputs[0].argmax(-1)]
 
 
 def compare_outputs(
@@ -224,86 +271,25 @@ def compare_outputs(
     note = ""
     if len(ref_out) != len(cand_out):
         note = f"'{pair.candidate}' has {len(cand_out)} output(s), '{pair.reference}' has {len(ref_out)}"
+    elif a.shape != b.shape:
+        note = (
+            f"'{pair.candidate}' gave its first output as {list(b.shape)} where '{pair.reference}' gave "
+            f"{list(a.shape)} for the same {len(a) if a.ndim else 1} samples (the first axis must be the batch)"
+        )
+    classes = is_class_scores(a)
     return FidelityComparison(
         reference=pair.reference,
         candidate=pair.candidate,
         samples=int(a.shape[0]) if a.ndim else 1,
-        top1_agreement=top1_agreement(a, b),
+        top1_agreement=top1_agreement(a, b) if classes else None,
         snr_db=snr_db(a, b),
         max_abs_error=max_abs_error(a, b),
-        kl_divergence=kl_divergence(a, b),
+        kl_divergence=kl_divergence(a, b) if classes else None,
+        output_kind="classes" if classes else "values",
         atol=pair.atol,
         rtol=pair.rtol,
         outputs=parity,
         note=note,
-    )
-
-
-def _timing_batch(models: list[LoadedModel], batch: int) -> int:
-    fixed = {m.fixed_batch() for m in models} - {None}
-    return fixed.pop() if len(fixed) == 1 else batch
-
-
-def time_pair(
-    ref: str,
-    cand: str,
-    models: dict[str, LoadedModel],
-    arrays: dict[str, np.ndarray],
-    batch: int,
-    job: Job,
-    budget: float,
-) -> TimingComparison:
-    batch = _timing_batch([models[ref], models[cand]], batch)
-    total = next(iter(arrays.values())).shape[0]
-    index = np.arange(batch) % total
-    feeds = {r: feeds_for(models[r], r, arrays, index) for r in (ref, cand)}
-    timing = job.measure.timing
-    times = time_interleaved(
-        lambda: models[ref].run(feeds[ref]),
-        lambda: models[cand].run(feeds[cand]),
-        budget_s=budget,
-        warmup=timing.warmup,
-        min_rounds=timing.min_rounds,
-        max_rounds=timing.max_rounds,
-    )
-    ref_ms, cand_ms = float(np.median(times.reference_s)) * 1e3, float(np.median(times.candidate_s)) * 1e3
-    return TimingComparison(
-        reference=ref,
-        candidate=cand,
-        batch_size=batch,
-        threads=timing.threads,
-        rounds=times.rounds,
-        reference_ms=ref_ms,
-        candidate_ms=cand_ms,
-        speedup=ratio_estimate(times),
-        reference_items_per_s=batch / ref_ms * 1e3,
-        candidate_items_per_s=batch / cand_ms * 1e3,
-    )
-
-
-def time_alone(
-    role: str, model: LoadedModel, arrays: dict[str, np.ndarray], batch: int, job: Job, budget: float
-) -> SoloTiming:
-    """One model timed by itself: hw1's latency at batch 1 and throughput at a larger batch."""
-    batch = _timing_batch([model], batch)
-    total = next(iter(arrays.values())).shape[0]
-    feeds = feeds_for(model, role, arrays, np.arange(batch) % total)
-    timing = job.measure.timing
-    seconds = time_single(
-        lambda: model.run(feeds),
-        budget_s=budget,
-        warmup=timing.warmup,
-        min_rounds=timing.min_rounds,
-        max_rounds=timing.max_rounds,
-    )
-    latency = median_estimate(seconds, scale=1e3, unit="ms")
-    return SoloTiming(
-        role=role,
-        batch_size=batch,
-        threads=timing.threads,
-        rounds=int(seconds.size),
-        latency_ms=latency,
-        items_per_s=batch / max(latency.value or 0.0, 1e-9) * 1e3,
     )
 
 
@@ -455,7 +441,9 @@ class Session:
         self.threads = job.measure.timing.threads
         self.loaded: dict[str, LoadedModel] = {}
         self.outputs: dict[str, list[np.ndarray]] = {}
-        self.arrays, self.labels = load_inputs(self.path(job.inputs), job.measure.max_samples)
+        self.heldout_outputs: dict[str, list[np.ndarray]] = {}
+        self.arrays, _ = load_inputs(self.path(job.inputs), job.measure.max_samples)
+        self.heldout_arrays: dict[str, np.ndarray] | None = None
 
     def path(self, ref: FileRef | None) -> Path | None:
         return None if ref is None else ref.resolve(self.folders)
@@ -464,6 +452,7 @@ class Session:
         return all(r in self.loaded for r in roles)
 
     def load_models(self) -> None:
+        peaks = {m.role: self._peak_memory(m) for m in self.job.models}  # before anything is loaded here
         for model_job in self.job.models:
             try:
                 observation, model, outputs = observe_model(
@@ -471,8 +460,8 @@ class Session:
                     self.path(model_job.file),
                     self.threads,
                     self.arrays,
-                    self.labels,
                     self.spec.fidelity_batch_size,
+                    peaks[model_job.role],
                 )
             except SubmissionError as error:
                 if not model_job.trusted:
@@ -481,6 +470,16 @@ class Session:
                 continue
             self.obs.models[model_job.role] = observation
             self.loaded[model_job.role], self.outputs[model_job.role] = model, outputs
+
+    def _peak_memory(self, model_job: ModelJob) -> float | None:
+        path, batch = self.path(model_job.file), self.spec.fidelity_batch_size
+        index = np.arange(min(batch, next(iter(self.arrays.values())).shape[0]))
+
+        def load_and_run() -> None:
+            model = load_model(path, model_job.format, self.threads, model_job.architecture)
+            model.run(feeds_for(model, model_job.role, self.arrays, index))
+
+        return peak_memory_mb(load_and_run)
 
     def build_derived(self) -> None:
         """Models the grader builds itself (a TensorRT engine from the ONNX file), on this machine."""
@@ -512,38 +511,63 @@ class Session:
                 )
 
     def time(self) -> None:
-        """The timing budget is shared by every timed pair and solo role, at every batch size."""
+        """The timing budget is shared by every timed pair and solo role, at every batch size.
+
+        Batches come from the team's inputs, or the course's held-out inputs where the assignment
+        says so; what the models answer while timed is held against their untimed answers there.
+        """
         pairs = [p for p in self.spec.compare if p.timed and self.available(p.reference, p.candidate)]
         solo = [r for r in self.spec.solo if self.available(r)]
         batches = self.spec.timing.batch_sizes
         budget = self.spec.timing.budget_s / max(1, len(batches) * (len(pairs) + len(solo)))
+        arrays, untimed = self._timing_inputs({r for p in pairs for r in (p.reference, p.candidate)} | set(solo))
         for pair in pairs:
             for batch in batches:
                 self.obs.timing.append(
-                    time_pair(pair.reference, pair.candidate, self.loaded, self.arrays, batch, self.job, budget)
+                    time_pair(
+                        pair.reference, pair.candidate, self.loaded, arrays, untimed, batch, self.job, budget, feeds_for
+                    )
                 )
         for role in solo:
             for batch in batches:
-                self.obs.solo_timing.append(time_alone(role, self.loaded[role], self.arrays, batch, self.job, budget))
+                self.obs.solo_timing.append(
+                    time_alone(role, self.loaded[role], arrays, untimed.get(role), batch, self.job, budget, feeds_for)
+                )
+
+    def _timing_inputs(self, roles: set[str]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray | None]]:
+        if self.spec.timing.inputs == "heldout" and self.load_heldout() is not None:
+            arrays = self.heldout_arrays
+            for role in roles - set(self.heldout_outputs):
+                self.heldout_outputs[role] = run_all(self.loaded[role], role, arrays, self.spec.fidelity_batch_size)
+            outputs = self.heldout_outputs
+        else:
+            arrays, outputs = self.arrays, self.outputs
+        return arrays, {role: (outputs[role][0] if outputs.get(role) else None) for role in roles}
+
+    def load_heldout(self) -> dict[str, np.ndarray] | None:
+        if self.heldout_arrays is None and self.job.heldout_inputs is not None:
+            self.heldout_arrays, _ = load_inputs(self.path(self.job.heldout_inputs), self.spec.max_samples)
+        return self.heldout_arrays
 
     def heldout(self) -> None:
-        """Accuracy on the course's labelled data; a model that cannot take it is noted, not failed."""
+        """Answers on the course's evaluation inputs (their labels stay with the host, which scores
+        them); a model that cannot take them is noted, not failed."""
         spec = self.spec.heldout
-        if spec is None or self.job.heldout_inputs is None:
+        if spec is None or self.load_heldout() is None:
             return
-        arrays, labels = load_inputs(self.path(self.job.heldout_inputs), self.spec.max_samples)
         for role in spec.roles:
             if not self.available(role):
                 continue
             try:
-                logits = run_all(self.loaded[role], role, arrays, self.spec.fidelity_batch_size)[0]
+                outputs = run_all(self.loaded[role], role, self.heldout_arrays, self.spec.fidelity_batch_size)
             except SubmissionError as error:
-                self.obs.heldout.append(HeldoutAccuracy(role=role, error=error.problem.message[:2000]))
+                self.obs.heldout.append(HeldoutPredictions(role=role, error=error.problem.message[:2000]))
                 continue
-            value = accuracy(logits, labels) if labels is not None else None
-            error = "" if value is not None else "its outputs are not [N, classes] logits for the course's labels"
+            self.heldout_outputs[role] = outputs
+            answers = top1(outputs)
+            error = "" if answers is not None else "its outputs are not [N, classes] scores for the course's labels"
             self.obs.heldout.append(
-                HeldoutAccuracy(role=role, samples=int(logits.shape[0]), accuracy=value, error=error)
+                HeldoutPredictions(role=role, samples=int(outputs[0].shape[0]), top1=answers, error=error)
             )
 
     def search_log(self) -> None:
@@ -588,8 +612,8 @@ def observe(job: Job, folders: dict[str, Path]) -> Observations:
         session.build_derived()
         session.probe()
         session.compare()
-        session.time()
         session.heldout()
+        session.time()
         session.search_log()
     except SubmissionError as error:
         obs.failure = error.problem
@@ -599,15 +623,23 @@ def observe(job: Job, folders: dict[str, Path]) -> Observations:
             message="the models needed more memory than the sandbox's limit allows",
             hint="Check for huge intermediate tensors (e.g. an Expand or a large MatMul) and reduce them.",
         )
+    except Exception as exc:  # noqa: BLE001 - anything raised while the student's files run or their outputs are used
+        traceback.print_exc()  # into the sandbox's log, which the result carries for staff
+        obs.failure = Problem(
+            kind="run",
+            message=f"the grader could not use what the models gave it ({_short(exc)})",
+            hint="Check that every model runs on inputs.npz with onnxruntime (or torch) and gives the same "
+            "outputs, of the same shapes, for every batch. If it does, tell course staff: the sandbox's log is kept.",
+        )
     obs.environment = environment(job)
     return obs
 
 
-def parse_args(argv: list[str]) -> tuple[Path, Path, dict[str, Path]]:
+def parse_args(argv: list[str]) -> tuple[Path, str, dict[str, Path]]:
     """``JOB OUT [--folder NAME=PATH ...]``: the sandbox says where it mounted each folder."""
     parser = argparse.ArgumentParser(prog="python -m grader.worker", description="The sandboxed worker.")
     parser.add_argument("job", type=Path, help="the host's job file (JSON)")
-    parser.add_argument("out", type=Path, help="where to write the observations (JSON)")
+    parser.add_argument("out", help="where to write the observations (JSON): fd:N for an inherited pipe, or a path")
     parser.add_argument(
         "--folder",
         action="append",
@@ -620,13 +652,26 @@ def parse_args(argv: list[str]) -> tuple[Path, Path, dict[str, Path]]:
     return args.job, args.out, {name: Path(path) for name, path in folders.items()}
 
 
+def open_output(spec: str) -> BinaryIO:
+    """The channel the observations go to. On ``fd:1`` (a container's stdout) the worker's own
+    prints are moved to stderr first, so nothing but the observations reaches it."""
+    if not spec.startswith("fd:"):
+        return open(spec, "wb")  # noqa: SIM115 - closed by main
+    fd = int(spec[3:])
+    if fd == 1:
+        fd = os.dup(1)
+        os.dup2(2, 1)
+    return os.fdopen(fd, "wb")
+
+
 def main(argv: list[str] | None = None) -> int:
     job_path, out, folders = parse_args(sys.argv[1:] if argv is None else argv)
-    job = Job.model_validate_json(job_path.read_text())
-    try:
-        observations = observe(job, folders)
-    except Exception:  # noqa: BLE001 - the grader's own bug: say so on stderr, host maps it to 'error'
-        traceback.print_exc()
-        return 70
-    out.write_text(observations.model_dump_json())
+    with open_output(out) as channel:
+        job = Job.model_validate_json(job_path.read_text())
+        try:
+            observations = observe(job, folders)
+        except Exception:  # noqa: BLE001 - the grader's own bug: say so on stderr, host maps it to 'error'
+            traceback.print_exc()
+            return 70
+        channel.write(observations.model_dump_json().encode())
     return 0

@@ -32,6 +32,11 @@ class Criterion(Params):
     full: float
     zero: float
     use_interval: bool = Field(True, description="judge the favourable end of the 95% interval, where there is one")
+    applies_to: Literal["any", "classes", "values"] = Field(
+        "any",
+        description="classes: only where the compared outputs are [N, classes] scores (top-1 agreement, "
+        "accuracy); values: only where they are not (a regressor: SNR, relative error)",
+    )
 
 
 class ThresholdsParams(Params):
@@ -43,7 +48,9 @@ class ThresholdsParams(Params):
     full: float | None = None
     zero: float | None = None
     use_interval: bool = True
-    missing: Literal["skip", "fail"] = Field("skip", description="fail: not measuring the figure is a shortfall")
+    missing: Literal["skip", "fail"] = Field(
+        "fail", description="fail (default): a figure that could not be measured costs the points, and says why; skip"
+    )
     note: str = ""
 
     @model_validator(mode="after")
@@ -64,12 +71,21 @@ class ThresholdsParams(Params):
         return self
 
 
+def _applies(crit: Criterion, ctx: CheckContext) -> bool:
+    if crit.applies_to == "any":
+        return True
+    pair = crit.metric.partition(".")[0]
+    kinds = {pair_key(f.reference, f.candidate): f.output_kind for f in ctx.observations.fidelity}
+    return kinds.get(pair, "classes") == crit.applies_to
+
+
 def _criterion(crit: Criterion, ctx: CheckContext) -> tuple[float | None, str, dict[str, Any]]:
     key = crit.metric
     estimate = ctx.figures.get(key)
     label = crit.label or key
     if estimate is None or estimate.value is None:
-        return None, f"{label}: not measured", {key: None}
+        why = f" ({estimate.note})" if estimate is not None and estimate.note else ""
+        return None, f"{label}: not measured{why}", {key: None}
     higher = crit.full >= crit.zero
     used = favourable(estimate, higher) if crit.use_interval else estimate.value
     assert used is not None
@@ -88,16 +104,19 @@ def _criterion(crit: Criterion, ctx: CheckContext) -> tuple[float | None, str, d
 
 @register("thresholds", ThresholdsParams)
 def thresholds(params: ThresholdsParams, ctx: CheckContext) -> Outcome:
-    """Every criterion scored linearly between ``zero`` and ``full``; the check gets the lowest."""
-    scored = [_criterion(c, ctx) for c in params.criteria]
+    """Every criterion that applies to the outputs compared, scored linearly between ``zero`` and
+    ``full``; the check gets the lowest."""
+    scored = [_criterion(c, ctx) for c in params.criteria if _applies(c, ctx)]
     fractions = [f for f, _, _ in scored if f is not None]
     evidence: dict[str, Any] = {}
     for _, _, ev in scored:
         evidence.update(ev)
     texts = "; ".join(t for _, t, _ in scored)
+    if not scored:
+        return Outcome(0.0, "None of this check's figures apply to these models' outputs.", evidence)
     if not fractions:
-        if params.missing == "fail":  # the figure is required: not measuring it is a shortfall
-            return Outcome(0.0, f"Could not be judged: {texts}.", evidence)
+        if params.missing == "fail":  # not measuring a figure is a shortfall, and the message says why
+            return Outcome(0.0, f"Could not be measured: {texts}.", evidence)
         return Outcome(None, f"Nothing to judge: {texts}.", evidence)
     note = " ".join(params.note.split())
     return Outcome(min(fractions), f"{texts[0].upper()}{texts[1:]}.{' ' + note if note else ''}", evidence)

@@ -3,7 +3,7 @@
 ONNX: the graph's shapes are inferred by ``onnx.shape_inference`` with the real input shapes
 (batch 1), then every conv / gemm / matmul node (float or quantized) contributes
 ``output elements x reduction length``. Torch formats: ``torch.utils.flop_counter`` counts the
-aten ops of one real batch-1 run (TorchScript and ``torch.export`` programs included). FLOPs are
+aten ops of one real batch-1 run (``torch.export`` programs included). FLOPs are
 2 x MACs by the usual convention; element-wise ops, pooling and normalisation are not counted,
 the same way for every model, so ratios between two models are fair.
 """

@@ -87,7 +87,11 @@ def _broadcast_zero_point(zp: np.ndarray, shape: tuple[int, ...], axis: int | No
     return zp.reshape(target)
 
 
-def unpack_nibbles(packed: np.ndarray) -> np.ndarray:
-    """4-bit weights packed two per byte (low nibble first), as ONNX int4 and MatMulNBits store them."""
+def unpack_bits(packed: np.ndarray, bits: int) -> np.ndarray:
+    """Codes of ``bits`` bits packed into bytes, lowest bits first (ONNX int4, MatMulNBits)."""
     flat = packed.reshape(-1).astype(np.uint8)
-    return np.stack([flat & 0x0F, flat >> 4], axis=-1).reshape(-1)
+    if bits == 8:
+        return flat
+    per_byte = 8 // bits
+    shifts = np.arange(per_byte, dtype=np.uint8) * bits
+    return ((flat[:, None] >> shifts) & ((1 << bits) - 1)).reshape(-1)

@@ -1,0 +1,257 @@
+"""Timing that measures what is checked.
+
+Each timed round feeds the models a batch drawn afresh from the evaluation inputs: rows in a new
+random order, and float inputs with a little Gaussian noise (a thousandth of each input's spread),
+so a cache of earlier answers or a shortcut keyed on a particular batch never hits while the
+clock runs. What each model answers while timed is kept and held against its own answers
+outside timing on the same rows (``TimedOutputs``): answers that differ, beyond what the noise
+and the batch size can explain, mean the clock timed something other than the model that was
+checked, and the timing is not believed. A model whose file fixes its batch to another size is
+not timed at this one, and the comparison says so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from grader.contracts.job import Job
+from grader.contracts.observations import Estimate, SoloTiming, TimedOutputs, TimingComparison
+from grader.worker.measure import median_estimate, ratio_estimate, snr_db, time_interleaved, time_single
+from grader.worker.runtime import LoadedModel
+
+NOISE = 1e-3  # of each float input's standard deviation
+MIN_AGREEMENT = 0.9  # timed vs untimed top-1 answers of the same model on the same rows
+MIN_SNR_DB = 20.0  # timed vs untimed outputs: far below int8 or batch-size effects (>= 30 dB)
+KEEP_ELEMENTS = 4_000_000  # timed outputs kept for the check, per model
+
+Feeds = dict[str, np.ndarray]
+FeedsFor = Callable[[LoadedModel, str, dict[str, np.ndarray], np.ndarray], Feeds]
+
+
+@dataclass
+class Draws:
+    """The batches of one timing: new rows and new noise every round, the same for both models."""
+
+    arrays: dict[str, np.ndarray]
+    batch: int
+    seed: int
+    index: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    noisy: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.rng = np.random.default_rng(self.seed)
+        self.total = next(iter(self.arrays.values())).shape[0]
+        self.spread = {
+            name: float(np.std(a)) if np.issubdtype(a.dtype, np.floating) and a.size else 0.0
+            for name, a in self.arrays.items()
+        }
+
+    def next(self) -> None:
+        """Draw the next round's rows and noise (outside the clock)."""
+        self.index = self.rng.choice(self.total, size=self.batch, replace=self.batch > self.total)
+        self.noisy = {}
+        for name, array in self.arrays.items():
+            rows = array[self.index]
+            if self.spread[name] > 0:
+                rows = (rows + self.rng.normal(0.0, NOISE * self.spread[name], rows.shape)).astype(array.dtype)
+            self.noisy[name] = rows
+
+
+class Watch:
+    """A model's first output in every timed round (up to a bound), with the rows it answered."""
+
+    def __init__(self, role: str, model: LoadedModel, draws: Draws, feeds_for: FeedsFor) -> None:
+        self.role, self.model, self.draws, self.feeds_for = role, model, draws, feeds_for
+        self.kept: list[tuple[np.ndarray, np.ndarray]] = []
+        self.elements = 0
+        self.feeds: Feeds = {}
+
+    def prepare(self) -> None:
+        rows = np.arange(self.draws.batch)
+        self.feeds = self.feeds_for(self.model, self.role, self.draws.noisy, rows)
+
+    def __call__(self) -> None:
+        outputs = self.model.run(self.feeds)
+        first = np.asarray(outputs[0]) if outputs else np.zeros(0)
+        if self.elements + first.size <= KEEP_ELEMENTS:
+            self.kept.append((self.draws.index.copy(), first))
+            self.elements += first.size
+
+    def verdict(self, untimed: np.ndarray | None) -> TimedOutputs:
+        return check_timed_outputs(self.role, self.kept, untimed)
+
+
+def check_timed_outputs(
+    role: str, kept: list[tuple[np.ndarray, np.ndarray]], untimed: np.ndarray | None
+) -> TimedOutputs:
+    """Timed answers against the untimed ones for the same rows: top-1 agreement for class
+    scores, SNR for every output."""
+    if untimed is None or not kept:
+        return TimedOutputs(role=role, rounds_checked=0, consistent=True, note="no untimed outputs to compare with")
+    rows = max(int(index.max()) for index, _ in kept) + 1
+    if untimed.ndim == 0 or untimed.shape[0] < rows:
+        return TimedOutputs(
+            role=role,
+            rounds_checked=0,
+            consistent=False,
+            note=f"'{role}' gives outputs of shape {list(untimed.shape)[:4]} with no answer per sample, so what "
+            "it answered while timed cannot be checked against its answers outside timing",
+        )
+    timed = [out for _, out in kept]
+    expected = [untimed[index] for index, _ in kept]
+    if any(t.shape != e.shape for t, e in zip(timed, expected)):
+        shapes = sorted({str(list(t.shape)) for t in timed})[:3]
+        return TimedOutputs(
+            role=role,
+            rounds_checked=len(kept),
+            consistent=False,
+            note=f"while timed, '{role}' answered with outputs of shape {', '.join(shapes)}, not "
+            f"{list(expected[0].shape)} as outside timing",
+        )
+    a, b = np.concatenate(expected), np.concatenate(timed)
+    agreement = float(np.mean(a.argmax(-1) == b.argmax(-1))) if a.ndim == 2 and a.shape[1] >= 2 else None
+    snr = snr_db(a, b)
+    bad_agreement = agreement is not None and agreement < MIN_AGREEMENT
+    bad_snr = (snr is not None and snr < MIN_SNR_DB) or not np.all(np.isfinite(b))
+    note = ""
+    if bad_agreement or bad_snr:
+        parts = [f"top-1 agreement {agreement:.2f}"] if agreement is not None else []
+        parts += [f"SNR {snr:.1f} dB"] if snr is not None else []
+        note = (
+            f"while timed, '{role}' answered differently from its own answers on the same inputs outside "
+            f"timing ({', '.join(parts) or 'non-finite values'}): the time is not of the model that was checked"
+        )
+    return TimedOutputs(
+        role=role,
+        rounds_checked=len(kept),
+        top1_agreement=agreement,
+        snr_db=snr,
+        consistent=not (bad_agreement or bad_snr),
+        note=note,
+    )
+
+
+def _fixed_batch_note(models: dict[str, LoadedModel], batch: int) -> str:
+    frozen = {role: m.fixed_batch() for role, m in models.items() if m.fixed_batch() not in (None, batch)}
+    if not frozen:
+        return ""
+    named = ", ".join(f"'{role}' to {size}" for role, size in frozen.items())
+    return (
+        f"not timed at batch {batch}: the file fixes the batch size of {named}. Export with a dynamic batch "
+        "axis (torch.onnx.export(..., dynamic_shapes=...) or dynamic_axes={'input': {0: 'batch'}})"
+    )
+
+
+def time_pair(
+    ref: str,
+    cand: str,
+    models: dict[str, LoadedModel],
+    arrays: dict[str, np.ndarray],
+    untimed: dict[str, np.ndarray | None],
+    batch: int,
+    job: Job,
+    budget: float,
+    feeds_for: FeedsFor,
+) -> TimingComparison:
+    """Reference and candidate interleaved on fresh batches, their timed answers checked."""
+    timing = job.measure.timing
+    note = _fixed_batch_note({ref: models[ref], cand: models[cand]}, batch)
+    if note:
+        return TimingComparison(
+            reference=ref,
+            candidate=cand,
+            batch_size=batch,
+            threads=timing.threads,
+            rounds=0,
+            reference_ms=None,
+            candidate_ms=None,
+            speedup=Estimate(value=None, unit="x", note=note),
+            reference_items_per_s=None,
+            candidate_items_per_s=None,
+            note=note,
+        )
+    draws = Draws(arrays, batch, seed=batch)
+    watches = {r: Watch(r, models[r], draws, feeds_for) for r in (ref, cand)}
+
+    def prepare(_: int) -> None:
+        draws.next()
+        for watch in watches.values():
+            watch.prepare()
+
+    times = time_interleaved(
+        watches[ref],
+        watches[cand],
+        budget_s=budget,
+        warmup=timing.warmup,
+        min_rounds=timing.min_rounds,
+        max_rounds=timing.max_rounds,
+        prepare=prepare,
+    )
+    checked = [watches[r].verdict(untimed.get(r)) for r in (ref, cand)]
+    ref_ms, cand_ms = float(np.median(times.reference_s)) * 1e3, float(np.median(times.candidate_s)) * 1e3
+    return TimingComparison(
+        reference=ref,
+        candidate=cand,
+        batch_size=batch,
+        threads=timing.threads,
+        rounds=times.rounds,
+        reference_ms=ref_ms,
+        candidate_ms=cand_ms,
+        speedup=ratio_estimate(times),
+        reference_items_per_s=batch / ref_ms * 1e3,
+        candidate_items_per_s=batch / cand_ms * 1e3,
+        timed_outputs=checked,
+    )
+
+
+def time_alone(
+    role: str,
+    model: LoadedModel,
+    arrays: dict[str, np.ndarray],
+    untimed: np.ndarray | None,
+    batch: int,
+    job: Job,
+    budget: float,
+    feeds_for: FeedsFor,
+) -> SoloTiming:
+    """One model timed by itself (hw1's latency and throughput), on fresh batches, checked."""
+    timing = job.measure.timing
+    note = _fixed_batch_note({role: model}, batch)
+    if note:
+        return SoloTiming(
+            role=role,
+            batch_size=batch,
+            threads=timing.threads,
+            rounds=0,
+            latency_ms=Estimate(value=None, unit="ms", note=note),
+            items_per_s=None,
+            note=note,
+        )
+    draws = Draws(arrays, batch, seed=batch)
+    watch = Watch(role, model, draws, feeds_for)
+
+    def prepare(_: int) -> None:
+        draws.next()
+        watch.prepare()
+
+    seconds = time_single(
+        watch,
+        budget_s=budget,
+        warmup=timing.warmup,
+        min_rounds=timing.min_rounds,
+        max_rounds=timing.max_rounds,
+        prepare=prepare,
+    )
+    latency = median_estimate(seconds, scale=1e3, unit="ms")
+    return SoloTiming(
+        role=role,
+        batch_size=batch,
+        threads=timing.threads,
+        rounds=int(seconds.size),
+        latency_ms=latency,
+        items_per_s=batch / max(latency.value or 0.0, 1e-9) * 1e3,
+        timed_outputs=[watch.verdict(untimed)],
+    )
