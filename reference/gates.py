@@ -30,13 +30,19 @@ class Threshold:
 
 
 def full_marks(assignment: str, check: str) -> list[Threshold]:
-    """The criteria a check gives full marks at, from the shipped assignment.yaml."""
+    """The criteria a check gives a classifier full marks at, from the shipped assignment.yaml.
+
+    Every reference model is a classifier, so a criterion that only applies to models whose
+    output is a vector of values (``applies_to: values``, e.g. a signal-to-noise ratio) is not
+    one the build can or should gate on.
+    """
     config = yaml.safe_load((ASSIGNMENTS / assignment / "assignment.yaml").read_text())
     spec = next(c for c in config["checks"] if c["id"] == check)
     criteria = spec["params"].get("criteria") or [spec["params"]]
     return [
         Threshold(c["metric"].split(".", 1)[1], float(c["full"]), float(c["full"]) >= float(c["zero"]))
         for c in criteria
+        if c.get("applies_to", "any") in ("any", "classes")
     ]
 
 
