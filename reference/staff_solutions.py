@@ -14,6 +14,7 @@ import csv
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -243,6 +244,7 @@ def build_hw5(folder: Path, student: nn.Module, data: tuple) -> dict[str, Any]:
     rows, files = [], {}
     with tempfile.TemporaryDirectory(prefix="hw5-search-") as tmp:
         for number, (amount, weights) in enumerate((a, w) for a in SEARCH_AMOUNTS for w in SEARCH_WEIGHTS):
+            started = datetime.now()
             candidate = copy.deepcopy(student)
             if amount:
                 compress.prune_global_magnitude(candidate, amount)
@@ -250,11 +252,13 @@ def build_hw5(folder: Path, student: nn.Module, data: tuple) -> dict[str, Any]:
             if weights == "int8":
                 path = compress.quantize_onnx_int8(path, Path(tmp) / f"trial{number}.onnx", x_train[:256])
             accuracy = compress.onnx_accuracy(path, x_test, y_test)
+            completed = datetime.now()
             rows.append(
                 {
                     "number": number,
                     "values_accuracy": accuracy,
                     "values_gzip_mb": gzip_size([path]) / MB,
+                    **_optuna_times(started, completed),
                     "params_amount": amount,
                     "params_weights": weights,
                     "state": "COMPLETE",
@@ -271,6 +275,18 @@ def build_hw5(folder: Path, student: nn.Module, data: tuple) -> dict[str, Any]:
     _inputs(folder / "inputs.npz", x_test, y_test)
     (folder / "submission.yaml").write_text(HW5_MANIFEST.format(trial=chosen["number"]))
     return {"hw5_trials": len(rows), "hw5_chosen": chosen}
+
+
+def _optuna_times(started: datetime, completed: datetime) -> dict[str, str]:
+    """The time columns as ``study.trials_dataframe().to_csv()`` writes them (pandas' text forms)."""
+    elapsed = completed - started
+    hours, rest = divmod(elapsed.seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    return {
+        "datetime_start": started.isoformat(sep=" ", timespec="microseconds"),
+        "datetime_complete": completed.isoformat(sep=" ", timespec="microseconds"),
+        "duration": f"{elapsed.days} days {hours:02d}:{minutes:02d}:{seconds:02d}.{elapsed.microseconds:06d}",
+    }
 
 
 def choose_trial(rows: list[dict[str, Any]]) -> dict[str, Any]:

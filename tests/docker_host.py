@@ -111,3 +111,20 @@ def settings(client: Any, **overrides: Any) -> DockerSettings:
     }
     values.update(overrides)
     return DockerSettings(**values)
+
+
+ENGINE_LOCK = Path("/tmp/compression-grader-docker-tests.lock")
+
+
+def engine_to_ourselves():  # noqa: ANN201 - a generator fixture body
+    """Hold the test engine alone for one test module: the Docker tests assert that no container
+    of theirs is left behind, which only means something while no other pytest-xdist worker is
+    running containers with the same label on the same engine."""
+    import fcntl
+
+    with open(ENGINE_LOCK, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

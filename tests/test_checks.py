@@ -149,10 +149,32 @@ def test_speedup_near_the_threshold_gets_the_benefit_of_the_interval() -> None:
     assert verdicts == {CheckStatus.PASS}
 
 
-def test_clearly_slower_candidate_fails_speedup_with_an_explanation() -> None:
-    speedup = grade(observations(weight(1000, 600, True), speedup=Estimate(value=0.69, low=0.66, high=0.72)))["speedup"]
-    assert speedup.status is CheckStatus.FAIL
-    assert "QOperator" in speedup.message and "0.69" in speedup.message
+QDQ_OPS = {"QuantizeLinear": 4, "DequantizeLinear": 6, "Conv": 2, "Gemm": 1}
+QOPERATOR_OPS = {"QuantizeLinear": 1, "QLinearConv": 2, "QLinearMatMul": 1, "DequantizeLinear": 1}
+
+
+@pytest.mark.parametrize(
+    "ops, said, not_said",
+    [
+        (QDQ_OPS, "in onnxruntime's QDQ format", "already uses int8 kernels"),
+        (QOPERATOR_OPS, "quantize them as uint8 instead", "QDQ format"),
+        ({"Conv": 2, "Gemm": 1}, "Time both files yourself", "QDQ format"),
+    ],
+    ids=["qdq", "qoperator", "float"],
+)
+def test_a_slower_candidate_gets_the_hint_that_fits_its_file(ops: dict, said: str, not_said: str) -> None:
+    obs = observations(weight(1000, 600, True), speedup=Estimate(value=0.69, low=0.66, high=0.72))
+    obs.models["candidate"].evidence.op_types = ops
+    speedup = grade(obs)["speedup"]
+    assert speedup.status is CheckStatus.FAIL and "0.69" in speedup.message
+    assert said in speedup.message and not_said not in speedup.message
+
+
+def test_a_fast_candidate_gets_no_hint() -> None:
+    obs = observations(weight(1000, 600, True), speedup=GOOD)
+    obs.models["candidate"].evidence.op_types = QDQ_OPS
+    speedup = grade(obs)["speedup"]
+    assert speedup.status is CheckStatus.PASS and "QDQ" not in speedup.message
 
 
 def test_claiming_fewer_bits_than_stored_fails_quantized() -> None:

@@ -16,6 +16,15 @@ from grader.sandbox.docker import LABEL, DockerSandbox
 from tests import builders
 from tests.grading import grade
 
+
+@pytest.fixture(scope="module", autouse=True)
+def _engine_to_ourselves():  # noqa: ANN202
+    """No other Docker test module runs while this one does (see tests.docker_host.engine_to_ourselves)."""
+    from tests.docker_host import engine_to_ourselves
+
+    yield from engine_to_ourselves()
+
+
 ROOT = Path(__file__).resolve().parent.parent
 SOLUTION = ROOT / "reference" / "solutions" / "hw2-quantization-pruning"
 

@@ -21,6 +21,14 @@ from grader.errors import WorkerError
 from grader.sandbox.docker import LABEL, engine_has_gpus, mounts, plan_gpus, run_in_container
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _engine_to_ourselves():  # noqa: ANN202
+    """No other Docker test module runs while this one does (see tests.docker_host.engine_to_ourselves)."""
+    from tests.docker_host import engine_to_ourselves
+
+    yield from engine_to_ourselves()
+
+
 def run_python(code: str, settings: DockerSettings, workdir: Path, threads: int = 1, **limits: float):
     """Run ``code`` with the container's Python; returns how it ended and what it printed."""
     workdir.mkdir(parents=True, exist_ok=True)

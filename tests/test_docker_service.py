@@ -25,6 +25,15 @@ from grader.sandbox.service_docker import SERVICE_LABEL, DockerServiceHost, buil
 from tests.grading import grade
 from tests.services import team_service
 
+
+@pytest.fixture(scope="module", autouse=True)
+def _engine_to_ourselves():  # noqa: ANN202
+    """No other Docker test module runs while this one does (see tests.docker_host.engine_to_ourselves)."""
+    from tests.docker_host import engine_to_ourselves
+
+    yield from engine_to_ourselves()
+
+
 PROBE = """
 import errno, http.server, json, os, socket, socketserver, sys
 

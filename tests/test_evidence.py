@@ -771,3 +771,28 @@ def test_weights_inside_a_control_flow_branch_count_and_are_flagged(models: dict
     assert {w.name for w in evidence.weights} >= {"conv1.weight", "conv2.weight", "head.weight"}
     assert summary.quantized_fraction == 0.0 and summary.params_total >= 12730
     assert any("If" in flag for flag in evidence.flags)
+
+
+class _Mlp(nn.Module):
+    """A different, smaller network: one linear layer, no convolutions."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Linear(64, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.flatten(x, 1))
+
+
+def test_a_different_smaller_network_earns_no_removal_credit(tmp_path: Path) -> None:
+    from grader.grading.figures import layers_map
+
+    torch.manual_seed(0)
+    wide = onnx_evidence(onnx.load(str(export(TinyCNN(width=16), tmp_path / "wide.onnx"))))
+    narrow = onnx_evidence(onnx.load(str(export(TinyCNN(width=8), tmp_path / "narrow.onnx"))))
+    other = onnx_evidence(onnx.load(str(export(_Mlp(), tmp_path / "mlp.onnx"))))
+    assert layers_map(narrow, wide) == ""  # the same layers with fewer channels
+    why = layers_map(other, wide)
+    assert "1 prunable layers (matmul)" in why and "baseline's 3 (conv, conv, matmul)" in why
+    assert summarize(other).prunable_elements < 0.1 * summarize(wide).prunable_elements
+    assert effective_sparsity(summarize(other), summarize(wide), maps=not why) == 0.0

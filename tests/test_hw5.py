@@ -57,6 +57,8 @@ def logs(reference_paths, tmp_path_factory: pytest.TempPathFactory) -> dict[str,
         ],
     )
     out["few"] = _write(folder / "few.csv", rows[:5])
+    times = ("datetime_start", "datetime_complete", "duration")
+    out["no_times"] = _write(folder / "no_times.csv", [{k: v for k, v in r.items() if k not in times} for r in rows])
     out["one_objective"] = _write(
         folder / "one.csv", [{k: v for k, v in r.items() if k != "values_gzip_mb"} for r in rows]
     )
@@ -72,30 +74,52 @@ def logs(reference_paths, tmp_path_factory: pytest.TempPathFactory) -> dict[str,
     return out
 
 
-@pytest.fixture(scope="module")
-def optuna_study(logs, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The reference search's trials written into a real Optuna SQLite study."""
+def _study(path: Path, rows: list[dict[str, str]], searched: bool) -> Path:
+    """The reference search's trials in a real Optuna SQLite study: run by ``study.optimize`` (each
+    logged row enqueued, the objective returning its values), or written by hand with
+    ``create_trial`` / ``add_trial`` (no search ran, every trial takes no time)."""
     optuna = pytest.importorskip("optuna", reason="optuna (the dev extra) writes the study")
     from optuna.distributions import CategoricalDistribution, FloatDistribution
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    path = tmp_path_factory.mktemp("study") / "study.db"
     study = optuna.create_study(storage=f"sqlite:///{path}", study_name="hw5", directions=["maximize", "minimize"])
     study.set_metric_names(["accuracy", "gzip_mb"])
     distributions = {"amount": FloatDistribution(0.0, 0.9), "weights": CategoricalDistribution(["fp32", "int8"])}
-    for row in logs["rows"]:
+    values = {
+        (float(r["params_amount"]), r["params_weights"]): [float(r["values_accuracy"]), float(r["values_gzip_mb"])]
+        for r in rows
+    }
+    if searched:
+        for amount, weights in values:
+            study.enqueue_trial({"amount": amount, "weights": weights})
+
+        def objective(trial) -> list[float]:  # noqa: ANN001
+            amount = trial.suggest_float("amount", 0.0, 0.9)
+            return values[(amount, trial.suggest_categorical("weights", ["fp32", "int8"]))]
+
+        study.optimize(objective, n_trials=len(values))
+        return path
+    for (amount, weights), logged in values.items():
         study.add_trial(
             optuna.trial.create_trial(
-                params={"amount": float(row["params_amount"]), "weights": row["params_weights"]},
-                distributions=distributions,
-                values=[float(row["values_accuracy"]), float(row["values_gzip_mb"])],
+                params={"amount": amount, "weights": weights}, distributions=distributions, values=logged
             )
         )
     return path
 
 
 @pytest.fixture(scope="module")
-def graded(reference_paths, logs, optuna_study, fast_root: Path, tmp_path_factory: pytest.TempPathFactory):
+def optuna_study(logs, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _study(tmp_path_factory.mktemp("study") / "study.db", logs["rows"], searched=True)
+
+
+@pytest.fixture(scope="module")
+def made_study(logs, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _study(tmp_path_factory.mktemp("made") / "study.db", logs["rows"], searched=False)
+
+
+@pytest.fixture(scope="module")
+def graded(reference_paths, logs, optuna_study, made_study, fast_root: Path, tmp_path_factory: pytest.TempPathFactory):
     cache: dict[tuple, object] = {}
     solution = reference_paths["hw5_dir"]
 
@@ -110,7 +134,7 @@ def graded(reference_paths, logs, optuna_study, fast_root: Path, tmp_path_factor
                 assignment=HW5,
                 claims=claims,
             )
-            source = optuna_study if log == "sqlite" else logs[log]
+            source = {"sqlite": optuna_study, "made": made_study}.get(log) or logs[log]
             (folder / f"log{source.suffix}").write_bytes(source.read_bytes())
             builders.write_manifest(
                 folder,
@@ -167,6 +191,21 @@ def test_a_thin_or_unusable_log_fails_search_log(graded, log: str, message: str)
     assert grading.exit_code == exitcodes.GRADED  # the model is still graded; the log check says what to fix
     search = check_of(grading.result, "search_log")
     assert search.status in (CheckStatus.FAIL, CheckStatus.PARTIAL) and message in search.message
+
+
+def test_a_study_written_by_hand_is_not_a_search(graded) -> None:
+    """Every trial made with create_trial/add_trial: the same figures as the real search, no search."""
+    search = check_of(graded("made").result, "search_log")
+    assert search.status is CheckStatus.FAIL and search.points == 0
+    assert search.evidence["complete"] == 0 and search.evidence["discounted_zero_duration"] == 12
+    assert "12 complete trial(s) not counted: they took no time" in search.message
+    assert "study.optimize" in search.message
+
+
+def test_a_log_without_times_says_which_columns_to_keep(graded) -> None:
+    search = check_of(graded("no_times").result, "search_log")
+    assert search.points == 0 and search.evidence["discounted_no_times"] == 12
+    assert "keep the datetime_start and datetime_complete columns" in search.message
 
 
 def test_without_a_trial_claim_pareto_and_reproduces_say_what_to_add(graded) -> None:

@@ -195,3 +195,18 @@ def test_model_that_needs_too_much_memory_hits_the_memory_limit(tiny_models, tmp
     result, code, _ = _rejected(folder, root)
     assert code == exitcodes.REJECTED and result.problems[0].kind == "memory_limit"
     assert "memory" in check(result, "loads").message
+
+
+def test_a_different_smaller_network_is_not_credited_as_pruned(tiny_models, fast_root, tmp_path: Path) -> None:
+    from tests.test_evidence import _Mlp
+
+    mlp = builders.quantize(
+        builders.export(builders.train(_Mlp(), 4), tmp_path / "mlp-fp32.onnx"), tmp_path / "mlp.onnx"
+    )
+    folder = builders.submission(
+        tmp_path / "sub", {"baseline": tiny_models["baseline"], "candidate": mlp}, tiny_models["inputs"]
+    )
+    result = grade(folder, fast_root).result
+    pruned = builders.check_of(result, "pruned")
+    assert pruned.points == 0, pruned.message  # 90% fewer weights, none of them removed from the baseline
+    assert "Removed channels are not credited" in pruned.message and "not the baseline's" in pruned.message

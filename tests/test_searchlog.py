@@ -45,18 +45,20 @@ def study_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     frame = study.trials_dataframe()
     frame.to_csv(folder / "trials.csv", index=False)
     frame.to_json(folder / "trials.json", orient="records", date_format="iso")
+    frame.to_json(folder / "trials-epoch.json", orient="records")  # pandas' default: epoch milliseconds
     return {
         "sqlite": folder / "study.db",
         "csv": folder / "trials.csv",
         "json": folder / "trials.json",
+        "json-epoch": folder / "trials-epoch.json",
         "expected": study,
     }
 
 
-@pytest.mark.parametrize("fmt", ["sqlite", "csv", "json"])
+@pytest.mark.parametrize("fmt", ["sqlite", "csv", "json", "json-epoch"])
 def test_every_form_reads_the_same_trials(study_files: dict, fmt: str) -> None:
     study = study_files["expected"]
-    log = read_search_log(study_files[fmt], fmt)
+    log = read_search_log(study_files[fmt], fmt.split("-")[0])
     assert log.objectives == ["accuracy", "size_mb"]
     assert [t.number for t in log.trials] == [t.number for t in study.trials]
     assert [t.state for t in log.trials].count("PRUNED") == 1
@@ -65,8 +67,41 @@ def test_every_form_reads_the_same_trials(study_files: dict, fmt: str) -> None:
         assert ours.values == pytest.approx(theirs.values, rel=1e-9)
         assert ours.params["weights"] == theirs.params["weights"]  # categorical decoded from its index
         assert ours.params["epochs"] == theirs.params["epochs"] and isinstance(ours.params["epochs"], int)
+        # study.optimize timed every trial; JSON keeps milliseconds
+        assert ours.clocked() and ours.duration_s == pytest.approx(theirs.duration.total_seconds(), abs=2e-3)
     if fmt == "sqlite":
         assert log.directions == ["maximize", "minimize"] and log.study == "hw5"
+
+
+def test_trials_made_with_create_trial_read_as_taking_no_time(tmp_path: Path) -> None:
+    """``optuna.trial.create_trial`` + ``study.add_trial`` (a study written by hand, not searched)
+    logs the same instant as start and completion, in every form the log can take."""
+    from optuna.distributions import FloatDistribution
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'made.db'}", directions=["maximize", "minimize"])
+    for i in range(4):
+        trial = optuna.trial.create_trial(
+            params={"amount": i / 10}, distributions={"amount": FloatDistribution(0, 1)}, values=[1 - i / 10, 1.0]
+        )
+        study.add_trial(trial)
+    frame = study.trials_dataframe()
+    frame.to_csv(tmp_path / "made.csv", index=False)
+    frame.to_json(tmp_path / "made.json", orient="records")
+    for path, fmt in (
+        (tmp_path / "made.db", "sqlite"),
+        (tmp_path / "made.csv", "csv"),
+        (tmp_path / "made.json", "json"),
+    ):
+        trials = read_search_log(path, fmt).complete()
+        assert len(trials) == 4 and all(t.duration_s == 0 and not t.clocked() for t in trials), fmt
+
+
+def test_a_log_without_times_has_no_durations(tmp_path: Path) -> None:
+    path = tmp_path / "bare.csv"
+    path.write_text("number,values_0,values_1,state\n0,0.9,1.0,COMPLETE\n")
+    (trial,) = read_search_log(path, "csv").trials
+    assert trial.duration_s is None and not trial.clocked()
 
 
 def test_the_sqlite_file_is_opened_read_only_and_left_untouched(study_files: dict, tmp_path: Path) -> None:

@@ -87,11 +87,16 @@ def search_log(params: SearchLogParams, ctx: CheckContext) -> Outcome:
     except LogProblem as problem:
         return Outcome(0.0, f"{str(problem)[0].upper()}{str(problem)[1:]}.")
     trials = study.log.trials
-    complete = study.log.complete()
+    logged = study.log.complete()
+    complete = [t for t in logged if t.clocked()]
     states = {s: sum(t.state == s for t in trials) for s in ("PRUNED", "FAIL")}
+    untimed = sum(t.duration_s is None for t in logged)
+    instant = len(logged) - len(complete) - untimed
     facts = {
         "trials": len(trials),
         "complete": len(complete),
+        "discounted_no_times": untimed,
+        "discounted_zero_duration": instant,
         **{s.lower(): n for s, n in states.items()},
         "objectives": dict(zip(study.names, study.directions)),
         "source": study.log.source,
@@ -100,7 +105,7 @@ def search_log(params: SearchLogParams, ctx: CheckContext) -> Outcome:
     text = (
         f"{len(complete)} complete trial(s) of {len(trials)} logged ({states['PRUNED']} pruned, "
         f"{states['FAIL']} failed) over {len(study.names)} objective(s): {described}"
-    )
+    ) + _discounted(instant, untimed)
     if len(study.names) < min_objectives:
         return Outcome(0.0, f"{text}; a multi-objective search needs at least {min_objectives} objectives.", facts)
     if len(complete) < min_trials:
@@ -110,6 +115,23 @@ def search_log(params: SearchLogParams, ctx: CheckContext) -> Outcome:
             facts,
         )
     return Outcome(1.0, f"{text}.", facts)
+
+
+def _discounted(instant: int, untimed: int) -> str:
+    """Why complete trials were not counted as search trials: no clock could have produced them."""
+    parts = []
+    if instant:
+        parts.append(
+            f"{instant} complete trial(s) not counted: they took no time (start and completion logged at the "
+            "same instant, or the completion first), as optuna.trial.create_trial / study.add_trial record them; "
+            "a search runs its trials with study.optimize"
+        )
+    if untimed:
+        parts.append(
+            f"{untimed} complete trial(s) not counted: the log records no start and completion times; keep "
+            "the datetime_start and datetime_complete columns study.trials_dataframe() writes"
+        )
+    return "".join(f" ({p})" for p in parts)
 
 
 def _chosen(ctx: CheckContext, study: Study) -> Trial:

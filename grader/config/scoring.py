@@ -35,13 +35,18 @@ class ScoreFormula(Strict):
         return "score = " + " + ".join(parts)
 
     def evaluate(self, figures: dict[str, Estimate]) -> Estimate:
-        """The score from the figures' central values; None when a term's figure is missing or not positive."""
+        """The score from the figures' central values; None when a term's figure is missing or not
+        positive, with a note naming the term and why it is missing, so the student can fix it."""
         total = 0.0
         for term in self.terms:
             figure = figures.get(term.metric)
             value = figure.value if figure is not None else None
             if value is None or (term.transform == "log2" and value <= 0):
-                return Estimate(value=None)
+                name = term.label or term.metric
+                why = figure.note if figure is not None and figure.note else "not measured"
+                if value is not None:
+                    why = f"it is {value:g}, and only a positive ratio has a log2"
+                return Estimate(value=None, note=f"{name} has no value: {why}")
             total += term.weight * (math.log2(value) if term.transform == "log2" else value)
         return Estimate(value=total)
 

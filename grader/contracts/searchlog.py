@@ -27,6 +27,15 @@ class Trial(Strict):
     state: TrialState
     values: list[float | None] = Field(max_length=MAX_OBJECTIVES, description="by objective index; None if not finite")
     params: dict[Name, ParamValue] = Field({}, max_length=MAX_PARAMS)
+    duration_s: float | None = Field(
+        None,
+        description="completion minus start time as the log records them; None where it records no times. "
+        "study.optimize always takes time; create_trial/add_trial record the same instant twice",
+    )
+
+    def clocked(self) -> bool:
+        """Whether a clock could have produced this trial: it has times, and it took some."""
+        return self.duration_s is not None and self.duration_s > 0
 
 
 class SearchLog(Strict):

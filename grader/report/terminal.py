@@ -43,6 +43,8 @@ def print_summary(result: Result, paths: dict[str, Path], console: Console | Non
     console.print(table)
     for problem in result.problems:
         console.print(f"[red]problem[/] ({problem.kind}): {_escape(problem.message)} {_escape(problem.hint)}")
+    for flag in result.flags:
+        console.print(f"[yellow]flagged for staff[/]: {_escape(flag)}")
     figures = key_figures(result)
     if figures:
         console.print("  ".join(f"{k}: [bold]{fmt(v)}[/]" for k, v in figures))

@@ -19,7 +19,9 @@ import csv
 import io
 import json
 import math
+import re
 import sqlite3
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote
@@ -144,7 +146,8 @@ def _read_optuna_tables(conn: sqlite3.Connection, study: str | None) -> SearchLo
     ).fetchone()
     names = _metric_names(names_row[0] if names_row else None, len(directions))
     trials = conn.execute(
-        "SELECT trial_id, number, state FROM trials WHERE study_id = ? ORDER BY number LIMIT ?",
+        "SELECT trial_id, number, state, datetime_start, datetime_complete FROM trials WHERE study_id = ? "
+        "ORDER BY number LIMIT ?",
         (study_id, MAX_TRIALS + 1),
     ).fetchall()
     if len(trials) > MAX_TRIALS:
@@ -171,8 +174,14 @@ def _read_optuna_tables(conn: sqlite3.Connection, study: str | None) -> SearchLo
         objectives=names,
         directions=[str(d).lower() if str(d).lower() in ("maximize", "minimize") else None for _, d in directions],
         trials=[
-            Trial(number=int(number), state=_state(state), values=values[int(tid)], params=params[int(tid)])
-            for tid, number, state in trials
+            Trial(
+                number=int(number),
+                state=_state(state),
+                values=values[int(tid)],
+                params=params[int(tid)],
+                duration_s=_duration(start, complete, None),
+            )
+            for tid, number, state, start, complete in trials
         ],
     )
 
@@ -290,11 +299,43 @@ def _from_records(rows: list[dict[str, Any]], header: list[str], source: Literal
                 state=_state(row.get("state")),
                 values=[_finite(_number(row.get(c))) for c, _ in objectives],
                 params={c.removeprefix("params_")[:64]: _scalar(row.get(c)) for c in param_columns},
+                duration_s=_duration(row.get("datetime_start"), row.get("datetime_complete"), row.get("duration")),
             )
         )
     return SearchLog(
         source=source, objectives=[n for _, n in objectives], directions=[None] * len(objectives), trials=trials
     )
+
+
+TIMEDELTA = re.compile(r"^(-?\d{1,9}) days? (\d{1,2}):(\d{2}):(\d{2}(?:\.\d{1,9})?)$")
+
+
+def _duration(start: Any, complete: Any, duration: Any) -> float | None:
+    """Seconds from start to completion, from the two timestamps where the log has both (SQLite
+    text, pandas' CSV text, or epoch milliseconds in ``to_json``), else from a ``duration``
+    column (pandas' ``0 days 00:00:01.5`` text, or milliseconds in JSON). None: no times."""
+    began, ended = _instant(start), _instant(complete)
+    if began is not None and ended is not None:
+        return ended - began
+    if isinstance(duration, (int, float)) and not isinstance(duration, bool) and math.isfinite(duration):
+        return float(duration) / 1000  # to_json writes a timedelta as milliseconds
+    match = TIMEDELTA.match(str(duration).strip()[:64]) if isinstance(duration, str) else None
+    if match is None:
+        return None
+    days, hours, minutes, seconds = match.groups()
+    return int(days) * 86400 + int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+
+
+def _instant(value: Any) -> float | None:
+    """A timestamp as seconds: ISO text (``2026-12-01 14:28:10.633000``) or epoch milliseconds."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value) / 1000 if math.isfinite(value) else None
+    if not isinstance(value, str) or not value.strip() or len(value) > 64:
+        return None
+    try:
+        return datetime.fromisoformat(value.strip()).timestamp()
+    except ValueError:
+        return None
 
 
 def _number(value: Any) -> float | None:

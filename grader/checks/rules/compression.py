@@ -39,6 +39,21 @@ class Criterion(Params):
     )
 
 
+class Hint(Params):
+    """Advice for a shortfall that only applies to some files: shown when the check is short of
+    full marks and ``model``'s graph has any of ``ops_any`` and none of ``ops_none``."""
+
+    model: str = "candidate"
+    ops_any: list[str] = Field(min_length=1)
+    ops_none: list[str] = []
+    text: str
+
+    def applies(self, ctx: CheckContext) -> bool:
+        model = ctx.observations.models.get(self.model)
+        ops = model.evidence.op_types if model is not None else {}
+        return any(ops.get(op) for op in self.ops_any) and not any(ops.get(op) for op in self.ops_none)
+
+
 class ThresholdsParams(Params):
     """Either ``criteria: [...]`` or one criterion's fields inline; the check gets the lowest score."""
 
@@ -52,6 +67,7 @@ class ThresholdsParams(Params):
         "fail", description="fail (default): a figure that could not be measured costs the points, and says why; skip"
     )
     note: str = ""
+    hints: list[Hint] = Field([], description="advice shown short of full marks, for the files it fits")
 
     @model_validator(mode="after")
     def _one_form(self) -> ThresholdsParams:
@@ -118,8 +134,10 @@ def thresholds(params: ThresholdsParams, ctx: CheckContext) -> Outcome:
         if params.missing == "fail":  # not measuring a figure is a shortfall, and the message says why
             return Outcome(0.0, f"Could not be measured: {texts}.", evidence)
         return Outcome(None, f"Nothing to judge: {texts}.", evidence)
-    note = " ".join(params.note.split())
-    return Outcome(min(fractions), f"{texts[0].upper()}{texts[1:]}.{' ' + note if note else ''}", evidence)
+    score = min(fractions)
+    advice = [params.note] + ([h.text for h in params.hints if h.applies(ctx)] if score < 1 else [])
+    extra = " ".join(" ".join(a.split()) for a in advice if a.strip())
+    return Outcome(score, f"{texts[0].upper()}{texts[1:]}.{' ' + extra if extra else ''}", evidence)
 
 
 def claimed_bits(claim: Any) -> int | None:
@@ -202,6 +220,8 @@ def pruned(params: PrunedParams, ctx: CheckContext) -> Outcome:
         "layers": layer_sparsity(ctx.observations.models[role].evidence)[:50],
     }
     message = f"{sparsity:.1%} of the prunable weights are exact zeros or removed (needs {required:.0%})."
+    if figure and figure.note:
+        message += f" {figure.note[0].upper()}{figure.note[1:]}."
     if claimed is not None and sparsity < claimed - tolerance:
         message += f" You claimed {claimed:.0%}, but the file shows {sparsity:.1%}."
     if summary.near_zero_fraction > 0.01:
