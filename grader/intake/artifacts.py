@@ -249,14 +249,54 @@ def onnx_external_files(path: Path, root: Path, relpath: str) -> dict[str, Path]
             kind="format",
         ) from None
     found: dict[str, Path] = {}
+    ranges: dict[str, list[tuple[int, int]]] = {}
     base = PurePosixPath(relpath).parent
     for tensor in _all_tensors(model):
         if tensor.data_location != onnx.TensorProto.EXTERNAL:
             continue
-        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+        entries = {e.key: e.value for e in tensor.external_data}
+        location = entries.get("location", "")
         target = str(base / location) if str(base) != "." else location
         found[target] = resolve_inside(root, target, f"external data of '{relpath}'")
+        ranges.setdefault(target, []).append(_byte_range(entries))
+    for target, spans in ranges.items():
+        _check_fully_used(found[target], target, relpath, spans)
     return found
+
+
+ALIGNMENT_SLACK = 64 * 1024  # bytes between or after tensors an exporter may leave for alignment
+
+
+def _byte_range(entries: dict[str, str]) -> tuple[int, int]:
+    try:
+        offset = int(entries.get("offset", "0") or 0)
+        length = int(entries["length"]) if entries.get("length") else -1
+    except ValueError:
+        return 0, -1
+    return offset, length
+
+
+def _check_fully_used(path: Path, target: str, relpath: str, spans: list[tuple[int, int]]) -> None:
+    """An external-data file must hold the model's tensors and (alignment aside) nothing else:
+    bytes no tensor reads would count towards the model's size, and a baseline padded with them
+    would make any candidate look smaller."""
+    if any(length < 0 for _, length in spans):
+        return  # a tensor without a length reads to the end of the file: nothing is unused
+    size = path.stat().st_size
+    used, end = 0, 0
+    for offset, length in sorted(spans):
+        start = max(offset, end)
+        used += max(0, offset + length - start)
+        end = max(end, offset + length)
+    unused = size - min(used, size)
+    if unused > max(ALIGNMENT_SLACK, 0.01 * size):
+        raise SubmissionError(
+            f"'{target}', the external data of '{relpath}', holds {unused:,} bytes that no tensor of the "
+            "model uses; the grader counts a model's size from its files, so they must hold only the model.",
+            "Save the model again so the data file holds only its tensors: onnx.save_model(onnx.load(path), "
+            "path, save_as_external_data=True, location=...) writes a fresh one (or torch.onnx.export again).",
+            kind="format",
+        )
 
 
 def _all_tensors(model):  # noqa: ANN001, ANN202 - onnx types are imported lazily
