@@ -101,7 +101,9 @@ def main() -> int:
         runs = [grade_once(str(SOLUTION)) for _ in range(args.runs)]
         for i, run in enumerate(runs):
             print(f"run {i + 1}: {run['wall']:.1f} s, b64 {run['b64'][0]:.2f}x ({run['b64'][3]})", flush=True)
-        rows.append(("hw2 reference, one grading, median wall time", f"{statistics.median(r['wall'] for r in runs):.1f} s"))
+        rows.append(
+            ("hw2 reference, one grading, median wall time", f"{statistics.median(r['wall'] for r in runs):.1f} s")
+        )
         rows.append(
             (
                 f"speedup spread over {args.runs} gradings, batch 64 / batch 1",

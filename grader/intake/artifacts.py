@@ -17,6 +17,7 @@ import hashlib
 import shutil
 import struct
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -236,8 +237,11 @@ def _classify_zip(path: Path, relpath: str, what: str) -> str:
     raise SubmissionError(f"{what} '{relpath}' is a zip the grader does not recognise.", SAFE_FORMATS_HINT, "format")
 
 
-def onnx_external_files(path: Path, root: Path, relpath: str) -> dict[str, Path]:
-    """External-data files an ONNX model names, each vetted to lie inside the submission."""
+def onnx_external_files(
+    path: Path, root: Path, relpath: str, check: Callable[[Path, str], None] = lambda _p, _r: None
+) -> dict[str, Path]:
+    """External-data files an ONNX model names, each vetted to lie inside the submission, to pass
+    ``check`` (the size limit), and to hold nothing but the model's tensors."""
     import onnx  # local: parsing protobuf is data, but keep the CLI's import cheap
 
     try:
@@ -260,6 +264,7 @@ def onnx_external_files(path: Path, root: Path, relpath: str) -> dict[str, Path]
         found[target] = resolve_inside(root, target, f"external data of '{relpath}'")
         ranges.setdefault(target, []).append(_byte_range(entries))
     for target, spans in ranges.items():
+        check(found[target], target)
         _check_fully_used(found[target], target, relpath, spans)
     return found
 
@@ -350,8 +355,8 @@ def vet_model(
         stored = pt2_stored(entries)
     if fmt == "onnx":
         stored = onnx_stored(path)
-        for ext_rel, ext_path in onnx_external_files(path, root, relpath).items():
-            _check_size(ext_path, ext_rel, what, limit_mb)
+        within_limit = lambda ext_path, ext_rel: _check_size(ext_path, ext_rel, what, limit_mb)  # noqa: E731
+        for ext_rel, ext_path in onnx_external_files(path, root, relpath, within_limit).items():
             extra[ext_rel] = sha256_file(ext_path)
             files[ext_rel] = ext_path.stat().st_size
             parts.append(ext_path)
