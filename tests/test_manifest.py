@@ -79,3 +79,21 @@ def test_manifest_file_must_exist_and_not_be_a_link(tmp_path: Path) -> None:
     (tmp_path / "submission.yaml").symlink_to(real)
     with pytest.raises(SubmissionError, match="symbolic link"):
         load_manifest(tmp_path)
+
+
+def test_a_key_written_one_level_too_high_says_where_it_belongs() -> None:
+    """A student who forgot to indent 'candidate:' under 'models:' is told exactly that."""
+    text = VALID.replace("  candidate: {path: compressed.safetensors, architecture: digits-cnn}\n", "")
+    text += "candidate: compressed.onnx\ninputs: inputs.npz\n"
+    problems = _problems(text.replace("data:\n  inputs: inputs.npz\n", ""))
+    assert "'candidate' belongs under 'models:'" in problems["candidate"]
+    assert "'inputs' belongs under 'data:'" in problems["inputs"]
+    assert "check its spelling" in _problems(VALID.replace("notes:", "nots:"))["nots"]
+
+
+def test_a_manifest_saved_as_submission_yml_is_named_with_the_fix(tmp_path: Path) -> None:
+    (tmp_path / "submission.yml").write_text(VALID)
+    with pytest.raises(SubmissionError) as info:
+        load_manifest(tmp_path)
+    assert "there is 'submission.yml'" in info.value.problems[0].message
+    assert "git mv submission.yml submission.yaml" in info.value.problems[0].hint

@@ -13,10 +13,12 @@ from grader.intake.artifacts import gzip_size
 from grader.worker.measure import (
     PairedTimes,
     accuracy,
+    block_bootstrap_median,
     kl_divergence,
     max_abs_error,
     median_estimate,
     output_parity,
+    pair_round_ratios,
     peak_rss_mb,
     ratio_estimate,
     reset_peak_rss,
@@ -131,6 +133,65 @@ def test_time_interleaved_respects_the_budget() -> None:
     assert elapsed < 0.2 + 0.3  # budget, warm-up, one round past the deadline, slack for a busy CI
 
 
+def test_time_interleaved_stops_once_settled_and_looks_only_at_whole_pair_rounds() -> None:
+    looks: list[int] = []
+
+    def settled(times: PairedTimes) -> bool:
+        looks.append(times.rounds)
+        return times.rounds >= 16
+
+    log: list[str] = []
+    times = time_interleaved(*_recorders(log), budget_s=60.0, warmup=0, min_rounds=6, settled=settled)
+    assert times.stopped == "settled" and times.rounds == 16
+    assert looks == [8, 12, 16]  # every SETTLE_EVERY rounds once min_rounds are in: AB + BA pairs only
+
+
+def test_time_interleaved_says_which_cap_stopped_it() -> None:
+    never = lambda _: False  # noqa: E731
+    assert time_interleaved(lambda: None, lambda: None, budget_s=60.0, max_rounds=20, settled=never).stopped == (
+        "max_rounds"
+    )
+    assert time_interleaved(lambda: None, lambda: None, budget_s=0.0, min_rounds=4, settled=never).stopped == "budget"
+
+
+def test_pair_rounds_cancel_an_edge_for_whoever_runs_first() -> None:
+    """Equal models, but the first call of every round runs 20% slower (a cold cache)."""
+    rounds = 40
+    first_is_reference = np.arange(rounds) % 2 == 0
+    reference = np.where(first_is_reference, 1.2e-3, 1e-3)
+    candidate = np.where(first_is_reference, 1e-3, 1.2e-3)
+    per_round = reference / candidate
+    assert set(np.round(per_round, 3)) == {1.2, 0.833}  # a naive median lands on either
+    units = pair_round_ratios(PairedTimes(reference, candidate))
+    assert units.size == rounds // 2 and np.allclose(units, 1.0)
+
+
+def _drifting(rounds: int, seed: int, ratio: float = 2.0) -> PairedTimes:
+    """A shared machine: both models slow down and speed up together (AR(1) load, rho 0.9), and the
+    ratio itself wanders with the load a little, as cache pressure makes it do."""
+    rng = np.random.default_rng(seed)
+    load = np.zeros(rounds)
+    for i in range(1, rounds):
+        load[i] = 0.9 * load[i - 1] + rng.normal(0, 0.05)
+    candidate = 1e-3 * np.exp(load + rng.normal(0, 0.02, rounds))
+    reference = ratio * candidate * np.exp(0.5 * load + rng.normal(0, 0.02, rounds))
+    return PairedTimes(reference, candidate)
+
+
+def test_the_block_bootstrap_interval_is_wider_under_drift_than_an_independent_one() -> None:
+    """Rounds next to each other are alike under drift: treating them as independent gives an
+    interval too narrow; blocks keep that dependence in the resamples."""
+    widths = []
+    for seed in range(30):
+        times = _drifting(64, seed)
+        units = pair_round_ratios(times)
+        low, high = block_bootstrap_median(units, seed)
+        rng = np.random.default_rng(seed)
+        iid = np.median(units[rng.integers(0, units.size, size=(2000, units.size))], axis=1)
+        widths.append((high - low) / (np.percentile(iid, 97.5) - np.percentile(iid, 2.5)))
+    assert np.median(widths) > 1.1
+
+
 # --------------------------------------------------------------------------- fidelity
 
 
@@ -238,12 +299,23 @@ def test_peak_rss_is_reset_and_then_grows_with_an_allocation() -> None:
 
 def test_time_single_runs_min_rounds_then_respects_the_budget() -> None:
     calls = []
-    times = time_single(lambda: calls.append(1), budget_s=0.0, warmup=2, min_rounds=5)
-    assert times.size == 5 and len(calls) == 7  # 2 warm-up calls are not timed
+    times, stopped = time_single(lambda: calls.append(1), budget_s=0.0, warmup=2, min_rounds=5)
+    assert times.size == 5 and len(calls) == 7 and stopped == "budget"  # 2 warm-up calls are not timed
     started = time.perf_counter()
-    times = time_single(lambda: time.sleep(0.002), budget_s=0.1, warmup=0, min_rounds=1, max_rounds=10_000)
+    times, _ = time_single(lambda: time.sleep(0.002), budget_s=0.1, warmup=0, min_rounds=1, max_rounds=10_000)
     assert 0.09 < time.perf_counter() - started < 1.0
     assert np.all(times >= 0.002)
+
+
+def test_time_single_stops_once_settled() -> None:
+    looks: list[int] = []
+
+    def settled(seconds: np.ndarray) -> bool:
+        looks.append(seconds.size)
+        return seconds.size >= 12
+
+    times, stopped = time_single(lambda: None, budget_s=60.0, warmup=0, min_rounds=8, settled=settled)
+    assert stopped == "settled" and times.size == 12 and looks == [8, 12]
 
 
 def test_median_estimate_has_an_interval_around_the_median() -> None:

@@ -444,3 +444,27 @@ def test_a_regraded_manifest_naming_another_team_is_filed_under_its_folder_not_t
     assert result.submission.team == "team-beta" and result.status == "rejected"
     assert "says team 'team-alpha'" in result.problems[0].message
     assert result.score == 0
+
+
+def test_parallel_gradings_get_cores_of_their_own() -> None:
+    import os
+
+    from grader.gradebook.regrade import core_slices, pinned_pool
+
+    assert core_slices(2, [0, 1, 2, 3]) == [[0, 1], [2, 3]]
+    assert core_slices(3, [0, 1, 2, 3, 4, 5, 6]) == [[0, 1], [2, 3], [4, 5, 6]]
+    assert core_slices(4, [5, 7]) == [[5], [7], [5], [7]]  # more jobs than cores: one core each
+    cores = sorted(os.sched_getaffinity(0))
+    workers = min(2, len(cores))
+    with pinned_pool(workers) as pool:
+        seen = {pid: cpus for pid, cpus in pool.map(_affinity_after, [0.5] * workers)}
+    assert len(seen) == workers  # each process ran one of the waits
+    assert sorted(sorted(c) for c in seen.values()) == sorted(core_slices(workers, cores))
+
+
+def _affinity_after(seconds: float) -> tuple[int, set[int]]:
+    import os
+    import time
+
+    time.sleep(seconds)
+    return os.getpid(), os.sched_getaffinity(0)

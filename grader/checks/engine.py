@@ -226,6 +226,16 @@ def evaluate(checks: list[BoundCheck], ctx: CheckContext) -> list[CheckResult]:
         if gate_failed:
             results.append(_result(check.spec, Outcome(None, f"Not graded because check '{gate_failed}' failed.")))
             continue
+        failed = [r for r in results if r.id in check.spec.requires and r.status is CheckStatus.FAIL]
+        if failed:
+            titles = ", ".join(f"'{r.id}'" for r in failed)
+            outcome = Outcome(
+                0.0,
+                f"Not credited while {titles} fails: speed or size of a model that does not compute what it "
+                "is compared with is not compression.",
+            )
+            results.append(_result(check.spec.model_copy(update={"fix": ""}), outcome))
+            continue
         result = _result(check.spec, check.rule.judge(check.params, ctx))
         results.append(result)
         if check.spec.gate and result.status is not CheckStatus.PASS:

@@ -6,6 +6,7 @@ import argparse
 import functools
 import os
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -125,11 +126,12 @@ def _grade_with_progress(tasks: list[Task], args: argparse.Namespace) -> list[Ou
 
     from grader.gradebook import regrade
 
-    workers = args.jobs or regrade.default_workers()
+    workers = min(args.jobs or regrade.default_workers(), max(1, len(tasks)))
     columns = (TextColumn("regrading"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    started = time.perf_counter()
     with Progress(*columns, transient=False) as progress:
         bar = progress.add_task("regrade", total=len(tasks))
-        return regrade.run_tasks(
+        outcomes = regrade.run_tasks(
             tasks,
             args.repo_dir.resolve(),
             args.assignments,
@@ -137,6 +139,13 @@ def _grade_with_progress(tasks: list[Task], args: argparse.Namespace) -> list[Ou
             functools.partial(sandboxes, args.runner_settings),
             lambda _: progress.advance(bar),
         )
+    elapsed = time.perf_counter() - started
+    cores = "; ".join(",".join(map(str, s)) for s in regrade.core_slices(workers))
+    print(
+        f"regraded {len(outcomes)} submission(s) in {elapsed:.1f} s with {workers} parallel grading(s) pinned to "
+        f"cores [{cores}]: {len(outcomes) / max(elapsed, 1e-9) * 60:.1f} per minute"
+    )
+    return outcomes
 
 
 def _confirmed(args: argparse.Namespace, count: int) -> bool:

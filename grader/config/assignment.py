@@ -104,6 +104,9 @@ class CheckSpec(Strict):
     params: dict[str, Any] = {}
     bonus: bool = Field(False, description="extra credit: earned points add to the score, not to max_score")
     fix: str = Field("", description="how to fix a shortfall, shown to the student")
+    requires: list[str] = Field(
+        [], description="checks (earlier in the list) that must not fail for this one to earn points, e.g. fidelity"
+    )
 
     @field_validator("fix", "title")
     @classmethod
@@ -151,6 +154,10 @@ class Assignment(Strict):
         ids = [c.id for c in self.checks]
         if len(ids) != len(set(ids)):
             raise ValueError("check ids must be unique")
+        for index, check in enumerate(self.checks):
+            unknown = [r for r in check.requires if r not in ids[:index]]
+            if unknown:
+                raise ValueError(f"check '{check.id}' requires {unknown}, which are not checks listed before it")
         missing = sorted(set(self.leaderboard.ranked_if) - set(ids)) if self.leaderboard else []
         if missing:
             raise ValueError(f"leaderboard.ranked_if names unknown checks {missing}")

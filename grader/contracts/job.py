@@ -27,15 +27,41 @@ class Limits(Strict):
     scratch_mb: int = Field(256, ge=16, description="the sandbox's private scratch space (a tmpfs)")
 
 
+class TimingDecision(Strict):
+    """What a check will make of a timed figure, so the worker can stop timing once no more
+    rounds could change it. Filled in by the host from the assignment's checks, never by hand."""
+
+    figure: str = Field(description="e.g. candidate_vs_baseline.speedup_b64")
+    full: float
+    zero: float
+    points: float = Field(ge=0)
+    favourable: bool = Field(True, description="the verdict reads the favourable end of the 95% interval")
+    ranked: bool = Field(False, description="also plotted or ranked (a leaderboard axis): it must be precise too")
+
+
 class TimingSpec(Strict):
-    """Interleaved timing: rounds of A B A B within ``budget_s``, after ``warmup`` calls each."""
+    """Sequential interleaved timing: rounds of A B, B A until the verdict is certain.
+
+    Timing stops, after ``min_rounds``, as soon as both ends of a figure's 95% interval give the
+    same points to within ``precision_points`` (for a figure a check scores, ``decisions``), or
+    the interval's width is under ``rel_width`` of the figure (for a figure only reported or
+    ranked); at the latest at ``max_rounds`` or when its share of ``budget_s`` is spent.
+    A figure still open at the cap is decided by the check's documented rule (the favourable end
+    of the interval), and the report says it stopped at the cap.
+    """
 
     threads: int = 1
     batch_sizes: list[int] = [1, 64]
     warmup: int = 3
-    budget_s: float = 20.0
-    min_rounds: int = 7
+    budget_s: float = Field(20.0, description="the cap: seconds of timing for the whole grading")
+    min_rounds: int = Field(16, ge=2, description="rounds before the first look: 8 A B + B A pairs")
     max_rounds: int = 400
+    precision_points: float = Field(0.25, gt=0, description="points a decided check may still differ by")
+    rel_width: float = Field(0.05, gt=0, description="interval width / median at which a figure is precise enough")
+    stop: Literal["verdict", "budget"] = Field(
+        "verdict", description="verdict: stop once settled; budget: always spend the cap (benchmarks)"
+    )
+    decisions: list[TimingDecision] = Field([], description="set by the host from the checks")
     inputs: Literal["team", "heldout"] = Field(
         "team",
         description="where timed batches are drawn from: the team's inputs.npz, or the course's held-out "

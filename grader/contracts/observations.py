@@ -146,6 +146,9 @@ class TimingComparison(Strict):
     candidate_items_per_s: float | None
     timed_outputs: list[TimedOutputs] = []
     note: str = Field("", max_length=1000)
+    stopped: Literal["", "settled", "budget", "max_rounds"] = Field(
+        "", description="settled: no more rounds could change the verdict; budget / max_rounds: the cap"
+    )
 
 
 class OutputParity(Strict):
@@ -191,6 +194,7 @@ class SoloTiming(Strict):
     items_per_s: float | None
     timed_outputs: list[TimedOutputs] = []
     note: str = Field("", max_length=1000)
+    stopped: Literal["", "settled", "budget", "max_rounds"] = ""
 
 
 class BatchProbe(Strict):

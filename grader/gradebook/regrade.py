@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import io
 import multiprocessing
+import multiprocessing.queues
 import os
 import subprocess
 import tarfile
@@ -188,7 +189,33 @@ def regrade_one(task: Task, repo: Path, assignments: Path | None, sandboxes: Cal
 
 def default_workers() -> int:
     """One grading per core: each grading times its models on one thread (assignment ``threads``)."""
-    return max(1, os.cpu_count() or 1)
+    return max(1, len(os.sched_getaffinity(0)) or os.cpu_count() or 1)
+
+
+def core_slices(workers: int, cores: list[int] | None = None) -> list[list[int]]:
+    """Each parallel grading's own cores: the usable cores split into ``workers`` disjoint runs
+    (more workers than cores share them round-robin, one core each)."""
+    cores = sorted(cores if cores is not None else os.sched_getaffinity(0))
+    if workers >= len(cores):
+        return [[cores[i % len(cores)]] for i in range(workers)]
+    return [cores[i * len(cores) // workers : (i + 1) * len(cores) // workers] for i in range(workers)]
+
+
+def _pin(slices: multiprocessing.queues.Queue) -> None:  # type: ignore[name-defined]
+    """Pool initializer: this process (and the sandboxes it starts) runs on its slice alone."""
+    os.sched_setaffinity(0, slices.get())
+
+
+def pinned_pool(workers: int) -> ProcessPoolExecutor:
+    """A process pool whose processes each run on their own cores, so that parallel gradings do
+    not time each other's noise: a grading's interleaved timing then only shares its cores with
+    its own sandbox. ``spawn``, not fork: the parent runs rich's refresh thread, and forking a
+    threaded process can deadlock."""
+    context = multiprocessing.get_context("spawn")
+    slices = context.Queue()
+    for cores in core_slices(workers):
+        slices.put(cores)
+    return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_pin, initargs=(slices,))
 
 
 def run_tasks(
@@ -203,9 +230,7 @@ def run_tasks(
     outcomes: list[Outcome] = []
     if not tasks:
         return outcomes
-    # spawn, not fork: the parent runs rich's refresh thread, and forking a threaded process can deadlock
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=context) as pool:
+    with pinned_pool(min(workers, len(tasks))) as pool:
         futures = [pool.submit(regrade_one, task, repo, assignments, sandboxes) for task in tasks]
         for future in as_completed(futures):
             outcome = future.result()

@@ -33,6 +33,7 @@ from pathlib import Path
 
 from grader import __version__, exitcodes
 from grader.checks import BoundCheck, CheckContext, evaluate, load_checker, prepare, skipped_all, totals
+from grader.checks.decisions import timing_decisions
 from grader.config.assignment import Assignment, load_assignment
 from grader.config.heldout import evaluation_file
 from grader.config.paths import assignments_root, references_root
@@ -184,8 +185,9 @@ def build_job(
     inputs = next((a.ref for a in artifacts if a.role == "inputs"), None)
     log = next((a for a in artifacts if a.role == "search_log"), None)
     study = submission.claims.get("study")
+    timing = assignment.measure.timing.model_copy(update={"decisions": timing_decisions(assignment)})
     measure = assignment.measure.model_copy(
-        update={"derived": [d for d in assignment.measure.derived if claimed(submission, d.claim)]}
+        update={"derived": [d for d in assignment.measure.derived if claimed(submission, d.claim)], "timing": timing}
     )
     folders = {"references": references_root().resolve(), "vetted": work / "vetted"}
     heldout, data, labels = None, "", None

@@ -17,6 +17,7 @@ import hashlib
 import shutil
 import struct
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -236,8 +237,11 @@ def _classify_zip(path: Path, relpath: str, what: str) -> str:
     raise SubmissionError(f"{what} '{relpath}' is a zip the grader does not recognise.", SAFE_FORMATS_HINT, "format")
 
 
-def onnx_external_files(path: Path, root: Path, relpath: str) -> dict[str, Path]:
-    """External-data files an ONNX model names, each vetted to lie inside the submission."""
+def onnx_external_files(
+    path: Path, root: Path, relpath: str, check: Callable[[Path, str], None] = lambda _p, _r: None
+) -> dict[str, Path]:
+    """External-data files an ONNX model names, each vetted to lie inside the submission, to pass
+    ``check`` (the size limit), and to hold nothing but the model's tensors."""
     import onnx  # local: parsing protobuf is data, but keep the CLI's import cheap
 
     try:
@@ -249,14 +253,55 @@ def onnx_external_files(path: Path, root: Path, relpath: str) -> dict[str, Path]
             kind="format",
         ) from None
     found: dict[str, Path] = {}
+    ranges: dict[str, list[tuple[int, int]]] = {}
     base = PurePosixPath(relpath).parent
     for tensor in _all_tensors(model):
         if tensor.data_location != onnx.TensorProto.EXTERNAL:
             continue
-        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+        entries = {e.key: e.value for e in tensor.external_data}
+        location = entries.get("location", "")
         target = str(base / location) if str(base) != "." else location
         found[target] = resolve_inside(root, target, f"external data of '{relpath}'")
+        ranges.setdefault(target, []).append(_byte_range(entries))
+    for target, spans in ranges.items():
+        check(found[target], target)
+        _check_fully_used(found[target], target, relpath, spans)
     return found
+
+
+ALIGNMENT_SLACK = 64 * 1024  # bytes between or after tensors an exporter may leave for alignment
+
+
+def _byte_range(entries: dict[str, str]) -> tuple[int, int]:
+    try:
+        offset = int(entries.get("offset", "0") or 0)
+        length = int(entries["length"]) if entries.get("length") else -1
+    except ValueError:
+        return 0, -1
+    return offset, length
+
+
+def _check_fully_used(path: Path, target: str, relpath: str, spans: list[tuple[int, int]]) -> None:
+    """An external-data file must hold the model's tensors and (alignment aside) nothing else:
+    bytes no tensor reads would count towards the model's size, and a baseline padded with them
+    would make any candidate look smaller."""
+    if any(length < 0 for _, length in spans):
+        return  # a tensor without a length reads to the end of the file: nothing is unused
+    size = path.stat().st_size
+    used, end = 0, 0
+    for offset, length in sorted(spans):
+        start = max(offset, end)
+        used += max(0, offset + length - start)
+        end = max(end, offset + length)
+    unused = size - min(used, size)
+    if unused > max(ALIGNMENT_SLACK, 0.01 * size):
+        raise SubmissionError(
+            f"'{target}', the external data of '{relpath}', holds {unused:,} bytes that no tensor of the "
+            "model uses; the grader counts a model's size from its files, so they must hold only the model.",
+            "Save the model again so the data file holds only its tensors: onnx.save_model(onnx.load(path), "
+            "path, save_as_external_data=True, location=...) writes a fresh one (or torch.onnx.export again).",
+            kind="format",
+        )
 
 
 def _all_tensors(model):  # noqa: ANN001, ANN202 - onnx types are imported lazily
@@ -310,8 +355,8 @@ def vet_model(
         stored = pt2_stored(entries)
     if fmt == "onnx":
         stored = onnx_stored(path)
-        for ext_rel, ext_path in onnx_external_files(path, root, relpath).items():
-            _check_size(ext_path, ext_rel, what, limit_mb)
+        within_limit = lambda ext_path, ext_rel: _check_size(ext_path, ext_rel, what, limit_mb)  # noqa: E731
+        for ext_rel, ext_path in onnx_external_files(path, root, relpath, within_limit).items():
             extra[ext_rel] = sha256_file(ext_path)
             files[ext_rel] = ext_path.stat().st_size
             parts.append(ext_path)

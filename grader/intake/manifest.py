@@ -81,12 +81,24 @@ FIELD_HINTS = {
 }
 
 
+# keys that are fields one level down: written at the top, they were meant to be indented under it
+BELONGS_UNDER = {
+    **{role: "models" for role in ("baseline", "candidate", "teacher", "student", "source", "onnx", "reference")},
+    **{key: "data" for key in ("inputs", "search_log")},
+    **{key: "claims" for key in ("quantization", "sparsity", "clusters", "trial", "study", "objectives", "tensorrt")},
+    **{key: "reported" for key in ("size_mb", "params", "latency_ms", "accuracy")},
+}
+MISNAMED = ("submission.yml", "Submission.yaml", "submission.yaml.txt", "submission.json", "SUBMISSION.yaml")
+
+
 def _describe(error: dict[str, Any]) -> tuple[str, str]:
     """Turn one pydantic error into (field, message) a student can act on."""
     loc = ["schema" if part == "schema_" else str(part) for part in error["loc"]] or ["schema"]
     field = ".".join(loc)
     if error["type"] == "extra_forbidden":
-        message = f"unknown field '{field}' (check its spelling; see the assignment README for the fields)"
+        parent = BELONGS_UNDER.get(loc[-1]) if len(loc) == 1 else None
+        where = f"'{loc[-1]}' belongs under '{parent}:' (indent it there)" if parent else "check its spelling"
+        message = f"unknown field '{field}' ({where}; see the assignment README for the fields)"
     elif error["type"] == "missing":
         message = f"missing required field '{field}'"
     else:
@@ -160,6 +172,13 @@ def load_manifest(submission_dir: Path) -> Submission:
     if path.is_symlink():
         raise SubmissionError(f"{MANIFEST_NAME} is a symbolic link.", "Commit it as a regular file.", "manifest")
     if not path.is_file():
+        misnamed = next((name for name in MISNAMED if (Path(submission_dir) / name).is_file()), None)
+        if misnamed:
+            raise SubmissionError(
+                f"no {MANIFEST_NAME} in {submission_dir}, but there is '{misnamed}'.",
+                f"Rename it: git mv {misnamed} {MANIFEST_NAME} (the grader reads that one name only).",
+                kind="manifest",
+            )
         raise SubmissionError(
             f"no {MANIFEST_NAME} in {submission_dir}.",
             "Add one; the assignment README has a template.",

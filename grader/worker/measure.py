@@ -1,13 +1,21 @@
 """Measurements that hold up on noisy shared machines.
 
-Baseline and candidate are timed in the same process, interleaved (A B A B ...), on the same
+Baseline and candidate are timed in the same process, interleaved (A B, B A, ...), on the same
 inputs and threads (drawn afresh each round by ``grader.worker.timing``), after warm-up; the
-reported figure is the ratio with a bootstrap 95% interval, because absolute times drift between
+reported figure is the ratio with a 95% interval, because absolute times drift between
 processes far more than interleaved ratios do.
+
+The interval comes from a moving-block bootstrap over *pair-rounds*: each A B round and the B A
+round after it are one unit (the geometric mean of their two ratios), which cancels any edge
+the first call of a round has over the second, and blocks of consecutive units keep the drift
+of a shared machine (rounds next to each other are alike) inside the resamples instead of
+treating every round as independent. Timing is sequential: after ``min_rounds`` it stops as
+soon as ``settled`` says the interval can no longer change the verdict, or at the cap.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import resource
 import time
@@ -19,12 +27,16 @@ import numpy as np
 from grader.contracts.observations import Estimate, OutputParity
 
 BOOTSTRAP_SAMPLES = 2000
+SETTLE_EVERY = 4  # rounds between two looks at the interval (even: whole pair-rounds)
+
+Settled = Callable[["PairedTimes"], bool]
 
 
 @dataclass
 class PairedTimes:
     reference_s: np.ndarray
     candidate_s: np.ndarray
+    stopped: str = "budget"  # settled | budget | max_rounds
 
     @property
     def rounds(self) -> int:
@@ -37,11 +49,13 @@ def time_interleaved(
     *,
     budget_s: float,
     warmup: int = 3,
-    min_rounds: int = 7,
+    min_rounds: int = 8,
     max_rounds: int = 400,
     prepare: Callable[[int], None] | None = None,
+    settled: Settled | None = None,
 ) -> PairedTimes:
-    """Alternate the two calls until the budget is spent (but at least ``min_rounds``).
+    """Alternate the two calls until ``settled`` says the figure is decided (checked every
+    ``SETTLE_EVERY`` rounds once ``min_rounds`` are in), the budget is spent or ``max_rounds``.
 
     The order flips every round (A B, B A, ...) so neither model always runs on a cache the
     other just warmed. ``prepare(round)``, if given, runs before each round outside the clock
@@ -52,11 +66,20 @@ def time_interleaved(
         prepare(number)
         reference()
         candidate()
-    ref, cand = [], []
+    ref: list[float] = []
+    cand: list[float] = []
     deadline = time.perf_counter() + budget_s
-    while len(ref) < max_rounds and (len(ref) < min_rounds or time.perf_counter() < deadline):
-        prepare(warmup + len(ref))
-        first, second = (reference, candidate) if len(ref) % 2 == 0 else (candidate, reference)
+    while True:
+        done = len(ref)
+        if done >= max_rounds:
+            return PairedTimes(np.array(ref), np.array(cand), "max_rounds")
+        if done >= min_rounds:
+            if time.perf_counter() >= deadline:
+                return PairedTimes(np.array(ref), np.array(cand), "budget")
+            if settled is not None and done % SETTLE_EVERY == 0 and settled(PairedTimes(np.array(ref), np.array(cand))):
+                return PairedTimes(np.array(ref), np.array(cand), "settled")
+        prepare(warmup + done)
+        first, second = (reference, candidate) if done % 2 == 0 else (candidate, reference)
         t0 = time.perf_counter()
         first()
         t1 = time.perf_counter()
@@ -65,17 +88,34 @@ def time_interleaved(
         a, b = (t1 - t0, t2 - t1) if first is reference else (t2 - t1, t1 - t0)
         ref.append(a)
         cand.append(b)
-    return PairedTimes(np.array(ref), np.array(cand))
+
+
+def pair_round_ratios(times: PairedTimes) -> np.ndarray:
+    """One ratio per A B + B A pair of rounds (their geometric mean); a last odd round alone."""
+    ratios = times.reference_s / np.maximum(times.candidate_s, 1e-12)
+    whole = ratios[: ratios.size // 2 * 2].reshape(-1, 2)
+    units = np.sqrt(whole[:, 0] * whole[:, 1])
+    return np.concatenate([units, ratios[whole.size :]]) if ratios.size % 2 else units
+
+
+def block_bootstrap_median(units: np.ndarray, seed: int = 0) -> tuple[float, float]:
+    """95% percentile interval of the median, resampling moving blocks of about n^(1/3) units."""
+    n = units.size
+    if n < 2:
+        value = float(units[0]) if n else math.nan
+        return value, value
+    block = max(1, round(n ** (1 / 3)))
+    starts = np.random.default_rng(seed).integers(0, n - block + 1, size=(BOOTSTRAP_SAMPLES, -(-n // block)))
+    picks = (starts[:, :, None] + np.arange(block)).reshape(BOOTSTRAP_SAMPLES, -1)[:, :n]
+    low, high = np.percentile(np.median(units[picks], axis=1), [2.5, 97.5])
+    return float(low), float(high)
 
 
 def ratio_estimate(times: PairedTimes, seed: int = 0) -> Estimate:
-    """Speedup = reference time / candidate time: median of per-round ratios, bootstrap 95% CI."""
-    ratios = times.reference_s / np.maximum(times.candidate_s, 1e-12)
-    rng = np.random.default_rng(seed)
-    picks = rng.integers(0, ratios.size, size=(BOOTSTRAP_SAMPLES, ratios.size))
-    medians = np.median(ratios[picks], axis=1)
-    low, high = np.percentile(medians, [2.5, 97.5])
-    return Estimate(value=float(np.median(ratios)), low=float(low), high=float(high), unit="x")
+    """Speedup = reference time / candidate time: the median over pair-rounds, block-bootstrap 95% CI."""
+    units = pair_round_ratios(times)
+    low, high = block_bootstrap_median(units, seed)
+    return Estimate(value=float(np.median(units)), low=low, high=high, unit="x")
 
 
 def rss_mb() -> float:
@@ -113,12 +153,18 @@ def top1_agreement(reference: np.ndarray, candidate: np.ndarray) -> float | None
 
 
 def snr_db(reference: np.ndarray, candidate: np.ndarray) -> float | None:
-    """Signal-to-noise of the candidate's outputs against the reference's, in decibels."""
+    """Signal-to-noise of the candidate's outputs against the reference's, in decibels.
+
+    The signal is how much the reference's outputs vary from sample to sample (each output
+    element centred on its mean over the samples): an offset added to both models' outputs is
+    not signal, or any output plus a large constant would read as faithful.
+    """
     if reference.shape != candidate.shape:
         return None
     ref = reference.astype(np.float64)
     noise = float(np.sum((ref - candidate.astype(np.float64)) ** 2))
-    signal = float(np.sum(ref**2))
+    centred = ref - ref.mean(axis=0, keepdims=True) if ref.ndim and ref.shape[0] > 1 else ref
+    signal = float(np.sum(centred**2))
     if noise == 0:
         return 200.0
     if signal == 0:
@@ -148,11 +194,13 @@ def time_single(
     *,
     budget_s: float,
     warmup: int = 3,
-    min_rounds: int = 7,
+    min_rounds: int = 8,
     max_rounds: int = 400,
     prepare: Callable[[int], None] | None = None,
-) -> np.ndarray:
-    """Seconds per call of one model alone, after warm-up, until the budget is spent.
+    settled: Callable[[np.ndarray], bool] | None = None,
+) -> tuple[np.ndarray, str]:
+    """Seconds per call of one model alone, after warm-up, until ``settled`` (checked every
+    ``SETTLE_EVERY`` calls after ``min_rounds``), the budget or ``max_rounds``; and why it stopped.
 
     For figures that have no partner to be interleaved with (a team's hw1 baseline). Absolute
     times drift between machines and processes, so they are reported with an interval and
@@ -164,21 +212,26 @@ def time_single(
         call()
     times: list[float] = []
     deadline = time.perf_counter() + budget_s
-    while len(times) < max_rounds and (len(times) < min_rounds or time.perf_counter() < deadline):
-        prepare(warmup + len(times))
+    while True:
+        done = len(times)
+        if done >= max_rounds:
+            return np.array(times), "max_rounds"
+        if done >= min_rounds:
+            if time.perf_counter() >= deadline:
+                return np.array(times), "budget"
+            if settled is not None and done % SETTLE_EVERY == 0 and settled(np.array(times)):
+                return np.array(times), "settled"
+        prepare(warmup + done)
         t0 = time.perf_counter()
         call()
         times.append(time.perf_counter() - t0)
-    return np.array(times)
 
 
 def median_estimate(samples: np.ndarray, *, scale: float = 1.0, unit: str = "", seed: int = 0) -> Estimate:
-    """Median of ``samples`` times ``scale``, with a bootstrap 95% interval of the median."""
+    """Median of ``samples`` times ``scale``, with a moving-block bootstrap 95% interval of the median."""
     values = np.asarray(samples, dtype=np.float64) * scale
-    rng = np.random.default_rng(seed)
-    picks = rng.integers(0, values.size, size=(BOOTSTRAP_SAMPLES, values.size))
-    low, high = np.percentile(np.median(values[picks], axis=1), [2.5, 97.5])
-    return Estimate(value=float(np.median(values)), low=float(low), high=float(high), unit=unit)
+    low, high = block_bootstrap_median(values, seed)
+    return Estimate(value=float(np.median(values)), low=low, high=high, unit=unit)
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:

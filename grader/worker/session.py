@@ -44,7 +44,7 @@ from grader.worker.measure import (
 from grader.worker.memory import peak_memory_mb
 from grader.worker.runtime import Feeds, LoadedModel, load_model
 from grader.worker.searchlog import observe_search_log
-from grader.worker.timing import time_alone, time_pair
+from grader.worker.timing import Budget, rows_of, time_alone, time_pair
 
 ORT_DTYPES = {
     "tensor(float)": np.float32,
@@ -246,51 +246,81 @@ def observe_model(
     return observation, model, outputs
 
 
+def class_scores(output: np.ndarray) -> np.ndarray | None:
+    """The output as [N, classes] scores, if it is a classifier's: two dimensions once the size-1
+    axes after the batch are dropped ([N, 10, 1] is [N, 10]), with at least two classes. A
+    regressor's [N, 1] or [N] is not (its argmax is always 0, so any two would "agree")."""
+    if output.ndim < 2 or output.size == 0:
+        return None
+    kept = [output.shape[0], *(d for d in output.shape[1:] if d != 1)]
+    if len(kept) != 2 or kept[1] < 2:
+        return None
+    return output.reshape(kept)
+
+
 def is_class_scores(output: np.ndarray) -> bool:
-    """[N, classes] with at least two classes: a classifier's scores. A regressor's [N, 1] is not
-    (its argmax is always 0, so any two of them would "agree" perfectly)."""
-    return output.ndim == 2 and output.shape[1] >= 2 and output.size > 0
+    return class_scores(output) is not None
+
+
+def first_class_scores(outputs: list[np.ndarray]) -> np.ndarray | None:
+    """The first output that is class scores: the model's answer, wherever it puts it."""
+    return next((s for s in (class_scores(o) for o in outputs) if s is not None), None)
 
 
 def top1(outputs: list[np.ndarray]) -> list[int] | None:
-    """Each sample's predicted class, where the first output is [N, classes] scores."""
-    if not outputs or not is_class_scores(outputs[0]):
-        return None
-    return [int(c) for c in outputs[0].argmax(-1)]
+    """Each sample's predicted class, from the first output that is [N, classes] scores."""
+    scores = first_class_scores(outputs)
+    return None if scores is None else [int(c) for c in scores.argmax(-1)]
 
 
 def compare_outputs(
     pair: Pair, ref_out: list[np.ndarray], cand_out: list[np.ndarray], names: list[str]
 ) -> FidelityComparison:
-    """Top-1 agreement, SNR, KL on the first output; per-output parity on every output."""
-    a, b = ref_out[0], cand_out[0]
+    """Every output is judged and the worst decides: top-1 agreement and KL over every output
+    that is class scores, SNR over every output; per-output parity too. Judging only one output
+    would let a model put a faithful decoy there and anything at all in the others."""
     parity = [
         output_parity(names[i] if i < len(names) else f"output{i}", r, c, pair.atol, pair.rtol)
         for i, (r, c) in enumerate(zip(ref_out, cand_out))
     ]
+    a = ref_out[0] if ref_out else np.zeros(0)
     note = ""
     if len(ref_out) != len(cand_out):
         note = f"'{pair.candidate}' has {len(cand_out)} output(s), '{pair.reference}' has {len(ref_out)}"
-    elif a.shape != b.shape:
-        note = (
-            f"'{pair.candidate}' gave its first output as {list(b.shape)} where '{pair.reference}' gave "
-            f"{list(a.shape)} for the same {len(a) if a.ndim else 1} samples (the first axis must be the batch)"
-        )
-    classes = is_class_scores(a)
+    else:
+        for i, (r, c) in enumerate(zip(ref_out, cand_out)):
+            if r.shape != c.shape:
+                note = (
+                    f"'{pair.candidate}' gave output {i} as {list(c.shape)} where '{pair.reference}' gave "
+                    f"{list(r.shape)} for the same {len(r) if r.ndim else 1} samples (the first axis must be the batch)"
+                )
+                break
+    pairs = list(zip(ref_out, cand_out)) if not note else []
+    scored = [(class_scores(r), class_scores(c)) for r, c in pairs]
+    classes = [(r, c) for r, c in scored if r is not None and c is not None]
+    snrs = [snr_db(r, c) for r, c in pairs]
+    agreements = [top1_agreement(r, c) for r, c in classes]
+    kls = [kl_divergence(r, c) for r, c in classes]
+    errors = [max_abs_error(r, c) for r, c in pairs]
     return FidelityComparison(
         reference=pair.reference,
         candidate=pair.candidate,
         samples=int(a.shape[0]) if a.ndim else 1,
-        top1_agreement=top1_agreement(a, b) if classes else None,
-        snr_db=snr_db(a, b),
-        max_abs_error=max_abs_error(a, b),
-        kl_divergence=kl_divergence(a, b) if classes else None,
+        top1_agreement=_worst(agreements, min),
+        snr_db=None if any(v is None for v in snrs) else _worst(snrs, min),
+        max_abs_error=_worst(errors, max),
+        kl_divergence=_worst(kls, max),
         output_kind="classes" if classes else "values",
         atol=pair.atol,
         rtol=pair.rtol,
         outputs=parity,
         note=note,
     )
+
+
+def _worst(values: list[float | None], pick) -> float | None:  # noqa: ANN001
+    known = [v for v in values if v is not None]
+    return pick(known) if known and len(known) == len(values) else None
 
 
 def batch_probe(model: LoadedModel, role: str, arrays: dict[str, np.ndarray], spec: ProbeSpec) -> BatchProbe:
@@ -519,20 +549,32 @@ class Session:
         pairs = [p for p in self.spec.compare if p.timed and self.available(p.reference, p.candidate)]
         solo = [r for r in self.spec.solo if self.available(r)]
         batches = self.spec.timing.batch_sizes
-        budget = self.spec.timing.budget_s / max(1, len(batches) * (len(pairs) + len(solo)))
         arrays, untimed = self._timing_inputs({r for p in pairs for r in (p.reference, p.candidate)} | set(solo))
+        budget = Budget(self.spec.timing.budget_s, len(batches) * (len(pairs) + len(solo)))
         for pair in pairs:
             for batch in batches:
-                self.obs.timing.append(
-                    time_pair(
-                        pair.reference, pair.candidate, self.loaded, arrays, untimed, batch, self.job, budget, feeds_for
+                with budget.share() as seconds:
+                    self.obs.timing.append(
+                        time_pair(
+                            pair.reference,
+                            pair.candidate,
+                            self.loaded,
+                            arrays,
+                            untimed,
+                            batch,
+                            self.job,
+                            seconds,
+                            feeds_for,
+                        )
                     )
-                )
         for role in solo:
             for batch in batches:
-                self.obs.solo_timing.append(
-                    time_alone(role, self.loaded[role], arrays, untimed.get(role), batch, self.job, budget, feeds_for)
-                )
+                with budget.share() as seconds:
+                    self.obs.solo_timing.append(
+                        time_alone(
+                            role, self.loaded[role], arrays, untimed.get(role), batch, self.job, seconds, feeds_for
+                        )
+                    )
 
     def _timing_inputs(self, roles: set[str]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray | None]]:
         if self.spec.timing.inputs == "heldout" and self.load_heldout() is not None:
@@ -542,7 +584,7 @@ class Session:
             outputs = self.heldout_outputs
         else:
             arrays, outputs = self.arrays, self.outputs
-        return arrays, {role: (outputs[role][0] if outputs.get(role) else None) for role in roles}
+        return arrays, {role: (rows_of(outputs[role]) if outputs.get(role) else None) for role in roles}
 
     def load_heldout(self) -> dict[str, np.ndarray] | None:
         if self.heldout_arrays is None and self.job.heldout_inputs is not None:

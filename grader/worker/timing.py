@@ -12,14 +12,23 @@ not timed at this one, and the comparison says so.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from grader.contracts.job import Job
+from grader.contracts.figures import pair_key
+from grader.contracts.job import Job, TimingDecision, TimingSpec
 from grader.contracts.observations import Estimate, SoloTiming, TimedOutputs, TimingComparison
-from grader.worker.measure import median_estimate, ratio_estimate, snr_db, time_interleaved, time_single
+from grader.worker.measure import (
+    PairedTimes,
+    median_estimate,
+    ratio_estimate,
+    snr_db,
+    time_interleaved,
+    time_single,
+)
 from grader.worker.runtime import LoadedModel
 
 NOISE = 1e-3  # of each float input's standard deviation
@@ -29,6 +38,19 @@ KEEP_ELEMENTS = 4_000_000  # timed outputs kept for the check, per model
 
 Feeds = dict[str, np.ndarray]
 FeedsFor = Callable[[LoadedModel, str, dict[str, np.ndarray], np.ndarray], Feeds]
+
+
+class Budget:
+    """The grading's timing budget, in equal shares, one per timed figure: each share is that
+    figure's cap, so a figure that cannot settle never takes more than it had before sequential
+    stopping, and one that settles early simply ends the grading sooner."""
+
+    def __init__(self, seconds: float, figures: int) -> None:
+        self.each = seconds / max(1, figures)
+
+    @contextmanager
+    def share(self) -> Iterator[float]:
+        yield self.each
 
 
 @dataclass
@@ -74,14 +96,27 @@ class Watch:
         self.feeds = self.feeds_for(self.model, self.role, self.draws.noisy, rows)
 
     def __call__(self) -> None:
-        outputs = self.model.run(self.feeds)
-        first = np.asarray(outputs[0]) if outputs else np.zeros(0)
-        if self.elements + first.size <= KEEP_ELEMENTS:
-            self.kept.append((self.draws.index.copy(), first))
-            self.elements += first.size
+        answer = rows_of(self.model.run(self.feeds))
+        if self.elements + answer.size <= KEEP_ELEMENTS:
+            self.kept.append((self.draws.index.copy(), answer))
+            self.elements += answer.size
 
     def verdict(self, untimed: np.ndarray | None) -> TimedOutputs:
         return check_timed_outputs(self.role, self.kept, untimed)
+
+
+def rows_of(outputs: list[np.ndarray]) -> np.ndarray:
+    """Every output of a call, one row per sample ([N, features]), so that what is checked while
+    timed is all a model answers, not its first output alone; the first output as it is where
+    the outputs do not share a batch axis."""
+    arrays = [np.asarray(o) for o in outputs]
+    if not arrays:
+        return np.zeros(0)
+    if all(a.ndim >= 1 and a.shape[0] == arrays[0].shape[0] for a in arrays):
+        if len(arrays) == 1 and arrays[0].ndim == 2:
+            return arrays[0]
+        return np.concatenate([a.reshape(a.shape[0], -1).astype(np.float64) for a in arrays], axis=1)
+    return arrays[0]
 
 
 def check_timed_outputs(
@@ -181,6 +216,7 @@ def time_pair(
         for watch in watches.values():
             watch.prepare()
 
+    decision = next((d for d in timing.decisions if d.figure == f"{pair_key(ref, cand)}.speedup_b{batch}"), None)
     times = time_interleaved(
         watches[ref],
         watches[cand],
@@ -189,6 +225,7 @@ def time_pair(
         min_rounds=timing.min_rounds,
         max_rounds=timing.max_rounds,
         prepare=prepare,
+        settled=_pair_settled(decision, timing) if timing.stop == "verdict" else None,
     )
     checked = [watches[r].verdict(untimed.get(r)) for r in (ref, cand)]
     ref_ms, cand_ms = float(np.median(times.reference_s)) * 1e3, float(np.median(times.candidate_s)) * 1e3
@@ -200,10 +237,13 @@ def time_pair(
         rounds=times.rounds,
         reference_ms=ref_ms,
         candidate_ms=cand_ms,
-        speedup=ratio_estimate(times),
+        speedup=ratio_estimate(times).model_copy(
+            update={"note": stop_note(times.stopped, times.rounds, decision, timing)}
+        ),
         reference_items_per_s=batch / ref_ms * 1e3,
         candidate_items_per_s=batch / cand_ms * 1e3,
         timed_outputs=checked,
+        stopped=times.stopped,
     )
 
 
@@ -237,15 +277,17 @@ def time_alone(
         draws.next()
         watch.prepare()
 
-    seconds = time_single(
+    seconds, stopped = time_single(
         watch,
         budget_s=budget,
         warmup=timing.warmup,
         min_rounds=timing.min_rounds,
         max_rounds=timing.max_rounds,
         prepare=prepare,
+        settled=_solo_settled(timing) if timing.stop == "verdict" else None,
     )
     latency = median_estimate(seconds, scale=1e3, unit="ms")
+    latency = latency.model_copy(update={"note": stop_note(stopped, int(seconds.size), None, timing)})
     return SoloTiming(
         role=role,
         batch_size=batch,
@@ -254,4 +296,58 @@ def time_alone(
         latency_ms=latency,
         items_per_s=batch / max(latency.value or 0.0, 1e-9) * 1e3,
         timed_outputs=[watch.verdict(untimed)],
+        stopped=stopped,
     )
+
+
+def decision_points(decision: TimingDecision, value: float) -> float:
+    """The points the check gives ``value``: linear from ``zero`` to ``full`` (either direction)."""
+    low, high = sorted((decision.zero, decision.full))
+    fraction = (min(max(value, low), high) - low) / (high - low) if high > low else float(value >= high)
+    return decision.points * (fraction if decision.full >= decision.zero else 1 - fraction)
+
+
+def _pair_settled(decision: TimingDecision | None, timing: TimingSpec):  # noqa: ANN202
+    """A scored speedup is settled when both ends of its interval give the same points (and, if a
+    leaderboard ranks it, the interval is narrower than ``rel_width`` of it); one that is only
+    shown or ranked, when its interval is that narrow."""
+
+    def settled(times: PairedTimes) -> bool:
+        estimate = ratio_estimate(times)
+        low, high, value = estimate.low, estimate.high, estimate.value
+        if low is None or high is None or not value:
+            return False
+        precise = high - low <= timing.rel_width * value
+        if decision is None:  # shown or ranked, not scored: precise enough to compare
+            return precise
+        gap = abs(decision_points(decision, high) - decision_points(decision, low))
+        return gap <= timing.precision_points and (precise or not decision.ranked)
+
+    return settled
+
+
+def _solo_settled(timing: TimingSpec):  # noqa: ANN202
+    def settled(seconds: np.ndarray) -> bool:
+        estimate = median_estimate(seconds)
+        assert estimate.low is not None and estimate.high is not None and estimate.value is not None
+        return estimate.high - estimate.low <= timing.rel_width * estimate.value
+
+    return settled
+
+
+def stop_note(stopped: str, rounds: int, decision: TimingDecision | None, timing: TimingSpec) -> str:
+    """How many rounds the figure took and why timing stopped, for the report."""
+    if stopped == "settled":
+        why = f"the 95% interval is within {timing.rel_width:.0%} of the median"
+        if decision is not None:
+            why = "both ends of the 95% interval give the same points" + (f", and {why}" if decision.ranked else "")
+        return f"{rounds} timed rounds; stopped once settled: {why}"
+    cap = "its share of the timing budget" if stopped == "budget" else f"the {timing.max_rounds}-round cap"
+    if timing.stop == "budget":
+        return f"{rounds} timed rounds, the whole budget (sequential stopping is off)"
+    open_verdict = (
+        "; the verdict was still open, so the favourable end of the interval decides"
+        if decision is not None and not decision.ranked
+        else "; the interval is what the rounds allowed (the favourable end decides a check)"
+    )
+    return f"{rounds} timed rounds; stopped at {cap}{open_verdict}"

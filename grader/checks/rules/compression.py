@@ -110,7 +110,8 @@ def _criterion(crit: Criterion, ctx: CheckContext) -> tuple[float | None, str, d
     if estimate.low is not None and estimate.high is not None:
         interval = f" (95% CI {fmt(estimate.low)}-{fmt(estimate.high)})"
     need = f"{'>=' if higher else '<='} {fmt(crit.full, estimate.unit)} for full marks"
-    text = f"{label} {fmt(estimate.value, estimate.unit)}{interval}, needs {need}"
+    told = f" [{estimate.note}]" if estimate.note else ""  # e.g. how many timed rounds settled it
+    text = f"{label} {fmt(estimate.value, estimate.unit)}{interval}, needs {need}{told}"
     return (
         fraction,
         text,

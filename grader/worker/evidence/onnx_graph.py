@@ -43,6 +43,10 @@ WEIGHT_SLOTS: dict[str, tuple[int, ...]] = {
     "DynamicQuantizeMatMul": (1,),
     "MatMulIntegerToFloat": (0, 1),
     "MatMulNBits": (1,),
+    "Einsum": (0, 1),
+    "FusedConv": (1,),  # com.microsoft, as onnxruntime's optimizer writes them
+    "FusedGemm": (0, 1),
+    "FusedMatMul": (0, 1),
 }
 # (op, weight input) -> (scale input or None, zero-point input) the op decodes that weight with
 DECODED_BY: dict[tuple[str, int], tuple[int | None, int]] = {
@@ -105,10 +109,19 @@ SCALE_INPUTS: dict[str, tuple[int, ...]] = {
     "MatMulNBits": (2, 3, 4),
 }
 PACKED_BITS = {onnx.TensorProto.INT4: 4, onnx.TensorProto.UINT4: 4}
+MAX_CODE_BITS = 8.5  # integer bits per weight element a "<= 8-bit" weight may store (padding, zero points)
 FLOAT_BUDGET = 1 / 4  # float elements a quantized weight may carry per element (scales, zero points)
 RUNTIME_WEIGHT_MIN = 256  # elements: smaller 2-D constants on a matmul's activation path are masks, not weights
-KERNEL_OPS = {"Conv", "ConvTranspose", "ConvInteger", "QLinearConv"}  # whatever reaches their kernel is a weight
+KERNEL_OPS = {
+    "Conv",
+    "ConvTranspose",
+    "ConvInteger",
+    "QLinearConv",
+    "FusedConv",
+}  # whatever reaches their kernel is a weight
 _INDEX_TYPES = (onnx.TensorProto.INT64, onnx.TensorProto.BOOL)
+# ops whose constant operands are offsets, masks or tables (positional embeddings, attention masks)
+ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Where", "Concat", "Max", "Min", "Equal", "Less", "Greater"}
 
 
 @dataclass
@@ -132,9 +145,19 @@ class Storage:
     dtype: str  # of the largest source
     largest: str
     low_bits: int  # of the largest integer source of <= 8 bits (the codes), 0 if none
+    low_parts: tuple[tuple[int, int], ...] = ()  # (bits, elements) of each integer source of <= 8 bits
+
+    def code_bits(self, numel: int) -> float:
+        """Integer bits stored per weight element by the bulk sources (those at least half the
+        weight's size): one int8 tensor is 8, two int8 tensors combined into one weight are 16."""
+        return sum(bits * elements for bits, elements in self.low_parts if elements >= 0.5 * numel) / max(numel, 1)
 
     def quantized_for(self, numel: int) -> bool:
-        return self.low_bit_elements >= 0.5 * numel and self.other_elements <= FLOAT_BUDGET * max(numel, 1)
+        return (
+            self.low_bit_elements >= 0.5 * numel
+            and self.other_elements <= FLOAT_BUDGET * max(numel, 1)
+            and self.code_bits(numel) <= MAX_CODE_BITS
+        )
 
 
 def _constant_tensors(graph: onnx.GraphProto) -> dict[str, onnx.TensorProto]:
@@ -286,6 +309,7 @@ def storage(g: Graph, sources: list[str], packed: dict[str, int] | None = None) 
     (MatMulNBits), counted as that many elements of that width."""
     packed = packed or {}
     low = other = 0
+    parts: list[tuple[int, int]] = []
     codes, codes_size = 0, -1
     largest, largest_size, largest_bits, largest_dtype = "", -1, 32, "float32"
     for name in dict.fromkeys(sources):
@@ -297,13 +321,14 @@ def storage(g: Graph, sources: list[str], packed: dict[str, int] | None = None) 
             numel = numel * 8 // bits
         if low_bit:
             low += numel
+            parts.append((bits, numel))
             if numel > codes_size:
                 codes, codes_size = bits, numel
         else:
             other += numel
         if numel > largest_size:
             largest, largest_size, largest_bits, largest_dtype = name, numel, bits, dtype
-    return Storage(tuple(sources), low, other, largest_bits, largest_dtype, largest, codes)
+    return Storage(tuple(sources), low, other, largest_bits, largest_dtype, largest, codes, tuple(parts))
 
 
 # --------------------------------------------------------------------------- evaluating constant weights
@@ -526,14 +551,16 @@ def _slot_evidence(g: Graph, slot: _Slot, values: dict[str, np.ndarray]) -> Tens
     if decoded is None:  # not computable here: judged by its largest stored tensor
         decoded = _array(g.constants[store.largest])
     quantized = store.quantized_for(int(decoded.size))
+    combined = store.code_bits(int(decoded.size))
+    bits = store.low_bits if quantized else (int(np.ceil(combined)) if combined > MAX_CODE_BITS else store.bits)
     return tensor_evidence(
         store.largest,
         decoded,
         node.op_type,
         prunable=node.op_type not in NOT_PRUNABLE,
         quantized=quantized,
-        bits=store.low_bits if quantized else store.bits,
-        stored_dtype=store.dtype,
+        bits=bits,
+        stored_dtype=store.dtype if combined <= MAX_CODE_BITS else f"{store.dtype} x{len(store.low_parts)} combined",
     )
 
 
@@ -621,9 +648,67 @@ def weight_evidence(model: onnx.ModelProto, g: Graph) -> tuple[list[TensorEviden
         if evidence is not None:
             found[slot.value] = evidence
     taken = {s for slot in constant for s in sources_of(g, slot.value)}
+    taken |= {s for slot in constant for name in _decode_inputs(g, slot) for s in sources_of(g, name)}
     hidden, flags = _runtime_weights(g, runtime, taken)
     body, body_flags = _control_flow_weights(g, taken)
-    return [*found.values(), *hidden, *body], flags + body_flags
+    unknown, unknown_flags = _unplaced_weights(g, taken)
+    return [*found.values(), *hidden, *body, *unknown], flags + body_flags + unknown_flags
+
+
+def _unplaced_weights(g: Graph, taken: set[str]) -> tuple[list[TensorEvidence], list[str]]:
+    """Stored tensors of weight size that the graph uses as data but that reach no known weight
+    input (an op the grader does not list, a control-flow body reading them from outside):
+    counted as weights, as stored, and flagged, so that no live parameter escapes the evidence."""
+    meta, consumer = _bookkeeping(g)
+    weights, flags = [], []
+    for name, tensor in g.constants.items():
+        if name in taken or name not in consumer or meta.get(name, False):
+            continue
+        if len(tensor.dims) < 2 or _numel(tensor) < RUNTIME_WEIGHT_MIN or tensor.data_type in _INDEX_TYPES:
+            continue
+        if tensor.data_type == onnx.TensorProto.BOOL or (name in g.producer and g.producer[name].op_type != "Constant"):
+            continue
+        taken.add(name)
+        store = storage(g, [name])
+        values = _array(tensor)
+        op = consumer[name]
+        evidence = tensor_evidence(
+            name,
+            values,
+            f"{op} (not a known weight input)",
+            prunable=True,
+            quantized=store.quantized_for(int(values.size)),
+            bits=store.bits,
+            stored_dtype=store.dtype,
+        )
+        # counted as dense: such a tensor can only dilute the sparsity, never add zeros to it (a
+        # large all-zero constant added to an activation is not pruning)
+        weights.append(evidence.model_copy(update={"zeros": 0, "near_zeros": 0}))
+        if op not in ELEMENTWISE:
+            flags.append(
+                f"'{name}' ({_numel(tensor):,} values) is used by a {op} where the grader knows no weight input"
+            )
+    return weights, flags[:20]
+
+
+def _bookkeeping(g: Graph) -> tuple[dict[str, bool], dict[str, str]]:
+    """Which stored tensors only ever feed shape, scale or zero-point inputs; and, for every
+    stored tensor in use, the op type of its first consumer (a control-flow op for a tensor one
+    of its bodies reads)."""
+    meta: dict[str, bool] = {}
+    consumer: dict[str, str] = {}
+    for node in g.live:
+        indices = set(SHAPE_INPUTS.get(node.op_type, ())) | set(SCALE_INPUTS.get(node.op_type, ()))
+        for i, name in enumerate(node.input):
+            if name in g.constants:
+                meta[name] = meta.get(name, True) and i in indices
+                consumer.setdefault(name, node.op_type)
+        for sub in _subgraphs(node):
+            for name in _outer_references(sub):
+                if name in g.constants:
+                    meta[name] = False
+                    consumer.setdefault(name, node.op_type)
+    return meta, consumer
 
 
 # --------------------------------------------------------------------------- parameters

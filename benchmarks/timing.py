@@ -1,0 +1,142 @@
+"""Benchmark: verdict-driven timing (issue #18), measured in one run on this machine.
+
+Prints one table:
+- the hw2 reference solution, one grading: median wall time over ``--runs`` gradings;
+- the spread of its speedup over those gradings, (max - min) / median, at batch 64 and batch 1;
+- a speedup placed 2% above the full-marks threshold (the threshold moved to the measured
+  median / 1.02): how many of ``--reruns`` gradings give the modal verdict;
+- A/A coverage: the same fp32 model as baseline and candidate, graded ``--aa`` times in parallel
+  pinned gradings (one per core): how often each 95% interval covers 1.0;
+- throughput: the wall time of those ``--aa`` gradings, scaled to 100 submissions.
+
+Run: .venv/bin/python benchmarks/timing.py [--runs 5] [--reruns 10] [--aa 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+HW2 = "hw2-quantization-pruning"
+SOLUTION = ROOT / "reference" / "solutions" / HW2
+FIGURES = {"b64": "candidate_vs_baseline.speedup_b64", "b1": "candidate_vs_baseline.speedup_b1"}
+
+
+def grade_once(folder: str, root: str | None = None) -> dict:
+    """One grading with the defaults ``grader check`` uses; its wall time, speedups and verdict."""
+    from grader.commands.common import sandboxes
+    from grader.config.course import RunnerConfig
+    from grader.grading.pipeline import grade
+
+    started = time.perf_counter()
+    result = grade(Path(folder), sandboxes(RunnerConfig()), Path(root) if root else None).result
+    wall = time.perf_counter() - started
+    assert result.status == "graded", result.problems
+    speedup = next(c for c in result.checks if c.id == "speedup")
+    figures = {name: result.metrics[key] for name, key in FIGURES.items()}
+    return {
+        "wall": wall,
+        "points": speedup.points,
+        **{name: (e.value, e.low, e.high, e.note) for name, e in figures.items()},
+    }
+
+
+def spread(values: list[float]) -> float:
+    return (max(values) - min(values)) / statistics.median(values)
+
+
+def pool(workers: int) -> ProcessPoolExecutor:
+    try:
+        from grader.gradebook.regrade import pinned_pool
+    except ImportError:  # before issue #18: an unpinned pool
+        import multiprocessing
+
+        return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+    return pinned_pool(workers)
+
+
+def near_threshold_root(work: Path, median_b64: float) -> Path:
+    root = work / "assignments"
+    shutil.copytree(ROOT / "assignments", root)
+    path = root / HW2 / "assignment.yaml"
+    config = yaml.safe_load(path.read_text())
+    check = next(c for c in config["checks"] if c["id"] == "speedup")
+    check["params"].update({"full": round(median_b64 / 1.02, 4), "zero": 1.0})
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return root
+
+
+def aa_folder(work: Path) -> Path:
+    folder = work / "aa"
+    shutil.copytree(SOLUTION, folder)
+    shutil.copy(SOLUTION / "baseline.onnx", folder / "compressed.onnx")
+    return folder
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--reruns", type=int, default=10)
+    parser.add_argument("--aa", type=int, default=100)
+    parser.add_argument("--jobs", type=int, default=len(os.sched_getaffinity(0)))
+    args = parser.parse_args()
+    from reference.build import ensure_built
+
+    ensure_built(quiet=True)
+    rows: list[tuple[str, str]] = []
+    with tempfile.TemporaryDirectory(prefix="timing-bench-") as tmp:
+        work = Path(tmp)
+        runs = [grade_once(str(SOLUTION)) for _ in range(args.runs)]
+        for i, run in enumerate(runs):
+            print(f"run {i + 1}: {run['wall']:.1f} s, b64 {run['b64'][0]:.2f}x ({run['b64'][3]})", flush=True)
+        rows.append(
+            ("hw2 reference, one grading, median wall time", f"{statistics.median(r['wall'] for r in runs):.1f} s")
+        )
+        rows.append(
+            (
+                f"speedup spread over {args.runs} gradings, batch 64 / batch 1",
+                f"{spread([r['b64'][0] for r in runs]):.1%} / {spread([r['b1'][0] for r in runs]):.1%}",
+            )
+        )
+        median_b64 = statistics.median(r["b64"][0] for r in runs)
+        root = near_threshold_root(work, median_b64)
+        verdicts = [grade_once(str(SOLUTION), str(root))["points"] for _ in range(args.reruns)]
+        modal = max(set(verdicts), key=verdicts.count)
+        print(f"near threshold (full at {median_b64 / 1.02:.3f}x): points {verdicts}", flush=True)
+        rows.append(("a speedup placed 2% from a threshold, same verdict", f"{verdicts.count(modal)} / {args.reruns}"))
+        folder = aa_folder(work)
+        started = time.perf_counter()
+        with pool(args.jobs) as executor:
+            aa = list(executor.map(grade_once, [str(folder)] * args.aa))
+        wall = time.perf_counter() - started
+        for name in ("b64", "b1"):
+            covered = sum(1 for r in aa if r[name][1] is not None and r[name][1] <= 1.0 <= r[name][2])
+            rows.append((f"A/A interval coverage of 1.0, {name}, over {args.aa} gradings", f"{covered / args.aa:.0%}"))
+        rows.append(
+            (
+                f"100 hw2 submissions regraded, {args.jobs} pinned job(s) ({args.aa} A/A gradings scaled)",
+                f"{wall / args.aa * 100 / 60:.1f} min",
+            )
+        )
+    width = max(len(k) for k, _ in rows)
+    print(f"\n{'figure'.ljust(width)} | measured")
+    print(f"{'-' * width} | --------")
+    for key, value in rows:
+        print(f"{key.ljust(width)} | {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

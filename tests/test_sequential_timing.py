@@ -1,0 +1,104 @@
+"""Verdict-driven timing: a grading stops timing once no more rounds can change a verdict, and
+says so; a figure on a threshold is timed to the cap and decided by the documented rule.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from grader import exitcodes
+from grader.checks.decisions import timing_decisions
+from grader.checks.shared import linear
+from grader.config.assignment import load_assignment
+from grader.contracts.job import TimingDecision
+from grader.contracts.result import CheckStatus
+from grader.worker.timing import decision_points
+from tests.builders import check_of
+from tests.grading import grade
+
+ROOT = Path(__file__).resolve().parent.parent
+HW2 = "hw2-quantization-pruning"
+SOLUTION = ROOT / "reference" / "solutions" / HW2
+
+
+def test_the_worker_scores_a_speedup_as_the_check_will() -> None:
+    """The worker's stopping rule and the thresholds rule must agree on every value's points."""
+    rng = np.random.default_rng(0)
+    for full, zero in ((1.3, 1.0), (1.2, 0.9), (1.0, 2.0)):
+        decision = TimingDecision(figure="a_vs_b.speedup_b1", full=full, zero=zero, points=10)
+        for value in rng.uniform(0.5, 2.5, 200):
+            expected = 10 * (linear(value, full, zero) if full >= zero else linear(-value, -full, -zero))
+            assert decision_points(decision, value) == pytest.approx(expected)
+
+
+def test_timing_decisions_are_the_assignments_scored_speedups() -> None:
+    (hw2,) = timing_decisions(load_assignment(HW2))
+    assert (hw2.figure, hw2.full, hw2.zero, hw2.points) == ("candidate_vs_baseline.speedup_b64", 1.3, 1.0, 10)
+    assert hw2.ranked  # hw2's leaderboard plots it: it must be precise, not only decided
+    (hw6,) = timing_decisions(load_assignment("hw6-export"))
+    assert hw6.figure == "onnx_vs_source.speedup_b1"
+    assert timing_decisions(load_assignment("final-project")) == []  # ranked, not scored: settled by precision
+
+
+def _root(tmp_path: Path, **timing: float) -> Path:
+    """The real assignments, hw2 without its leaderboard: its speedup is then scored, not ranked,
+    so only the verdict has to be certain."""
+    root = tmp_path / "assignments"
+    shutil.copytree(ROOT / "assignments", root)
+    path = root / HW2 / "assignment.yaml"
+    config = yaml.safe_load(path.read_text())
+    config["measure"]["timing"].update(timing)
+    config.pop("leaderboard", None)
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return root
+
+
+def test_a_clear_speedup_settles_long_before_the_cap(reference_paths, tmp_path: Path) -> None:
+    """The staff solution's ~4x against a 1.3x bar: decided after a few rounds, not 16 s of them."""
+    grading = grade(SOLUTION, _root(tmp_path))
+    assert grading.exit_code == exitcodes.GRADED
+    speedup = check_of(grading.result, "speedup")
+    assert speedup.status is CheckStatus.PASS
+    assert "stopped once settled: both ends of the 95% interval give the same points" in speedup.message
+    b64 = (
+        next(t for t in grading.result.observations_summary.timing if t.batch_size == 64)
+        if hasattr(grading.result, "observations_summary")
+        else None
+    )
+    del b64
+    note = grading.result.metrics["candidate_vs_baseline.speedup_b64"].note
+    rounds = int(note.split()[0])
+    assert rounds < 60, note  # 16 s would allow ~180 rounds at batch 64
+
+
+def test_a_speedup_on_its_threshold_is_timed_to_the_cap_and_says_so(reference_paths, tmp_path: Path) -> None:
+    """The same model as baseline and candidate (a true 1.0x, on the zero-points end of the bar):
+    no number of rounds puts both interval ends on the same points, so the cap decides."""
+    folder = tmp_path / "same"
+    shutil.copytree(SOLUTION, folder)
+    shutil.copy(SOLUTION / "baseline.onnx", folder / "compressed.onnx")
+    grading = grade(folder, _root(tmp_path, budget_s=1.0))
+    assert grading.exit_code == exitcodes.GRADED
+    speedup = check_of(grading.result, "speedup")
+    assert "the verdict was still open, so the favourable end of the interval decides" in speedup.message
+    estimate = grading.result.metrics["candidate_vs_baseline.speedup_b64"]
+    assert 0.8 < estimate.value < 1.25  # an A/A ratio sits around 1 (how often its interval covers 1: benchmarks/)
+
+
+def test_a_ranked_speedup_is_timed_until_precise_as_well_as_decided() -> None:
+    from grader.contracts.job import TimingSpec
+    from grader.worker.measure import PairedTimes
+    from grader.worker.timing import _pair_settled
+
+    rng = np.random.default_rng(0)
+    candidate = 1e-3 * rng.lognormal(0, 0.15, 32)
+    times = PairedTimes(3.0 * candidate * rng.lognormal(0, 0.15, 32), candidate)  # ~3x, +-15% per round
+    spec = TimingSpec(rel_width=0.02)
+    scored = TimingDecision(figure="a_vs_b.speedup_b64", full=1.3, zero=1.0, points=10)
+    assert _pair_settled(scored, spec)(times)  # 3x against a 1.3x bar: decided
+    assert not _pair_settled(scored.model_copy(update={"ranked": True}), spec)(times)  # not within 2% yet
