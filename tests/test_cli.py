@@ -91,3 +91,19 @@ def test_assignments_lists_checks_and_points() -> None:
     for assignment in ("hw1-baseline", "hw3-clustering", "hw4-distillation", "hw5-auto-compression", "hw6-export"):
         assert assignment in done.stdout
     assert "bonus" in done.stdout  # hw4's beats_scratch
+
+
+def test_every_option_of_every_subcommand_has_help() -> None:
+    import argparse
+
+    from grader.cli import build_parser
+
+    def undocumented(parser: argparse.ArgumentParser, path: str):  # noqa: ANN202
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    yield from undocumented(sub, f"{path} {name}")
+            elif not action.help and not isinstance(action, argparse._HelpAction):
+                yield f"{path} {'/'.join(action.option_strings) or action.dest}"
+
+    assert list(undocumented(build_parser(), "grader")) == []

@@ -118,10 +118,14 @@ def _policy_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--api-spacing", type=float, help="seconds between API requests (default PyGithub's)")
     parser.add_argument("--api-attempts", type=int, default=5, help="tries per API call before giving up")
     parser.add_argument("--api-backoff", type=float, default=2.0, help="first retry wait in seconds (doubles)")
-    parser.add_argument("--max-changed-files", type=int, default=100)
-    parser.add_argument("--max-files", type=int, default=64)
-    parser.add_argument("--max-file-mb", type=float, default=100.0)
-    parser.add_argument("--max-total-mb", type=float, default=300.0)
+    parser.add_argument(
+        "--max-changed-files", type=int, default=100, help="files a pull request may change (default 100)"
+    )
+    parser.add_argument("--max-files", type=int, default=64, help="files a submission folder may hold (default 64)")
+    parser.add_argument("--max-file-mb", type=float, default=100.0, help="MB one submitted file may have (default 100)")
+    parser.add_argument(
+        "--max-total-mb", type=float, default=300.0, help="MB a submission folder may have in all (default 300)"
+    )
 
 
 def run_context_step(args: argparse.Namespace) -> int:

@@ -17,14 +17,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_policy_options(board)
-    board.add_argument("--assignment", default="final-project")
+    board.add_argument(
+        "--assignment", default="final-project", help="the assignment whose board to build (default final-project)"
+    )
     board.add_argument(
         "--view",
         choices=["public", "private"],
         default="public",
         help="public: no held-out figures, members or links; private: everything, with the scatter",
     )
-    board.add_argument("--out", type=Path, default=Path("grader-out") / "leaderboard")
+    board.add_argument(
+        "--out", type=Path, default=Path("grader-out") / "leaderboard", help="folder for the board files"
+    )
     board.set_defaults(handler=staff_command(run))
 
 

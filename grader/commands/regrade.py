@@ -50,8 +50,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_policy_options(regrade)
-    regrade.add_argument("--assignment")
-    regrade.add_argument("--team")
+    regrade.add_argument("--assignment", help="only this assignment's gradings")
+    regrade.add_argument("--team", help="only this team's gradings")
     regrade.add_argument("--repo-dir", type=Path, default=Path("."), help="git clone of the course repository")
     regrade.add_argument("--jobs", type=int, help="parallel gradings (default: one per CPU core)")
     regrade.add_argument("--yes", action="store_true", help="store the new gradings without asking")
@@ -59,7 +59,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     regrade.add_argument("--tasks", type=Path, help="write the work as a job matrix to this file instead")
     regrade.add_argument("--shards", type=int, default=20, help="matrix jobs for --tasks (at most 256)")
     regrade.add_argument("--run-tasks", type=Path, help="on a runner: grade one shard of a --tasks file")
-    regrade.add_argument("--shard", type=int, default=0)
+    regrade.add_argument(
+        "--shard", type=int, default=0, help="with --run-tasks: which shard of the tasks file to grade"
+    )
     regrade.add_argument("--out", type=Path, help="with --run-tasks: folder for the result.json files")
     regrade.add_argument(
         "--fetch-only",

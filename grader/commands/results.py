@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     actions = results.add_subparsers(dest="action", required=True)
 
     imp = actions.add_parser("import", help="store result.json files (folders are searched recursively)")
-    imp.add_argument("paths", nargs="+", type=Path)
+    imp.add_argument("paths", nargs="+", type=Path, help="result.json files, or folders searched for them")
     imp.add_argument(
         "--tasks",
         type=Path,
@@ -52,7 +52,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "artifacts (token from GITHUB_TOKEN or GH_TOKEN)",
     )
     col.add_argument("--repo", required=True, help="OWNER/NAME of the course repository")
-    col.add_argument("--from", dest="kinds", choices=["comments", "artifacts", "both"], default="both")
+    col.add_argument(
+        "--from",
+        dest="kinds",
+        choices=["comments", "artifacts", "both"],
+        default="both",
+        help="where to read results: PR comments, workflow artifacts, or both (default)",
+    )
     col.add_argument(
         "--bot",
         default=os.environ.get("GRADER_BOT_LOGIN"),
@@ -64,22 +70,26 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="name of the result artifacts: NAME or NAME-<team>-<assignment> "
         "(default: result, as grade.yml uploads them)",
     )
-    col.add_argument("--api-url", default=os.environ.get("GITHUB_API_URL", "https://api.github.com"))
+    col.add_argument(
+        "--api-url",
+        default=os.environ.get("GITHUB_API_URL", "https://api.github.com"),
+        help="GitHub API base URL (default $GITHUB_API_URL or https://api.github.com)",
+    )
     add_store_option(col)
     col.set_defaults(handler=run_collect)
 
     runs = actions.add_parser("runs", help="every stored run of a team, with late marks and PR links")
-    runs.add_argument("--team", required=True)
-    runs.add_argument("--assignment")
+    runs.add_argument("--team", required=True, help="the team whose runs to list")
+    runs.add_argument("--assignment", help="only this assignment's runs")
     add_policy_options(runs)
     runs.set_defaults(handler=run_runs)
 
     ovr = actions.add_parser("override", help="set a team's points for an assignment, with a reason")
     _team_assignment(ovr)
     points = ovr.add_mutually_exclusive_group(required=True)
-    points.add_argument("--points", type=float)
+    points.add_argument("--points", type=float, help="the points that replace the grade")
     points.add_argument("--clear", action="store_true", help="remove the override")
-    ovr.add_argument("--reason", required=True)
+    ovr.add_argument("--reason", required=True, help="why, kept with the override and shown to staff")
     ovr.add_argument("--by", help="who decided (default $GITHUB_ACTOR or the local user)")
     add_policy_options(ovr)
     ovr.set_defaults(handler=run_override)
@@ -89,21 +99,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     due = ext.add_mutually_exclusive_group(required=True)
     due.add_argument("--until", help="new deadline, ISO 8601 with offset or in the assignment's timezone")
     due.add_argument("--days", type=float, help="days after the assignment's deadline")
-    ext.add_argument("--reason", required=True)
-    ext.add_argument("--by")
+    ext.add_argument("--reason", required=True, help="why the extension was granted")
+    ext.add_argument("--by", help="who granted it (default $GITHUB_ACTOR or the local user)")
     add_policy_options(ext)
     ext.set_defaults(handler=run_extend)
 
     exp = actions.add_parser("export", help="write the counted results in another system's format")
-    exp.add_argument("--format", choices=["gradescope"], required=True)
-    exp.add_argument("--out", type=Path, default=Path("grader-out") / "gradescope")
+    exp.add_argument("--format", choices=["gradescope"], required=True, help="the export format")
+    exp.add_argument(
+        "--out", type=Path, default=Path("grader-out") / "gradescope", help="folder for the exported files"
+    )
     add_policy_options(exp)
     exp.set_defaults(handler=run_export)
 
 
 def _team_assignment(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--team", required=True)
-    parser.add_argument("--assignment", required=True)
+    parser.add_argument("--team", required=True, help="the team")
+    parser.add_argument("--assignment", required=True, help="the assignment")
 
 
 def _report_batch(batch: Batch, added: int, duplicates: int) -> int:
