@@ -210,3 +210,24 @@ def test_a_different_smaller_network_is_not_credited_as_pruned(tiny_models, fast
     pruned = builders.check_of(result, "pruned")
     assert pruned.points == 0, pruned.message  # 90% fewer weights, none of them removed from the baseline
     assert "Removed channels are not credited" in pruned.message and "not the baseline's" in pruned.message
+
+
+def test_a_grading_says_what_it_is_doing_and_check_stays_quiet_off_a_terminal(
+    tiny_models, fast_root, tmp_path: Path, capsys
+) -> None:
+    from grader.commands.check import progress_shown
+    from grader.grading import pipeline
+    from tests.grading import local_sandboxes
+
+    folder = builders.submission(
+        tmp_path / "sub",
+        {"baseline": tiny_models["baseline"], "candidate": tiny_models["correct"]},
+        tiny_models["inputs"],
+    )
+    heard: list[str] = []
+    grading = pipeline.grade(folder, local_sandboxes(), fast_root, progress=heard.append)
+    assert grading.exit_code == exitcodes.GRADED
+    assert [h.split()[0] for h in heard] == ["reading", "checking", "running", "scoring"]
+    with progress_shown(False) as progress:
+        progress("running the models")
+    assert capsys.readouterr() == ("", "")  # a CI log hears nothing

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -46,6 +48,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     check.set_defaults(handler=run)
 
 
+@contextmanager
+def progress_shown(on_terminal: bool) -> Iterator[Callable[[str], None]]:
+    """What the grading is doing, as a rich status line on a terminal; nothing in a CI log."""
+    if not on_terminal:
+        yield lambda _: None
+        return
+    from rich.console import Console
+
+    with Console(stderr=True).status("grading") as status:
+        yield lambda phrase: status.update(f"grading: {phrase}")
+
+
 def run(args: argparse.Namespace) -> int:
     from grader.grading.pipeline import grade
     from grader.report.render import write_reports
@@ -70,9 +84,15 @@ def run(args: argparse.Namespace) -> int:
         return config
     from grader.records.runlimit import StoredRunCount
 
-    grading = grade(
-        args.folder, sandboxes(config), args.assignments, context, StoredRunCount(args.store) if args.store else None
-    )
+    with progress_shown(not args.quiet and sys.stderr.isatty()) as progress:
+        grading = grade(
+            args.folder,
+            sandboxes(config),
+            args.assignments,
+            context,
+            StoredRunCount(args.store) if args.store else None,
+            progress,
+        )
     result = grading.result
     out = args.out or Path("grader-out") / result.submission.team / result.assignment.id
     paths = write_reports(result, out)

@@ -95,8 +95,12 @@ def grade(
     root: Path | None = None,
     context: RunContext | None = None,
     run_count: RunCount | None = None,
+    progress: Callable[[str], None] = lambda _: None,
 ) -> Grading:
     """Grade one submission folder; ``context`` (PR, SHA, event time) is recorded as given.
+
+    ``progress`` hears what the grading is doing, one short phrase per stage (``grader check``
+    shows it on a terminal and says nothing in a CI log).
 
     ``sandboxes`` says where untrusted code runs (``grader.commands`` chooses: the local sandbox,
     or Docker in CI). ``run_count`` counts today's graded runs for an assignment with a
@@ -104,7 +108,7 @@ def grade(
     """
     known = _Known(folder=Path(folder), context=context or RunContext())
     try:
-        return _grade(known, sandboxes, root or assignments_root(), run_count)
+        return _grade(known, sandboxes, root or assignments_root(), run_count, progress)
     except SubmissionError as exc:
         return Grading(_rejected(known, exc), exitcodes.REJECTED)
     except Exception as exc:  # noqa: BLE001 - never a traceback for the student
@@ -112,7 +116,10 @@ def grade(
         return Grading(_errored(known, exc), exitcodes.INTERNAL, detail)
 
 
-def _grade(known: _Known, sandboxes: Sandboxes, root: Path, run_count: RunCount | None) -> Grading:
+def _grade(
+    known: _Known, sandboxes: Sandboxes, root: Path, run_count: RunCount | None, progress: Callable[[str], None]
+) -> Grading:
+    progress("reading submission.yaml")
     known.submission = submission = load_manifest(known.folder)
     known.assignment = assignment = load_assignment(submission.assignment, root)
     load_checker(assignment, root / assignment.id)
@@ -123,6 +130,7 @@ def _grade(known: _Known, sandboxes: Sandboxes, root: Path, run_count: RunCount 
     with tempfile.TemporaryDirectory(prefix="grader-") as tmp:
         work = Path(tmp)
         vetted = _folder(work / "vetted")
+        progress("checking the files (formats, sizes, what they store)")
         found = vet_isolated(known.folder, root, assignment, vetted)
         known.files = file_hashes(known.folder, found.artifacts)
         known.model_files = {a.role: dict(a.files) for a in found.artifacts if a.role not in ("inputs", "search_log")}
@@ -130,7 +138,9 @@ def _grade(known: _Known, sandboxes: Sandboxes, root: Path, run_count: RunCount 
         references = vet_references(assignment)
         plan = build_job(known.folder, found.artifacts, assignment, submission, references, work)
         sandbox_dir = _folder(work / "sandbox", mode=0o700)
+        progress("running the models in the sandbox (loading, comparing outputs, timing)")
         obs = sandboxes.worker(plan.job, assignment.limits, sandbox_dir, plan.folders)
+    progress("scoring the checks")
     if obs.failure is None and (problems := contradictions(obs, {a.role: a.stored for a in found.artifacts})):
         raise SubmissionError.of(problems)
     files = {a.role: ModelFiles(a.files, a.size_bytes, a.gzip_bytes) for a in [*found.artifacts, *references]}
