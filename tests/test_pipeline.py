@@ -100,6 +100,8 @@ def test_missing_file_is_rejected_with_a_fix(tiny_models, fast_root, tmp_path: P
     assert "compresed.onnx" in result.problems[0].message and "git add" in result.problems[0].hint
     assert all(c.status is CheckStatus.SKIPPED for c in result.checks)
     assert "What to fix" in report
+    assert report.count("compresed.onnx") == 1  # said once, under What to fix, not in every check row
+    assert "<summary>Evidence</summary>" not in report and "unknown CPU" not in report  # nothing ran
 
 
 def test_path_outside_the_folder_is_rejected(tiny_models, fast_root, tmp_path: Path) -> None:

@@ -314,7 +314,11 @@ def _result(
 
 
 def _rejected(known: _Known, exc: SubmissionError) -> Result:
-    reason = f"Not graded: {exc.problem.message}"
+    reason = (
+        "Not graded: fix what the report lists first."
+        if len(exc.problems) > 1
+        else "Not graded: see what to fix above."
+    )
     checks = skipped_all(known.assignment, reason) if known.assignment else []
     return _result(known, "rejected", checks, exc.problems)
 
