@@ -89,8 +89,20 @@ def test_markdown_puts_verdict_and_score_first() -> None:
 
 def test_markdown_has_side_by_side_measurements_with_ratio() -> None:
     body = render_markdown(make_result())
-    row = next(line for line in body.splitlines() if line.startswith("| size"))
+    row = next(line for line in body.splitlines() if line.startswith("| file size"))
     assert "3.3 MiB" in row and "0.9 MiB" in row and "3.6x" in row
+
+
+def test_report_tables_name_figures_for_people_not_by_their_keys() -> None:
+    """The tables a student reads say "peak memory" and "latency, batch 1", never the JSON keys."""
+    import re as regex
+
+    from grader.report.labels import label
+
+    body = render_markdown(make_result())
+    table = [line for line in body.splitlines() if line.startswith("| ") and ("MiB" in line or " ms" in line)]
+    assert table and not any(regex.search(r"\b[a-z]+_[a-z0-9_]+\b", line.split("|")[1]) for line in table)
+    assert label("peak_rss_mb") == "peak memory" and label("latency_ms_b64") == "latency, batch 64"
 
 
 def test_marker_cannot_be_broken_by_a_hostile_result() -> None:

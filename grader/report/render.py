@@ -18,6 +18,7 @@ from grader.contracts.result import CheckStatus, Result
 from grader.report import machine
 from grader.report.charts import chart_data_uri
 from grader.report.escape import marker_value, md, visible_html
+from grader.report.labels import label, pair_label
 
 STATUS_ICON = {
     CheckStatus.PASS: "✅",
@@ -41,6 +42,10 @@ class MetricRow:
     name: str
     values: dict[str, str]
     ratio: str
+
+    @property
+    def label(self) -> str:
+        return label(self.name)
 
 
 def marker(result: Result) -> str:
@@ -84,8 +89,19 @@ def metric_table(result: Result) -> tuple[list[str], list[MetricRow]]:
     return roles, rows
 
 
+# comparison figures that only matter where a check judges them (hw6's parity): elsewhere a large
+# relative difference on near-zero logits alarms without meaning anything
+JUDGED_ONLY = ("tolerance_ratio", "max_rel_error")
+
+
 def pair_rows(result: Result) -> list[tuple[str, str]]:
-    return [(key, fmt(est)) for key, est in result.metrics.items() if "_vs_" in key.partition(".")[0]]
+    """Comparison figures by their human names; parity figures only where a check judged them."""
+    judged = {k for c in result.checks for k in c.evidence}
+    return [
+        (pair_label(key), fmt(est))
+        for key, est in result.metrics.items()
+        if "_vs_" in key.partition(".")[0] and (key.partition(".")[2] not in JUDGED_ONLY or key in judged)
+    ]
 
 
 def _environment(autoescape: bool) -> Environment:
