@@ -796,3 +796,24 @@ def test_a_different_smaller_network_earns_no_removal_credit(tmp_path: Path) -> 
     assert "1 prunable layers (matmul)" in why and "baseline's 3 (conv, conv, matmul)" in why
     assert summarize(other).prunable_elements < 0.1 * summarize(wide).prunable_elements
     assert effective_sparsity(summarize(other), summarize(wide), maps=not why) == 0.0
+
+
+def test_an_lstms_biases_are_counted_but_not_flagged() -> None:
+    """An honest LSTM's 2-D bias (input 3) reaches no weight slot: counted as a dense weight, never
+    flagged for staff (only ops the grader does not know, and control flow, are)."""
+    hidden, features = 64, 8  # B holds 8 x 64 = 512 values: weight-sized
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.normal(size=(1, 4 * hidden, features)).astype(np.float32), "W")
+    r = numpy_helper.from_array(rng.normal(size=(1, 4 * hidden, hidden)).astype(np.float32), "R")
+    b = numpy_helper.from_array(rng.normal(size=(1, 8 * hidden)).astype(np.float32), "B")
+    graph = helper.make_graph(
+        [helper.make_node("LSTM", ["x", "W", "R", "B"], ["y"], hidden_size=hidden)],
+        "lstm",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [5, 1, features])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [w, r, b],
+    )
+    evidence = onnx_evidence(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    assert {t.name for t in evidence.weights} >= {"W", "R", "B"}
+    assert next(t for t in evidence.weights if t.name == "B").zeros == 0
+    assert evidence.flags == []

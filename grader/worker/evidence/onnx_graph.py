@@ -684,7 +684,7 @@ def _unplaced_weights(g: Graph, taken: set[str]) -> tuple[list[TensorEvidence], 
         # counted as dense: such a tensor can only dilute the sparsity, never add zeros to it (a
         # large all-zero constant added to an activation is not pruning)
         weights.append(evidence.model_copy(update={"zeros": 0, "near_zeros": 0}))
-        if op not in ELEMENTWISE:
+        if op not in ELEMENTWISE and op not in WEIGHT_SLOTS:  # a known layer's other inputs are its biases
             flags.append(
                 f"'{name}' ({_numel(tensor):,} values) is used by a {op} where the grader knows no weight input"
             )
