@@ -242,3 +242,15 @@ def test_a_chart_is_a_table_in_the_comment_and_an_inert_image_in_the_html() -> N
     svg = base64.b64decode(match.group(1)).decode()
     assert svg.lstrip().startswith("<?xml") and "<svg" in svg and "<script" not in svg
     assert machine.decode(body)["checks"][0]["chart"] is None  # the hidden block stays small
+
+
+def test_points_never_wrap_and_times_have_no_microseconds() -> None:
+    from grader.report.render import render_html
+
+    result = make_result()
+    markdown = render_markdown(result)
+    assert any("\u00a0/\u00a0" in line for line in markdown.splitlines() if line.startswith("| "))
+    html = render_html(result)
+    assert "white-space: nowrap" in html
+    started = result.started_at.strftime("%Y-%m-%d %H:%M:%S")
+    assert f"started {started}" in html and result.started_at.isoformat() not in html
