@@ -89,3 +89,25 @@ def test_a_speedup_far_beyond_what_the_evidence_explains_is_flagged(files) -> No
 def test_a_model_without_parameters_is_flagged(files) -> None:
     flags = _flags(_observations(files, "constant", speedup=1.0))
     assert any("'candidate': no parameters were found" in f for f in flags), flags
+
+
+def test_a_flag_quoting_a_huge_name_from_the_file_stays_short(tmp_path) -> None:
+    """The file picks its node names; a 100,000-character one must not blow up the report."""
+
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y_then"])], "b", [], [helper.make_tensor_value_info("y_then", 1, None)]
+    )
+    node = helper.make_node("If", ["c"], ["y"], then_branch=body, else_branch=body, name="n" * 100_000)
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [1]),
+            helper.make_tensor_value_info("c", TensorProto.BOOL, []),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+    )
+    evidence = onnx_evidence(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    model = ModelObservation(role="candidate", path="c.onnx", format="onnx", evidence=evidence)
+    flags = staff_flags(Observations(models={"candidate": model}), {"candidate": summarize(evidence)})
+    assert flags and all(len(f) <= 400 for f in flags) and "the graph has a If" in flags[0]

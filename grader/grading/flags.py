@@ -13,6 +13,7 @@ from __future__ import annotations
 from grader.contracts.figures import EvidenceSummary
 from grader.contracts.observations import Observations, TimingComparison
 
+FLAG_CHARS = 400
 EXPLAINED_SLACK = 4.0  # a speedup this many times beyond the evidence's account is flagged
 QUANTIZED_GAIN = 4.0  # int8 arithmetic against fp32, at best
 SPARSE_GAIN_CAP = 4.0
@@ -35,7 +36,8 @@ def staff_flags(obs: Observations, summaries: dict[str, EvidenceSummary]) -> lis
         flag = _unexplained_speedup(timing, obs, summaries)
         if flag:
             flags.append(flag)
-    return list(dict.fromkeys(flags))[:50]
+    # a flag can quote names from the student's file: bounded here, where every flag enters the result
+    return [f if len(f) <= FLAG_CHARS else f[: FLAG_CHARS - 1] + "…" for f in dict.fromkeys(flags)][:50]
 
 
 def explained_speedup(

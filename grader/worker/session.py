@@ -44,7 +44,7 @@ from grader.worker.measure import (
 from grader.worker.memory import peak_memory_mb
 from grader.worker.runtime import Feeds, LoadedModel, load_model
 from grader.worker.searchlog import observe_search_log
-from grader.worker.timing import Budget, rows_of, time_alone, time_pair
+from grader.worker.timing import rows_of, time_alone, time_pair
 
 ORT_DTYPES = {
     "tensor(float)": np.float32,
@@ -550,31 +550,21 @@ class Session:
         solo = [r for r in self.spec.solo if self.available(r)]
         batches = self.spec.timing.batch_sizes
         arrays, untimed = self._timing_inputs({r for p in pairs for r in (p.reference, p.candidate)} | set(solo))
-        budget = Budget(self.spec.timing.budget_s, len(batches) * (len(pairs) + len(solo)))
+        # one equal share of the budget per timed figure: each share is that figure's cap, so a
+        # figure that cannot settle never takes more than before, and one that settles ends sooner
+        cap = self.spec.timing.budget_s / max(1, len(batches) * (len(pairs) + len(solo)))
         for pair in pairs:
             for batch in batches:
-                with budget.share() as seconds:
-                    self.obs.timing.append(
-                        time_pair(
-                            pair.reference,
-                            pair.candidate,
-                            self.loaded,
-                            arrays,
-                            untimed,
-                            batch,
-                            self.job,
-                            seconds,
-                            feeds_for,
-                        )
+                self.obs.timing.append(
+                    time_pair(
+                        pair.reference, pair.candidate, self.loaded, arrays, untimed, batch, self.job, cap, feeds_for
                     )
+                )
         for role in solo:
             for batch in batches:
-                with budget.share() as seconds:
-                    self.obs.solo_timing.append(
-                        time_alone(
-                            role, self.loaded[role], arrays, untimed.get(role), batch, self.job, seconds, feeds_for
-                        )
-                    )
+                self.obs.solo_timing.append(
+                    time_alone(role, self.loaded[role], arrays, untimed.get(role), batch, self.job, cap, feeds_for)
+                )
 
     def _timing_inputs(self, roles: set[str]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray | None]]:
         if self.spec.timing.inputs == "heldout" and self.load_heldout() is not None:

@@ -12,8 +12,7 @@ not timed at this one, and the comparison says so.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -38,19 +37,6 @@ KEEP_ELEMENTS = 4_000_000  # timed outputs kept for the check, per model
 
 Feeds = dict[str, np.ndarray]
 FeedsFor = Callable[[LoadedModel, str, dict[str, np.ndarray], np.ndarray], Feeds]
-
-
-class Budget:
-    """The grading's timing budget, in equal shares, one per timed figure: each share is that
-    figure's cap, so a figure that cannot settle never takes more than it had before sequential
-    stopping, and one that settles early simply ends the grading sooner."""
-
-    def __init__(self, seconds: float, figures: int) -> None:
-        self.each = seconds / max(1, figures)
-
-    @contextmanager
-    def share(self) -> Iterator[float]:
-        yield self.each
 
 
 @dataclass

@@ -577,24 +577,32 @@ def _runtime_weights(g: Graph, slots: list[_Slot], taken: set[str]) -> tuple[lis
             if tensor.data_type == onnx.TensorProto.BOOL:
                 continue
             taken.add(name)
-            store = storage(g, [name])
-            values = _array(tensor)
-            weights.append(
-                tensor_evidence(
-                    name,
-                    values,
-                    f"{slot.node.op_type} (computed at run time)",
-                    prunable=True,
-                    quantized=store.quantized_for(int(values.size)),
-                    bits=store.bits,
-                    stored_dtype=store.dtype,
-                )
-            )
+            weights.append(_as_stored(g, name, f"{slot.node.op_type} (computed at run time)"))
             flags.append(
-                f"the {slot.node.op_type} '{slot.node.name or slot.value}' computes its weight from the "
-                f"inputs at run time (from '{name}')"
+                f"the {_named(slot.node.op_type)} '{_named(slot.node.name or slot.value)}' computes its weight "
+                f"from the inputs at run time (from '{_named(name)}')"
             )
     return weights, flags
+
+
+def _as_stored(g: Graph, name: str, layer: str) -> TensorEvidence:
+    """A stored tensor as a weight, judged by how it is stored (nothing decodes it on the way)."""
+    store = storage(g, [name])
+    values = _array(g.constants[name])
+    return tensor_evidence(
+        name,
+        values,
+        layer,
+        prunable=True,
+        quantized=store.quantized_for(int(values.size)),
+        bits=store.bits,
+        stored_dtype=store.dtype,
+    )
+
+
+def _named(text: str, limit: int = 80) -> str:
+    """A name from the file, short enough for a flag (the file chooses its names and their length)."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _control_flow_weights(g: Graph, taken: set[str]) -> tuple[list[TensorEvidence], list[str]]:
@@ -603,7 +611,7 @@ def _control_flow_weights(g: Graph, taken: set[str]) -> tuple[list[TensorEvidenc
     for node in g.live:
         if node.op_type not in CONTROL_FLOW:
             continue
-        flags.append(f"the graph has a {node.op_type} ('{node.name}'): what runs can depend on the inputs")
+        flags.append(f"the graph has a {node.op_type} ('{_named(node.name)}'): what runs can depend on the inputs")
         for sub in _subgraphs(node):
             for tensor in _all_constants(sub):
                 if tensor.name in taken or len(tensor.dims) < 2:
@@ -669,24 +677,15 @@ def _unplaced_weights(g: Graph, taken: set[str]) -> tuple[list[TensorEvidence], 
         if tensor.data_type == onnx.TensorProto.BOOL or (name in g.producer and g.producer[name].op_type != "Constant"):
             continue
         taken.add(name)
-        store = storage(g, [name])
-        values = _array(tensor)
         op = consumer[name]
-        evidence = tensor_evidence(
-            name,
-            values,
-            f"{op} (not a known weight input)",
-            prunable=True,
-            quantized=store.quantized_for(int(values.size)),
-            bits=store.bits,
-            stored_dtype=store.dtype,
-        )
+        evidence = _as_stored(g, name, f"{op} (not a known weight input)")
         # counted as dense: such a tensor can only dilute the sparsity, never add zeros to it (a
         # large all-zero constant added to an activation is not pruning)
         weights.append(evidence.model_copy(update={"zeros": 0, "near_zeros": 0}))
         if op not in ELEMENTWISE and op not in WEIGHT_SLOTS:  # a known layer's other inputs are its biases
             flags.append(
-                f"'{name}' ({_numel(tensor):,} values) is used by a {op} where the grader knows no weight input"
+                f"'{_named(name)}' ({_numel(tensor):,} values) is used by a {_named(op)} where the grader "
+                "knows no weight input"
             )
     return weights, flags[:20]
 
