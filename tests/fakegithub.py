@@ -18,7 +18,7 @@ Use it through the ``fake_github`` fixture::
         fake_github.add_token("bot-token", "github-actions[bot]", write=True)
         pr = fake_github.open_pull(repo, "octocat", {"submissions/a/hw2/x.onnx": b"..."})
         gh = fake_github.pygithub("bot-token")   # PyGithub with base_url and zero request spacing
-        fake_github.add_artifact(repo, "result", {"result.json": b"{...}"}, head_sha=pr.head_sha)
+        fake_github.add_artifact(repo, "result", {"result.json": b"{...}"}, run_id=1234)
 """
 
 from __future__ import annotations
@@ -232,12 +232,29 @@ class FakeGitHub:
         repo: FakeRepo,
         name: str,
         files: dict[str, bytes],
-        head_sha: str,
+        run_id: int,
         expired: bool = False,
-        head_branch: str = "main",
+        overwrite: bool = False,
     ) -> dict[str, Any]:
-        """An artifact named ``name`` holding ``files`` (zipped), uploaded by a workflow run of ``head_sha``."""
+        """What ``actions/upload-artifact`` leaves behind when workflow run ``run_id`` uploads ``files``.
+
+        The payload is the artifact object of GitHub's REST "List artifacts for a repository"
+        (docs.github.com/en/rest/actions/artifacts, example response), field for field. Its
+        ``workflow_run`` describes the run, not the PR: this course's workflows run on
+        ``pull_request_target`` and ``workflow_dispatch``, for which GitHub's "Events that trigger
+        workflows" page gives GITHUB_SHA as the last commit of the base branch and GITHUB_REF as the
+        base branch, so ``head_sha`` is the base branch's commit and never the PR head.
+
+        A name is unique within a run: upload-artifact v4 refuses a second upload of the same name
+        in the same run (HTTP 409, ``FileExistsError`` here) unless ``overwrite: true``, which deletes
+        the earlier artifact and creates a new one (a new id) for the same run, as a re-run attempt does.
+        """
         with self.lock:
+            earlier = [a for a in repo.artifacts if a["name"] == name and a["workflow_run"]["id"] == run_id]
+            if earlier and not overwrite:
+                raise FileExistsError(f"409 Conflict: an artifact named {name!r} already exists in run {run_id}")
+            for artifact in earlier:
+                repo.artifacts.remove(artifact)
             buffer = io.BytesIO()
             with zipfile.ZipFile(buffer, "w") as archive:
                 for path, data in files.items():
@@ -254,15 +271,16 @@ class FakeGitHub:
                 "url": f"{base}/artifacts/{number}",
                 "archive_download_url": f"{base}/artifacts/{number}/zip",
                 "expired": expired,
+                "digest": "sha256:" + hashlib.sha256(self.blobs[number]).hexdigest(),
                 "created_at": _iso(created),
-                "updated_at": _iso(created),
                 "expires_at": _iso(created - timedelta(minutes=1) if expired else created + timedelta(days=90)),
+                "updated_at": _iso(created),
                 "workflow_run": {
-                    "id": next(self.ids),
+                    "id": run_id,
                     "repository_id": 1,
                     "head_repository_id": 1,
-                    "head_branch": head_branch,
-                    "head_sha": head_sha,
+                    "head_branch": "main",
+                    "head_sha": repo.base_sha,
                 },
             }
             repo.artifacts.append(artifact)

@@ -367,11 +367,11 @@ def published_run(
         pr_number=pull.number,
         head_sha=pull.head_sha,
         event_time=event_time or pull.updated_at,
-        run_id=RUN_ID - 1,
+        run_id=RUN_ID - 100 - pull.number,  # each grading is its own workflow run
     )
     result = graded_result(context, team=team, assignment=FINAL).model_copy(update={"status": status})
     course.fake.add_artifact(
-        course.repo, artifact_name(team, FINAL), {"result.json": result.to_json().encode()}, head_sha=pull.head_sha
+        course.repo, artifact_name(team, FINAL), {"result.json": result.to_json().encode()}, run_id=context.run_id
     )
 
 
@@ -386,12 +386,18 @@ def test_the_runs_per_day_limit_keeps_a_pr_off_the_runner_and_says_when_to_try_a
     published_run(course, "octocat", event_time=course.fake.clock - timedelta(days=1))  # yesterday's
     for _ in range(3):  # another team's runs: never even downloaded (one listing by exact name)
         published_run(course, "hubot", team="team-beta")
+    broken = {"result.json": b"{not json\n::error::forged"}
+    course.fake.add_artifact(course.repo, artifact_name("team-alpha", FINAL), broken, run_id=1)  # counts for nobody
     files = {f"submissions/team-alpha/{FINAL}/submission.yaml": b"schema: 1\n"}
     pull = course.fake.open_pull(course.repo, "octocat", files)
 
-    assert course.ci("policy", pull, token="read-token").returncode == 0
+    policy = course.ci("policy", pull, token="read-token")
+    assert policy.returncode == 0, policy.stderr
     assert course.outputs()["decision"] == "grade" and course.outputs()["runs_today"] == "2"
-    assert len(course.fake.requests("GET", r".*/actions/artifacts/\d+/zip")) == 5  # team-alpha's five only
+    assert len(course.fake.requests("GET", r".*/actions/artifacts/\d+/zip")) == 6  # team-alpha's six only
+    [warning] = [line for line in policy.stderr.splitlines() if "::warning::" in line]
+    assert warning.startswith("::warning::runs-per-day count: artifact result-team-alpha-final-project #")
+    assert "::error::" not in policy.stderr.replace(warning, "")  # the file's text stays on the warning's line
 
     published_run(course, "octocat")  # a third graded run today
     (course.tmp / "output").unlink()
