@@ -6,11 +6,12 @@ its ``result.json`` as the artifact ``result-<team>-<assignment>`` (kept 7 days 
 one listing by exact name finds one team's runs, and only those are downloaded: the job token's
 API budget does not grow with the class. Those files come from
 jobs that ran student models, so each is read the way ``grader results collect`` reads artifacts
-(size caps, schema, the commit of the run that uploaded it), and a run counts for a team only if
+(size caps, schema, the workflow run that uploaded it), and a run counts for a team only if
 the PR it names was opened by a member of that team: a forged artifact cannot use up another
 team's runs. An artifact that cannot be read counts for nobody, and the job's log says so (a
-GitHub ``::warning::``), so a count that looks low can be traced. The rule itself (graded commits per UTC day, never the commit being decided) is
-``grader.config.policy.count_graded``, the same as with the store.
+GitHub ``::warning::``), so a count that looks low can be traced. The rule itself (graded
+commits per UTC day, never the commit being decided) is ``grader.config.policy.count_graded``,
+the same as with the store.
 """
 
 from __future__ import annotations
