@@ -90,6 +90,7 @@ class Course:
             GITHUB_EVENT_PATH=str(event_path),
             GITHUB_REPOSITORY=REPO,
             GITHUB_RUN_ID=str(RUN_ID),
+            GITHUB_RUN_ATTEMPT="1",
             GITHUB_SERVER_URL="https://github.test",
             GITHUB_API_URL=self.fake.url,
             GITHUB_OUTPUT=str(self.tmp / "output"),
@@ -308,6 +309,28 @@ def test_an_untrustworthy_artifact_becomes_an_error_report_not_charged(course: C
     assert reason in comment["body"]
     [status] = course.repo.statuses[pull.head_sha]
     assert status["state"] == "error" and "not charged" in status["description"]
+
+
+def test_a_re_run_posts_the_result_of_the_attempt_that_last_graded(course: Course) -> None:
+    """Attempt 2 re-ran the grading job, which failed before writing a result: the artifact still
+    holds attempt 1's result, which must not be posted as attempt 2's grade."""
+    pull = course.fake.open_pull(course.repo, "octocat", {f"{FOLDER}/submission.yaml": b"schema: 1\n"})
+    env = {**course.env(pull), "GITHUB_RUN_ATTEMPT": "2"}
+    second = RunContext.model_validate_json(course.ci("context", pull, env=env).stdout)
+    assert second.run_attempt == 2 and second.run_id == RUN_ID
+    first = second.model_copy(update={"run_attempt": 1})
+    stale = course.artifact(pull, graded_result(first).to_json())
+    done = course.ci("publish", pull, "--artifact", str(stale), "--grade-outcome", "failure", "--grade-attempt", "2")
+    assert done.returncode == 0, done.stderr
+    [comment] = course.bot_comments(pull)
+    assert "from attempt 1 of run" in comment["body"] and "not charged to you" in comment["body"]
+
+    fresh = course.artifact(pull, graded_result(second).to_json())
+    done = course.ci("publish", pull, "--artifact", str(fresh), "--grade-outcome", "success", "--grade-attempt", "2")
+    assert done.returncode == 0, done.stderr
+    [comment] = course.bot_comments(pull)  # the same comment, now the grade
+    assert machine.decode(comment["body"])["status"] == "graded"
+    assert machine.decode(comment["body"])["context"]["run_attempt"] == 2
 
 
 def test_usage_errors_and_outages_end_with_documented_exit_codes(course: Course) -> None:

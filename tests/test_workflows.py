@@ -90,6 +90,8 @@ def test_the_grading_job_checks_out_only_the_approved_folder_as_data(workflow) -
     base, pr = checkouts(grade)
     assert base["with"] == {"path": "base", "persist-credentials": False}
     assert pr["with"]["ref"] == "${{ github.event.pull_request.head.sha }}"
+    # the course repository's copy of the PR head: the job token cannot read a private fork
+    assert pr["with"]["repository"] == "${{ github.repository }}"
     assert pr["with"]["path"] == "pr" and pr["with"]["sparse-checkout-cone-mode"] is False
     assert pr["with"]["sparse-checkout"] == "/${{ needs.policy.outputs.folder }}/"
     assert "github.token" not in json.dumps(grade) and "secrets." not in json.dumps(grade)
@@ -161,6 +163,54 @@ def test_each_grading_uploads_its_result_under_its_team_and_assignment(workflow)
         "${{ needs.policy.outputs.assignment }}", "hw-y"
     )
     assert filled == artifact_name("team-x", "hw-y")
+
+
+def uploads(doc: dict) -> list[dict]:
+    return [
+        s
+        for job in doc["jobs"].values()
+        for s in steps(job)
+        if s.get("uses", "").startswith("actions/upload-artifact@")
+    ]
+
+
+@pytest.mark.parametrize("path", ALL, ids=lambda p: p.name)
+def test_a_re_run_attempt_replaces_its_uploads(path: Path) -> None:
+    """upload-artifact v4 answers 409 for a name that already exists in the run, which is what a
+    re-run attempt meets; overwrite replaces the earlier attempt's artifact."""
+    found = uploads(load(path))
+    assert found and all(u["with"].get("overwrite") is True for u in found)
+
+
+def test_publish_takes_only_the_result_of_the_attempt_that_last_graded(workflow) -> None:
+    grade, publish = workflow["jobs"]["grade"], workflow["jobs"]["publish"]
+    assert grade["outputs"]["attempt"] == "${{ steps.attempt.outputs.attempt }}"
+    [recorder] = [s for s in steps(grade) if s.get("id") == "attempt"]
+    assert steps(grade).index(recorder) == 0  # set before anything can fail
+    assert recorder["run"] == 'echo "attempt=$GITHUB_RUN_ATTEMPT" >> "$GITHUB_OUTPUT"'
+    [step] = [s for s in steps(publish) if "ci publish" in s.get("run", "")]
+    assert step["env"]["GRADE_ATTEMPT"] == "${{ needs.grade.outputs.attempt }}"
+    assert '--grade-attempt "$GRADE_ATTEMPT"' in step["run"]
+
+
+def cleanup_steps(job: dict) -> list[dict]:
+    return [s for s in steps(job) if "docker rm" in s.get("run", "")]
+
+
+@pytest.mark.parametrize(("path", "job"), [(GRADE, "grade"), (REGRADE, "regrade")])
+def test_every_grading_job_removes_its_own_containers_however_it_ends(path: Path, job: str) -> None:
+    """A cancelled run's grader may be killed before it removes its container: the job's last
+    step, run even on cancel, removes the containers labelled with this job's owner, and only those."""
+    from grader.sandbox.docker import OWNER_ENV, OWNER_LABEL
+
+    spec = load(path)["jobs"][job]
+    owner = spec["env"][OWNER_ENV]
+    assert "${{ github.run_id }}" in owner and "${{ github.run_attempt }}" in owner
+    if "matrix" in spec.get("strategy", {}):
+        assert "${{ matrix.shard }}" in owner  # shards run side by side on one engine
+    [cleanup] = cleanup_steps(spec)
+    assert cleanup["if"] == "always()" and steps(spec)[-1] is cleanup
+    assert f'--filter "label={OWNER_LABEL}=${OWNER_ENV}"' in cleanup["run"]
 
 
 def test_later_jobs_read_only_outputs_the_policy_step_writes(workflow) -> None:

@@ -3,8 +3,9 @@
 The grading job ran student models on a self-hosted runner; if a model ever escaped the sandbox
 it could replace the file. So the publisher accepts it only if it is a small regular file, parses
 against the strict result schema, belongs to this run (repository, PR number, head SHA, run id as
-GitHub gave them to the publisher), and adds up (points within each check's maximum, the score
-their sum, the maximum the base branch's assignment). Anything else is an ``ArtifactRejected``:
+GitHub gave them to the publisher; on a re-run, the attempt the grading job last ran in), and
+adds up (points within each check's maximum, the score their sum, the maximum the base branch's
+assignment less any pending points). Anything else is an ``ArtifactRejected``:
 the PR gets an ``error`` report that is not charged to the student.
 
 What this cannot catch is a well-formed lie (a plausible score forged from inside the runner);
@@ -45,6 +46,7 @@ class Expected:
     run_id: int | None
     team: str
     assignment: str
+    run_attempt: int | None = None  # the attempt the grading job last ran in, where the workflow says
 
 
 def read_result(path: Path, max_bytes: int = MAX_RESULT_BYTES) -> Result:
@@ -80,6 +82,11 @@ def check_belongs(result: Result, expected: Expected) -> None:
             f"result.json belongs to {ctx.repository} PR #{ctx.pr_number} at {ctx.head_sha} "
             f"(run {ctx.run_id}), not to {expected.repository} PR #{expected.pr_number} at "
             f"{expected.head_sha} (run {expected.run_id})"
+        )
+    if expected.run_attempt is not None and ctx.run_attempt != expected.run_attempt:
+        raise ArtifactRejected(
+            f"result.json is from attempt {ctx.run_attempt} of run {ctx.run_id}, but the grading job last ran "
+            f"in attempt {expected.run_attempt} and uploaded no newer result"
         )
 
 

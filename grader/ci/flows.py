@@ -135,6 +135,7 @@ def publish(
     summary: Path | None,
     policy_verdict: str = "",
     runs_today: int | None = None,
+    grade_attempt: int | None = None,
 ) -> Published:
     """Post this run's outcome on the PR: a refusal, or the (validated) result, or an error report.
 
@@ -169,12 +170,14 @@ def publish(
         run_id=run.run_id,
         team=decision.team,
         assignment=decision.assignment,
+        run_attempt=grade_attempt,
     )
     try:
         result = load_result_artifact(artifact, expected, assignment)
         # The context is restamped from this run's own event: the event time decides lateness,
         # and only this privileged job's copy of it is trusted.
-        result = result.model_copy(update={"context": run_context(event, run)})
+        restamped = run_context(event, run).model_copy(update={"run_attempt": result.context.run_attempt})
+        result = result.model_copy(update={"context": restamped})
         detail = ""
     except ArtifactRejected as exc:
         result = unavailable_result(event, run, expected, assignment, exc.reason, grade_outcome)

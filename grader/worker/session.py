@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import signal
 import sys
 import time
 import traceback
@@ -696,7 +697,20 @@ def open_output(spec: str) -> BinaryIO:
     return os.fdopen(fd, "wb")
 
 
+def arm_deadline(env: dict[str, str] | os._Environ = os.environ) -> int:
+    """``SIGALRM`` at ``$GRADER_DEADLINE_S`` with its default action, which ends the process even
+    inside a long native call: the Docker runner's time limit when the host is no longer there.
+    Returns the seconds armed (0: none)."""
+    text = env.get("GRADER_DEADLINE_S", "")
+    seconds = int(text) if text.isdigit() else 0
+    if seconds:
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+        signal.alarm(seconds)
+    return seconds
+
+
 def main(argv: list[str] | None = None) -> int:
+    arm_deadline()
     job_path, out, folders = parse_args(sys.argv[1:] if argv is None else argv)
     with open_output(out) as channel:
         job = Job.model_validate_json(job_path.read_text())
