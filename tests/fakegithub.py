@@ -23,6 +23,7 @@ Use it through the ``fake_github`` fixture::
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import itertools
@@ -103,6 +104,13 @@ def sized(size: int) -> Entry:
     return Entry(b"\0" * min(size, 16) + f"#size={size}".encode(), "100644")
 
 
+def lfs_file(size: int, oid: str = "") -> Entry:
+    """A Git LFS file of ``size`` bytes as git holds it: its pointer (the tree lists ~130 bytes)."""
+    from grader.contracts.lfs import pointer_text
+
+    return Entry(pointer_text(oid or hashlib.sha256(str(size).encode()).hexdigest(), size), "100644")
+
+
 def entry_size(entry: Entry) -> int:
     match = re.search(rb"#size=(\d+)$", entry.content)
     return int(match.group(1)) if match else len(entry.content)
@@ -143,6 +151,7 @@ class FakeGitHub:
         self.tokens: dict[str, tuple[str, bool]] = {}
         self.trees: dict[str, list[dict[str, Any]]] = {}
         self.commits: dict[str, str] = {}  # commit sha -> root tree sha
+        self.git_blobs: dict[str, bytes] = {}  # blob sha -> content, served by "Get a blob"
         self.blobs: dict[int, bytes] = {}  # artifact id -> its zip, served at /_blobs/{id} without a token
         self.faults: list[Fault] = []
         self.log: list[Request] = []
@@ -361,6 +370,7 @@ class FakeGitHub:
                 children.setdefault(head, {})[rest] = entry
             else:
                 blob = hashlib.sha1(b"blob " + entry.content).hexdigest()
+                self.git_blobs[blob] = entry.content
                 entries.append(
                     {
                         "path": head,
@@ -629,6 +639,27 @@ def _tree_get(fake: FakeGitHub, repo: FakeRepo, groups, query, body, login):
     )
 
 
+def _blob_get(fake: FakeGitHub, repo: FakeRepo, groups, query, body, login):
+    """GitHub's "Get a blob" (docs.github.com/en/rest/git/blobs, example response): base64 content
+    in 60-character lines, its encoding, sha, size, url and node_id."""
+    content = fake.git_blobs.get(groups["sha"])
+    if content is None:
+        return 404, {"message": "Not Found"}, {}
+    encoded = base64.b64encode(content).decode()
+    return (
+        200,
+        {
+            "content": "\n".join(encoded[i : i + 60] for i in range(0, len(encoded), 60)) + "\n",
+            "encoding": "base64",
+            "url": f"{fake.url}/repos/{repo.full_name}/git/blobs/{groups['sha']}",
+            "sha": groups["sha"],
+            "size": len(content),
+            "node_id": f"MDQ6QmxvYj{groups['sha'][:8]}",
+        },
+        {},
+    )
+
+
 def _artifacts_list(fake: FakeGitHub, repo: FakeRepo, groups, query, body, login):
     items = [a for a in repo.artifacts if "name" not in query or a["name"] == query["name"]]
     return fake.page(f"/repos/{repo.full_name}/actions/artifacts", query, items, key="artifacts")
@@ -659,6 +690,7 @@ ROUTES = [
     (REPO + r"/commits/(?P<sha>[0-9a-f]{40})/statuses", "GET", _status_list),
     (REPO + r"/statuses/(?P<sha>[0-9a-f]{40})", "POST", _status_create),
     (REPO + r"/git/trees/(?P<sha>[0-9a-f]{40})", "GET", _tree_get),
+    (REPO + r"/git/blobs/(?P<sha>[0-9a-f]{40})", "GET", _blob_get),
     (REPO + r"/actions/artifacts", "GET", _artifacts_list),
     (REPO + r"/actions/artifacts/(?P<id>\d+)/zip", "GET", _artifact_zip),
 ]
