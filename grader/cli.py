@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "grader.commands.gradebook",
     "grader.commands.regrade",
     "grader.commands.leaderboard",
+    "grader.commands.doctor",
 ]
 
 
