@@ -152,9 +152,21 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         (work / "torch-cpu.txt").write_text(f"torch=={TORCH}+cpu\n")
         if "lock" in wanted:
-            lock = compile_(
-                ["pyproject.toml", "--extra", "dev"], "3.11", "--override", str(work / "torch-cpu.txt"), *torch_source()
+            # the current lock as uv's output file: its pins are kept wherever they still satisfy pyproject.toml
+            previous = work / "previous.txt"
+            previous.write_text(
+                re.sub(rf"^torch=={re.escape(TORCH)}$", f"torch=={TORCH}+cpu", LOCK.read_text(), flags=re.M)
             )
+            compile_(
+                ["pyproject.toml", "--extra", "dev"],
+                "3.11",
+                "--override",
+                str(work / "torch-cpu.txt"),
+                "--output-file",
+                str(previous),
+                *torch_source(),
+            )
+            lock = previous.read_text()
             lock = re.sub(r"--override \S*torch-cpu\.txt", "torch's CPU build (scripts/lock.py)", lock)
             write(
                 LOCK, HEADERS["lock"], re.sub(rf"^torch=={re.escape(TORCH)}\+cpu$", f"torch=={TORCH}", lock, flags=re.M)

@@ -495,3 +495,29 @@ def test_each_regrade_check_fails_on_a_broken_copy(case: str) -> None:
     assert broken != load(REGRADE)
     with pytest.raises(AssertionError):
         check(broken)
+
+
+def _linter(name: str) -> str:
+    found = Path(sys.executable).parent / name
+    if not found.exists():
+        pytest.skip(f"{name} is not installed (the dev extra has it)")
+    return str(found)
+
+
+def test_actionlint_and_githubs_schema_accept_both_workflows_and_catch_a_broken_one(tmp_path: Path) -> None:
+    actionlint, schema = _linter("actionlint"), _linter("check-jsonschema")
+    config = ["-config-file", str(ROOT / ".github" / "actionlint.yaml")]
+    for path in ALL:
+        linted = subprocess.run([actionlint, *config, str(path)], capture_output=True, text=True, timeout=120)
+        assert linted.returncode == 0, linted.stdout + linted.stderr
+    validated = subprocess.run(
+        [schema, "--builtin-schema", "vendor.github-workflows", *map(str, ALL)], capture_output=True, text=True
+    )
+    assert validated.returncode == 0, validated.stdout + validated.stderr
+    broken = tmp_path / "grade.yml"
+    broken.write_text(GRADE.read_text().replace("needs.grade.outputs.attempt", "needs.grade.outputs.attempts"))
+    linted = subprocess.run([actionlint, *config, str(broken)], capture_output=True, text=True, timeout=120)
+    assert linted.returncode != 0 and "attempts" in linted.stdout
+    bad_schema = tmp_path / "regrade.yml"
+    bad_schema.write_text(REGRADE.read_text().replace("timeout-minutes: 360", "timeout-minutes: [360]"))
+    assert subprocess.run([schema, "--builtin-schema", "vendor.github-workflows", str(bad_schema)]).returncode != 0
