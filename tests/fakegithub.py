@@ -129,6 +129,7 @@ class FakePull:
     created_at: datetime
     updated_at: datetime
     title: str = "Submission"
+    before_sha: str = "0" * 40  # the head before the last push (the event's ``before``)
 
 
 @dataclass
@@ -303,13 +304,33 @@ class FakeGitHub:
         return added
 
     def event(self, repo: FakeRepo, pull: FakePull, action: str = "synchronize") -> dict[str, Any]:
-        """The ``pull_request_target`` event payload GitHub would send for the PR as it stands."""
+        """The ``pull_request_target`` event payload GitHub would send for the PR as it stands: the
+        ``pull_request`` webhook's (GitHub's OpenAPI description, ``webhook-pull-request-synchronize``:
+        action, number, pull_request, repository, sender, and before / after for a push)."""
         with self.lock:
-            return {
+            payload = {
                 "action": action,
                 "number": pull.number,
                 "pull_request": self._pull_json(repo, pull),
                 "repository": self._repo_json(repo),
+                "sender": self._user_json(pull.author),
+            }
+            if action == "synchronize":
+                payload.update(before=pull.before_sha, after=pull.head_sha)
+            return payload
+
+    def dispatch_event(
+        self, repo: FakeRepo, sender: str, inputs: dict[str, str], ref: str = "refs/heads/main"
+    ) -> dict[str, Any]:
+        """The ``workflow_dispatch`` event payload (``webhook-workflow-dispatch``: inputs, ref,
+        repository, sender, workflow), as regrade.yml's run would see it."""
+        with self.lock:
+            return {
+                "inputs": dict(inputs),
+                "ref": ref,
+                "repository": self._repo_json(repo),
+                "sender": self._user_json(sender),
+                "workflow": ".github/workflows/regrade.yml",
             }
 
     def tick(self) -> datetime:
@@ -351,6 +372,7 @@ class FakeGitHub:
         for new, old in renames.items():
             tree[new] = tree.pop(old, Entry(b""))
         pull.head_files = tree
+        pull.before_sha = pull.head_sha or "0" * 40
         pull.head_sha = self._commit(tree, salt=f"{repo.full_name}#{pull.number}@{pull.updated_at}")
         pull.changed = _diff(repo.files, tree, renames)
 
@@ -395,47 +417,93 @@ class FakeGitHub:
 
     # --- internals: JSON shapes ------------------------------------------------------------
     def _user_json(self, login: str, kind: str | None = None) -> dict[str, Any]:
+        """GitHub's ``simple-user``, every required field (tests/test_fake_payloads.py)."""
+        number = int(hashlib.sha1(login.encode()).hexdigest()[:8], 16)
+        api = f"{self.url}/users/{login}"
         return {
             "login": login,
-            "id": int(hashlib.sha1(login.encode()).hexdigest()[:8], 16),
+            "id": number,
+            "node_id": f"MDQ6VXNlcj{number}",
+            "avatar_url": f"https://avatars.github.test/u/{number}?v=4",
+            "gravatar_id": "",
+            "url": api,
+            "html_url": f"https://github.test/{login}",
+            "followers_url": f"{api}/followers",
+            "following_url": f"{api}/following{{/other_user}}",
+            "gists_url": f"{api}/gists{{/gist_id}}",
+            "starred_url": f"{api}/starred{{/owner}}{{/repo}}",
+            "subscriptions_url": f"{api}/subscriptions",
+            "organizations_url": f"{api}/orgs",
+            "repos_url": f"{api}/repos",
+            "events_url": f"{api}/events{{/privacy}}",
+            "received_events_url": f"{api}/received_events",
             "type": kind or ("Bot" if login.endswith("[bot]") else "User"),
-            "url": f"{self.url}/users/{login}",
+            "site_admin": False,
         }
 
     def _repo_json(self, repo: FakeRepo) -> dict[str, Any]:
         owner, name = repo.full_name.split("/")
         return {
             "id": 1,
+            "node_id": "MDEwOlJlcG9zaXRvcnkx",
             "name": name,
             "full_name": repo.full_name,
             "private": False,
             "owner": self._user_json(owner),
-            "url": f"{self.url}/repos/{repo.full_name}",
             "html_url": f"https://github.test/{repo.full_name}",
+            "description": None,
+            "fork": False,
+            "url": f"{self.url}/repos/{repo.full_name}",
             "default_branch": "main",
+            "visibility": "public",
         }
 
     def _pull_json(self, repo: FakeRepo, pull: FakePull) -> dict[str, Any]:
         base = f"{self.url}/repos/{repo.full_name}"
+        web = f"https://github.test/{repo.full_name}/pull/{pull.number}"
         return {
-            "number": pull.number,
-            "id": pull.number,
-            "state": "open",
-            "title": pull.title,
-            "draft": False,
             "url": f"{base}/pulls/{pull.number}",
+            "id": pull.number,
+            "node_id": f"PR_kwDOAAAAAc{pull.number}",
+            "html_url": web,
+            "diff_url": f"{web}.diff",
+            "patch_url": f"{web}.patch",
             "issue_url": f"{base}/issues/{pull.number}",
-            "html_url": f"https://github.test/{repo.full_name}/pull/{pull.number}",
+            "number": pull.number,
+            "state": "open",
+            "locked": False,
+            "title": pull.title,
+            "body": None,
+            "draft": False,
+            "closed_at": None,
+            "merged_at": None,
+            "merge_commit_sha": None,
             "user": self._user_json(pull.author),
             "author_association": pull.association,
             "head": {
                 "sha": pull.head_sha,
                 "ref": pull.head_ref,
                 "label": f"{pull.author}:{pull.head_ref}",
-                "repo": {"full_name": pull.head_repo, "url": f"{self.url}/repos/{pull.head_repo}"},
+                "repo": {
+                    **self._repo_json(repo),
+                    "id": 2,
+                    "node_id": "MDEwOlJlcG9zaXRvcnky",
+                    "name": pull.head_repo.split("/")[1],
+                    "full_name": pull.head_repo,
+                    "owner": self._user_json(pull.author),
+                    "html_url": f"https://github.test/{pull.head_repo}",
+                    "fork": True,
+                    "url": f"{self.url}/repos/{pull.head_repo}",
+                },
                 "user": self._user_json(pull.author),
             },
-            "base": {"sha": repo.base_sha, "ref": "main", "label": "course:main", "repo": self._repo_json(repo)},
+            "base": {
+                "sha": repo.base_sha,
+                "ref": "main",
+                "label": f"{repo.full_name.split('/')[0]}:main",
+                "repo": self._repo_json(repo),
+                "user": self._user_json(repo.full_name.split("/")[0]),
+            },
             "changed_files": len(pull.changed),
             "labels": [],
             "created_at": _iso(pull.created_at),
