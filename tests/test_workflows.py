@@ -25,7 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS = ROOT / ".github" / "workflows"
 GRADE = WORKFLOWS / "grade.yml"
 REGRADE = WORKFLOWS / "regrade.yml"
-ALL = [GRADE, REGRADE]
+RUNNER_CACHE = WORKFLOWS / "runner-cache.yml"
+ALL = [GRADE, REGRADE, RUNNER_CACHE]
 PINNED = re.compile(r"^[\w.-]+/[\w./-]+@[0-9a-f]{40}$")
 PR_HEAD = "github.event.pull_request.head"
 
@@ -59,10 +60,10 @@ def test_only_the_base_branch_definition_runs(workflow) -> None:
     assert set(workflow["on"]) == {"pull_request_target"}
     assert workflow["permissions"] == {}
     assert "pull_request.number" in workflow["concurrency"]["group"]
-    assert sorted(p.name for p in WORKFLOWS.iterdir()) == ["grade.yml", "regrade.yml"]
-    for path in ALL:
-        if path != GRADE:
-            assert set(load(path)["on"]) == {"workflow_dispatch"}, path.name
+    assert sorted(p.name for p in WORKFLOWS.iterdir()) == ["grade.yml", "regrade.yml", "runner-cache.yml"]
+    assert set(load(REGRADE)["on"]) == {"workflow_dispatch"}
+    cache = load(RUNNER_CACHE)["on"]
+    assert set(cache) == {"push", "workflow_dispatch"} and cache["push"]["branches"] == ["main"]
 
 
 def test_each_job_has_only_the_permissions_it_needs(workflow) -> None:
@@ -179,7 +180,8 @@ def test_a_re_run_attempt_replaces_its_uploads(path: Path) -> None:
     """upload-artifact v4 answers 409 for a name that already exists in the run, which is what a
     re-run attempt meets; overwrite replaces the earlier attempt's artifact."""
     found = uploads(load(path))
-    assert found and all(u["with"].get("overwrite") is True for u in found)
+    assert found or path == RUNNER_CACHE
+    assert all(u["with"].get("overwrite") is True for u in found)
 
 
 def test_publish_takes_only_the_result_of_the_attempt_that_last_graded(workflow) -> None:
@@ -261,6 +263,7 @@ def test_zizmor_finds_nothing_unexplained() -> None:
         ("grade.yml", "dangerous-triggers"),
         ("grade.yml", "self-hosted-runner"),
         ("regrade.yml", "self-hosted-runner"),
+        ("runner-cache.yml", "self-hosted-runner"),
     }, per_file
 
 
@@ -521,3 +524,23 @@ def test_actionlint_and_githubs_schema_accept_both_workflows_and_catch_a_broken_
     bad_schema = tmp_path / "regrade.yml"
     bad_schema.write_text(REGRADE.read_text().replace("timeout-minutes: 360", "timeout-minutes: [360]"))
     assert subprocess.run([schema, "--builtin-schema", "vendor.github-workflows", str(bad_schema)]).returncode != 0
+
+
+def test_a_grading_job_restores_the_set_up_and_never_saves_one() -> None:
+    """An ephemeral runner's grading sets up from the cache runner-cache.yml saved for this base
+    commit; nothing a grading ran (student models) can write a cache the next grading restores."""
+    grade = load(GRADE)["jobs"]["grade"]
+    [restore] = [s for s in steps(grade) if s.get("uses", "").startswith("actions/cache")]
+    assert restore["uses"].startswith("actions/cache/restore@")
+    setup = next(s for s in steps(grade) if s.get("run") == "./run setup")
+    assert steps(grade).index(restore) < steps(grade).index(setup)
+    for path in (GRADE, REGRADE):  # no save, and no read-write actions/cache, in a job near student files
+        text = path.read_text()
+        assert "actions/cache/save@" not in text and "actions/cache@" not in text
+    build = load(RUNNER_CACHE)["jobs"]["build"]
+    [key_step] = [s for s in steps(build) if s.get("id") == "key"]
+    [save] = [s for s in steps(build) if s.get("uses", "").startswith("actions/cache/save@")]
+    assert steps(build).index(key_step) < next(i for i, s in enumerate(steps(build)) if s.get("run") == "./run setup")
+    assert key_step["env"]["KEY"] == restore["with"]["key"]  # computed before the build, as grade.yml's
+    assert save["with"]["key"] == "${{ steps.key.outputs.key }}" and save["with"]["path"] == restore["with"]["path"]
+    assert build["permissions"] == {"contents": "read"}
