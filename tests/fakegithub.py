@@ -296,6 +296,11 @@ class FakeGitHub:
             repo.artifacts.append(artifact)
             return artifact
 
+    def blob_files(self, artifact_id: int) -> dict[str, bytes]:
+        """What downloading the artifact gives (actions/download-artifact unzips it)."""
+        with zipfile.ZipFile(io.BytesIO(self.blobs[artifact_id])) as archive:
+            return {name: archive.read(name) for name in archive.namelist()}
+
     def fail(self, **fault: Any) -> Fault:
         """Inject a fault (see ``Fault``); returns it so a test can check it was used up."""
         added = Fault(**fault)
