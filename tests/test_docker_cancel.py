@@ -54,14 +54,16 @@ def start_grading(folder: Path, root: Path, settings, tmp_path: Path, owner: str
     return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def owned(client, owner: str) -> list:
-    return client.containers.list(all=True, filters={"label": f"{OWNER_LABEL}={owner}"})
+def owned(client, owner: str) -> list[dict]:
+    """The owner's containers as the engine lists them (no per-container inspect, which races with
+    a removal in progress)."""
+    return client.api.containers(all=True, filters={"label": f"{OWNER_LABEL}={owner}"})
 
 
 def wait_for_running_container(client, owner: str, grading: subprocess.Popen, timeout_s: float = 120) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if any(c.status == "running" for c in owned(client, owner)):
+        if any(c["State"] == "running" for c in owned(client, owner)):
             return
         if grading.poll() is not None:
             raise AssertionError(f"the grading ended before its container ran: {grading.communicate()}")
@@ -119,7 +121,7 @@ def test_the_workflow_clean_up_removes_what_a_killed_grading_left(
         grading.kill()
         bystander.remove(force=True)
         for container in owned(docker_client, owner):
-            container.remove(force=True)
+            docker_client.api.remove_container(container["Id"], force=True)
 
 
 def test_the_worker_keeps_its_own_deadline_inside_a_native_call() -> None:

@@ -78,7 +78,8 @@ def decide_policy(
     folder, refusals = check_changes(event.author, changed, count, inputs.roster, inputs.assignment_ids, inputs.limits)
     if folder:
         path = f"submissions/{folder[0]}/{folder[1]}"
-        refusals = check_tree(path, folder_tree(repo, event.head_sha, path), inputs.limits)
+        tree = folder_tree(repo, event.head_sha, path, max_pointer_reads=inputs.limits.max_files)
+        refusals = check_tree(path, tree, inputs.limits)
     if refusals:
         return Decision(verdict="refuse", refusals=refusals, **facts)
     decision = Decision(
