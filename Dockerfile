@@ -7,26 +7,25 @@
 #   GPU:               docker build --build-arg VARIANT=gpu -t compression-grader:gpu .
 #   GPU with TensorRT: docker build --build-arg VARIANT=gpu --build-arg TENSORRT=1 -t compression-grader:gpu-trt .
 #
-# Pinned: base images by digest (re-pin with `docker buildx imagetools inspect NAME:TAG`), Python
+# Pinned: the base image by digest (re-pin with `docker buildx imagetools inspect NAME:TAG`), Python
 # packages by exact version in docker/requirements-*.txt, binary wheels only. The final stage has
 # no compiler, no pip and no network tool, and runs as an unprivileged user.
 
 ARG VARIANT=cpu
-ARG CPU_BASE=python:3.11-slim-bookworm@sha256:2e32f7d302adc1c37428355c1e646897c0c53f4fd60b6a551245fb90ee129f91
-ARG GPU_BASE=nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04@sha256:8aef630a54bc5c5146ae5ce68e6af5caa3df0fb690bb91544175c91f307e4356
+ARG BASE=python:3.11-slim-bookworm@sha256:2e32f7d302adc1c37428355c1e646897c0c53f4fd60b6a551245fb90ee129f91
 
 # ---- the Python each variant runs on ------------------------------------------------------------
-FROM ${CPU_BASE} AS python-cpu
+# One base for both: the GPU variant's CUDA 13 user-space libraries (runtime, cuBLAS, cuDNN 9, ...)
+# come only from the wheels pinned in docker/requirements-gpu.txt, resolved together with torch and
+# onnxruntime-gpu (scripts/lock.py), so the image holds exactly one CUDA major and no CUDA base
+# image can bring a second. The driver (libcuda) is the host's, mounted by the NVIDIA Container
+# Toolkit when the runner asks for a GPU: CUDA 13 needs driver 580 or newer (README, "GPU runner").
+FROM ${BASE} AS python-cpu
 ENV GRADER_PYTHON=/usr/local/bin/python3.11
 
-FROM ${GPU_BASE} AS python-gpu
-# Ubuntu 24.04's Python 3.12 (the CUDA images ship none); the base digest fixes the release.
-ARG PYTHON_APT_VERSION=3.12.3-1ubuntu0.*
-RUN apt-get update \
- && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      "python3.12=${PYTHON_APT_VERSION}" "python3.12-venv=${PYTHON_APT_VERSION}" \
- && rm -rf /var/lib/apt/lists/*
-ENV GRADER_PYTHON=/usr/bin/python3.12
+FROM ${BASE} AS python-gpu
+ENV GRADER_PYTHON=/usr/local/bin/python3.11 \
+    NVIDIA_DRIVER_CAPABILITIES=compute,utility
 
 FROM python-${VARIANT} AS runtime
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 
-from grader import __version__
+from grader import __version__, exitcodes
 from grader.commands.check import EXIT_CODES_HELP
 
 # One entry per subcommand module (each defines register(subparsers)); add new groups here.
@@ -18,6 +19,7 @@ COMMAND_MODULES = [
     "grader.commands.gradebook",
     "grader.commands.regrade",
     "grader.commands.leaderboard",
+    "grader.commands.doctor",
 ]
 
 
@@ -35,9 +37,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Stopped(BaseException):
+    """A stop signal, raised where the program is so that every ``finally`` runs (the grading
+    container is removed, the local sandbox's process group is killed). A ``BaseException``: no
+    ``except Exception`` on the way can swallow it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _stop(signum: int, frame: object) -> None:
+    # GitHub's runner cancels with SIGINT, then SIGTERM, then kills the tree: the clean-up the
+    # first signal starts must not be cut short by the next one.
+    for number in STOP_SIGNALS:
+        signal.signal(number, signal.SIG_IGN)
+    raise Stopped(signum)
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.handler(args)
+    for number in STOP_SIGNALS:
+        signal.signal(number, _stop)
+    try:
+        return args.handler(args)
+    except Stopped as stopped:
+        name = signal.Signals(stopped.signum).name
+        print(f"grader: stopped by {name}; what it had started was cleaned up, no result was written", file=sys.stderr)
+        return exitcodes.STOPPED_BY_SIGNAL + stopped.signum
 
 
 if __name__ == "__main__":

@@ -7,10 +7,10 @@ file                               what it pins
                                    torch's CPU build: what ``./run setup`` installs and CI tests
 ``docker/requirements-cpu.txt``    the CPU grading image (Python 3.11): the project's runtime
                                    dependencies at the lock's versions
-``docker/requirements-gpu.txt``    the GPU image (Python 3.12, manylinux x86-64, CUDA 13):
+``docker/requirements-gpu.txt``    the GPU image (Python 3.11, manylinux x86-64, CUDA 13):
                                    onnxruntime-gpu with its CUDA 13 / cuDNN 9 wheels and PyPI's
                                    CUDA 13 torch; every package it shares with the lock at the
-                                   lock's version
+                                   lock's version. The only CUDA in the image: its base has none
 ``.github/grader-ci-requirements`` the light workflow jobs (Python 3.12 on ubuntu-latest):
                                    ``grader ci``'s libraries and theirs, at the lock's versions
 ================================== ==============================================================
@@ -43,6 +43,7 @@ LOCK = ROOT / "requirements.lock"
 TORCH = "2.13.0"
 PYTORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 PLATFORM = "x86_64-manylinux_2_28"
+GPU_PYTHON = "3.11"  # both images run the CPU image's base (python:3.11-slim); CUDA comes only from wheels
 CI_LIBRARIES = ["PyGithub", "pydantic", "Jinja2", "PyYAML", "rich"]  # what `grader ci` imports (tests/test_ci_cli.py)
 
 HEADERS = {
@@ -61,7 +62,7 @@ HEADERS = {
 --extra-index-url {PYTORCH_CPU_INDEX}
 """,
     "gpu": """\
-# The GPU grading image's Python packages (Python 3.12 on Ubuntu 24.04, x86-64), for ONE CUDA major,
+# The GPU grading image's Python packages (Python 3.11, the CPU image's base, x86-64), for ONE CUDA major,
 # 13: onnxruntime-gpu with its [cuda,cudnn] extras (the CUDA 13 runtime, cuFFT, cuRAND, NVRTC and
 # cuDNN 9 for CUDA 13 as wheels) and PyPI's torch (built for CUDA 13, pinning its own nvidia-*
 # wheels). onnxruntime-gpu replaces onnxruntime (they cannot be installed side by side). Every
@@ -134,42 +135,73 @@ def write(path: Path, header: str, body: str) -> None:
     print(f"{path.relative_to(ROOT)}: {pins} packages")
 
 
+FILES = ("lock", "cpu", "gpu", "ci")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="./run lock", description=__doc__.split("\n\n")[0])
-    parser.parse_args(argv)
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=FILES,
+        help="refresh only these files (repeatable); the others, requirements.lock included, stay as they "
+        "are and the images are resolved against the lock as it stands (default: all)",
+    )
+    wanted = set(parser.parse_args(argv).only or FILES)
     with tempfile.TemporaryDirectory(prefix="grader-lock-") as tmp:
         work = Path(tmp)
         (work / "torch-cpu.txt").write_text(f"torch=={TORCH}+cpu\n")
-        lock = compile_(
-            ["pyproject.toml", "--extra", "dev"], "3.11", "--override", str(work / "torch-cpu.txt"), *torch_source()
-        )
-        lock = re.sub(r"--override \S*torch-cpu\.txt", "torch's CPU build (scripts/lock.py)", lock)
-        write(LOCK, HEADERS["lock"], re.sub(rf"^torch=={re.escape(TORCH)}\+cpu$", f"torch=={TORCH}", lock, flags=re.M))
-        (work / "lock.txt").write_text(lock)
+        if "lock" in wanted:
+            # the current lock as uv's output file: its pins are kept wherever they still satisfy pyproject.toml
+            previous = work / "previous.txt"
+            previous.write_text(
+                re.sub(rf"^torch=={re.escape(TORCH)}$", f"torch=={TORCH}+cpu", LOCK.read_text(), flags=re.M)
+            )
+            compile_(
+                ["pyproject.toml", "--extra", "dev"],
+                "3.11",
+                "--override",
+                str(work / "torch-cpu.txt"),
+                "--output-file",
+                str(previous),
+                *torch_source(),
+            )
+            lock = previous.read_text()
+            lock = re.sub(r"--override \S*torch-cpu\.txt", "torch's CPU build (scripts/lock.py)", lock)
+            write(
+                LOCK, HEADERS["lock"], re.sub(rf"^torch=={re.escape(TORCH)}\+cpu$", f"torch=={TORCH}", lock, flags=re.M)
+            )
+        else:
+            lock = LOCK.read_text()
+        lock = re.sub(rf"^torch=={re.escape(TORCH)}(\+cpu)?$", f"torch=={TORCH}+cpu", lock, flags=re.M)
+        (work / "lock.txt").write_text(without(lock))
         (work / "runtime.txt").write_text("\n".join(runtime_dependencies()) + "\n")
-        cpu = compile_(
-            [str(work / "runtime.txt")],
-            "3.11",
-            "--no-annotate",
-            "-c",
-            str(work / "lock.txt"),
-            "--override",
-            str(work / "torch-cpu.txt"),
-            *torch_source(),
-        )
-        write(ROOT / "docker/requirements-cpu.txt", HEADERS["cpu"], cpu)
-        gpu_inputs = [
-            re.sub(r"^onnxruntime(?=[<>=~ ]|$)", "onnxruntime-gpu[cuda,cudnn]", d) for d in runtime_dependencies()
-        ]
-        (work / "gpu.txt").write_text(
-            "\n".join(d if not d.startswith("torch") else f"torch=={TORCH}" for d in gpu_inputs) + "\n"
-        )
         (work / "shared.txt").write_text(without(lock, "torch", "onnxruntime"))
-        gpu = compile_([str(work / "gpu.txt")], "3.12", "--no-annotate", "-c", str(work / "shared.txt"))
-        write(ROOT / "docker/requirements-gpu.txt", HEADERS["gpu"], gpu)
-        (work / "ci.txt").write_text("\n".join(CI_LIBRARIES) + "\n")
-        ci = compile_([str(work / "ci.txt")], "3.12", "--no-annotate", "-c", str(work / "shared.txt"))
-        write(ROOT / ".github/grader-ci-requirements.txt", HEADERS["ci"], ci)
+        if "cpu" in wanted:
+            cpu = compile_(
+                [str(work / "runtime.txt")],
+                "3.11",
+                "--no-annotate",
+                "-c",
+                str(work / "lock.txt"),
+                "--override",
+                str(work / "torch-cpu.txt"),
+                *torch_source(),
+            )
+            write(ROOT / "docker/requirements-cpu.txt", HEADERS["cpu"], cpu)
+        if "gpu" in wanted:
+            gpu_inputs = [
+                re.sub(r"^onnxruntime(?=[<>=~ ]|$)", "onnxruntime-gpu[cuda,cudnn]", d) for d in runtime_dependencies()
+            ]
+            (work / "gpu.txt").write_text(
+                "\n".join(d if not d.startswith("torch") else f"torch=={TORCH}" for d in gpu_inputs) + "\n"
+            )
+            gpu = compile_([str(work / "gpu.txt")], GPU_PYTHON, "--no-annotate", "-c", str(work / "shared.txt"))
+            write(ROOT / "docker/requirements-gpu.txt", HEADERS["gpu"], gpu)
+        if "ci" in wanted:
+            (work / "ci.txt").write_text("\n".join(CI_LIBRARIES) + "\n")
+            ci = compile_([str(work / "ci.txt")], "3.12", "--no-annotate", "-c", str(work / "shared.txt"))
+            write(ROOT / ".github/grader-ci-requirements.txt", HEADERS["ci"], ci)
     return 0
 
 

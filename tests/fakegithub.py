@@ -18,11 +18,12 @@ Use it through the ``fake_github`` fixture::
         fake_github.add_token("bot-token", "github-actions[bot]", write=True)
         pr = fake_github.open_pull(repo, "octocat", {"submissions/a/hw2/x.onnx": b"..."})
         gh = fake_github.pygithub("bot-token")   # PyGithub with base_url and zero request spacing
-        fake_github.add_artifact(repo, "result", {"result.json": b"{...}"}, head_sha=pr.head_sha)
+        fake_github.add_artifact(repo, "result", {"result.json": b"{...}"}, run_id=1234)
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import itertools
@@ -103,6 +104,13 @@ def sized(size: int) -> Entry:
     return Entry(b"\0" * min(size, 16) + f"#size={size}".encode(), "100644")
 
 
+def lfs_file(size: int, oid: str = "") -> Entry:
+    """A Git LFS file of ``size`` bytes as git holds it: its pointer (the tree lists ~130 bytes)."""
+    from grader.contracts.lfs import pointer_text
+
+    return Entry(pointer_text(oid or hashlib.sha256(str(size).encode()).hexdigest(), size), "100644")
+
+
 def entry_size(entry: Entry) -> int:
     match = re.search(rb"#size=(\d+)$", entry.content)
     return int(match.group(1)) if match else len(entry.content)
@@ -121,6 +129,7 @@ class FakePull:
     created_at: datetime
     updated_at: datetime
     title: str = "Submission"
+    before_sha: str = "0" * 40  # the head before the last push (the event's ``before``)
 
 
 @dataclass
@@ -143,6 +152,7 @@ class FakeGitHub:
         self.tokens: dict[str, tuple[str, bool]] = {}
         self.trees: dict[str, list[dict[str, Any]]] = {}
         self.commits: dict[str, str] = {}  # commit sha -> root tree sha
+        self.git_blobs: dict[str, bytes] = {}  # blob sha -> content, served by "Get a blob"
         self.blobs: dict[int, bytes] = {}  # artifact id -> its zip, served at /_blobs/{id} without a token
         self.faults: list[Fault] = []
         self.log: list[Request] = []
@@ -232,12 +242,29 @@ class FakeGitHub:
         repo: FakeRepo,
         name: str,
         files: dict[str, bytes],
-        head_sha: str,
+        run_id: int,
         expired: bool = False,
-        head_branch: str = "main",
+        overwrite: bool = False,
     ) -> dict[str, Any]:
-        """An artifact named ``name`` holding ``files`` (zipped), uploaded by a workflow run of ``head_sha``."""
+        """What ``actions/upload-artifact`` leaves behind when workflow run ``run_id`` uploads ``files``.
+
+        The payload is the artifact object of GitHub's REST "List artifacts for a repository"
+        (docs.github.com/en/rest/actions/artifacts, example response), field for field. Its
+        ``workflow_run`` describes the run, not the PR: this course's workflows run on
+        ``pull_request_target`` and ``workflow_dispatch``, for which GitHub's "Events that trigger
+        workflows" page gives GITHUB_SHA as the last commit of the base branch and GITHUB_REF as the
+        base branch, so ``head_sha`` is the base branch's commit and never the PR head.
+
+        A name is unique within a run: upload-artifact v4 refuses a second upload of the same name
+        in the same run (HTTP 409, ``FileExistsError`` here) unless ``overwrite: true``, which deletes
+        the earlier artifact and creates a new one (a new id) for the same run, as a re-run attempt does.
+        """
         with self.lock:
+            earlier = [a for a in repo.artifacts if a["name"] == name and a["workflow_run"]["id"] == run_id]
+            if earlier and not overwrite:
+                raise FileExistsError(f"409 Conflict: an artifact named {name!r} already exists in run {run_id}")
+            for artifact in earlier:
+                repo.artifacts.remove(artifact)
             buffer = io.BytesIO()
             with zipfile.ZipFile(buffer, "w") as archive:
                 for path, data in files.items():
@@ -254,19 +281,25 @@ class FakeGitHub:
                 "url": f"{base}/artifacts/{number}",
                 "archive_download_url": f"{base}/artifacts/{number}/zip",
                 "expired": expired,
+                "digest": "sha256:" + hashlib.sha256(self.blobs[number]).hexdigest(),
                 "created_at": _iso(created),
-                "updated_at": _iso(created),
                 "expires_at": _iso(created - timedelta(minutes=1) if expired else created + timedelta(days=90)),
+                "updated_at": _iso(created),
                 "workflow_run": {
-                    "id": next(self.ids),
+                    "id": run_id,
                     "repository_id": 1,
                     "head_repository_id": 1,
-                    "head_branch": head_branch,
-                    "head_sha": head_sha,
+                    "head_branch": "main",
+                    "head_sha": repo.base_sha,
                 },
             }
             repo.artifacts.append(artifact)
             return artifact
+
+    def blob_files(self, artifact_id: int) -> dict[str, bytes]:
+        """What downloading the artifact gives (actions/download-artifact unzips it)."""
+        with zipfile.ZipFile(io.BytesIO(self.blobs[artifact_id])) as archive:
+            return {name: archive.read(name) for name in archive.namelist()}
 
     def fail(self, **fault: Any) -> Fault:
         """Inject a fault (see ``Fault``); returns it so a test can check it was used up."""
@@ -276,13 +309,33 @@ class FakeGitHub:
         return added
 
     def event(self, repo: FakeRepo, pull: FakePull, action: str = "synchronize") -> dict[str, Any]:
-        """The ``pull_request_target`` event payload GitHub would send for the PR as it stands."""
+        """The ``pull_request_target`` event payload GitHub would send for the PR as it stands: the
+        ``pull_request`` webhook's (GitHub's OpenAPI description, ``webhook-pull-request-synchronize``:
+        action, number, pull_request, repository, sender, and before / after for a push)."""
         with self.lock:
-            return {
+            payload = {
                 "action": action,
                 "number": pull.number,
                 "pull_request": self._pull_json(repo, pull),
                 "repository": self._repo_json(repo),
+                "sender": self._user_json(pull.author),
+            }
+            if action == "synchronize":
+                payload.update(before=pull.before_sha, after=pull.head_sha)
+            return payload
+
+    def dispatch_event(
+        self, repo: FakeRepo, sender: str, inputs: dict[str, str], ref: str = "refs/heads/main"
+    ) -> dict[str, Any]:
+        """The ``workflow_dispatch`` event payload (``webhook-workflow-dispatch``: inputs, ref,
+        repository, sender, workflow), as regrade.yml's run would see it."""
+        with self.lock:
+            return {
+                "inputs": dict(inputs),
+                "ref": ref,
+                "repository": self._repo_json(repo),
+                "sender": self._user_json(sender),
+                "workflow": ".github/workflows/regrade.yml",
             }
 
     def tick(self) -> datetime:
@@ -324,6 +377,7 @@ class FakeGitHub:
         for new, old in renames.items():
             tree[new] = tree.pop(old, Entry(b""))
         pull.head_files = tree
+        pull.before_sha = pull.head_sha or "0" * 40
         pull.head_sha = self._commit(tree, salt=f"{repo.full_name}#{pull.number}@{pull.updated_at}")
         pull.changed = _diff(repo.files, tree, renames)
 
@@ -343,6 +397,7 @@ class FakeGitHub:
                 children.setdefault(head, {})[rest] = entry
             else:
                 blob = hashlib.sha1(b"blob " + entry.content).hexdigest()
+                self.git_blobs[blob] = entry.content
                 entries.append(
                     {
                         "path": head,
@@ -367,47 +422,93 @@ class FakeGitHub:
 
     # --- internals: JSON shapes ------------------------------------------------------------
     def _user_json(self, login: str, kind: str | None = None) -> dict[str, Any]:
+        """GitHub's ``simple-user``, every required field (tests/test_fake_payloads.py)."""
+        number = int(hashlib.sha1(login.encode()).hexdigest()[:8], 16)
+        api = f"{self.url}/users/{login}"
         return {
             "login": login,
-            "id": int(hashlib.sha1(login.encode()).hexdigest()[:8], 16),
+            "id": number,
+            "node_id": f"MDQ6VXNlcj{number}",
+            "avatar_url": f"https://avatars.github.test/u/{number}?v=4",
+            "gravatar_id": "",
+            "url": api,
+            "html_url": f"https://github.test/{login}",
+            "followers_url": f"{api}/followers",
+            "following_url": f"{api}/following{{/other_user}}",
+            "gists_url": f"{api}/gists{{/gist_id}}",
+            "starred_url": f"{api}/starred{{/owner}}{{/repo}}",
+            "subscriptions_url": f"{api}/subscriptions",
+            "organizations_url": f"{api}/orgs",
+            "repos_url": f"{api}/repos",
+            "events_url": f"{api}/events{{/privacy}}",
+            "received_events_url": f"{api}/received_events",
             "type": kind or ("Bot" if login.endswith("[bot]") else "User"),
-            "url": f"{self.url}/users/{login}",
+            "site_admin": False,
         }
 
     def _repo_json(self, repo: FakeRepo) -> dict[str, Any]:
         owner, name = repo.full_name.split("/")
         return {
             "id": 1,
+            "node_id": "MDEwOlJlcG9zaXRvcnkx",
             "name": name,
             "full_name": repo.full_name,
             "private": False,
             "owner": self._user_json(owner),
-            "url": f"{self.url}/repos/{repo.full_name}",
             "html_url": f"https://github.test/{repo.full_name}",
+            "description": None,
+            "fork": False,
+            "url": f"{self.url}/repos/{repo.full_name}",
             "default_branch": "main",
+            "visibility": "public",
         }
 
     def _pull_json(self, repo: FakeRepo, pull: FakePull) -> dict[str, Any]:
         base = f"{self.url}/repos/{repo.full_name}"
+        web = f"https://github.test/{repo.full_name}/pull/{pull.number}"
         return {
-            "number": pull.number,
-            "id": pull.number,
-            "state": "open",
-            "title": pull.title,
-            "draft": False,
             "url": f"{base}/pulls/{pull.number}",
+            "id": pull.number,
+            "node_id": f"PR_kwDOAAAAAc{pull.number}",
+            "html_url": web,
+            "diff_url": f"{web}.diff",
+            "patch_url": f"{web}.patch",
             "issue_url": f"{base}/issues/{pull.number}",
-            "html_url": f"https://github.test/{repo.full_name}/pull/{pull.number}",
+            "number": pull.number,
+            "state": "open",
+            "locked": False,
+            "title": pull.title,
+            "body": None,
+            "draft": False,
+            "closed_at": None,
+            "merged_at": None,
+            "merge_commit_sha": None,
             "user": self._user_json(pull.author),
             "author_association": pull.association,
             "head": {
                 "sha": pull.head_sha,
                 "ref": pull.head_ref,
                 "label": f"{pull.author}:{pull.head_ref}",
-                "repo": {"full_name": pull.head_repo, "url": f"{self.url}/repos/{pull.head_repo}"},
+                "repo": {
+                    **self._repo_json(repo),
+                    "id": 2,
+                    "node_id": "MDEwOlJlcG9zaXRvcnky",
+                    "name": pull.head_repo.split("/")[1],
+                    "full_name": pull.head_repo,
+                    "owner": self._user_json(pull.author),
+                    "html_url": f"https://github.test/{pull.head_repo}",
+                    "fork": True,
+                    "url": f"{self.url}/repos/{pull.head_repo}",
+                },
                 "user": self._user_json(pull.author),
             },
-            "base": {"sha": repo.base_sha, "ref": "main", "label": "course:main", "repo": self._repo_json(repo)},
+            "base": {
+                "sha": repo.base_sha,
+                "ref": "main",
+                "label": f"{repo.full_name.split('/')[0]}:main",
+                "repo": self._repo_json(repo),
+                "user": self._user_json(repo.full_name.split("/")[0]),
+            },
             "changed_files": len(pull.changed),
             "labels": [],
             "created_at": _iso(pull.created_at),
@@ -611,6 +712,27 @@ def _tree_get(fake: FakeGitHub, repo: FakeRepo, groups, query, body, login):
     )
 
 
+def _blob_get(fake: FakeGitHub, repo: FakeRepo, groups, query, body, login):
+    """GitHub's "Get a blob" (docs.github.com/en/rest/git/blobs, example response): base64 content
+    in 60-character lines, its encoding, sha, size, url and node_id."""
+    content = fake.git_blobs.get(groups["sha"])
+    if content is None:
+        return 404, {"message": "Not Found"}, {}
+    encoded = base64.b64encode(content).decode()
+    return (
+        200,
+        {
+            "content": "\n".join(encoded[i : i + 60] for i in range(0, len(encoded), 60)) + "\n",
+            "encoding": "base64",
+            "url": f"{fake.url}/repos/{repo.full_name}/git/blobs/{groups['sha']}",
+            "sha": groups["sha"],
+            "size": len(content),
+            "node_id": f"MDQ6QmxvYj{groups['sha'][:8]}",
+        },
+        {},
+    )
+
+
 def _artifacts_list(fake: FakeGitHub, repo: FakeRepo, groups, query, body, login):
     items = [a for a in repo.artifacts if "name" not in query or a["name"] == query["name"]]
     return fake.page(f"/repos/{repo.full_name}/actions/artifacts", query, items, key="artifacts")
@@ -641,6 +763,7 @@ ROUTES = [
     (REPO + r"/commits/(?P<sha>[0-9a-f]{40})/statuses", "GET", _status_list),
     (REPO + r"/statuses/(?P<sha>[0-9a-f]{40})", "POST", _status_create),
     (REPO + r"/git/trees/(?P<sha>[0-9a-f]{40})", "GET", _tree_get),
+    (REPO + r"/git/blobs/(?P<sha>[0-9a-f]{40})", "GET", _blob_get),
     (REPO + r"/actions/artifacts", "GET", _artifacts_list),
     (REPO + r"/actions/artifacts/(?P<id>\d+)/zip", "GET", _artifact_zip),
 ]

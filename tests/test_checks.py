@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from grader.checks.rules.compression import claimed_bits
@@ -225,3 +227,32 @@ def test_pending_and_bonus_points_stay_out_of_max_score() -> None:
 
     checks = [result(50, 50), result(30, 35), result(0, 15, pending=True), result(10, 10, bonus=True)]
     assert totals(checks) == {"score": 90, "max_score": 85, "bonus_points": 10, "pending_points": 15}
+
+
+def test_every_rule_that_can_leave_a_check_pending_is_known_to_the_publisher() -> None:
+    """The engine and the publisher allow "pending" only for HARDWARE_RULES; a rule that returns a
+    pending outcome and is missing there would turn a missing GPU into a lost check."""
+    import ast
+
+    from grader.config.assignment import HARDWARE_RULES
+
+    pending_rules = set()
+    for path in (Path(__file__).parent.parent / "grader/checks/rules").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.FunctionDef):
+                continue
+            names = [
+                d.args[0].value
+                for d in node.decorator_list
+                if isinstance(d, ast.Call) and getattr(d.func, "id", "") == "register" and d.args
+            ]
+            marks = [
+                k
+                for call in ast.walk(node)
+                if isinstance(call, ast.Call)
+                for k in call.keywords
+                if k.arg == "pending" and isinstance(k.value, ast.Constant) and k.value.value is True
+            ]
+            if names and marks:
+                pending_rules.update(names)
+    assert pending_rules and pending_rules <= HARDWARE_RULES, pending_rules - HARDWARE_RULES

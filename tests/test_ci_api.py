@@ -8,7 +8,7 @@ from grader.ci.api import ClientSettings, folder_tree, make_client
 from grader.ci.event import PullRequestEvent
 from grader.ci.flows import PolicyInputs, decide_policy
 from grader.config.roster import Roster
-from tests.fakegithub import FakeGitHub, sized, submodule, symlink
+from tests.fakegithub import FakeGitHub, lfs_file, sized, submodule, symlink
 
 REPO = "course/grading"
 FOLDER = "submissions/team-alpha/hw2-quantization-pruning"
@@ -77,3 +77,23 @@ def test_a_good_pr_is_graded_and_an_outdated_event_is_stale(fake_github: FakeGit
     old = pull.head_sha
     fake_github.push(repo, pull, {f"{FOLDER}/notes.md": b"v2\n"})
     assert decide_policy(gh, event(pull, head_sha=old), INPUTS).verdict == "stale"
+
+
+def test_a_git_lfs_file_counts_at_its_real_size_not_its_pointers(fake_github: FakeGitHub) -> None:
+    """git's tree lists an LFS file at its ~130-byte pointer: a 500 MB model must still meet the caps."""
+    files = {
+        f"{FOLDER}/submission.yaml": b"schema: 1\n",
+        f"{FOLDER}/huge.onnx": lfs_file(500 * 2**20),
+        f"{FOLDER}/small.onnx": lfs_file(2 * 2**20),
+        f"{FOLDER}/notes.md": b"version https://git-lfs.github.com/spec/v1 is what LFS pointers start with\n",
+    }
+    repo, pull, gh = setup(fake_github, files)
+    tree = folder_tree(gh.get_repo(REPO), pull.head_sha, FOLDER)
+    sizes = {e.path: (e.size, e.lfs) for e in tree.entries if e.kind == "file"}
+    assert sizes["huge.onnx"] == (500 * 2**20, True) and sizes["small.onnx"] == (2 * 2**20, True)
+    assert sizes["notes.md"][1] is False and sizes["notes.md"][0] < 100  # not a pointer: its own size
+    decision = decide_policy(gh, event(pull), INPUTS)
+    assert decision.verdict == "refuse"
+    [big] = [r for r in decision.refusals if r.rule == "file-too-big"]
+    assert big.paths == [f"{FOLDER}/huge.onnx"]
+    assert len(fake_github.requests("GET", r".*/git/blobs/[0-9a-f]{40}")) == 2 * 4  # each small blob, per call

@@ -10,7 +10,7 @@ import pytest
 
 from grader.ci.artifact import ArtifactRejected, Expected, load_result_artifact, read_result
 from grader.config.assignment import load_assignment
-from grader.contracts.result import RunContext
+from grader.contracts.result import CheckStatus, RunContext
 from tests.results import HW2, graded_result, rejected_result
 
 SHA = "a" * 40
@@ -86,6 +86,46 @@ def test_scores_that_do_not_add_up_are_rejected(tmp_path: Path) -> None:
     )
     with pytest.raises(ArtifactRejected, match="differ from assignment"):
         load(write(tmp_path, redefined.to_json()))
+
+
+def pending(result, check_id: str):
+    """``result`` with ``check_id`` skipped and pending, its points out of the maximum as the engine does it."""
+    checks = [
+        c.model_copy(update={"status": CheckStatus.SKIPPED, "points": 0.0, "pending": True, "message": "no GPU"})
+        if c.id == check_id
+        else c
+        for c in result.checks
+    ]
+    held = next(c.max_points for c in checks if c.id == check_id)
+    return result.model_copy(
+        update={
+            "checks": checks,
+            "score": sum(c.points for c in checks),
+            "max_score": result.max_score - held,
+            "pending_points": held,
+        }
+    )
+
+
+def test_a_check_that_cannot_be_pending_cannot_shrink_the_maximum(tmp_path: Path) -> None:
+    """hw2 has no hardware-only check: a result that calls its speed check pending forges a higher share."""
+    forged = pending(graded_result(CONTEXT), "speedup")
+    with pytest.raises(ArtifactRejected, match="claims to be pending"):
+        load(write(tmp_path, forged.to_json()))
+
+
+def test_a_pending_check_must_leave_exactly_its_points_out_of_the_maximum(tmp_path: Path) -> None:
+    hw6 = load_assignment("hw6-export")
+    expected = Expected(**{**EXPECTED.__dict__, "assignment": "hw6-export"})
+    honest = pending(graded_result(CONTEXT, assignment="hw6-export"), "tensorrt")
+    accepted = load_result_artifact(write(tmp_path, honest.to_json()), expected, hw6)
+    assert accepted.max_score == hw6.max_score - 15 and accepted.pending_points == 15
+    for forged in (
+        honest.model_copy(update={"max_score": honest.max_score - 10}),
+        honest.model_copy(update={"pending_points": 0.0}),
+    ):
+        with pytest.raises(ArtifactRejected, match="less the 15 pending points"):
+            load_result_artifact(write(tmp_path, forged.to_json()), expected, hw6)
 
 
 def test_a_rejected_result_is_filed_under_the_approved_folder(tmp_path: Path) -> None:

@@ -90,6 +90,7 @@ class Course:
             GITHUB_EVENT_PATH=str(event_path),
             GITHUB_REPOSITORY=REPO,
             GITHUB_RUN_ID=str(RUN_ID),
+            GITHUB_RUN_ATTEMPT="1",
             GITHUB_SERVER_URL="https://github.test",
             GITHUB_API_URL=self.fake.url,
             GITHUB_OUTPUT=str(self.tmp / "output"),
@@ -310,6 +311,28 @@ def test_an_untrustworthy_artifact_becomes_an_error_report_not_charged(course: C
     assert status["state"] == "error" and "not charged" in status["description"]
 
 
+def test_a_re_run_posts_the_result_of_the_attempt_that_last_graded(course: Course) -> None:
+    """Attempt 2 re-ran the grading job, which failed before writing a result: the artifact still
+    holds attempt 1's result, which must not be posted as attempt 2's grade."""
+    pull = course.fake.open_pull(course.repo, "octocat", {f"{FOLDER}/submission.yaml": b"schema: 1\n"})
+    env = {**course.env(pull), "GITHUB_RUN_ATTEMPT": "2"}
+    second = RunContext.model_validate_json(course.ci("context", pull, env=env).stdout)
+    assert second.run_attempt == 2 and second.run_id == RUN_ID
+    first = second.model_copy(update={"run_attempt": 1})
+    stale = course.artifact(pull, graded_result(first).to_json())
+    done = course.ci("publish", pull, "--artifact", str(stale), "--grade-outcome", "failure", "--grade-attempt", "2")
+    assert done.returncode == 0, done.stderr
+    [comment] = course.bot_comments(pull)
+    assert "from attempt 1 of run" in comment["body"] and "not charged to you" in comment["body"]
+
+    fresh = course.artifact(pull, graded_result(second).to_json())
+    done = course.ci("publish", pull, "--artifact", str(fresh), "--grade-outcome", "success", "--grade-attempt", "2")
+    assert done.returncode == 0, done.stderr
+    [comment] = course.bot_comments(pull)  # the same comment, now the grade
+    assert machine.decode(comment["body"])["status"] == "graded"
+    assert machine.decode(comment["body"])["context"]["run_attempt"] == 2
+
+
 def test_usage_errors_and_outages_end_with_documented_exit_codes(course: Course) -> None:
     pull = course.fake.open_pull(course.repo, "octocat", {f"{FOLDER}/submission.yaml": b"schema: 1\n"})
     no_token = course.env(pull)
@@ -367,11 +390,11 @@ def published_run(
         pr_number=pull.number,
         head_sha=pull.head_sha,
         event_time=event_time or pull.updated_at,
-        run_id=RUN_ID - 1,
+        run_id=RUN_ID - 100 - pull.number,  # each grading is its own workflow run
     )
     result = graded_result(context, team=team, assignment=FINAL).model_copy(update={"status": status})
     course.fake.add_artifact(
-        course.repo, artifact_name(team, FINAL), {"result.json": result.to_json().encode()}, head_sha=pull.head_sha
+        course.repo, artifact_name(team, FINAL), {"result.json": result.to_json().encode()}, run_id=context.run_id
     )
 
 
@@ -386,12 +409,18 @@ def test_the_runs_per_day_limit_keeps_a_pr_off_the_runner_and_says_when_to_try_a
     published_run(course, "octocat", event_time=course.fake.clock - timedelta(days=1))  # yesterday's
     for _ in range(3):  # another team's runs: never even downloaded (one listing by exact name)
         published_run(course, "hubot", team="team-beta")
+    broken = {"result.json": b"{not json\n::error::forged"}
+    course.fake.add_artifact(course.repo, artifact_name("team-alpha", FINAL), broken, run_id=1)  # counts for nobody
     files = {f"submissions/team-alpha/{FINAL}/submission.yaml": b"schema: 1\n"}
     pull = course.fake.open_pull(course.repo, "octocat", files)
 
-    assert course.ci("policy", pull, token="read-token").returncode == 0
+    policy = course.ci("policy", pull, token="read-token")
+    assert policy.returncode == 0, policy.stderr
     assert course.outputs()["decision"] == "grade" and course.outputs()["runs_today"] == "2"
-    assert len(course.fake.requests("GET", r".*/actions/artifacts/\d+/zip")) == 5  # team-alpha's five only
+    assert len(course.fake.requests("GET", r".*/actions/artifacts/\d+/zip")) == 6  # team-alpha's six only
+    [warning] = [line for line in policy.stderr.splitlines() if "::warning::" in line]
+    assert warning.startswith("::warning::runs-per-day count: artifact result-team-alpha-final-project #")
+    assert "::error::" not in policy.stderr.replace(warning, "")  # the file's text stays on the warning's line
 
     published_run(course, "octocat")  # a third graded run today
     (course.tmp / "output").unlink()

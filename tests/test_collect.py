@@ -93,32 +93,43 @@ def test_comment_without_pr_context_gets_it_from_the_comment(github: FakeGitHub,
 
 def test_collects_result_json_from_artifacts(github: FakeGitHub, repo: FakeRepo) -> None:
     results = [make_result(f"team-{c}", pr=i + 1) for i, c in enumerate("abc")]
-    for result in results:  # named as grade.yml names them, per team and assignment
+    for i, result in enumerate(results):  # named as grade.yml names them, per team and assignment
+        run = result.context.run_id = 500 + i
         name = artifact_name(result.submission.team, result.assignment.id)
-        github.add_artifact(
-            repo, name, {"out/result.json": result.to_json().encode(), "report.md": b"x"}, result.context.head_sha
-        )
-    github.add_artifact(
-        repo, "result", {"result.json": results[0].to_json().encode()}, results[0].context.head_sha, expired=True
-    )
-    github.add_artifact(repo, "coverage", {"result.json": b"{}"}, "0" * 40)  # another artifact name
-    github.add_artifact(repo, "resultant", {"result.json": b"{}"}, "0" * 40)  # only a common prefix
-    github.add_artifact(repo, "regrade-results", {"1/result.json": b"{}"}, "0" * 40)  # import --tasks takes these
-    github.add_artifact(repo, "result", {"result.json": results[1].to_json().encode()}, "f" * 40)  # wrong run
-    github.add_artifact(repo, "result", {"notes.txt": b"hello"}, "e" * 40)
+        github.add_artifact(repo, name, {"out/result.json": result.to_json().encode(), "report.md": b"x"}, run)
+    github.add_artifact(repo, "result", {"result.json": results[0].to_json().encode()}, 500, expired=True)
+    github.add_artifact(repo, "coverage", {"result.json": b"{}"}, 9)  # another artifact name
+    github.add_artifact(repo, "resultant", {"result.json": b"{}"}, 9)  # only a common prefix
+    github.add_artifact(repo, "regrade-results", {"1/result.json": b"{}"}, 9)  # import --tasks takes these
+    github.add_artifact(repo, "result", {"result.json": results[1].to_json().encode()}, 777)  # copied into another run
+    github.add_artifact(repo, "result", {"notes.txt": b"hello"}, 10)
     batch = from_artifacts(source(github))
     assert sorted(r.submission.team for r, _ in batch.results) == ["team-a", "team-b", "team-c"]
     assert [r.reason for r in batch.rejected] == [
-        "result.json names another commit than the workflow run that uploaded it",
+        "result.json names workflow run 501, but run 777 uploaded it",
         "artifact holds no result.json",
     ]
     assert github.requests("GET", r"/_blobs/\d+")  # followed the redirect
 
 
+def test_an_artifact_of_a_pull_request_target_run_is_bound_by_run_id_not_commit(
+    github: FakeGitHub, repo: FakeRepo
+) -> None:
+    """GitHub's workflow_run.head_sha is the base branch's commit for grade.yml's runs, never the
+    PR head the result graded: the two differ in every real artifact, and both must be accepted."""
+    result = make_result("team-a", pr=1)
+    artifact = github.add_artifact(
+        repo, "result-team-a-hw2-quantization", {"result.json": result.to_json().encode()}, 1234
+    )
+    assert artifact["workflow_run"]["head_sha"] == repo.base_sha != result.context.head_sha
+    ((found, _),) = from_artifacts(source(github)).results
+    assert found.context.head_sha == result.context.head_sha
+
+
 def test_comments_and_artifacts_of_one_run_store_one_row(github: FakeGitHub, repo: FakeRepo, tmp_path: Path) -> None:
     result = make_result("team-a", pr=1)
     github.add_comment(repo, 1, BOT, comment_for(result))
-    github.add_artifact(repo, "result", {"result.json": result.to_json().encode()}, result.context.head_sha)
+    github.add_artifact(repo, "result", {"result.json": result.to_json().encode()}, result.context.run_id)
     batch = collect(source(github))
     assert len(batch.results) == 2
     with Store(tmp_path / "g.sqlite") as store:

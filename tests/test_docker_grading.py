@@ -149,3 +149,24 @@ def test_no_engine_is_the_graders_error_not_the_students(
     assert grading.exit_code == exitcodes.INTERNAL and grading.result.status == "error"
     assert "cannot reach a Docker engine" in grading.internal_error
     assert "not your fault" in grading.result.problems[0].message
+
+
+def test_held_out_data_outside_the_repository_reaches_the_container(
+    reference_paths, docker_settings, docker_client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On the runner the held-out split is a secret folder of its own (not under reference/), readable
+    by the runner's user only: the final project must still be evaluated on it inside the container."""
+    import numpy as np
+
+    final = ROOT / "reference" / "solutions" / "final-project"
+    with np.load(reference_paths["eval_npz"]) as public:
+        x, y = public["input"], public["labels"]
+    secret = tmp_path / "runner-secrets"
+    secret.mkdir(mode=0o700)
+    np.savez(secret / "final-project.npz", input=x[:100], labels=(y[:100] + 1) % 10)  # labels no model can match
+    monkeypatch.setenv("GRADER_HELDOUT_DIR", str(secret))
+    grading = grade(final, runner=DockerSandbox(docker_settings))
+    assert grading.exit_code == exitcodes.GRADED, (grading.internal_error, grading.result.problems)
+    assert grading.result.environment.data == "held-out"
+    assert grading.result.metrics["reference.heldout_accuracy"].value < 0.2
+    assert leftover_workers(docker_client) == []

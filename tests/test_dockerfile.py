@@ -95,7 +95,7 @@ def test_build_installs_only_pinned_binary_wheels_and_drops_pip(parsed) -> None:
 
 def requirement_lines(name: str) -> list[Requirement]:
     lines = (ROOT / "docker" / name).read_text().splitlines()
-    return [Requirement(line) for line in lines if line.strip() and not line.startswith(("#", "--"))]
+    return [Requirement(line.split(" #")[0]) for line in lines if line.strip() and not line.startswith(("#", "--"))]
 
 
 @pytest.mark.parametrize("name", ["requirements-cpu.txt", "requirements-gpu.txt", "requirements-tensorrt.txt"])

@@ -10,7 +10,9 @@ import onnx
 import pytest
 
 from grader import exitcodes
-from grader.contracts.result import CheckStatus
+from grader.ci.artifact import Expected, load_result_artifact
+from grader.config.assignment import load_assignment
+from grader.contracts.result import CheckStatus, RunContext
 from tests import builders
 from tests.builders import check_of
 from tests.grading import grade
@@ -69,6 +71,18 @@ def test_a_faithful_dynamic_export_passes_and_tensorrt_is_pending_without_a_gpu(
     assert tensorrt.status is CheckStatus.SKIPPED and tensorrt.pending and tensorrt.points == 0
     assert "TensorRT" in tensorrt.message or "CUDA" in tensorrt.message
     assert result.pending_points == 15 and result.max_score == 85  # pending counts neither for nor against
+
+
+def test_the_publisher_accepts_a_result_with_the_tensorrt_check_pending(
+    graded, fast_root: Path, tmp_path: Path
+) -> None:
+    """What the GPU runner uploads when TensorRT is missing must post as a grade, not as a grader error."""
+    context = RunContext(repository="course/grading", pr_number=3, head_sha="c" * 40, run_id=41)
+    result = graded().result.model_copy(update={"context": context})
+    (tmp_path / "result.json").write_text(result.to_json())
+    expected = Expected("course/grading", 3, "c" * 40, 41, result.submission.team, HW6)
+    posted = load_result_artifact(tmp_path / "result.json", expected, load_assignment(HW6, fast_root))
+    assert posted.status == "graded" and posted.max_score == 85 and posted.pending_points == 15
 
 
 def test_a_batch_frozen_export_fails_dynamic_batch_only(graded) -> None:

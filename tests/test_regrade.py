@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from grader.config.assignment import load_assignment
+from grader.contracts.result import Result
 from grader.gradebook import regrade
 from grader.records.store import Store
 from tests import builders, githttp
@@ -468,3 +469,49 @@ def _affinity_after(seconds: float) -> tuple[int, set[int]]:
 
     time.sleep(seconds)
     return os.getpid(), os.sched_getaffinity(0)
+
+
+def test_a_git_lfs_model_is_regraded_as_the_file_not_its_pointer(course: dict) -> None:
+    """``git archive`` writes an LFS file's pointer; the regrade grades the object git-lfs keeps in
+    ``.git/lfs/objects`` (put there as git-lfs stores it), and without it is an error, never a grade."""
+    import hashlib
+    import shutil
+
+    from grader.contracts.lfs import pointer_text
+
+    repo = course["repo"]
+    folder = repo / "submissions" / "team-alpha" / HW2
+    git(repo, "checkout", "-q", "--", ".")
+    model = (folder / "candidate.onnx").read_bytes()
+    oid = hashlib.sha256(model).hexdigest()
+    (folder / "candidate.onnx").write_bytes(pointer_text(oid, len(model)))
+    git(repo, "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qam", "candidate via LFS")
+    task = regrade.Task(
+        run_id=1,
+        team="team-alpha",
+        assignment=HW2,
+        head_sha=git(repo, "rev-parse", "HEAD"),
+        repository=None,
+        pr_number=None,
+        event_time=None,
+        old_status="graded",
+        old_score=0,
+    )
+    missing = regrade.regrade_one(task, repo, course["assignments"], local_sandboxes)
+    assert (
+        missing.result_json is None and "stored with Git LFS" in missing.problem and "candidate.onnx" in missing.problem
+    )
+
+    store = repo / ".git" / "lfs" / "objects" / oid[:2] / oid[2:4]
+    store.mkdir(parents=True)
+    (store / oid).write_bytes(model[:-1] + b"\0")  # corrupt: the hash no longer matches
+    assert "stored with Git LFS" in regrade.regrade_one(task, repo, course["assignments"], local_sandboxes).problem
+    (store / oid).write_bytes(model)
+    out = course["tmp"] / "checked-out"
+    checked = regrade.checkout_submission(repo, task, out)
+    assert (checked / "candidate.onnx").read_bytes() == model
+    graded = regrade.regrade_one(task, repo, course["assignments"], local_sandboxes)
+    result = Result.model_validate_json(graded.result_json)
+    assert result.status == "graded" and not result.problems  # graded on the model: no pointer reached the grader
+    assert next(c for c in result.checks if c.id == "loads").status == "pass"
+    shutil.rmtree(out)

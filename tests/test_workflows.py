@@ -25,7 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS = ROOT / ".github" / "workflows"
 GRADE = WORKFLOWS / "grade.yml"
 REGRADE = WORKFLOWS / "regrade.yml"
-ALL = [GRADE, REGRADE]
+RUNNER_CACHE = WORKFLOWS / "runner-cache.yml"
+ALL = [GRADE, REGRADE, RUNNER_CACHE]
 PINNED = re.compile(r"^[\w.-]+/[\w./-]+@[0-9a-f]{40}$")
 PR_HEAD = "github.event.pull_request.head"
 
@@ -59,10 +60,10 @@ def test_only_the_base_branch_definition_runs(workflow) -> None:
     assert set(workflow["on"]) == {"pull_request_target"}
     assert workflow["permissions"] == {}
     assert "pull_request.number" in workflow["concurrency"]["group"]
-    assert sorted(p.name for p in WORKFLOWS.iterdir()) == ["grade.yml", "regrade.yml"]
-    for path in ALL:
-        if path != GRADE:
-            assert set(load(path)["on"]) == {"workflow_dispatch"}, path.name
+    assert sorted(p.name for p in WORKFLOWS.iterdir()) == ["grade.yml", "regrade.yml", "runner-cache.yml"]
+    assert set(load(REGRADE)["on"]) == {"workflow_dispatch"}
+    cache = load(RUNNER_CACHE)["on"]
+    assert set(cache) == {"push", "workflow_dispatch"} and cache["push"]["branches"] == ["main"]
 
 
 def test_each_job_has_only_the_permissions_it_needs(workflow) -> None:
@@ -90,6 +91,8 @@ def test_the_grading_job_checks_out_only_the_approved_folder_as_data(workflow) -
     base, pr = checkouts(grade)
     assert base["with"] == {"path": "base", "persist-credentials": False}
     assert pr["with"]["ref"] == "${{ github.event.pull_request.head.sha }}"
+    # the course repository's copy of the PR head: the job token cannot read a private fork
+    assert pr["with"]["repository"] == "${{ github.repository }}"
     assert pr["with"]["path"] == "pr" and pr["with"]["sparse-checkout-cone-mode"] is False
     assert pr["with"]["sparse-checkout"] == "/${{ needs.policy.outputs.folder }}/"
     assert "github.token" not in json.dumps(grade) and "secrets." not in json.dumps(grade)
@@ -163,6 +166,55 @@ def test_each_grading_uploads_its_result_under_its_team_and_assignment(workflow)
     assert filled == artifact_name("team-x", "hw-y")
 
 
+def uploads(doc: dict) -> list[dict]:
+    return [
+        s
+        for job in doc["jobs"].values()
+        for s in steps(job)
+        if s.get("uses", "").startswith("actions/upload-artifact@")
+    ]
+
+
+@pytest.mark.parametrize("path", ALL, ids=lambda p: p.name)
+def test_a_re_run_attempt_replaces_its_uploads(path: Path) -> None:
+    """upload-artifact v4 answers 409 for a name that already exists in the run, which is what a
+    re-run attempt meets; overwrite replaces the earlier attempt's artifact."""
+    found = uploads(load(path))
+    assert found or path == RUNNER_CACHE
+    assert all(u["with"].get("overwrite") is True for u in found)
+
+
+def test_publish_takes_only_the_result_of_the_attempt_that_last_graded(workflow) -> None:
+    grade, publish = workflow["jobs"]["grade"], workflow["jobs"]["publish"]
+    assert grade["outputs"]["attempt"] == "${{ steps.attempt.outputs.attempt }}"
+    [recorder] = [s for s in steps(grade) if s.get("id") == "attempt"]
+    assert steps(grade).index(recorder) == 0  # set before anything can fail
+    assert recorder["run"] == 'echo "attempt=$GITHUB_RUN_ATTEMPT" >> "$GITHUB_OUTPUT"'
+    [step] = [s for s in steps(publish) if "ci publish" in s.get("run", "")]
+    assert step["env"]["GRADE_ATTEMPT"] == "${{ needs.grade.outputs.attempt }}"
+    assert '--grade-attempt "$GRADE_ATTEMPT"' in step["run"]
+
+
+def cleanup_steps(job: dict) -> list[dict]:
+    return [s for s in steps(job) if "docker rm" in s.get("run", "")]
+
+
+@pytest.mark.parametrize(("path", "job"), [(GRADE, "grade"), (REGRADE, "regrade")])
+def test_every_grading_job_removes_its_own_containers_however_it_ends(path: Path, job: str) -> None:
+    """A cancelled run's grader may be killed before it removes its container: the job's last
+    step, run even on cancel, removes the containers labelled with this job's owner, and only those."""
+    from grader.sandbox.docker import OWNER_ENV, OWNER_LABEL
+
+    spec = load(path)["jobs"][job]
+    owner = spec["env"][OWNER_ENV]
+    assert "${{ github.run_id }}" in owner and "${{ github.run_attempt }}" in owner
+    if "matrix" in spec.get("strategy", {}):
+        assert "${{ matrix.shard }}" in owner  # shards run side by side on one engine
+    [cleanup] = cleanup_steps(spec)
+    assert cleanup["if"] == "always()" and steps(spec)[-1] is cleanup
+    assert f'--filter "label={OWNER_LABEL}=${OWNER_ENV}"' in cleanup["run"]
+
+
 def test_later_jobs_read_only_outputs_the_policy_step_writes(workflow) -> None:
     declared = workflow["jobs"]["policy"]["outputs"]
     assert all(
@@ -211,6 +263,7 @@ def test_zizmor_finds_nothing_unexplained() -> None:
         ("grade.yml", "dangerous-triggers"),
         ("grade.yml", "self-hosted-runner"),
         ("regrade.yml", "self-hosted-runner"),
+        ("runner-cache.yml", "self-hosted-runner"),
     }, per_file
 
 
@@ -445,3 +498,49 @@ def test_each_regrade_check_fails_on_a_broken_copy(case: str) -> None:
     assert broken != load(REGRADE)
     with pytest.raises(AssertionError):
         check(broken)
+
+
+def _linter(name: str) -> str:
+    found = Path(sys.executable).parent / name
+    if not found.exists():
+        pytest.skip(f"{name} is not installed (the dev extra has it)")
+    return str(found)
+
+
+def test_actionlint_and_githubs_schema_accept_both_workflows_and_catch_a_broken_one(tmp_path: Path) -> None:
+    actionlint, schema = _linter("actionlint"), _linter("check-jsonschema")
+    config = ["-config-file", str(ROOT / ".github" / "actionlint.yaml")]
+    for path in ALL:
+        linted = subprocess.run([actionlint, *config, str(path)], capture_output=True, text=True, timeout=120)
+        assert linted.returncode == 0, linted.stdout + linted.stderr
+    validated = subprocess.run(
+        [schema, "--builtin-schema", "vendor.github-workflows", *map(str, ALL)], capture_output=True, text=True
+    )
+    assert validated.returncode == 0, validated.stdout + validated.stderr
+    broken = tmp_path / "grade.yml"
+    broken.write_text(GRADE.read_text().replace("needs.grade.outputs.attempt", "needs.grade.outputs.attempts"))
+    linted = subprocess.run([actionlint, *config, str(broken)], capture_output=True, text=True, timeout=120)
+    assert linted.returncode != 0 and "attempts" in linted.stdout
+    bad_schema = tmp_path / "regrade.yml"
+    bad_schema.write_text(REGRADE.read_text().replace("timeout-minutes: 360", "timeout-minutes: [360]"))
+    assert subprocess.run([schema, "--builtin-schema", "vendor.github-workflows", str(bad_schema)]).returncode != 0
+
+
+def test_a_grading_job_restores_the_set_up_and_never_saves_one() -> None:
+    """An ephemeral runner's grading sets up from the cache runner-cache.yml saved for this base
+    commit; nothing a grading ran (student models) can write a cache the next grading restores."""
+    grade = load(GRADE)["jobs"]["grade"]
+    [restore] = [s for s in steps(grade) if s.get("uses", "").startswith("actions/cache")]
+    assert restore["uses"].startswith("actions/cache/restore@")
+    setup = next(s for s in steps(grade) if s.get("run") == "./run setup")
+    assert steps(grade).index(restore) < steps(grade).index(setup)
+    for path in (GRADE, REGRADE):  # no save, and no read-write actions/cache, in a job near student files
+        text = path.read_text()
+        assert "actions/cache/save@" not in text and "actions/cache@" not in text
+    build = load(RUNNER_CACHE)["jobs"]["build"]
+    [key_step] = [s for s in steps(build) if s.get("id") == "key"]
+    [save] = [s for s in steps(build) if s.get("uses", "").startswith("actions/cache/save@")]
+    assert steps(build).index(key_step) < next(i for i, s in enumerate(steps(build)) if s.get("run") == "./run setup")
+    assert key_step["env"]["KEY"] == restore["with"]["key"]  # computed before the build, as grade.yml's
+    assert save["with"]["key"] == "${{ steps.key.outputs.key }}" and save["with"]["path"] == restore["with"]["path"]
+    assert build["permissions"] == {"contents": "read"}

@@ -209,7 +209,7 @@ def _result(spec: CheckSpec, outcome: Outcome) -> CheckResult:
         status=status,
         gate=spec.gate,
         bonus=spec.bonus,
-        pending=outcome.pending and fraction is None,
+        pending=outcome.pending and fraction is None and spec.may_be_pending,
         points=round((fraction or 0.0) * spec.points, 2),
         max_points=spec.points,
         message=message,

@@ -49,7 +49,8 @@ class TreeEntry:
 
     path: str
     kind: Literal["file", "symlink", "submodule", "folder"]
-    size: int = 0
+    size: int = 0  # for a Git LFS file, the object's size (from its pointer), not the pointer's
+    lfs: bool = False
 
 
 @dataclass(frozen=True)

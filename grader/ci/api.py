@@ -8,14 +8,17 @@ retries POSTs itself, re-reading the comments first (see ``publisher.py``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import base64
+from dataclasses import dataclass, replace
 
 from github import Auth, Github, GithubRetry
 from github.PullRequest import PullRequest
 from github.Repository import Repository
 
 from grader.ci.admission import ChangedFile, FolderTree, TreeEntry
+from grader.contracts.lfs import MAX_POINTER_BYTES, parse_pointer
 
+MAX_POINTER_READS = 64  # blobs read to find LFS pointers; the default max_files of a folder
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "PATCH", "DELETE"})
 
 
@@ -64,7 +67,9 @@ def changed_files(pull: PullRequest) -> list[ChangedFile]:
     return [ChangedFile(path=f.filename, status=f.status, previous_path=f.previous_filename) for f in pull.get_files()]
 
 
-def folder_tree(repo: Repository, commit_sha: str, folder: str) -> FolderTree | None:
+def folder_tree(
+    repo: Repository, commit_sha: str, folder: str, max_pointer_reads: int = MAX_POINTER_READS
+) -> FolderTree | None:
     """The entries under ``folder`` at ``commit_sha`` with their kinds and sizes; None if it is absent.
 
     Walks down one tree per path component, then lists the folder recursively, so the answer never
@@ -78,7 +83,27 @@ def folder_tree(repo: Repository, commit_sha: str, folder: str) -> FolderTree | 
         sha = entry.sha
     tree = repo.get_git_tree(sha, recursive=True)
     entries = [TreeEntry(path=e.path, kind=_kind(e.type, e.mode), size=e.size or 0) for e in tree.tree]
-    return FolderTree(entries=entries, truncated=bool(tree.raw_data.get("truncated")))
+    sized = _lfs_sizes(repo, tree.tree, entries, max_pointer_reads)
+    return FolderTree(entries=sized, truncated=bool(tree.raw_data.get("truncated")))
+
+
+def _lfs_sizes(repo: Repository, listed: list, entries: list[TreeEntry], max_reads: int) -> list[TreeEntry]:
+    """Each Git LFS pointer's entry with the size of the file it stands for.
+
+    A tree lists an LFS file at its pointer's ~130 bytes, which would let any file past the size
+    caps. Every blob small enough to be a pointer is read (one "Get a blob" call each), at most
+    ``max_reads`` (the policy passes its file limit): a folder with more small files than that is
+    refused for its file count, so no pointer goes unread in a folder that is let through.
+    """
+    small = [i for i, e in enumerate(entries) if e.kind == "file" and e.size < MAX_POINTER_BYTES]
+    if len(small) > max_reads:
+        return entries
+    out = list(entries)
+    for i in small:
+        pointer = parse_pointer(base64.b64decode(repo.get_git_blob(listed[i].sha).content or ""))
+        if pointer is not None:
+            out[i] = replace(entries[i], size=pointer.size, lfs=True)
+    return out
 
 
 def _kind(type_: str, mode: str) -> str:

@@ -89,20 +89,27 @@ def artifact_results(gh: Any, artifact: Any, repository: str) -> list[Result]:
     """Every ``result.json`` in one artifact, validated as hostile input.
 
     Raises ``InvalidResult`` (or ``BadZipFile`` / ``OSError``) for an artifact that is too big,
-    malformed, off-schema, from another repository, or that names another commit than the
-    workflow run that uploaded it.
+    malformed, off-schema, from another repository, or whose result names another workflow run
+    than the one that uploaded it.
+
+    An artifact is bound to its result by **run id**, not by commit: for ``pull_request_target``
+    and ``workflow_dispatch`` runs, GitHub's ``workflow_run.head_sha`` is the base branch's commit,
+    while the result names the PR head it graded (see ``bound_to_run``).
     """
     if artifact.size_in_bytes > MAX_ARTIFACT_BYTES:
         raise InvalidResult(f"artifact is {artifact.size_in_bytes} bytes (limit {MAX_ARTIFACT_BYTES})")
+    run_id = (artifact.raw_data.get("workflow_run") or {}).get("id")
     blob = _download(gh, artifact.archive_download_url)
-    results = []
-    for text in _result_entries(blob):
-        result = _with_context(parse_result(text), repository, None)
-        run_sha = (artifact.raw_data.get("workflow_run") or {}).get("head_sha")
-        if run_sha and result.context.head_sha not in (None, run_sha):
-            raise InvalidResult("result.json names another commit than the workflow run that uploaded it")
-        results.append(result)
-    return results
+    return [bound_to_run(_with_context(parse_result(text), repository, None), run_id) for text in _result_entries(blob)]
+
+
+def bound_to_run(result: Result, run_id: object) -> Result:
+    """``result`` if it names the workflow run that uploaded it; a copy from another run is refused."""
+    if not isinstance(run_id, int) or isinstance(run_id, bool):
+        raise InvalidResult("the artifact names no workflow run, so nothing ties its result to a grading")
+    if result.context.run_id != run_id:
+        raise InvalidResult(f"result.json names workflow run {result.context.run_id}, but run {run_id} uploaded it")
+    return result
 
 
 def artifact_name(team: str, assignment: str, prefix: str = DEFAULT_ARTIFACT) -> str:

@@ -50,6 +50,7 @@ class RunInfo(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     run_id: int | None = None
+    run_attempt: int | None = None
     run_url: str | None = None
     api_url: str = DEFAULT_API_URL
 
@@ -88,8 +89,10 @@ def run_info(env: Mapping[str, str] | None = None) -> RunInfo:
     repository = env.get("GITHUB_REPOSITORY")
     server = env.get("GITHUB_SERVER_URL") or DEFAULT_SERVER_URL
     url = f"{server}/{repository}/actions/runs/{run_id}" if run_id and repository else None
+    attempt = env.get("GITHUB_RUN_ATTEMPT", "")
     return RunInfo(
         run_id=int(run_id) if run_id and run_id.isdigit() else None,
+        run_attempt=int(attempt) if attempt.isdigit() else None,
         run_url=url,
         api_url=env.get("GITHUB_API_URL") or DEFAULT_API_URL,
     )
@@ -103,5 +106,6 @@ def run_context(event: PullRequestEvent, run: RunInfo) -> RunContext:
         head_sha=event.head_sha,
         event_time=event.event_time,
         run_id=run.run_id,
+        run_attempt=run.run_attempt,
         run_url=run.run_url,
     )

@@ -78,7 +78,8 @@ def decide_policy(
     folder, refusals = check_changes(event.author, changed, count, inputs.roster, inputs.assignment_ids, inputs.limits)
     if folder:
         path = f"submissions/{folder[0]}/{folder[1]}"
-        refusals = check_tree(path, folder_tree(repo, event.head_sha, path), inputs.limits)
+        tree = folder_tree(repo, event.head_sha, path, max_pointer_reads=inputs.limits.max_files)
+        refusals = check_tree(path, tree, inputs.limits)
     if refusals:
         return Decision(verdict="refuse", refusals=refusals, **facts)
     decision = Decision(
@@ -135,6 +136,7 @@ def publish(
     summary: Path | None,
     policy_verdict: str = "",
     runs_today: int | None = None,
+    grade_attempt: int | None = None,
 ) -> Published:
     """Post this run's outcome on the PR: a refusal, or the (validated) result, or an error report.
 
@@ -169,12 +171,14 @@ def publish(
         run_id=run.run_id,
         team=decision.team,
         assignment=decision.assignment,
+        run_attempt=grade_attempt,
     )
     try:
         result = load_result_artifact(artifact, expected, assignment)
         # The context is restamped from this run's own event: the event time decides lateness,
         # and only this privileged job's copy of it is trusted.
-        result = result.model_copy(update={"context": run_context(event, run)})
+        restamped = run_context(event, run).model_copy(update={"run_attempt": result.context.run_attempt})
+        result = result.model_copy(update={"context": restamped})
         detail = ""
     except ArtifactRejected as exc:
         result = unavailable_result(event, run, expected, assignment, exc.reason, grade_outcome)

@@ -6,15 +6,19 @@ its ``result.json`` as the artifact ``result-<team>-<assignment>`` (kept 7 days 
 one listing by exact name finds one team's runs, and only those are downloaded: the job token's
 API budget does not grow with the class. Those files come from
 jobs that ran student models, so each is read the way ``grader results collect`` reads artifacts
-(size caps, schema, the commit of the run that uploaded it), and a run counts for a team only if
+(size caps, schema, the workflow run that uploaded it), and a run counts for a team only if
 the PR it names was opened by a member of that team: a forged artifact cannot use up another
-team's runs. The rule itself (graded commits per UTC day, never the commit being decided) is
-``grader.config.policy.count_graded``, the same as with the store.
+team's runs. An artifact that cannot be read counts for nobody, and the job's log says so (a
+GitHub ``::warning::``), so a count that looks low can be traced. The rule itself (graded
+commits per UTC day, never the commit being decided) is ``grader.config.policy.count_graded``,
+the same as with the store.
 """
 
 from __future__ import annotations
 
+import sys
 import zipfile
+from collections.abc import Callable
 from datetime import datetime
 
 from github import Github, GithubException
@@ -34,6 +38,7 @@ def published_runs(
     assignment: str,
     moment: datetime,
     prefix: str = DEFAULT_ARTIFACT,
+    warn: Callable[[str], None] | None = None,
 ) -> list[GradedRun]:
     """The runs of (team, assignment) whose GitHub event fell on ``moment``'s UTC day, from the artifacts."""
     start, end = utc_day(moment)
@@ -45,7 +50,8 @@ def published_runs(
             continue
         try:
             results = artifact_results(gh, artifact, repository)
-        except (InvalidResult, zipfile.BadZipFile, OSError):
+        except (InvalidResult, zipfile.BadZipFile, OSError) as exc:
+            (warn or _warn)(f"artifact {artifact.name} #{artifact.id} not counted: {exc}")
             continue  # an unreadable artifact is charged to nobody
         for result in results:
             ctx = result.context
@@ -65,6 +71,12 @@ def published_runs(
                     )
                 )
     return runs
+
+
+def _warn(message: str) -> None:
+    """One line, bounded: the text comes from an uploaded file, and a newline would start a new
+    workflow command in the job's log."""
+    print(f"::warning::runs-per-day count: {' '.join(message.split())[:300]}", file=sys.stderr)
 
 
 def _opened_by_team(repo: Repository, number: int, team: str, roster: Roster, seen: dict[int, bool]) -> bool:

@@ -19,7 +19,8 @@ EXIT_CODES_HELP = """exit codes:
   0  graded (whatever the score)
   2  usage error
   3  rejected: the submission cannot be graded as it stands; result.json and report.md say what to fix
-  4  internal grader error (not the student's fault)"""
+  4  internal grader error (not the student's fault)
+  130, 143  stopped by SIGINT / SIGTERM (a cancelled CI job): its containers removed, no result written"""
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -76,6 +76,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     publish.add_argument("--runs-today", default="", help="the policy job's count of today's graded runs")
     publish.add_argument(
+        "--grade-attempt",
+        default="",
+        help="the run attempt the grading job last ran in (its output); a result from an earlier attempt is refused",
+    )
+    publish.add_argument(
         "--bot-login",
         default=os.environ.get("GRADER_BOT_LOGIN") or DEFAULT_BOT,
         help=f"login that owns the grader's comments (default $GRADER_BOT_LOGIN or {DEFAULT_BOT})",
@@ -196,6 +201,7 @@ def run_publish_step(args: argparse.Namespace) -> int:
             _env_path("GITHUB_STEP_SUMMARY"),
             args.policy_decision,
             runs_today,
+            int(args.grade_attempt) if args.grade_attempt.isdigit() else None,
         )
     except _Failed as failed:
         return failed.code

@@ -93,6 +93,12 @@ class SearchSpec(Strict):
     trial_claim: str = "trial"
 
 
+HARDWARE_RULES = frozenset({"derived_runtime"})
+"""Rules whose check may be *pending* (skipped for want of a GPU or TensorRT, points neither won nor
+lost). The publisher holds an uploaded result to this list: any other check that claims to be
+pending is a forged result trying to shrink its maximum."""
+
+
 class CheckSpec(Strict):
     """One check; ``rule`` names a function in ``grader.checks`` and ``params`` are its knobs."""
 
@@ -107,6 +113,10 @@ class CheckSpec(Strict):
     requires: list[str] = Field(
         [], description="checks (earlier in the list) that must not fail for this one to earn points, e.g. fidelity"
     )
+
+    @property
+    def may_be_pending(self) -> bool:
+        return self.rule in HARDWARE_RULES
 
     @field_validator("fix", "title")
     @classmethod

@@ -99,6 +99,9 @@ class RunContext(Strict):
     head_sha: str | None = None
     event_time: datetime | None = Field(None, description="time of the push / PR event, from GitHub")
     run_id: int | None = None
+    run_attempt: int | None = Field(
+        None, description="the workflow run's attempt that graded (GITHUB_RUN_ATTEMPT): a re-run keeps the run id"
+    )
     run_url: str | None = None
 
 

@@ -14,10 +14,12 @@ without the store, the network or a token.
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import multiprocessing
 import multiprocessing.queues
 import os
+import shutil
 import subprocess
 import tarfile
 import tempfile
@@ -28,6 +30,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from grader.contracts.lfs import MAX_POINTER_BYTES, parse_pointer
 from grader.contracts.result import Result
 from grader.gradebook.tasks import Task
 from grader.records.filing import keyed_to_folder
@@ -138,6 +141,7 @@ class Fetched:
 def fetch_commits(repo: Path, tasks: Iterable[Task], token: str | None) -> Fetched:
     """Fetch every task's commit that the clone lacks, before any grading (a separate step that
     holds the token; the grading step then needs no network and no token)."""
+    tasks = list(tasks)
     env = fetch_environment(repo, token)
     done = Fetched()
     first: dict[str, Task] = {}  # one task per commit
@@ -155,19 +159,82 @@ def fetch_commits(repo: Path, tasks: Iterable[Task], token: str | None) -> Fetch
             done.fetched.append(task.head_sha)
         except (LookupError, subprocess.SubprocessError) as exc:
             done.missing.append(f"{task.head_sha} (run {task.run_id}, {task.team}, {task.assignment}): {exc}")
+    for task in tasks:
+        if _have_commit(repo, task.head_sha):
+            try:
+                fetch_lfs_objects(repo, task, env)
+            except (LookupError, subprocess.SubprocessError) as exc:
+                done.missing.append(f"{task.head_sha} (run {task.run_id}, {task.team}, {task.assignment}): {exc}")
     return done
 
 
 def checkout_submission(repo: Path, task: Task, dest: Path) -> Path:
-    """Extract ``submissions/<team>/<assignment>`` as it was at the graded commit into ``dest``."""
+    """Extract ``submissions/<team>/<assignment>`` as it was at the graded commit into ``dest``,
+    Git LFS files as the files themselves (see ``restore_lfs_files``)."""
     ensure_commit(repo, task)
     inner = f"{SUBMISSIONS}/{task.team}/{task.assignment}"
-    archived = _git(repo, "archive", "--format=tar", task.head_sha, "--", inner, data=True)
+    plain = {**os.environ, "GIT_LFS_SKIP_SMUDGE": "1"}  # pointers out, whatever the filter config; restored below
+    archived = _git(repo, "archive", "--format=tar", task.head_sha, "--", inner, data=True, env=plain)
     if archived.returncode != 0:
         raise LookupError(f"{inner} does not exist at commit {task.head_sha[:12]}")
     with tarfile.open(fileobj=io.BytesIO(archived.stdout)) as archive:
         archive.extractall(dest, filter="data")  # refuses links out of dest, absolute paths, devices
+    restore_lfs_files(repo, dest / inner)
     return dest / inner
+
+
+def restore_lfs_files(repo: Path, folder: Path) -> int:
+    """Replace each Git LFS pointer under ``folder`` by its object from the clone's LFS store.
+
+    ``git archive`` writes pointers; graded as they are, an honest LFS submission would be
+    rejected ("a Git LFS pointer, not the file"). The object must be in ``.git/lfs/objects``
+    (``fetch_lfs_objects`` puts it there in the fetch step) and match the pointer's SHA-256 and
+    size; otherwise the regrade of this task is the grader's error, never a grade.
+    """
+    store = Path(_git(repo, "rev-parse", "--path-format=absolute", "--git-common-dir").stdout.strip()) / "lfs/objects"
+    restored = 0
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.stat().st_size < MAX_POINTER_BYTES):
+        pointer = parse_pointer(path.read_bytes())
+        if pointer is None:
+            continue
+        source = store / pointer.object_path
+        if not source.is_file() or source.stat().st_size != pointer.size or _sha256(source) != pointer.oid:
+            raise LookupError(
+                f"{path.relative_to(folder)} is stored with Git LFS and its object ({pointer.oid[:12]}, "
+                f"{pointer.size} bytes) is not in this clone: fetch it first (grader regrade --fetch-only, "
+                "with git-lfs installed)"
+            )
+        shutil.copyfile(source, path)
+        restored += 1
+    return restored
+
+
+def fetch_lfs_objects(repo: Path, task: Task, env: dict[str, str]) -> None:
+    """``git lfs fetch`` the objects of the task's folder at its commit, where the folder has LFS files."""
+    inner = f"{SUBMISSIONS}/{task.team}/{task.assignment}"
+    listed = _git(repo, "ls-tree", "-r", "-l", task.head_sha, "--", inner).stdout.splitlines()
+    small = [line.split(maxsplit=4) for line in listed]
+    if not any(
+        len(p) == 5 and p[3].isdigit() and int(p[3]) < MAX_POINTER_BYTES and _is_pointer(repo, p[2]) for p in small
+    ):
+        return
+    if shutil.which("git-lfs") is None:
+        raise LookupError(f"{inner} at {task.head_sha[:12]} has Git LFS files and git-lfs is not installed")
+    done = _git(repo, "lfs", "fetch", "origin", task.head_sha, "--include", f"{inner}/**", env=env)
+    if done.returncode != 0:
+        raise LookupError(f"git lfs fetch failed for {inner} at {task.head_sha[:12]}: {done.stderr.strip()[-300:]}")
+
+
+def _is_pointer(repo: Path, blob: str) -> bool:
+    return parse_pointer(_git(repo, "cat-file", "blob", blob, data=True).stdout) is not None
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(2**20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def regrade_one(task: Task, repo: Path, assignments: Path | None, sandboxes: Callable[[], Sandboxes]) -> Outcome:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from grader.contracts.job import FileRef, Folder
+from grader.contracts.lfs import PREFIX as LFS_PREFIX
 from grader.errors import SubmissionError
 from grader.intake import pt2
 from grader.intake.stored import StoredTensor, onnx_stored, pt2_stored, safetensors_stored
@@ -35,7 +36,6 @@ SAFE_FORMATS_HINT = (
     "Save the model as ONNX (torch.onnx.export), a torch.export program (torch.export.save, .pt2) "
     "or safetensors weights plus an 'architecture' name."
 )
-LFS_PREFIX = b"version https://git-lfs.github.com/spec/v1"
 PICKLE_PROTOCOL_BYTES = {b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05"}
 MAX_ZIP_RATIO = 200  # uncompressed / compressed; more looks like a zip bomb
 

@@ -7,7 +7,10 @@ container gets no network, a read-only root with a small tmpfs at /tmp and no wr
 no capabilities, no new privileges, an unprivileged user, private IPC, pid /
 memory (swap = memory) / CPU limits, no core dumps, explicit thread counts, an environment built
 from nothing (no host variable, so no token, reaches it) and the GPUs only where the engine can
-pass them through. On the wall-time limit it is killed; it is removed in every case.
+pass them through. On the wall-time limit it is killed; it is removed in every case, a cancelled
+grading included (``grader.cli`` turns SIGTERM into an exception, so the ``finally`` runs). Two
+backstops hold where the host process is killed outright: the worker's own deadline inside the
+container, and the owner label the workflow's clean-up step removes by.
 
 The Docker SDK is imported lazily: the local sandbox and ``grader --help`` never need it.
 """
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import threading
 import time
 import uuid
@@ -47,6 +51,10 @@ CONTAINER_IN = "/grading/in"  # read-only folders by name: /grading/in/submissio
 CONTAINER_JOB = "/grading/job"  # the job file's folder, read-only
 JOB_MOUNT = "job"  # its name among the folders mounted
 LABEL = "org.compression-grader.worker"
+OWNER_LABEL = "org.compression-grader.owner"  # whose grading: the CI job's clean-up removes only its own
+OWNER_ENV = "GRADER_CONTAINER_OWNER"
+DEADLINE_ENV = "GRADER_DEADLINE_S"  # the worker's own time limit (grader.worker.session.arm_deadline)
+DEADLINE_GRACE_S = 30  # past the host's limit: the host stops it first, this holds if the host is gone
 WORKER_FILE_LIMIT_BYTES = 64 * 1024 * 1024
 OPEN_FILES = 4096
 LOG_TAIL_LINES = 400
@@ -241,15 +249,32 @@ def container_options(
             Ulimit(name="nofile", soft=OPEN_FILES, hard=OPEN_FILES),
         ],
         "init": True,
-        "environment": worker_env(threads, gpu=bool(gpus.requests)),
+        "environment": {**worker_env(threads, gpu=bool(gpus.requests)), DEADLINE_ENV: deadline(limits)},
         "working_dir": "/tmp",
         "hostname": "grader-worker",
         "mounts": mount_list,
         "device_requests": gpus.requests or None,
-        "labels": {LABEL: "1"},
+        "labels": labels(),
         "log_config": LogConfig(type="json-file", config={"max-size": "1m", "max-file": "1"}),
         "name": f"grader-worker-{uuid.uuid4().hex[:12]}",
     }
+
+
+def labels(**more: str) -> dict[str, str]:
+    """Every grading container's labels: what it is, and whose grading it belongs to.
+
+    The owner is ``$GRADER_CONTAINER_OWNER`` where the workflow sets it (its run, attempt and job),
+    else this host process: a job's ``if: always()`` clean-up then removes the containers a
+    cancelled run left behind without touching another runner's gradings on the same engine.
+    """
+    owner = os.environ.get(OWNER_ENV) or f"{socket.gethostname()}-{os.getpid()}"
+    return {LABEL: "1", OWNER_LABEL: owner[:128], **more}
+
+
+def deadline(limits: Limits) -> str:
+    """Seconds the worker gives itself: a limit that holds inside the container even when the host
+    process that would kill it has been killed (a cancelled CI job) and nothing waits on it."""
+    return str(int(limits.wall_time_s) + DEADLINE_GRACE_S)
 
 
 def worker_env(threads: int, gpu: bool) -> dict[str, str]:

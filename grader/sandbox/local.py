@@ -332,8 +332,10 @@ def run_sandboxed(
 ) -> Finished:
     """Run ``command`` isolated, limited and supervised until it ends or hits a limit."""
     running = spawn_sandboxed(command, limits, view, workdir, threads, capture_output=capture_output)
-    stopped_by = _supervise(running)
-    running.kill()
+    try:
+        stopped_by = _supervise(running)
+    finally:
+        running.kill()  # also when the grader itself is stopped (grader.cli.Stopped)
     output = running.output
     if output is not None and output.overflow:
         raise WorkerError(f"worker output is larger than allowed ({MAX_OUTPUT_BYTES} bytes)")

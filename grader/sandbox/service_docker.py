@@ -33,7 +33,6 @@ from grader.contracts.service import SOCKET_ENV
 from grader.errors import ConfigError, SubmissionError, WorkerError
 from grader.sandbox.base import scratch_failure, writable_folder
 from grader.sandbox.docker import (
-    LABEL,
     GpuPlan,
     container_options,
     create_container,
@@ -41,6 +40,7 @@ from grader.sandbox.docker import (
     engine_session,
     ensure_image,
     kill_container,
+    labels,
     mounts,
     plan_gpus,
     remove_container,
@@ -61,7 +61,11 @@ EXITED_GRACE_S = 5.0
 WATCH_S = 0.5
 # The service creates its socket as the container's user; umask 0 lets the host's user (another
 # uid in CI) connect to it. exec keeps the service itself as the container's main process.
-UMASK_EXEC = "import os, sys; os.umask(0); os.execvp(sys.argv[1], sys.argv[1:])"
+# umask 0 for the socket; an alarm that survives the exec is the service's time limit inside the container
+UMASK_EXEC = (
+    "import os, signal, sys; os.umask(0); signal.alarm(int(os.environ.get('GRADER_DEADLINE_S', '0'))); "
+    "os.execvp(sys.argv[1], sys.argv[1:])"
+)
 LINK_HINT = "Put the file itself in the folder: a service folder is copied into its image as plain files and folders."
 
 
@@ -297,7 +301,7 @@ def _running(
     options.update(
         working_dir=SERVICE_ROOT,
         hostname="grader-service",
-        labels={LABEL: "1", SERVICE_LABEL: name},
+        labels=labels(**{SERVICE_LABEL: name}),
         name=f"grader-service-{uuid.uuid4().hex[:12]}",
     )
     container = create_container(client, tag, argv, options)

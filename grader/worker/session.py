@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import re
+import signal
 import sys
 import time
 import traceback
@@ -386,10 +388,11 @@ def count_macs(model: LoadedModel, role: str, arrays: dict[str, np.ndarray]) -> 
 def environment(job: Job) -> Environment:
     """The worker's own facts; the host adds where it ran (the sandbox) and which data it used."""
     libraries = {"numpy": np.__version__}
-    for name in ("onnxruntime", "onnx", "torch", "tensorrt"):
-        module = sys.modules.get(name)
+    for name, module_name in STACK_MODULES:
+        module = sys.modules.get(module_name)
         if module is not None:
             libraries[name] = getattr(module, "__version__", "?")
+    libraries.update(cuda_stack())
     return Environment(
         cpu=_cpu_name(),
         cores=os.cpu_count(),
@@ -399,6 +402,45 @@ def environment(job: Job) -> Environment:
         platform=platform.platform(),
         libraries=libraries,
     )
+
+
+STACK_MODULES = (
+    ("onnxruntime", "onnxruntime"),
+    ("onnx", "onnx"),
+    ("torch", "torch"),
+    ("tensorrt", "tensorrt"),
+    ("tensorrt", "tensorrt_bindings"),  # the bindings wheel's own module, as the GPU image installs it
+)
+
+
+def cuda_stack() -> dict[str, str]:
+    """The CUDA side of the stack as the libraries loaded here were built for it: a mismatch with the
+    driver or between them (torch's CUDA against onnxruntime's) shows in the first result."""
+    found: dict[str, str] = {}
+    torch = sys.modules.get("torch")
+    if torch is not None and getattr(torch.version, "cuda", None):
+        found["torch cuda"] = str(torch.version.cuda)
+        if torch.cuda.is_available():
+            found["cudnn"] = str(torch.backends.cudnn.version())
+            found["gpu compute capability"] = ".".join(map(str, torch.cuda.get_device_capability()))
+    driver = nvidia_driver()
+    if driver:
+        found["nvidia driver"] = driver
+    ort = sys.modules.get("onnxruntime")
+    if ort is not None:
+        providers = [p.removesuffix("ExecutionProvider") for p in ort.get_available_providers()]
+        found["onnxruntime providers"] = ",".join(providers)[:64]
+    return found
+
+
+def nvidia_driver(version_file: Path = Path("/proc/driver/nvidia/version")) -> str:
+    """The kernel driver's version ("580.65.06"), which bounds the CUDA a machine can run; "" without one."""
+    try:
+        first = version_file.read_text(errors="replace").splitlines()[0]
+    except (OSError, IndexError):
+        return ""
+    match = re.search(r"Kernel Module\s+(?:for \S+\s+)?([0-9]+(?:\.[0-9]+)+)", first)
+    return match.group(1) if match else ""
 
 
 def gpu_name(driver_proc: Path = Path("/proc/driver/nvidia/gpus")) -> str:
@@ -696,7 +738,20 @@ def open_output(spec: str) -> BinaryIO:
     return os.fdopen(fd, "wb")
 
 
+def arm_deadline(env: dict[str, str] | os._Environ = os.environ) -> int:
+    """``SIGALRM`` at ``$GRADER_DEADLINE_S`` with its default action, which ends the process even
+    inside a long native call: the Docker runner's time limit when the host is no longer there.
+    Returns the seconds armed (0: none)."""
+    text = env.get("GRADER_DEADLINE_S", "")
+    seconds = int(text) if text.isdigit() else 0
+    if seconds:
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+        signal.alarm(seconds)
+    return seconds
+
+
 def main(argv: list[str] | None = None) -> int:
+    arm_deadline()
     job_path, out, folders = parse_args(sys.argv[1:] if argv is None else argv)
     with open_output(out) as channel:
         job = Job.model_validate_json(job_path.read_text())
