@@ -306,7 +306,12 @@ def test_pareto_front() -> None:
     assert pareto_front(x, y, x_higher=False).tolist() == [True, False, False, False, False, False]
 
 
-def test_leaderboard_uses_each_teams_counted_run(tmp_path: Path) -> None:
+def test_a_board_without_a_score_formula_lists_counted_runs_of_rostered_teams_and_ranks_nothing(
+    tmp_path: Path,
+) -> None:
+    """hw2 names two figures but no score formula: there is nothing to rank by, so no rank column,
+    the teams in name order, and a team missing from the roster is not on the board."""
+
     def run(team: str, score: float, speed: float, acc: float, hours: int) -> object:
         return make_result(
             team,
@@ -318,19 +323,22 @@ def test_leaderboard_uses_each_teams_counted_run(tmp_path: Path) -> None:
     book = book_of(
         tmp_path,
         [
+            run("team-gamma", 70, 1.5, 0.99, 2),
             run("team-alpha", 90, 2.0, 0.98, 3),
             run("team-alpha", 60, 5.0, 0.99, 2),
             run("team-beta", 80, 3.0, 0.97, 2),
-            run("team-gamma", 70, 1.5, 0.96, 2),
+            run("team-stray", 95, 9.0, 0.999, 2),  # not on the roster
         ],
     )
-    board = leaderboard(book, hw2()).set_index("team")
-    assert board.loc["team-alpha", "x"] == 2.0  # its counted (best) run, not its fastest
-    assert board["on_front"].to_dict() == {"team-alpha": True, "team-beta": True, "team-gamma": False}
+    board = leaderboard(book, hw2())
+    assert "rank" not in board.columns and board["team"].tolist() == ["team-alpha", "team-beta", "team-gamma"]
+    indexed = board.set_index("team")
+    assert indexed.loc["team-alpha", "x"] == 2.0  # its counted (best) run, not its fastest
+    assert indexed["on_front"].to_dict() == {"team-alpha": True, "team-beta": True, "team-gamma": True}
     write_csv(book, tmp_path / "grades.csv")
     published = list(csv.DictReader((tmp_path / f"leaderboard-{HW2}.csv").open()))
-    assert [r["team"] for r in published] == ["team-alpha", "team-beta", "team-gamma"]  # best accuracy first
-    assert published[1]["candidate_vs_baseline.speedup_b64"] == "3.0" and published[2]["on_front"] == "False"
+    assert [r["team"] for r in published] == ["team-alpha", "team-beta", "team-gamma"] and "rank" not in published[0]
+    assert published[1]["candidate_vs_baseline.speedup_b64"] == "3.0"
 
 
 def test_gradescope_results_json(tmp_path: Path) -> None:

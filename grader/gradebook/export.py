@@ -207,11 +207,16 @@ def run_rows(runs: pd.DataFrame) -> dict[str, list[dict]]:
     return grouped
 
 
+def records(frame: pd.DataFrame) -> list[dict]:
+    """Rows for a template, pandas' missing values (NaN, NA) as None."""
+    return frame.astype(object).where(frame.notna(), None).to_dict("records")
+
+
 def write_html(book: Gradebook, path: Path) -> Path:
     from grader.gradebook.plots import all_plots
 
     team_runs = run_rows(book.runs)
-    boards = [(a, leaderboard(book, a).to_dict("records")) for a in book.assignments if a.leaderboard is not None]
+    boards = [(a, records(leaderboard(book, a))) for a in book.assignments if a.leaderboard is not None]
     students = [(s, f) for s, f in zip(book.students.to_dict("records"), book.flags.to_dict("records"))]
     html = (
         _environment()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -39,6 +39,7 @@ class Entry:
     members: list[str] = field(default_factory=list)
     rank: int | None = None
     baseline: bool = False
+    run_id: int | None = None
 
 
 def entry_of(result: Result, assignment: Assignment) -> Entry:
@@ -77,8 +78,14 @@ def best_per_team(entries: list[Entry]) -> list[Entry]:
 
 
 def rank(entries: list[Entry], roster: Roster | None, assignment: Assignment) -> list[Entry]:
-    """Ranked gated teams, then unranked teams, then baseline rows (reference, staff)."""
+    """Ranked gated teams, then unranked teams, then baseline rows (reference, staff).
+
+    The one ranking rule: ``grader leaderboard`` and the gradebook's leaderboard tables both show
+    this list. With a roster, a team not on it is left out (its runs are in the gradebook's warnings).
+    """
     staff = {name for name, team in (roster.teams.items() if roster else []) if team.staff}
+    if roster is not None:
+        entries = [e for e in entries if e.team in roster.teams]
     teams = best_per_team(entries)
     for entry in teams:
         entry.baseline = entry.team in staff
@@ -102,12 +109,14 @@ def board_from_store(store: Store, assignment: Assignment, roster: Roster | None
     runs = store.runs_frame()
     ids = runs.loc[(runs["assignment"] == assignment.id) & (runs["status"] == "graded"), "id"].tolist()
     results = store.results(ids)
-    return rank([entry_of(r, assignment) for r in results.values()], roster, assignment)
+    entries = [replace(entry_of(r, assignment), run_id=run_id) for run_id, r in results.items()]
+    return rank(entries, roster, assignment)
 
 
 def columns(assignment: Assignment, view: str) -> list[tuple[str, str]]:
     """(key, header) pairs; held-out figures only in the private view."""
-    cols = [("rank", "rank"), ("team", "team"), ("score", "score"), ("gate", "gate")]
+    cols = [("rank", "rank")] if assignment.score else []
+    cols += [("team", "team"), ("score", "score"), ("gate", "gate")]
     for term in assignment.score.terms if assignment.score else []:
         if view == "private" or "heldout" not in term.metric:
             cols.append((term.metric, term.label or term.metric))
@@ -228,8 +237,9 @@ HTML = """<!doctype html>
 table{border-collapse:collapse;width:100%}th,td{border:1px solid #ddd;padding:.3rem .5rem;text-align:left}
 td:nth-child(n+3){font-variant-numeric:tabular-nums}</style></head>
 <body><h1>Leaderboard: {{ a.title }} ({{ view }} view)</h1>
-<p>{{ formula }}. Ratios are against the course reference measured in the same run; an entry is ranked
+{% if formula %}<p>{{ formula }}. Ratios are against the course reference measured in the same run; an entry is ranked
 only if it passes: {{ gates }}. Others are listed, not ranked; ties go to the earlier submission.</p>
+{% else %}<p>This assignment has no score formula: its entries are listed, not ranked.</p>{% endif %}
 <table><tr>{% for h in headers %}<th>{{ h }}</th>{% endfor %}</tr>
 {% for row in rows %}<tr>{% for c in row %}<td>{{ c }}</td>{% endfor %}</tr>{% endfor %}</table>
 {% if plot %}<h2>{{ a.leaderboard.y.label }} against {{ a.leaderboard.x.label }}</h2>

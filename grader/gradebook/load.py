@@ -38,4 +38,9 @@ def open_gradebook(sources: Sources, store: Store, with_metrics: bool = True) ->
         counted = book.runs.index[book.runs["counted"]]
         figures = store.metrics(book.runs.loc[counted, "id"])
         book.runs["metrics_json"] = book.runs["id"].map(figures).fillna("{}")
+        from grader.gradebook.final import board_from_store
+
+        for assignment in book.assignments:
+            if assignment.score is not None and assignment.leaderboard is not None:
+                book.boards[assignment.id] = board_from_store(store, assignment, roster)
     return book

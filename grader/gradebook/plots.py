@@ -101,6 +101,7 @@ def leaderboard_scatter(book: Gradebook, assignment: Assignment) -> Plot | None:
     if spec is None:
         return None
     board = leaderboard(book, assignment)
+    board = board[board[["x", "y"]].notna().all(axis=1) & ~board["baseline"].astype(bool)]
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     fig.subplots_adjust(left=0.13, right=0.97, bottom=0.12, top=0.93)
@@ -111,7 +112,8 @@ def leaderboard_scatter(book: Gradebook, assignment: Assignment) -> Plot | None:
         ax.annotate(row.team, (row.x, row.y), fontsize=7, xytext=(3, 3), textcoords="offset points")
     ax.set_xlabel(spec.x.label + ("" if spec.x.higher_is_better else " (lower is better)"))
     ax.set_ylabel(spec.y.label + ("" if spec.y.higher_is_better else " (lower is better)"))
-    ax.set_title(f"{assignment.id}: counted run per team", fontsize=10)
+    which = "best ranked entry" if assignment.score is not None else "counted run"
+    ax.set_title(f"{assignment.id}: {which} per team", fontsize=10)
     ax.legend(fontsize=7)
     return Plot(
         f"leaderboard-{assignment.id}",

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -58,6 +59,11 @@ class Gradebook:
     students: pd.DataFrame  # one row per rostered student: identity, one column per assignment, total
     flags: pd.DataFrame  # same rows as students: one flags column per assignment
     warnings: list[str] = field(default_factory=list)
+    # assignment id -> its ranked board (grader.gradebook.final.Entry list), for assignments with a
+    # score formula: the one ranking every leaderboard table shows (filled by open_gradebook)
+    boards: dict[str, list[Any]] = field(default_factory=dict)
+    rostered: list[str] = field(default_factory=list)  # the roster's teams
+    staff: list[str] = field(default_factory=list)  # the roster's staff teams: baseline rows, never ranked
 
     @property
     def assignment_ids(self) -> list[str]:
@@ -91,7 +97,8 @@ def build_gradebook(
     if stray:
         warnings.append(f"teams with runs but not in roster.yaml (not in the student table): {', '.join(stray)}")
     students, flags = student_table(grades, assignments, roster)
-    return Gradebook(assignments, runs, grades, students, flags, warnings)
+    staff = [name for name, team in roster.teams.items() if team.staff]
+    return Gradebook(assignments, runs, grades, students, flags, warnings, rostered=list(roster.teams), staff=staff)
 
 
 def prepare_runs(
