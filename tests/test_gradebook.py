@@ -45,7 +45,12 @@ def hw2(counts: str = "best", **late: float) -> Assignment:
     return load_assignment(HW2).model_copy(update={"policy": Policy(deadline=DEADLINE, late=rule, counts=counts)})
 
 
-def book_of(tmp_path: Path, results, assignment: Assignment | None = None, overrides=(), extensions=()) -> Gradebook:
+TERM_OVER = DEADLINE + timedelta(days=30)  # "now" for the books below: every deadline has passed
+
+
+def book_of(
+    tmp_path: Path, results, assignment: Assignment | None = None, overrides=(), extensions=(), now=TERM_OVER
+) -> Gradebook:
     with Store(tmp_path / "g.sqlite") as store:
         store.add_runs([(r, "test") for r in results])
         for team, points, reason in overrides:
@@ -58,6 +63,7 @@ def book_of(tmp_path: Path, results, assignment: Assignment | None = None, overr
             ROSTER,
             store.overrides_frame(),
             store.extensions_frame(),
+            now=now,
         )
 
 
@@ -373,6 +379,50 @@ def test_no_runs_at_all_is_an_empty_but_valid_book(tmp_path: Path, counts: str) 
     book = book_of(tmp_path, [], hw2(counts=counts))
     assert len(book.grades) == 0 and len(book.students) == 4
     assert set(book.flags[HW2]) == {"missing"}
+
+
+def test_a_gap_is_missing_only_once_it_is_due(tmp_path: Path) -> None:
+    """Before the deadline an empty cell is "not due yet", not "missing"; an assignment without a
+    deadline is due when the course ends (course.yaml's ``ends``), and never before."""
+    early = book_of(tmp_path, [], now=DEADLINE - timedelta(days=3))
+    assert set(early.flags[HW2]) == {"not due yet"}
+    late = book_of(tmp_path, [], now=DEADLINE + timedelta(minutes=1))
+    assert set(late.flags[HW2]) == {"missing"}
+    open_ended = hw2().model_copy(update={"policy": Policy(deadline=None)})
+    ends = DEADLINE + timedelta(days=10)
+    with Store(tmp_path / "g.sqlite") as store:
+        runs = store.runs_frame()
+    during = build_gradebook(runs, [open_ended], ROSTER, now=ends - timedelta(days=1), course_ends=ends)
+    after = build_gradebook(runs, [open_ended], ROSTER, now=ends, course_ends=ends)
+    never = build_gradebook(runs, [open_ended], ROSTER, now=ends + timedelta(days=365))
+    assert set(during.flags[HW2]) == {"not due yet"} and set(after.flags[HW2]) == {"missing"}
+    assert set(never.flags[HW2]) == {"not due yet"}  # no deadline and no course end: nothing is ever missing
+
+
+def test_the_final_projects_two_tracks_are_one_course_item_counted_once(tmp_path: Path) -> None:
+    """A team does one track: the student table has one final-project column, holding the team's
+    better track, and the total counts it once; a team with neither is missing it once."""
+    final, service = load_assignment("final-project"), load_assignment("final-service")
+    assert service.item == final.item == "final-project"
+    results = [
+        make_result("team-alpha", assignment="final-project", score=70, event_time=at(-timedelta(hours=1))),
+        make_result("team-alpha", assignment="final-service", score=90, event_time=at(-timedelta(hours=1))),
+        make_result("team-beta", assignment="final-service", score=65, event_time=at(-timedelta(hours=1))),
+    ]
+    with Store(tmp_path / "g.sqlite") as store:
+        store.add_runs([(r, "t") for r in results])
+        book = build_gradebook(
+            store.runs_frame(), [hw2(), final, service], ROSTER, now=TERM_OVER, course_ends=TERM_OVER
+        )  # the final project has no deadline: it is due when the course ends
+    assert book.items == [HW2, "final-project"] and list(book.students.columns).count("final-project") == 1
+    students, flags = book.students.set_index("github"), book.flags.set_index("github")
+    assert students.loc["ann", "final-project"] == 90 and students.loc["ann", "total"] == 90  # hw2 missing
+    assert flags.loc["ann", "final-project"].startswith("final-service")  # which track counted
+    assert students.loc["cy", "final-project"] == 65
+    assert np.isnan(students.loc["dee", "final-project"]) and flags.loc["dee", "final-project"] == "missing"
+    write_csv(book, tmp_path / "grades.csv")
+    header = next(csv.reader((tmp_path / "grades.csv").open()))
+    assert header.count("final-project") == 1 and "final-service" not in header
 
 
 def test_a_different_sha_for_each_push_in_the_builders() -> None:

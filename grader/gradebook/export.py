@@ -65,7 +65,7 @@ def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
 
 def lms_frame(book: Gradebook) -> pd.DataFrame:
     """The LMS table: identity, one numeric column per assignment, total, then one flags column each."""
-    flags = book.flags.rename(columns={a: f"{a}_flags" for a in book.assignment_ids}).drop(columns=["github"])
+    flags = book.flags.rename(columns={a: f"{a}_flags" for a in book.items}).drop(columns=["github"])
     return pd.concat([book.students, flags], axis=1)
 
 
@@ -93,13 +93,15 @@ def cell_text(score: object, flags: str) -> str:
 
 
 def write_markdown(book: Gradebook, path: Path) -> Path:
-    ids = book.assignment_ids
+    ids = book.items
     header = ["student", "student id", "team", *ids, "total"]
     lines = [
         "# Gradebook",
         "",
         f"Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC by compression-grader "
         f"{__version__}. In brackets: why a grade is not simply the run's score.",
+        "",
+        f"From {md(book.provenance)}." if book.provenance else "",
         "",
     ]
     lines += ["| " + " | ".join(md(h) for h in header) + " |", "|" + "---|" * len(header)]

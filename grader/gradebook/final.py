@@ -147,9 +147,11 @@ def cell(entry: Entry, key: str) -> str:
     return "" if value is None else f"{value:.4g}"
 
 
-def to_markdown(entries: list[Entry], assignment: Assignment, view: str) -> str:
+def to_markdown(entries: list[Entry], assignment: Assignment, view: str, source: str = "") -> str:
     cols = columns(assignment, view)
     lines = [f"## Leaderboard: {md(assignment.title)}", ""]
+    if source and view == "private":
+        lines += [f"From {md(source)}.", ""]
     if assignment.score:
         gates = ", ".join(c.title for c in assignment.checks if c.id in assignment.ranking_checks())
         lines += [
@@ -212,7 +214,7 @@ def scatter(entries: list[Entry], assignment: Assignment) -> str | None:
     return _png(fig)
 
 
-def to_html(entries: list[Entry], assignment: Assignment, view: str) -> str:
+def to_html(entries: list[Entry], assignment: Assignment, view: str, source: str = "") -> str:
     from jinja2 import Environment, select_autoescape
 
     template = Environment(autoescape=select_autoescape(default=True), finalize=visible_html).from_string(HTML)
@@ -228,6 +230,7 @@ def to_html(entries: list[Entry], assignment: Assignment, view: str) -> str:
         view=view,
         formula=assignment.score.describe() if assignment.score else "",
         gates=gates,
+        source=source if view == "private" else "",
     )
 
 
@@ -240,6 +243,7 @@ td:nth-child(n+3){font-variant-numeric:tabular-nums}</style></head>
 {% if formula %}<p>{{ formula }}. Ratios are against the course reference measured in the same run; an entry is ranked
 only if it passes: {{ gates }}. Others are listed, not ranked; ties go to the earlier submission.</p>
 {% else %}<p>This assignment has no score formula: its entries are listed, not ranked.</p>{% endif %}
+{% if source %}<p>From {{ source }}.</p>{% endif %}
 <table><tr>{% for h in headers %}<th>{{ h }}</th>{% endfor %}</tr>
 {% for row in rows %}<tr>{% for c in row %}<td>{{ c }}</td>{% endfor %}</tr>{% endfor %}</table>
 {% if plot %}<h2>{{ a.leaderboard.y.label }} against {{ a.leaderboard.x.label }}</h2>
@@ -248,11 +252,11 @@ only if it passes: {{ gates }}. Others are listed, not ranked; ties go to the ea
 """
 
 
-def write(entries: list[Entry], assignment: Assignment, view: str, out: Path) -> dict[str, Path]:
+def write(entries: list[Entry], assignment: Assignment, view: str, out: Path, source: str = "") -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     stem = f"leaderboard-{assignment.id}-{view}"
     paths = {"md": out / f"{stem}.md", "csv": out / f"{stem}.csv", "html": out / f"{stem}.html"}
-    paths["md"].write_text(to_markdown(entries, assignment, view), encoding="utf-8")
+    paths["md"].write_text(to_markdown(entries, assignment, view, source), encoding="utf-8")
     paths["csv"].write_text(to_csv(entries, assignment, view), encoding="utf-8")
-    paths["html"].write_text(to_html(entries, assignment, view), encoding="utf-8")
+    paths["html"].write_text(to_html(entries, assignment, view, source), encoding="utf-8")
     return paths
