@@ -290,7 +290,24 @@ def test_excel_workbook_has_students_teams_and_leaderboard(tmp_path: Path) -> No
     assert [c.value for c in board[2]][:4] == ["team-alpha", 1.9, 0.97, True]
     header = [c.value for c in workbook["students"][1]]
     assert header[:7] == ["student_id", "name", "github", "email", "team", HW2, "total"]
+    teams = [c.value for c in workbook["teams"][1]]
+    assert teams[:3] == ["team", "assignment", "grade"] and "final" not in teams and "score" not in teams
+    assert [c.value for c in workbook["teams"][2]][:3] == ["team-alpha", HW2, 88]
     assert workbook["students"]["F2"].value == 88
+
+
+def test_an_override_is_the_grade_and_the_late_penalty_it_replaces_says_superseded(tmp_path: Path) -> None:
+    book = book_of(
+        tmp_path,
+        [make_result(score=90, event_time=at(timedelta(hours=2)))],  # a day late: 90 less 9
+        overrides=[("team-alpha", 95, "the late push was our outage")],
+    )
+    alpha = grade(book, "team-alpha")
+    assert alpha["score"] == 95 and alpha["final"] == 81
+    assert "override" in alpha["flags"] and "late 1d -9, superseded by the override" in alpha["flags"]
+    workbook = openpyxl.load_workbook(write_excel(book, tmp_path / "grades.xlsx"))
+    rows = [[c.value for c in row] for row in workbook["teams"].iter_rows()]
+    assert rows[1][:3] == ["team-alpha", HW2, 95]  # one figure to read; the 81 is not a column of its own
 
 
 def test_markdown_escapes_names(tmp_path: Path) -> None:

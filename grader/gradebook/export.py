@@ -116,12 +116,41 @@ def write_markdown(book: Gradebook, path: Path) -> Path:
     return path
 
 
+# The teams sheet: one final figure per team and assignment ("grade"), then how it came about.
+TEAM_SHEET = {
+    "team": "team",
+    "assignment": "assignment",
+    "score": "grade",
+    "flags": "why not simply the run's score",
+    "raw_score": "counted run's score",
+    "points_lost": "late penalty",
+    "override_points": "override",
+    "override_reason": "override reason",
+    "days_late": "days late",
+    "when": "event time (UTC)",
+    "deadline": "deadline (UTC)",
+    "extension_due": "extension until (UTC)",
+    "status": "status",
+    "run_id": "run id",
+    "pr_url": "PR",
+    "runs": "runs",
+    "error_runs": "error runs",
+    "late_runs_ignored": "runs past the cutoff",
+}
+
+
+def team_sheet(grades: pd.DataFrame) -> pd.DataFrame:
+    """``grades`` with one figure to read (``grade``: the override where there is one, else the run's
+    score after the late penalty), and no second, competing total."""
+    return grades[list(TEAM_SHEET)].rename(columns=TEAM_SHEET)
+
+
 def write_excel(book: Gradebook, path: Path) -> Path:
     """Students, team grades (with the counted run) and leaderboards. Every run is in runs.csv and
     the HTML page instead: openpyxl needs ~15 s for a class's 28,000 runs."""
     with pd.ExcelWriter(path, engine="openpyxl") as writer:
         spreadsheet_safe(lms_frame(book)).to_excel(writer, sheet_name="students", index=False)
-        spreadsheet_safe(book.grades).to_excel(writer, sheet_name="teams", index=False)
+        spreadsheet_safe(team_sheet(book.grades)).to_excel(writer, sheet_name="teams", index=False)
         for assignment in book.assignments:
             if assignment.leaderboard is not None:
                 spreadsheet_safe(leaderboard_frame(book, assignment)).to_excel(

@@ -241,7 +241,8 @@ def grade_flags(row: object) -> str:
     if pd.notna(row.override_points):
         marks.append("override")
     if pd.notna(row.days_late) and row.days_late > 0:
-        marks.append(f"late {int(row.days_late)}d -{row.points_lost:g}")
+        late = f"late {int(row.days_late)}d -{row.points_lost:g}"
+        marks.append(f"{late}, superseded by the override" if pd.notna(row.override_points) else late)
     if pd.notna(row.extension_due):
         marks.append("extension")
     if row.error_runs:
