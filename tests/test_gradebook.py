@@ -444,3 +444,11 @@ def test_the_final_projects_two_tracks_are_one_course_item_counted_once(tmp_path
 
 def test_a_different_sha_for_each_push_in_the_builders() -> None:
     assert sha_for("a") != sha_for("b") and len(sha_for("a")) == 40
+
+
+def test_plots_of_a_book_without_runs_say_so_instead_of_drawing_empty_axes(tmp_path: Path) -> None:
+    from grader.gradebook.plots import NO_RUNS, all_plots
+
+    plots = {p.id: p for p in all_plots(book_of(tmp_path, []))}
+    assert NO_RUNS in plots["timeline"].alt and NO_RUNS in plots[f"leaderboard-{HW2}"].title
+    assert all(p.data_uri.startswith("data:image/png;base64,") for p in plots.values())
