@@ -237,7 +237,8 @@ def to_html(entries: list[Entry], assignment: Assignment, view: str, source: str
 HTML = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Leaderboard: {{ a.title }}</title>
 <style>body{font-family:system-ui,sans-serif;max-width:70rem;margin:2rem auto;padding:0 1rem}
-table{border-collapse:collapse;width:100%}th,td{border:1px solid #ddd;padding:.3rem .5rem;text-align:left}
+table{border-collapse:collapse;width:100%}th,td{border:1px solid #ddd;padding:.25rem .4rem;text-align:left}
+th{font-size:90%;overflow-wrap:anywhere}td{overflow-wrap:anywhere}
 td:nth-child(n+3){font-variant-numeric:tabular-nums}</style></head>
 <body><h1>Leaderboard: {{ a.title }} ({{ view }} view)</h1>
 {% if formula %}<p>{{ formula }}. Ratios are against the course reference measured in the same run; an entry is ranked
