@@ -195,6 +195,7 @@ class FakeGitHub:
         files: dict[str, bytes | Entry | None],
         association: str = "CONTRIBUTOR",
         renames: dict[str, str] | None = None,
+        commit_sha: str | None = None,
     ) -> FakePull:
         """A PR from ``author``'s fork: the base files changed by ``files`` (None deletes a path)."""
         with self.lock:
@@ -214,14 +215,16 @@ class FakeGitHub:
             )
             repo.pulls[number] = pull
             repo.comments.setdefault(number, [])
-            self._set_head(repo, pull, dict(repo.files), files, renames or {})
+            self._set_head(repo, pull, dict(repo.files), files, renames or {}, commit_sha)
             return pull
 
-    def push(self, repo: FakeRepo, pull: FakePull, files: dict[str, bytes | Entry | None]) -> str:
-        """A new commit on the PR's branch; returns its SHA."""
+    def push(
+        self, repo: FakeRepo, pull: FakePull, files: dict[str, bytes | Entry | None], commit_sha: str | None = None
+    ) -> str:
+        """A new commit on the PR's branch; returns its SHA (``commit_sha``: a real git commit's, to regrade it)."""
         with self.lock:
             pull.updated_at = self.tick()
-            self._set_head(repo, pull, dict(pull.head_files), files, {})
+            self._set_head(repo, pull, dict(pull.head_files), files, {}, commit_sha)
             return pull.head_sha
 
     def add_comment(
@@ -368,6 +371,7 @@ class FakeGitHub:
         tree: dict[str, Entry],
         changes: dict[str, bytes | Entry | None],
         renames: dict[str, str],
+        commit_sha: str | None = None,
     ) -> None:
         for path, value in changes.items():
             if value is None:
@@ -378,12 +382,12 @@ class FakeGitHub:
             tree[new] = tree.pop(old, Entry(b""))
         pull.head_files = tree
         pull.before_sha = pull.head_sha or "0" * 40
-        pull.head_sha = self._commit(tree, salt=f"{repo.full_name}#{pull.number}@{pull.updated_at}")
+        pull.head_sha = self._commit(tree, salt=f"{repo.full_name}#{pull.number}@{pull.updated_at}", sha=commit_sha)
         pull.changed = _diff(repo.files, tree, renames)
 
-    def _commit(self, files: dict[str, Entry], salt: str = "") -> str:
+    def _commit(self, files: dict[str, Entry], salt: str = "", sha: str | None = None) -> str:
         root = self._tree(files)
-        sha = hashlib.sha1(f"commit {root} {salt}".encode()).hexdigest()
+        sha = sha or hashlib.sha1(f"commit {root} {salt}".encode()).hexdigest()
         self.commits[sha] = root
         return sha
 

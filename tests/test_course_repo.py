@@ -25,7 +25,7 @@ import yaml
 
 from grader.ci.collect import artifact_name
 from grader.report import machine
-from grader.sandbox.docker import OWNER_ENV
+from grader.sandbox.docker import LABEL, OWNER_ENV
 from tests import builders
 from tests.fakegithub import FakeGitHub, FakePull, FakeRepo
 from tests.test_ci_cli import LIGHT_RUNNER, heavy_modules
@@ -178,6 +178,7 @@ class Course:
     def __init__(self, fake: FakeGitHub, tmp: Path, docker_client, docker_settings, assignments: Path) -> None:
         self.fake, self.tmp, self.docker, self.assignments = fake, tmp, docker_client, assignments
         self.checkout = tmp / "course"
+        self._pr_started = False
         roster = tmp / "roster.yaml"
         roster.write_text(ROSTER)
         made = subprocess.run(
@@ -210,6 +211,23 @@ class Course:
         docker = docker_settings.model_dump()
         self.course_yaml.write_text(yaml.safe_dump({"schema": 1, "runner": {"kind": "docker", "docker": docker}}))
 
+    def commit_pr(self, files: dict[str, bytes]) -> str:
+        """The PR's head as a real commit in the course checkout (on branch pr-1, as ``git fetch
+        origin pull/1/head`` leaves it), so a staff regrade can take it from git at its SHA."""
+        git = ["git", "-C", str(self.checkout), "-c", "user.name=s", "-c", "user.email=s@invalid"]
+        subprocess.run(
+            [*git, "checkout", "-q", "-B", "pr-1", *(["pr-1"] if self._pr_started else ["main"])], check=True
+        )
+        self._pr_started = True
+        for path, data in files.items():
+            (self.checkout / path).parent.mkdir(parents=True, exist_ok=True)
+            (self.checkout / path).write_bytes(data)
+        subprocess.run([*git, "add", "-A"], check=True)
+        subprocess.run([*git, "commit", "-q", "-m", "submission"], check=True)
+        sha = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+        subprocess.run([*git, "checkout", "-q", "main"], check=True)
+        return sha
+
     def comments(self, pull: FakePull) -> list[dict]:
         return [c for c in self.fake.comments(self.repo, pull.number) if c["login"] == BOT]
 
@@ -226,7 +244,7 @@ def test_a_fork_pr_from_first_push_to_collected_results(
         claims={"quantization": "int8", "sparsity": 0.6},
     )
     files = {f"{FOLDER}/{p.relative_to(folder)}": p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-    pull = fake_github.open_pull(course.repo, "octocat", files)
+    pull = fake_github.open_pull(course.repo, "octocat", files, commit_sha=course.commit_pr(files))
     assert pull.head_repo == "octocat/compression"  # a fork
 
     # run 101: the PR is opened
@@ -239,14 +257,16 @@ def test_a_fork_pr_from_first_push_to_collected_results(
     assert course.repo.statuses[pull.head_sha][-1]["state"] == "success"
 
     # run 102: a push; a third push cancels it mid-grading (cancel-in-progress): no upload, no publish
-    fake_github.push(course.repo, pull, {f"{FOLDER}/notes.md": b"tuned\n"})
+    tuned = {f"{FOLDER}/notes.md": b"tuned\n"}
+    fake_github.push(course.repo, pull, tuned, commit_sha=course.commit_pr(tuned))
     cancelled = Run(course, pull, 102)
     assert cancelled.policy() == "grade"
     assert cancelled.grade(cancel=True) == 128 + signal.SIGINT
     assert not [a for a in course.repo.artifacts if a["workflow_run"]["id"] == 102]
 
     # run 103: the newest push grades and edits the one comment
-    fake_github.push(course.repo, pull, {f"{FOLDER}/notes.md": b"tuned again\n"})
+    again = {f"{FOLDER}/notes.md": b"tuned again\n"}
+    fake_github.push(course.repo, pull, again, commit_sha=course.commit_pr(again))
     third = Run(course, pull, 103)
     assert third.policy() == "grade" and third.grade() == 0
     third.publish()
@@ -284,3 +304,21 @@ def test_a_fork_pr_from_first_push_to_collected_results(
     # runs 101 and 103 (its latest attempt): the cancelled run left nothing to count
     assert sorted(runs["head_sha"]) == sorted([first.event["pull_request"]["head"]["sha"], pull.head_sha])
     assert len(course.comments(pull)) == 1
+
+    # a staff regrade of the stored gradings, from git at their SHAs, in the grading container
+    regraded = subprocess.run(
+        [sys.executable, "-m", "grader.cli", "regrade", "--db", str(store), "--yes", "--jobs", "1"]
+        + ["--assignments", str(course.assignments), "--course", str(course.course_yaml), "--runner", "docker"],
+        cwd=course.checkout,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert regraded.returncode == 0, regraded.stdout + regraded.stderr
+    assert "stored 2 new grading(s)" in regraded.stdout
+    with Store(store) as db:
+        after = db.runs_frame()
+    redone = after[after["source"] == "regrade"]
+    assert sorted(redone["head_sha"]) == sorted(runs["head_sha"]) and set(redone["status"]) == {"graded"}
+    assert docker_client.api.containers(all=True, filters={"label": LABEL}) == []  # nothing left running

@@ -89,6 +89,9 @@ def test_a_stopped_grading_removes_its_container(
         _, stderr = grading.communicate(timeout=60)
     finally:
         grading.kill()
+        left = owned(docker_client, owner)
+        for container in left:  # a failed run of this test must not leave its container to the next
+            docker_client.api.remove_container(container["Id"], force=True)
     assert grading.returncode == code, stderr
     assert "Traceback" not in stderr and "stopped by SIG" in stderr
     assert owned(docker_client, owner) == []
@@ -148,3 +151,27 @@ def test_every_grading_container_carries_its_deadline_and_its_owner(monkeypatch:
     monkeypatch.delenv(OWNER_ENV)
     fallback = container_options(DockerSettings(image="x"), Limits(), 1, [], GpuPlan())["labels"][OWNER_LABEL]
     assert fallback.endswith(f"-{os.getpid()}")  # outside CI: this host process
+
+
+def test_a_stop_right_after_the_engine_created_the_container_still_removes_it(
+    docker_client, docker_settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The signal can land after the engine made the container and before the call returned its
+    handle: the clean-up goes by the container's name, so nothing is left even then."""
+    from grader.contracts.job import Limits
+    from grader.sandbox import docker as runner
+
+    owner = f"test-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv(OWNER_ENV, owner)
+    real_create = runner.create_container
+
+    def create_then_stop(*args, **kwargs):  # noqa: ANN002, ANN003
+        real_create(*args, **kwargs)
+        raise KeyboardInterrupt  # what grader.cli's handler raises (a BaseException) at this moment
+
+    monkeypatch.setattr(runner, "create_container", create_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_in_container(
+            ["python", "-c", "pass"], docker_settings, Limits(wall_time_s=30), {}, client=docker_client
+        )
+    assert owned(docker_client, owner) == []

@@ -138,9 +138,27 @@ def board_store(tmp_path: Path) -> Path:
     return path
 
 
-def test_leaderboard_orders_by_score_breaks_ties_by_time_and_lists_gated_out_teams(board_store: Path) -> None:
+BOARD_ROSTER = """schema: 1
+teams:
+  team-alpha: {members: [{github: ann}]}
+  team-beta: {members: [{github: bo}]}
+  team-gamma: {members: [{github: cy}]}
+  course-staff: {staff: true, members: [{github: prof}]}
+"""
+
+
+@pytest.fixture
+def board_roster(tmp_path: Path) -> Path:
+    path = tmp_path / "roster.yaml"
+    path.write_text(BOARD_ROSTER)
+    return path
+
+
+def test_leaderboard_orders_by_score_breaks_ties_by_time_and_lists_gated_out_teams(
+    board_store: Path, board_roster: Path
+) -> None:
     with Store(board_store) as store:
-        board = board_from_store(store, load_assignment(FINAL), load_roster(ROOT / "roster.yaml"))
+        board = board_from_store(store, load_assignment(FINAL), load_roster(board_roster))
     rows = [(e.team, e.rank, e.baseline) for e in board]
     assert rows[:3] == [("team-beta", 1, False), ("team-alpha", 2, False), ("team-gamma", None, False)]
     assert rows[3] == ("course-staff", None, True) and rows[4][0] == "(course reference)"
@@ -157,7 +175,7 @@ def test_public_view_hides_held_out_figures(board_store: Path) -> None:
     assert "members" in private[0] and "members" not in public[0]
 
 
-def test_leaderboard_command_writes_every_format(board_store: Path, tmp_path: Path) -> None:
+def test_leaderboard_command_writes_every_format(board_store: Path, board_roster: Path, tmp_path: Path) -> None:
     out = tmp_path / "board"
     done = subprocess.run(
         [
@@ -167,6 +185,8 @@ def test_leaderboard_command_writes_every_format(board_store: Path, tmp_path: Pa
             "leaderboard",
             "--db",
             str(board_store),
+            "--roster",
+            str(board_roster),
             "--view",
             "private",
             "--out",

@@ -45,7 +45,12 @@ def hw2(counts: str = "best", **late: float) -> Assignment:
     return load_assignment(HW2).model_copy(update={"policy": Policy(deadline=DEADLINE, late=rule, counts=counts)})
 
 
-def book_of(tmp_path: Path, results, assignment: Assignment | None = None, overrides=(), extensions=()) -> Gradebook:
+TERM_OVER = DEADLINE + timedelta(days=30)  # "now" for the books below: every deadline has passed
+
+
+def book_of(
+    tmp_path: Path, results, assignment: Assignment | None = None, overrides=(), extensions=(), now=TERM_OVER
+) -> Gradebook:
     with Store(tmp_path / "g.sqlite") as store:
         store.add_runs([(r, "test") for r in results])
         for team, points, reason in overrides:
@@ -58,6 +63,7 @@ def book_of(tmp_path: Path, results, assignment: Assignment | None = None, overr
             ROSTER,
             store.overrides_frame(),
             store.extensions_frame(),
+            now=now,
         )
 
 
@@ -284,7 +290,24 @@ def test_excel_workbook_has_students_teams_and_leaderboard(tmp_path: Path) -> No
     assert [c.value for c in board[2]][:4] == ["team-alpha", 1.9, 0.97, True]
     header = [c.value for c in workbook["students"][1]]
     assert header[:7] == ["student_id", "name", "github", "email", "team", HW2, "total"]
+    teams = [c.value for c in workbook["teams"][1]]
+    assert teams[:3] == ["team", "assignment", "grade"] and "final" not in teams and "score" not in teams
+    assert [c.value for c in workbook["teams"][2]][:3] == ["team-alpha", HW2, 88]
     assert workbook["students"]["F2"].value == 88
+
+
+def test_an_override_is_the_grade_and_the_late_penalty_it_replaces_says_superseded(tmp_path: Path) -> None:
+    book = book_of(
+        tmp_path,
+        [make_result(score=90, event_time=at(timedelta(hours=2)))],  # a day late: 90 less 9
+        overrides=[("team-alpha", 95, "the late push was our outage")],
+    )
+    alpha = grade(book, "team-alpha")
+    assert alpha["score"] == 95 and alpha["final"] == 81
+    assert "override" in alpha["flags"] and "late 1d -9, superseded by the override" in alpha["flags"]
+    workbook = openpyxl.load_workbook(write_excel(book, tmp_path / "grades.xlsx"))
+    rows = [[c.value for c in row] for row in workbook["teams"].iter_rows()]
+    assert rows[1][:3] == ["team-alpha", HW2, 95]  # one figure to read; the 81 is not a column of its own
 
 
 def test_markdown_escapes_names(tmp_path: Path) -> None:
@@ -306,7 +329,12 @@ def test_pareto_front() -> None:
     assert pareto_front(x, y, x_higher=False).tolist() == [True, False, False, False, False, False]
 
 
-def test_leaderboard_uses_each_teams_counted_run(tmp_path: Path) -> None:
+def test_a_board_without_a_score_formula_lists_counted_runs_of_rostered_teams_and_ranks_nothing(
+    tmp_path: Path,
+) -> None:
+    """hw2 names two figures but no score formula: there is nothing to rank by, so no rank column,
+    the teams in name order, and a team missing from the roster is not on the board."""
+
     def run(team: str, score: float, speed: float, acc: float, hours: int) -> object:
         return make_result(
             team,
@@ -318,19 +346,22 @@ def test_leaderboard_uses_each_teams_counted_run(tmp_path: Path) -> None:
     book = book_of(
         tmp_path,
         [
+            run("team-gamma", 70, 1.5, 0.99, 2),
             run("team-alpha", 90, 2.0, 0.98, 3),
             run("team-alpha", 60, 5.0, 0.99, 2),
             run("team-beta", 80, 3.0, 0.97, 2),
-            run("team-gamma", 70, 1.5, 0.96, 2),
+            run("team-stray", 95, 9.0, 0.999, 2),  # not on the roster
         ],
     )
-    board = leaderboard(book, hw2()).set_index("team")
-    assert board.loc["team-alpha", "x"] == 2.0  # its counted (best) run, not its fastest
-    assert board["on_front"].to_dict() == {"team-alpha": True, "team-beta": True, "team-gamma": False}
+    board = leaderboard(book, hw2())
+    assert "rank" not in board.columns and board["team"].tolist() == ["team-alpha", "team-beta", "team-gamma"]
+    indexed = board.set_index("team")
+    assert indexed.loc["team-alpha", "x"] == 2.0  # its counted (best) run, not its fastest
+    assert indexed["on_front"].to_dict() == {"team-alpha": True, "team-beta": True, "team-gamma": True}
     write_csv(book, tmp_path / "grades.csv")
     published = list(csv.DictReader((tmp_path / f"leaderboard-{HW2}.csv").open()))
-    assert [r["team"] for r in published] == ["team-alpha", "team-beta", "team-gamma"]  # best accuracy first
-    assert published[1]["candidate_vs_baseline.speedup_b64"] == "3.0" and published[2]["on_front"] == "False"
+    assert [r["team"] for r in published] == ["team-alpha", "team-beta", "team-gamma"] and "rank" not in published[0]
+    assert published[1]["candidate_vs_baseline.speedup_b64"] == "3.0"
 
 
 def test_gradescope_results_json(tmp_path: Path) -> None:
@@ -367,5 +398,57 @@ def test_no_runs_at_all_is_an_empty_but_valid_book(tmp_path: Path, counts: str) 
     assert set(book.flags[HW2]) == {"missing"}
 
 
+def test_a_gap_is_missing_only_once_it_is_due(tmp_path: Path) -> None:
+    """Before the deadline an empty cell is "not due yet", not "missing"; an assignment without a
+    deadline is due when the course ends (course.yaml's ``ends``), and never before."""
+    early = book_of(tmp_path, [], now=DEADLINE - timedelta(days=3))
+    assert set(early.flags[HW2]) == {"not due yet"}
+    late = book_of(tmp_path, [], now=DEADLINE + timedelta(minutes=1))
+    assert set(late.flags[HW2]) == {"missing"}
+    open_ended = hw2().model_copy(update={"policy": Policy(deadline=None)})
+    ends = DEADLINE + timedelta(days=10)
+    with Store(tmp_path / "g.sqlite") as store:
+        runs = store.runs_frame()
+    during = build_gradebook(runs, [open_ended], ROSTER, now=ends - timedelta(days=1), course_ends=ends)
+    after = build_gradebook(runs, [open_ended], ROSTER, now=ends, course_ends=ends)
+    never = build_gradebook(runs, [open_ended], ROSTER, now=ends + timedelta(days=365))
+    assert set(during.flags[HW2]) == {"not due yet"} and set(after.flags[HW2]) == {"missing"}
+    assert set(never.flags[HW2]) == {"not due yet"}  # no deadline and no course end: nothing is ever missing
+
+
+def test_the_final_projects_two_tracks_are_one_course_item_counted_once(tmp_path: Path) -> None:
+    """A team does one track: the student table has one final-project column, holding the team's
+    better track, and the total counts it once; a team with neither is missing it once."""
+    final, service = load_assignment("final-project"), load_assignment("final-service")
+    assert service.item == final.item == "final-project"
+    results = [
+        make_result("team-alpha", assignment="final-project", score=70, event_time=at(-timedelta(hours=1))),
+        make_result("team-alpha", assignment="final-service", score=90, event_time=at(-timedelta(hours=1))),
+        make_result("team-beta", assignment="final-service", score=65, event_time=at(-timedelta(hours=1))),
+    ]
+    with Store(tmp_path / "g.sqlite") as store:
+        store.add_runs([(r, "t") for r in results])
+        book = build_gradebook(
+            store.runs_frame(), [hw2(), final, service], ROSTER, now=TERM_OVER, course_ends=TERM_OVER
+        )  # the final project has no deadline: it is due when the course ends
+    assert book.items == [HW2, "final-project"] and list(book.students.columns).count("final-project") == 1
+    students, flags = book.students.set_index("github"), book.flags.set_index("github")
+    assert students.loc["ann", "final-project"] == 90 and students.loc["ann", "total"] == 90  # hw2 missing
+    assert flags.loc["ann", "final-project"].startswith("final-service")  # which track counted
+    assert students.loc["cy", "final-project"] == 65
+    assert np.isnan(students.loc["dee", "final-project"]) and flags.loc["dee", "final-project"] == "missing"
+    write_csv(book, tmp_path / "grades.csv")
+    header = next(csv.reader((tmp_path / "grades.csv").open()))
+    assert header.count("final-project") == 1 and "final-service" not in header
+
+
 def test_a_different_sha_for_each_push_in_the_builders() -> None:
     assert sha_for("a") != sha_for("b") and len(sha_for("a")) == 40
+
+
+def test_plots_of_a_book_without_runs_say_so_instead_of_drawing_empty_axes(tmp_path: Path) -> None:
+    from grader.gradebook.plots import NO_RUNS, all_plots
+
+    plots = {p.id: p for p in all_plots(book_of(tmp_path, []))}
+    assert NO_RUNS in plots["timeline"].alt and NO_RUNS in plots[f"leaderboard-{HW2}"].title
+    assert all(p.data_uri.startswith("data:image/png;base64,") for p in plots.values())

@@ -209,3 +209,45 @@ def test_gradescope_export_command(course: dict[str, Path], tmp_path: Path) -> N
     assert done.returncode == 0 and "wrote 2 results.json" in done.stdout
     alpha = json.loads((tmp_path / "gs" / HW2 / "team-alpha" / "results.json").read_text())
     assert alpha["score"] == 85.5 and alpha["tests"][-1]["name"] == "Late penalty"
+
+
+def test_the_gradebook_reads_the_course_repository_it_runs_in(course: dict[str, Path], tmp_path: Path) -> None:
+    """Staff run it in their checkout: that repository's roster and assignments, never the installed
+    package's; from anywhere else it says what to do; --course names the repository."""
+    repo = tmp_path / "course-repo"
+    made = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "new_course_repo.py"), str(repo), "--roster", str(course["roster"])],
+        capture_output=True,
+        text=True,
+    )
+    assert made.returncode == 0, made.stderr
+    imported = grader("results", "import", str(course["results"]), "--db", str(course["db"]))
+    assert imported.returncode == 0, imported.stderr
+    inside = grader("gradebook", "--db", str(course["db"]), "--out", str(tmp_path / "in"), cwd=repo / "submissions")
+    assert inside.returncode == 0, inside.stderr
+    assert "Ann Lee" in inside.stdout  # the course repository's roster, found from a subfolder
+    assert f"roster {repo / 'roster.yaml'} (2 teams)" in " ".join(inside.stdout.split())
+    assert f"roster {repo / 'roster.yaml'}" in (tmp_path / "in" / "grades.md").read_text().replace("\\_", "_")
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    lost = grader("gradebook", "--db", str(course["db"]), "--out", str(tmp_path / "x"), cwd=elsewhere)
+    assert lost.returncode == 2 and "no course repository here" in lost.stderr and "--course DIR" in lost.stderr
+    named = grader(
+        "gradebook", "--db", str(course["db"]), "--course", str(repo), "--out", str(tmp_path / "n"), cwd=elsewhere
+    )
+    assert named.returncode == 0 and "Ann Lee" in named.stdout, named.stderr
+    wrong = grader("gradebook", "--db", str(course["db"]), "--course", str(elsewhere), cwd=elsewhere)
+    assert wrong.returncode == 2 and "is not a course repository" in wrong.stderr
+
+
+def test_an_override_above_the_maximum_needs_allow_over(course: dict[str, Path]) -> None:
+    grader("results", "import", str(course["results"]), "--db", str(course["db"]))
+    base = ["results", "override", "--team", "team-beta", "--assignment", HW2, "--reason", "typo?", "--by", "prof"]
+    typo = grader(*base, "--points", "850", *policy_args(course))
+    assert typo.returncode == 2 and "above hw2-quantization-pruning's 100 points" in typo.stderr
+    assert "--allow-over" in typo.stderr
+    meant = grader(*base, "--points", "105", "--allow-over", *policy_args(course))
+    assert meant.returncode == 0 and "set 105 points" in meant.stdout
+    edge = grader(*base, "--points", "100", *policy_args(course))
+    assert edge.returncode == 0  # the maximum itself is fine

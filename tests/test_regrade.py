@@ -390,16 +390,9 @@ def test_import_with_the_tasks_file_takes_only_the_gradings_it_asked_for(course:
     assert broken.returncode == 2 and "not a valid tasks file" in broken.stderr
 
 
-def test_checkout_refuses_paths_outside_the_folder(course: dict, tmp_path: Path) -> None:
-    """``git archive`` output is extracted with tarfile's 'data' filter: a committed symlink
-    pointing out of the folder is refused rather than followed."""
-    repo = course["repo"]
-    folder = repo / "submissions" / "team-alpha" / HW2
-    git(repo, "checkout", "-q", "--", ".")
-    (folder / "escape").symlink_to("/etc/passwd")
-    git(repo, "-c", "user.name=t", "-c", "user.email=t@example.com", "add", ".")
-    git(repo, "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-q", "-m", "link")
-    task = regrade.Task(
+def head_task(repo: Path) -> regrade.Task:
+    """A regrade task for team-alpha's hw2 folder at the repository's HEAD, outside any PR."""
+    return regrade.Task(
         run_id=1,
         team="team-alpha",
         assignment=HW2,
@@ -410,6 +403,18 @@ def test_checkout_refuses_paths_outside_the_folder(course: dict, tmp_path: Path)
         old_status="graded",
         old_score=0,
     )
+
+
+def test_checkout_refuses_paths_outside_the_folder(course: dict, tmp_path: Path) -> None:
+    """``git archive`` output is extracted with tarfile's 'data' filter: a committed symlink
+    pointing out of the folder is refused rather than followed."""
+    repo = course["repo"]
+    folder = repo / "submissions" / "team-alpha" / HW2
+    git(repo, "checkout", "-q", "--", ".")
+    (folder / "escape").symlink_to("/etc/passwd")
+    git(repo, "-c", "user.name=t", "-c", "user.email=t@example.com", "add", ".")
+    git(repo, "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-q", "-m", "link")
+    task = head_task(repo)
     outcome = regrade.regrade_one(task, repo, course["assignments"], local_sandboxes)
     assert outcome.result_json is None and "escape" in outcome.problem
 
@@ -486,17 +491,7 @@ def test_a_git_lfs_model_is_regraded_as_the_file_not_its_pointer(course: dict) -
     oid = hashlib.sha256(model).hexdigest()
     (folder / "candidate.onnx").write_bytes(pointer_text(oid, len(model)))
     git(repo, "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qam", "candidate via LFS")
-    task = regrade.Task(
-        run_id=1,
-        team="team-alpha",
-        assignment=HW2,
-        head_sha=git(repo, "rev-parse", "HEAD"),
-        repository=None,
-        pr_number=None,
-        event_time=None,
-        old_status="graded",
-        old_score=0,
-    )
+    task = head_task(repo)
     missing = regrade.regrade_one(task, repo, course["assignments"], local_sandboxes)
     assert (
         missing.result_json is None and "stored with Git LFS" in missing.problem and "candidate.onnx" in missing.problem

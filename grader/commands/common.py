@@ -34,9 +34,19 @@ def add_store_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--db", type=Path, help="results store (default $GRADER_DB or grader-data/grades.sqlite)")
 
 
-def add_policy_options(parser: argparse.ArgumentParser) -> None:
+def add_policy_options(parser: argparse.ArgumentParser, course_dir: bool = True) -> None:
     add_store_option(parser)
-    parser.add_argument("--assignments", type=Path, help="assignments folder (default: the course repo's)")
+    if course_dir:  # (grader regrade's --course is course.yaml, from add_runner_options; it runs in the checkout)
+        parser.add_argument(
+            "--course",
+            dest="course_dir",
+            type=Path,
+            help="the course repository (default: the one the working directory is in): its roster.yaml and "
+            "assignments/ are used, never the installed package's",
+        )
+    parser.add_argument(
+        "--assignments", type=Path, help="assignments folder (default $GRADER_ASSIGNMENTS or the course repo's)"
+    )
     parser.add_argument("--roster", type=Path, help="roster.yaml (default $GRADER_ROSTER or the course repo's)")
     parser.add_argument("--web-url", default="https://github.com", help="GitHub web address for PR links")
 
@@ -137,6 +147,41 @@ class UsageError(Exception):
     """A wrong argument or a missing file the user named: exit 2 with this message."""
 
 
+def find_course_repo(start: Path) -> Path | None:
+    """The nearest folder at or above ``start`` that holds a course's ``roster.yaml`` and ``assignments/``."""
+    for folder in (start, *start.parents):
+        if (folder / "roster.yaml").is_file() and (folder / "assignments").is_dir():
+            return folder
+    return None
+
+
+def resolve_course(args: argparse.Namespace) -> None:
+    """Fill ``--roster`` and ``--assignments`` from the course repository the command works on.
+
+    Staff run the gradebook in their checkout of the course repository (or name it with
+    ``--course DIR``); the roster and assignments are that repository's, never those of wherever the
+    package happens to be installed. An explicit option or ``$GRADER_ROSTER`` / ``$GRADER_ASSIGNMENTS``
+    still wins.
+    """
+    explicit = getattr(args, "course_dir", None)
+    need_roster = args.roster is None and not os.environ.get("GRADER_ROSTER")
+    need_assignments = args.assignments is None and not os.environ.get("GRADER_ASSIGNMENTS")
+    if explicit is None and not (need_roster or need_assignments):
+        return
+    root = find_course_repo(explicit.resolve()) if explicit else find_course_repo(Path.cwd())
+    if explicit is not None and (root is None or root != explicit.resolve()):
+        raise UsageError(f"--course {explicit} is not a course repository (no roster.yaml and assignments/ in it)")
+    if root is None:
+        raise UsageError(
+            "no course repository here: run this in a checkout of the course repository (a folder with roster.yaml "
+            "and assignments/), or pass --course DIR (or --roster and --assignments)"
+        )
+    if need_roster:
+        args.roster = root / "roster.yaml"
+    if need_assignments:
+        args.assignments = root / "assignments"
+
+
 def staff_command(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     """Turn a staff configuration problem into a one-line message and exit code 2, not a traceback."""
 
@@ -145,6 +190,8 @@ def staff_command(handler: Callable[[argparse.Namespace], int]) -> Callable[[arg
         from grader.errors import ConfigError
 
         try:
+            if hasattr(args, "roster") and hasattr(args, "assignments"):
+                resolve_course(args)
             return handler(args)
         except (UsageError, ConfigError) as exc:
             print(f"grader: {exc}", file=sys.stderr)

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from grader import exitcodes
-from grader.commands.common import STAFF_EXIT_CODES, add_policy_options, existing_store, staff_command
+from grader.commands.common import STAFF_EXIT_CODES, add_policy_options, db_path, existing_store, staff_command
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -41,7 +41,8 @@ def run(args: argparse.Namespace) -> int:
     roster = load_roster(args.roster or default_roster_path())
     with existing_store(args) as store:
         entries = board_from_store(store, assignment, roster)
-    print(to_markdown(entries, assignment, args.view), end="")
-    paths = write(entries, assignment, args.view, args.out)
+    source = f"store {db_path(args)}, roster {args.roster or default_roster_path()} ({len(roster.teams)} teams)"
+    print(to_markdown(entries, assignment, args.view, source), end="")
+    paths = write(entries, assignment, args.view, args.out, source)
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return exitcodes.GRADED

@@ -49,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_policy_options(regrade)
+    add_policy_options(regrade, course_dir=False)
     regrade.add_argument("--assignment", help="only this assignment's gradings")
     regrade.add_argument("--team", help="only this team's gradings")
     regrade.add_argument("--repo-dir", type=Path, default=Path("."), help="git clone of the course repository")

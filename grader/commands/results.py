@@ -90,6 +90,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     points.add_argument("--points", type=float, help="the points that replace the grade")
     points.add_argument("--clear", action="store_true", help="remove the override")
     ovr.add_argument("--reason", required=True, help="why, kept with the override and shown to staff")
+    ovr.add_argument(
+        "--allow-over",
+        action="store_true",
+        help="accept points above the assignment's maximum plus its bonus (refused otherwise: a typo such as "
+        "850 for 85 would otherwise become the grade)",
+    )
     ovr.add_argument("--by", help="who decided (default $GITHUB_ACTOR or the local user)")
     add_policy_options(ovr)
     ovr.set_defaults(handler=run_override)
@@ -215,10 +221,17 @@ def _known_team(args: argparse.Namespace) -> None:
 def run_override(args: argparse.Namespace) -> int:
     from grader.records.store import Store
 
-    _known_assignment(args)
+    assignment = _known_assignment(args)
     _known_team(args)
     if args.points is not None and args.points < 0:
         raise UsageError("--points must not be negative")
+    ceiling = assignment.max_score + assignment.bonus_points
+    if args.points is not None and args.points > ceiling and not args.allow_over:
+        bonus = f" plus {assignment.bonus_points:g} bonus" if assignment.bonus_points else ""
+        raise UsageError(
+            f"--points {args.points:g} is above {assignment.id}'s {assignment.max_score:g} points{bonus}; "
+            "pass --allow-over if that is what you mean"
+        )
     with Store(db_path(args)) as store:
         store.add_override(args.team, args.assignment, None if args.clear else args.points, args.reason, who(args))
     what = "cleared the override" if args.clear else f"set {args.points:g} points"

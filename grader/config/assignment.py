@@ -130,6 +130,11 @@ class Assignment(Strict):
     version: int
     title: str
     summary: str = ""
+    course_item: str | None = Field(
+        None,
+        description="the gradebook column this assignment counts under (default: its id). Assignments that "
+        "share one are alternatives, as the final project's two tracks: a team's best of them counts, once",
+    )
     models: dict[str, ModelSlot]
     references: dict[str, ReferenceModel] = {}
     inputs_required: bool = True
@@ -177,6 +182,10 @@ class Assignment(Strict):
         """The checks an entry must pass to be ranked on the leaderboard: the gates and ``ranked_if``."""
         extra = self.leaderboard.ranked_if if self.leaderboard else []
         return [c.id for c in self.checks if c.gate or c.id in extra]
+
+    @property
+    def item(self) -> str:
+        return self.course_item or self.id
 
     @property
     def max_score(self) -> float:

@@ -9,6 +9,7 @@ missing file means the defaults: the local child-process sandbox.
 from __future__ import annotations
 
 import os
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -86,6 +87,11 @@ class Course(Strict):
 
     schema_: Literal[1] = Field(1, alias="schema")
     runner: RunnerConfig = RunnerConfig()
+    ends: datetime | None = Field(
+        None,
+        description="when the course ends (ISO 8601 with offset): an assignment without a deadline is "
+        "'missing' in the gradebook only after this, and never before",
+    )
 
 
 def default_course_path() -> Path:

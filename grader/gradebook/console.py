@@ -27,16 +27,19 @@ def _num(value: object) -> str:
 def print_gradebook(book: Gradebook, console: Console | None = None, limit: int | None = None) -> None:
     """Students x assignments + total; a flagged cell shows its marks underneath."""
     console = console or Console(highlight=False)
-    table = Table(title=f"gradebook · {len(book.students)} students · {len(book.assignments)} assignments")
+    table = Table(
+        title=f"gradebook · {len(book.students)} students · {len(book.items)} course items",
+        caption=f"from {book.provenance}" if book.provenance else None,
+    )
     for column in ("student", "team"):
         table.add_column(column, overflow="fold")
-    for a in book.assignments:
-        table.add_column(f"{a.id}\n/{a.max_score:g}", justify="right", overflow="fold")
+    for item in book.items:
+        table.add_column(f"{item}\n/{book.item_max(item):g}", justify="right", overflow="fold")
     table.add_column("total", justify="right")
     rows = list(zip(book.students.to_dict("records"), book.flags.to_dict("records")))
     for student, flags in rows[:limit]:
         cells = [escape(student["name"] or student["github"]), escape(student["team"])]
-        for a in book.assignment_ids:
+        for a in book.items:
             text = _num(student[a])
             if flags[a]:
                 text += f"\n[yellow]{escape(flags[a])}[/]"

@@ -65,7 +65,7 @@ def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
 
 def lms_frame(book: Gradebook) -> pd.DataFrame:
     """The LMS table: identity, one numeric column per assignment, total, then one flags column each."""
-    flags = book.flags.rename(columns={a: f"{a}_flags" for a in book.assignment_ids}).drop(columns=["github"])
+    flags = book.flags.rename(columns={a: f"{a}_flags" for a in book.items}).drop(columns=["github"])
     return pd.concat([book.students, flags], axis=1)
 
 
@@ -93,13 +93,15 @@ def cell_text(score: object, flags: str) -> str:
 
 
 def write_markdown(book: Gradebook, path: Path) -> Path:
-    ids = book.assignment_ids
+    ids = book.items
     header = ["student", "student id", "team", *ids, "total"]
     lines = [
         "# Gradebook",
         "",
         f"Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC by compression-grader "
         f"{__version__}. In brackets: why a grade is not simply the run's score.",
+        "",
+        f"From {md(book.provenance)}." if book.provenance else "",
         "",
     ]
     lines += ["| " + " | ".join(md(h) for h in header) + " |", "|" + "---|" * len(header)]
@@ -114,12 +116,41 @@ def write_markdown(book: Gradebook, path: Path) -> Path:
     return path
 
 
+# The teams sheet: one final figure per team and assignment ("grade"), then how it came about.
+TEAM_SHEET = {
+    "team": "team",
+    "assignment": "assignment",
+    "score": "grade",
+    "flags": "why not simply the run's score",
+    "raw_score": "counted run's score",
+    "points_lost": "late penalty",
+    "override_points": "override",
+    "override_reason": "override reason",
+    "days_late": "days late",
+    "when": "event time (UTC)",
+    "deadline": "deadline (UTC)",
+    "extension_due": "extension until (UTC)",
+    "status": "status",
+    "run_id": "run id",
+    "pr_url": "PR",
+    "runs": "runs",
+    "error_runs": "error runs",
+    "late_runs_ignored": "runs past the cutoff",
+}
+
+
+def team_sheet(grades: pd.DataFrame) -> pd.DataFrame:
+    """``grades`` with one figure to read (``grade``: the override where there is one, else the run's
+    score after the late penalty), and no second, competing total."""
+    return grades[list(TEAM_SHEET)].rename(columns=TEAM_SHEET)
+
+
 def write_excel(book: Gradebook, path: Path) -> Path:
     """Students, team grades (with the counted run) and leaderboards. Every run is in runs.csv and
     the HTML page instead: openpyxl needs ~15 s for a class's 28,000 runs."""
     with pd.ExcelWriter(path, engine="openpyxl") as writer:
         spreadsheet_safe(lms_frame(book)).to_excel(writer, sheet_name="students", index=False)
-        spreadsheet_safe(book.grades).to_excel(writer, sheet_name="teams", index=False)
+        spreadsheet_safe(team_sheet(book.grades)).to_excel(writer, sheet_name="teams", index=False)
         for assignment in book.assignments:
             if assignment.leaderboard is not None:
                 spreadsheet_safe(leaderboard_frame(book, assignment)).to_excel(
@@ -207,11 +238,16 @@ def run_rows(runs: pd.DataFrame) -> dict[str, list[dict]]:
     return grouped
 
 
+def records(frame: pd.DataFrame) -> list[dict]:
+    """Rows for a template, pandas' missing values (NaN, NA) as None."""
+    return frame.astype(object).where(frame.notna(), None).to_dict("records")
+
+
 def write_html(book: Gradebook, path: Path) -> Path:
     from grader.gradebook.plots import all_plots
 
     team_runs = run_rows(book.runs)
-    boards = [(a, leaderboard(book, a).to_dict("records")) for a in book.assignments if a.leaderboard is not None]
+    boards = [(a, records(leaderboard(book, a))) for a in book.assignments if a.leaderboard is not None]
     students = [(s, f) for s, f in zip(book.students.to_dict("records"), book.flags.to_dict("records"))]
     html = (
         _environment()

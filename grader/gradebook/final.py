@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -39,6 +39,7 @@ class Entry:
     members: list[str] = field(default_factory=list)
     rank: int | None = None
     baseline: bool = False
+    run_id: int | None = None
 
 
 def entry_of(result: Result, assignment: Assignment) -> Entry:
@@ -77,8 +78,14 @@ def best_per_team(entries: list[Entry]) -> list[Entry]:
 
 
 def rank(entries: list[Entry], roster: Roster | None, assignment: Assignment) -> list[Entry]:
-    """Ranked gated teams, then unranked teams, then baseline rows (reference, staff)."""
+    """Ranked gated teams, then unranked teams, then baseline rows (reference, staff).
+
+    The one ranking rule: ``grader leaderboard`` and the gradebook's leaderboard tables both show
+    this list. With a roster, a team not on it is left out (its runs are in the gradebook's warnings).
+    """
     staff = {name for name, team in (roster.teams.items() if roster else []) if team.staff}
+    if roster is not None:
+        entries = [e for e in entries if e.team in roster.teams]
     teams = best_per_team(entries)
     for entry in teams:
         entry.baseline = entry.team in staff
@@ -102,12 +109,14 @@ def board_from_store(store: Store, assignment: Assignment, roster: Roster | None
     runs = store.runs_frame()
     ids = runs.loc[(runs["assignment"] == assignment.id) & (runs["status"] == "graded"), "id"].tolist()
     results = store.results(ids)
-    return rank([entry_of(r, assignment) for r in results.values()], roster, assignment)
+    entries = [replace(entry_of(r, assignment), run_id=run_id) for run_id, r in results.items()]
+    return rank(entries, roster, assignment)
 
 
 def columns(assignment: Assignment, view: str) -> list[tuple[str, str]]:
     """(key, header) pairs; held-out figures only in the private view."""
-    cols = [("rank", "rank"), ("team", "team"), ("score", "score"), ("gate", "gate")]
+    cols = [("rank", "rank")] if assignment.score else []
+    cols += [("team", "team"), ("score", "score"), ("gate", "gate")]
     for term in assignment.score.terms if assignment.score else []:
         if view == "private" or "heldout" not in term.metric:
             cols.append((term.metric, term.label or term.metric))
@@ -138,9 +147,11 @@ def cell(entry: Entry, key: str) -> str:
     return "" if value is None else f"{value:.4g}"
 
 
-def to_markdown(entries: list[Entry], assignment: Assignment, view: str) -> str:
+def to_markdown(entries: list[Entry], assignment: Assignment, view: str, source: str = "") -> str:
     cols = columns(assignment, view)
     lines = [f"## Leaderboard: {md(assignment.title)}", ""]
+    if source and view == "private":
+        lines += [f"From {md(source)}.", ""]
     if assignment.score:
         gates = ", ".join(c.title for c in assignment.checks if c.id in assignment.ranking_checks())
         lines += [
@@ -203,7 +214,7 @@ def scatter(entries: list[Entry], assignment: Assignment) -> str | None:
     return _png(fig)
 
 
-def to_html(entries: list[Entry], assignment: Assignment, view: str) -> str:
+def to_html(entries: list[Entry], assignment: Assignment, view: str, source: str = "") -> str:
     from jinja2 import Environment, select_autoescape
 
     template = Environment(autoescape=select_autoescape(default=True), finalize=visible_html).from_string(HTML)
@@ -219,17 +230,21 @@ def to_html(entries: list[Entry], assignment: Assignment, view: str) -> str:
         view=view,
         formula=assignment.score.describe() if assignment.score else "",
         gates=gates,
+        source=source if view == "private" else "",
     )
 
 
 HTML = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Leaderboard: {{ a.title }}</title>
 <style>body{font-family:system-ui,sans-serif;max-width:70rem;margin:2rem auto;padding:0 1rem}
-table{border-collapse:collapse;width:100%}th,td{border:1px solid #ddd;padding:.3rem .5rem;text-align:left}
+table{border-collapse:collapse;width:100%}th,td{border:1px solid #ddd;padding:.25rem .4rem;text-align:left}
+th{font-size:90%;overflow-wrap:anywhere}td{overflow-wrap:anywhere}
 td:nth-child(n+3){font-variant-numeric:tabular-nums}</style></head>
 <body><h1>Leaderboard: {{ a.title }} ({{ view }} view)</h1>
-<p>{{ formula }}. Ratios are against the course reference measured in the same run; an entry is ranked
+{% if formula %}<p>{{ formula }}. Ratios are against the course reference measured in the same run; an entry is ranked
 only if it passes: {{ gates }}. Others are listed, not ranked; ties go to the earlier submission.</p>
+{% else %}<p>This assignment has no score formula: its entries are listed, not ranked.</p>{% endif %}
+{% if source %}<p>From {{ source }}.</p>{% endif %}
 <table><tr>{% for h in headers %}<th>{{ h }}</th>{% endfor %}</tr>
 {% for row in rows %}<tr>{% for c in row %}<td>{{ c }}</td>{% endfor %}</tr>{% endfor %}</table>
 {% if plot %}<h2>{{ a.leaderboard.y.label }} against {{ a.leaderboard.x.label }}</h2>
@@ -238,11 +253,11 @@ only if it passes: {{ gates }}. Others are listed, not ranked; ties go to the ea
 """
 
 
-def write(entries: list[Entry], assignment: Assignment, view: str, out: Path) -> dict[str, Path]:
+def write(entries: list[Entry], assignment: Assignment, view: str, out: Path, source: str = "") -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     stem = f"leaderboard-{assignment.id}-{view}"
     paths = {"md": out / f"{stem}.md", "csv": out / f"{stem}.csv", "html": out / f"{stem}.html"}
-    paths["md"].write_text(to_markdown(entries, assignment, view), encoding="utf-8")
+    paths["md"].write_text(to_markdown(entries, assignment, view, source), encoding="utf-8")
     paths["csv"].write_text(to_csv(entries, assignment, view), encoding="utf-8")
-    paths["html"].write_text(to_html(entries, assignment, view), encoding="utf-8")
+    paths["html"].write_text(to_html(entries, assignment, view, source), encoding="utf-8")
     return paths

@@ -23,6 +23,13 @@ class Plot:
     data_uri: str
 
 
+def _say_empty(ax: Any) -> None:
+    """An axis with nothing to show says so, instead of a frame with meaningless ±0.04 ticks."""
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.text(0.5, 0.5, NO_RUNS, transform=ax.transAxes, ha="center", va="center", fontsize=9, color="#777777")
+
+
 def _pyplot() -> Any:
     import matplotlib
 
@@ -32,9 +39,13 @@ def _pyplot() -> Any:
     return plt
 
 
+NO_RUNS = "no runs yet"
+
+
 def _png(fig: Any) -> str:
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=96)  # fixed margins: a tight bounding box costs a second draw
+    # a tight bounding box: no tick label, title or long team name is cut off at the edge (one more draw)
+    fig.savefig(buffer, format="png", dpi=96, bbox_inches="tight", pad_inches=0.1)
     _pyplot().close(fig)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
@@ -51,9 +62,12 @@ def score_distributions(book: Gradebook) -> Plot:
     )
     for ax, assignment in zip(axes.flat, book.assignments):
         scores = book.grades.loc[book.grades["assignment"] == assignment.id, "score"].dropna()
-        top = max(assignment.max_score, float(scores.max()) if len(scores) else 0.0, 1.0)
-        ax.hist(scores, bins=np.linspace(0, top, 21), color="#4c72b0")
         ax.set_title(assignment.id, fontsize=9)
+        if not len(scores):
+            _say_empty(ax)
+            continue
+        top = max(assignment.max_score, float(scores.max()), 1.0)
+        ax.hist(scores, bins=np.linspace(0, top, 21), color="#4c72b0")
         ax.set_xlabel("score", fontsize=8)
         ax.set_ylabel("teams", fontsize=8)
         ax.tick_params(labelsize=7)
@@ -74,6 +88,9 @@ def submissions_over_time(book: Gradebook) -> Plot:
     fig, ax = plt.subplots(figsize=(9, 3.6))
     fig.subplots_adjust(left=0.08, right=0.98, bottom=0.3, top=0.95)
     runs = book.runs[book.runs["current"]]
+    if not len(runs):
+        _say_empty(ax)
+        return Plot("timeline", "Submissions over time against the deadline", f"timeline: {NO_RUNS}", _png(fig))
     for assignment in book.assignments:
         times = runs.loc[runs["assignment"] == assignment.id, "when"].sort_values()
         if not len(times):
@@ -101,9 +118,14 @@ def leaderboard_scatter(book: Gradebook, assignment: Assignment) -> Plot | None:
     if spec is None:
         return None
     board = leaderboard(book, assignment)
+    board = board[board[["x", "y"]].notna().all(axis=1) & ~board["baseline"].astype(bool)]
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     fig.subplots_adjust(left=0.13, right=0.97, bottom=0.12, top=0.93)
+    if not len(board):
+        ax.set_title(f"{assignment.id}: {NO_RUNS}", fontsize=10)
+        _say_empty(ax)
+        return Plot(f"leaderboard-{assignment.id}", f"{assignment.title}: {NO_RUNS}", f"scatter: {NO_RUNS}", _png(fig))
     others, front = board[~board["on_front"]], board[board["on_front"]].sort_values("x")
     ax.scatter(others["x"], others["y"], s=14, color="#999999", label="teams")
     ax.plot(front["x"], front["y"], "o-", color="#c44e52", markersize=5, label="Pareto front")
@@ -111,7 +133,8 @@ def leaderboard_scatter(book: Gradebook, assignment: Assignment) -> Plot | None:
         ax.annotate(row.team, (row.x, row.y), fontsize=7, xytext=(3, 3), textcoords="offset points")
     ax.set_xlabel(spec.x.label + ("" if spec.x.higher_is_better else " (lower is better)"))
     ax.set_ylabel(spec.y.label + ("" if spec.y.higher_is_better else " (lower is better)"))
-    ax.set_title(f"{assignment.id}: counted run per team", fontsize=10)
+    which = "best ranked entry" if assignment.score is not None else "counted run"
+    ax.set_title(f"{assignment.id}: {which} per team", fontsize=10)
     ax.legend(fontsize=7)
     return Plot(
         f"leaderboard-{assignment.id}",

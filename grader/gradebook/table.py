@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -58,10 +60,25 @@ class Gradebook:
     students: pd.DataFrame  # one row per rostered student: identity, one column per assignment, total
     flags: pd.DataFrame  # same rows as students: one flags column per assignment
     warnings: list[str] = field(default_factory=list)
+    # assignment id -> its ranked board (grader.gradebook.final.Entry list), for assignments with a
+    # score formula: the one ranking every leaderboard table shows (filled by open_gradebook)
+    boards: dict[str, list[Any]] = field(default_factory=dict)
+    rostered: list[str] = field(default_factory=list)  # the roster's teams
+    staff: list[str] = field(default_factory=list)  # the roster's staff teams: baseline rows, never ranked
+    provenance: str = ""  # which store, roster and assignments it was built from: every table says so
 
     @property
     def assignment_ids(self) -> list[str]:
         return [a.id for a in self.assignments]
+
+    @property
+    def items(self) -> list[str]:
+        """The student table's columns: one per course item (alternatives such as the final project's
+        two tracks share one), in the order the assignments come."""
+        return list(dict.fromkeys(a.item for a in self.assignments))
+
+    def item_max(self, item: str) -> float:
+        return max(a.max_score for a in self.assignments if a.item == item)
 
 
 def pr_urls(runs: pd.DataFrame, web_url: str) -> pd.Series:
@@ -79,8 +96,11 @@ def build_gradebook(
     overrides: pd.DataFrame | None = None,
     extensions: pd.DataFrame | None = None,
     web_url: str = "https://github.com",
+    now: datetime | None = None,
+    course_ends: datetime | None = None,
 ) -> Gradebook:
-    """Everything the tables, plots and exports show, computed once."""
+    """Everything the tables, plots and exports show, computed once; ``now`` and ``course_ends``
+    decide what is already due (a grade cell is "missing" only then)."""
     warnings: list[str] = []
     known = {a.id: a for a in assignments}
     overrides = overrides if overrides is not None else pd.DataFrame(columns=["team", "assignment", "points", "reason"])
@@ -90,8 +110,10 @@ def build_gradebook(
     stray = sorted(set(grades["team"]) - set(roster.teams))
     if stray:
         warnings.append(f"teams with runs but not in roster.yaml (not in the student table): {', '.join(stray)}")
-    students, flags = student_table(grades, assignments, roster)
-    return Gradebook(assignments, runs, grades, students, flags, warnings)
+    due = {a.id: is_due(a, now or datetime.now(timezone.utc), course_ends) for a in assignments}
+    students, flags = student_table(grades, assignments, roster, due)
+    staff = [name for name, team in roster.teams.items() if team.staff]
+    return Gradebook(assignments, runs, grades, students, flags, warnings, rostered=list(roster.teams), staff=staff)
 
 
 def prepare_runs(
@@ -219,7 +241,8 @@ def grade_flags(row: object) -> str:
     if pd.notna(row.override_points):
         marks.append("override")
     if pd.notna(row.days_late) and row.days_late > 0:
-        marks.append(f"late {int(row.days_late)}d -{row.points_lost:g}")
+        late = f"late {int(row.days_late)}d -{row.points_lost:g}"
+        marks.append(f"{late}, superseded by the override" if pd.notna(row.override_points) else late)
     if pd.notna(row.extension_due):
         marks.append("extension")
     if row.error_runs:
@@ -243,37 +266,82 @@ def member_frame(roster: Roster) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["student_id", "name", "github", "email", "team"])
 
 
+def is_due(assignment: Assignment, now: datetime, course_ends: datetime | None) -> bool:
+    """Past its deadline, or, without one, past the course's end: only then is a gap "missing"."""
+    deadline = assignment.policy.deadline
+    if deadline is not None:
+        return now >= deadline
+    return course_ends is not None and now >= course_ends
+
+
 def student_table(
-    grades: pd.DataFrame, assignments: list[Assignment], roster: Roster
+    grades: pd.DataFrame, assignments: list[Assignment], roster: Roster, due: dict[str, bool] | None = None
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Students x assignments (+ total), and a matching frame of flags. A student on several teams
-    gets the best of their teams' grades for each assignment."""
+    """Students x course items (+ total), and a matching frame of flags.
+
+    A student on several teams gets the best of their teams' grades; a course item with
+    alternatives (the final project's tracks) takes the team's best of them, counted once. An empty
+    cell is flagged "missing" only when the item is due, else "not due yet"."""
     ids = [a.id for a in assignments]
+    items = list(dict.fromkeys(a.item for a in assignments))
     members = member_frame(roster)
-    scores = grades.pivot_table(index="team", columns="assignment", values="score", aggfunc="first")
-    marks = grades.pivot_table(index="team", columns="assignment", values="flags", aggfunc="first")
-    scores = scores.reindex(columns=ids)
-    marks = marks.reindex(columns=ids)
+    scores = grades.pivot_table(index="team", columns="assignment", values="score", aggfunc="first").reindex(
+        columns=ids
+    )
+    marks = grades.pivot_table(index="team", columns="assignment", values="flags", aggfunc="first").reindex(columns=ids)
+    scores, marks = _by_item(scores, marks, assignments, items)
     joined = members.merge(scores, left_on="team", right_index=True, how="left")
     flag_rows = members.merge(marks, left_on="team", right_index=True, how="left")
     identity = ["student_id", "name", "github", "email"]
     if joined["github"].duplicated().any():
         joined = (
             joined.groupby("github", sort=False)
-            .agg({**{c: "first" for c in identity if c != "github"}, "team": ", ".join, **{a: "max" for a in ids}})
+            .agg({**{c: "first" for c in identity if c != "github"}, "team": ", ".join, **{a: "max" for a in items}})
             .reset_index()
         )
         flag_rows = (
             flag_rows.groupby("github", sort=False)
-            .agg({"team": ", ".join, **{a: lambda s: "; ".join(x for x in s if isinstance(x, str) and x) for a in ids}})
+            .agg(
+                {"team": ", ".join, **{a: lambda s: "; ".join(x for x in s if isinstance(x, str) and x) for a in items}}
+            )
             .reset_index()
         )
-    students = joined[identity + ["team"] + ids].copy()
-    students["total"] = students[ids].sum(axis=1, min_count=1).round(2) if ids else np.nan
-    flags = flag_rows[["github"] + ids].copy().fillna("")
-    for a in ids:
-        flags.loc[students[a].isna() & (flags[a] == ""), a] = "missing"
+    students = joined[identity + ["team"] + items].copy()
+    students["total"] = students[items].sum(axis=1, min_count=1).round(2) if items else np.nan
+    flags = flag_rows[["github"] + items].astype(object).fillna("")
+    due = due or {}
+    for item in items:
+        item_due = any(due.get(a.id, True) for a in assignments if a.item == item)
+        flags.loc[students[item].isna() & (flags[item] == ""), item] = "missing" if item_due else NOT_DUE
     return students.reset_index(drop=True), flags.reset_index(drop=True)
+
+
+NOT_DUE = "not due yet"
+
+
+def _by_item(
+    scores: pd.DataFrame, marks: pd.DataFrame, assignments: list[Assignment], items: list[str]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Team x item: an item's score is the best of its assignments', and its flags those of that one."""
+    teams = scores.index.union(marks.index)  # a team with only error runs has flags and no score
+    scores, marks = scores.reindex(teams), marks.reindex(teams)
+    out_scores = pd.DataFrame(index=teams, columns=items, dtype=float)
+    out_marks = pd.DataFrame(index=teams, columns=items, dtype=object)
+    for item in items:
+        members = [a.id for a in assignments if a.item == item]
+        best = scores[members].astype(float)
+        out_scores[item] = best.max(axis=1, skipna=True)
+        chosen = best.fillna(-np.inf).idxmax(axis=1)
+        picked = [marks.at[team, column] if column in marks.columns else "" for team, column in chosen.items()]
+        if len(members) == 1:
+            labelled = picked
+        else:  # say which alternative counted
+            labelled = [
+                f"{column}" + (f"; {flag}" if isinstance(flag, str) and flag else "") if pd.notna(score) else flag
+                for column, flag, score in zip(chosen, picked, out_scores[item])
+            ]
+        out_marks[item] = labelled
+    return out_scores, out_marks
 
 
 def metrics_of(runs: pd.DataFrame) -> pd.Series:

@@ -110,6 +110,8 @@ def grade(
     try:
         return _grade(known, sandboxes, root or assignments_root(), run_count, progress)
     except SubmissionError as exc:
+        if known.assignment is None and known.submission is None:
+            known.assignment = folder_assignment(known.folder, root or assignments_root())
         return Grading(_rejected(known, exc), exitcodes.REJECTED)
     except Exception as exc:  # noqa: BLE001 - never a traceback for the student
         detail = "".join(traceback.format_exception(exc))
@@ -333,6 +335,18 @@ def _errored(known: _Known, exc: BaseException) -> Result:
     )
     checks = skipped_all(known.assignment, "Not graded: internal grader error.") if known.assignment else []
     return _result(known, "error", checks, [problem])
+
+
+def folder_assignment(folder: Path, root: Path) -> Assignment | None:
+    """The assignment a folder means by its place (``submissions/<team>/<assignment>``), for the
+    heading and the maximum of a report whose submission.yaml could not be read."""
+    name = Path(folder).resolve().name
+    if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,63}", name):
+        return None
+    try:
+        return load_assignment(name, root)
+    except Exception:  # noqa: BLE001 - not an assignment's folder: the report says "unknown"
+        return None
 
 
 def fallback_team(folder: Path) -> str:

@@ -172,16 +172,16 @@ def run_in_container(
         gpus = gpus or plan_gpus(client, settings)
         check_readable(list(folders.values()), settings.user)
         options = container_options(settings, limits, threads, mounts(folders, settings, writable=writable), gpus)
-        container = create_container(client, settings.image, command, options)
         started = time.monotonic()
-        try:
+        try:  # from before the create: a stop signal between create and start must not leave it behind
+            container = create_container(client, settings.image, command, options)
             reader = _StdoutReader(container, limits) if capture_output else None
             start_container(container, gpus)
             stopped, returncode = wait_for_exit(container, limits, started)
             tail = _logs_tail(container, stdout=not capture_output)  # with a report on stdout, the log is stderr
             output = reader.result() if reader is not None else None
         finally:
-            remove_container(container)
+            remove_named(client, options["name"])
     return Finished(returncode, stopped, tail, time.monotonic() - started, output)
 
 
@@ -435,6 +435,16 @@ def kill_container(container: Any) -> None:
 
 def _logs_tail(container: Any, limit: int = 4000, stdout: bool = True) -> str:
     return container.logs(stdout=stdout, stderr=True, tail=LOG_TAIL_LINES).decode("utf-8", "replace")[-limit:]
+
+
+def remove_named(client: Any, name: str) -> None:
+    """Remove the container of that name, whether or not its ``create`` call returned."""
+    import docker
+
+    try:
+        remove_container(client.containers.get(name))
+    except docker.errors.NotFound:
+        pass
 
 
 def remove_container(container: Any) -> None:

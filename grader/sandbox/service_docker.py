@@ -43,7 +43,7 @@ from grader.sandbox.docker import (
     labels,
     mounts,
     plan_gpus,
-    remove_container,
+    remove_named,
     start_container,
     wait_for_exit,
 )
@@ -304,12 +304,12 @@ def _running(
         labels=labels(**{SERVICE_LABEL: name}),
         name=f"grader-service-{uuid.uuid4().hex[:12]}",
     )
-    container = create_container(client, tag, argv, options)
-    try:
+    try:  # from before the create: a stop signal between create and start must not leave it behind
+        container = create_container(client, tag, argv, options)
         start_container(container, gpus)
         service = ContainerService(container, sockets / f"{name}.sock", limits, sockets)
         for watch in (service.watch, service.watch_socket_folder):
             threading.Thread(target=watch, daemon=True).start()
         yield service
     finally:
-        remove_container(container)
+        remove_named(client, options["name"])
