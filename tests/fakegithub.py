@@ -153,6 +153,7 @@ class FakeGitHub:
         self.trees: dict[str, list[dict[str, Any]]] = {}
         self.commits: dict[str, str] = {}  # commit sha -> root tree sha
         self.git_blobs: dict[str, bytes] = {}  # blob sha -> content, served by "Get a blob"
+        self.runs: dict[int, dict[str, Any]] = {}  # workflow run id -> "Get a workflow run" payload
         self.blobs: dict[int, bytes] = {}  # artifact id -> its zip, served at /_blobs/{id} without a token
         self.faults: list[Fault] = []
         self.log: list[Request] = []
@@ -248,6 +249,8 @@ class FakeGitHub:
         run_id: int,
         expired: bool = False,
         overwrite: bool = False,
+        workflow: str = ".github/workflows/grade.yml",
+        event: str = "pull_request_target",
     ) -> dict[str, Any]:
         """What ``actions/upload-artifact`` leaves behind when workflow run ``run_id`` uploads ``files``.
 
@@ -263,6 +266,7 @@ class FakeGitHub:
         the earlier artifact and creates a new one (a new id) for the same run, as a re-run attempt does.
         """
         with self.lock:
+            self.runs.setdefault(run_id, self._run_json(repo, run_id, workflow, event))
             earlier = [a for a in repo.artifacts if a["name"] == name and a["workflow_run"]["id"] == run_id]
             if earlier and not overwrite:
                 raise FileExistsError(f"409 Conflict: an artifact named {name!r} already exists in run {run_id}")
@@ -448,6 +452,32 @@ class FakeGitHub:
             "received_events_url": f"{api}/received_events",
             "type": kind or ("Bot" if login.endswith("[bot]") else "User"),
             "site_admin": False,
+        }
+
+    def _run_json(self, repo: FakeRepo, run_id: int, workflow: str, event: str) -> dict[str, Any]:
+        """GitHub's ``workflow-run`` ("Get a workflow run", docs.github.com/en/rest/actions/workflow-runs):
+        the fields the grader reads (path, event) and the ones around them."""
+        now = _iso(self.clock)
+        return {
+            "id": run_id,
+            "name": workflow.rsplit("/", 1)[-1].removesuffix(".yml"),
+            "node_id": f"WFR_kwLOAAAAAc{run_id}",
+            "head_branch": "main",
+            "head_sha": repo.base_sha,
+            "path": workflow,
+            "run_number": run_id % 1000,
+            "run_attempt": 1,
+            "event": event,
+            "status": "completed",
+            "conclusion": "success",
+            "workflow_id": int(hashlib.sha1(workflow.encode()).hexdigest()[:7], 16),
+            "url": f"{self.url}/repos/{repo.full_name}/actions/runs/{run_id}",
+            "html_url": f"https://github.test/{repo.full_name}/actions/runs/{run_id}",
+            "created_at": now,
+            "updated_at": now,
+            "run_started_at": now,
+            "repository": self._repo_json(repo),
+            "head_repository": self._repo_json(repo),
         }
 
     def _repo_json(self, repo: FakeRepo) -> dict[str, Any]:
@@ -737,6 +767,11 @@ def _blob_get(fake: FakeGitHub, repo: FakeRepo, groups, query, body, login):
     )
 
 
+def _run_get(fake: FakeGitHub, repo: FakeRepo, groups, query, body, login):
+    run = fake.runs.get(int(groups["id"]))
+    return (200, run, {}) if run is not None else (404, {"message": "Not Found"}, {})
+
+
 def _artifacts_list(fake: FakeGitHub, repo: FakeRepo, groups, query, body, login):
     items = [a for a in repo.artifacts if "name" not in query or a["name"] == query["name"]]
     return fake.page(f"/repos/{repo.full_name}/actions/artifacts", query, items, key="artifacts")
@@ -769,6 +804,7 @@ ROUTES = [
     (REPO + r"/git/trees/(?P<sha>[0-9a-f]{40})", "GET", _tree_get),
     (REPO + r"/git/blobs/(?P<sha>[0-9a-f]{40})", "GET", _blob_get),
     (REPO + r"/actions/artifacts", "GET", _artifacts_list),
+    (REPO + r"/actions/runs/(?P<id>\d+)", "GET", _run_get),
     (REPO + r"/actions/artifacts/(?P<id>\d+)/zip", "GET", _artifact_zip),
 ]
 

@@ -85,7 +85,7 @@ def test_a_git_lfs_file_counts_at_its_real_size_not_its_pointers(fake_github: Fa
         f"{FOLDER}/submission.yaml": b"schema: 1\n",
         f"{FOLDER}/huge.onnx": lfs_file(500 * 2**20),
         f"{FOLDER}/small.onnx": lfs_file(2 * 2**20),
-        f"{FOLDER}/notes.md": b"version https://git-lfs.github.com/spec/v1 is what LFS pointers start with\n",
+        f"{FOLDER}/notes.md": b"LFS pointers start with version https://git-lfs.github.com/spec/v1\n",
     }
     repo, pull, gh = setup(fake_github, files)
     tree = folder_tree(gh.get_repo(REPO), pull.head_sha, FOLDER)
@@ -97,3 +97,23 @@ def test_a_git_lfs_file_counts_at_its_real_size_not_its_pointers(fake_github: Fa
     [big] = [r for r in decision.refusals if r.rule == "file-too-big"]
     assert big.paths == [f"{FOLDER}/huge.onnx"]
     assert len(fake_github.requests("GET", r".*/git/blobs/[0-9a-f]{40}")) == 2 * 4  # each small blob, per call
+
+
+def test_an_older_or_odd_lfs_pointer_cannot_slip_under_the_caps(fake_github: FakeGitHub) -> None:
+    """git-lfs still smudges its predecessors' pointer versions (hawser, git-media) and sizes with
+    leading zeros; a pointer-like file that does not parse is refused, not counted as tiny."""
+    from tests.fakegithub import Entry
+
+    oid = "a" * 64
+    files = {
+        f"{FOLDER}/submission.yaml": b"schema: 1\n",
+        f"{FOLDER}/old.onnx": Entry(
+            f"version https://hawser.github.com/spec/v1\noid sha256:{oid}\nsize 0{600 * 2**20}\n".encode(), "100644"
+        ),
+        f"{FOLDER}/odd.onnx": Entry(b"version https://git-lfs.github.com/spec/v1\noid md5:abc\nsize 12\n", "100644"),
+    }
+    _, pull, gh = setup(fake_github, files)
+    decision = decide_policy(gh, event(pull), INPUTS)
+    rules = {r.rule: r.paths for r in decision.refusals}
+    assert rules["file-too-big"] == [f"{FOLDER}/old.onnx"]
+    assert rules["lfs-pointer"] == [f"{FOLDER}/odd.onnx"]

@@ -390,7 +390,7 @@ def published_run(
         pr_number=pull.number,
         head_sha=pull.head_sha,
         event_time=event_time or pull.updated_at,
-        run_id=RUN_ID - 100 - pull.number,  # each grading is its own workflow run
+        run_id=RUN_ID + 100 + pull.number,  # each grading is its own workflow run
     )
     result = graded_result(context, team=team, assignment=FINAL).model_copy(update={"status": status})
     course.fake.add_artifact(
@@ -409,6 +409,19 @@ def test_the_runs_per_day_limit_keeps_a_pr_off_the_runner_and_says_when_to_try_a
     published_run(course, "octocat", event_time=course.fake.clock - timedelta(days=1))  # yesterday's
     for _ in range(3):  # another team's runs: never even downloaded (one listing by exact name)
         published_run(course, "hubot", team="team-beta")
+    forged = graded_result(
+        RunContext(repository=REPO, pr_number=1, head_sha="e" * 40, event_time=course.fake.clock, run_id=3),
+        team="team-alpha",
+        assignment=FINAL,
+    )  # a PR's own pull_request workflow uploading under grade.yml's name, to use up team-alpha's runs
+    course.fake.add_artifact(
+        course.repo,
+        artifact_name("team-alpha", FINAL),
+        {"result.json": forged.to_json().encode()},
+        run_id=3,
+        workflow=".github/workflows/spend.yml",
+        event="pull_request",
+    )
     broken = {"result.json": b"{not json\n::error::forged"}
     course.fake.add_artifact(course.repo, artifact_name("team-alpha", FINAL), broken, run_id=1)  # counts for nobody
     files = {f"submissions/team-alpha/{FINAL}/submission.yaml": b"schema: 1\n"}
@@ -417,8 +430,10 @@ def test_the_runs_per_day_limit_keeps_a_pr_off_the_runner_and_says_when_to_try_a
     policy = course.ci("policy", pull, token="read-token")
     assert policy.returncode == 0, policy.stderr
     assert course.outputs()["decision"] == "grade" and course.outputs()["runs_today"] == "2"
-    assert len(course.fake.requests("GET", r".*/actions/artifacts/\d+/zip")) == 6  # team-alpha's six only
-    [warning] = [line for line in policy.stderr.splitlines() if "::warning::" in line]
+    assert len(course.fake.requests("GET", r".*/actions/artifacts/\d+/zip")) == 6  # team-alpha's graded six
+    warnings = [line for line in policy.stderr.splitlines() if "::warning::" in line]
+    assert any("spend.yml" in w and "not by .github/workflows/grade.yml" in w for w in warnings)
+    [warning] = [w for w in warnings if "spend.yml" not in w]
     assert warning.startswith("::warning::runs-per-day count: artifact result-team-alpha-final-project #")
     assert "::error::" not in policy.stderr.replace(warning, "")  # the file's text stays on the warning's line
 

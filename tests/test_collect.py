@@ -103,11 +103,33 @@ def test_collects_result_json_from_artifacts(github: FakeGitHub, repo: FakeRepo)
     github.add_artifact(repo, "regrade-results", {"1/result.json": b"{}"}, 9)  # import --tasks takes these
     github.add_artifact(repo, "result", {"result.json": results[1].to_json().encode()}, 777)  # copied into another run
     github.add_artifact(repo, "result", {"notes.txt": b"hello"}, 10)
+    forged = make_result("team-a", pr=1, score=100)
+    forged.context.run_id = 31
+    # a workflow a pull request brought along, on its own pull_request event, naming its artifact as grade.yml does
+    github.add_artifact(
+        repo,
+        "result-team-a-hw2",
+        {"result.json": forged.to_json().encode()},
+        31,
+        workflow=".github/workflows/x.yml",
+        event="pull_request",
+    )
+    twice = make_result("team-b", pr=2)
+    twice.context.run_id = 32
+    github.add_artifact(
+        repo,
+        "result-team-b-hw2",
+        {"a/result.json": twice.to_json().encode(), "b/result.json": twice.to_json().encode()},
+        32,
+    )
     batch = from_artifacts(source(github))
     assert sorted(r.submission.team for r, _ in batch.results) == ["team-a", "team-b", "team-c"]
     assert [r.reason for r in batch.rejected] == [
         "result.json names workflow run 501, but run 777 uploaded it",
         "artifact holds no result.json",
+        "the artifact was uploaded by run 31 of .github/workflows/x.yml on 'pull_request', not by "
+        ".github/workflows/grade.yml on pull_request_target",
+        "artifact holds 2 result.json files; a grading uploads one",
     ]
     assert github.requests("GET", r"/_blobs/\d+")  # followed the redirect
 

@@ -125,3 +125,19 @@ def test_a_blob_as_the_rest_api_documents_it(course) -> None:
     raw = gh.get_repo(repo.full_name).get_git_blob(entry.sha).raw_data
     assert set(raw) == BLOB and raw["encoding"] == "base64" and raw["sha"] == entry.sha
     assert raw["size"] == entry.size < 200  # the pointer, as git holds it
+
+
+# "Get a workflow run" (docs.github.com/en/rest/actions/workflow-runs, example response): the fields served
+WORKFLOW_RUN = {
+    "id", "name", "node_id", "head_branch", "head_sha", "path", "run_number", "run_attempt", "event", "status",
+    "conclusion", "workflow_id", "url", "html_url", "created_at", "updated_at", "run_started_at", "repository",
+    "head_repository",
+}  # fmt: skip
+
+
+def test_a_workflow_run_as_the_rest_api_documents_it(course) -> None:
+    fake, repo, _ = course
+    fake.add_artifact(repo, "result-a-hw2", {"result.json": b"{}"}, run_id=88)
+    run = fake.pygithub("t").get_repo(repo.full_name).get_workflow_run(88).raw_data
+    assert set(run) == WORKFLOW_RUN and run["path"] == ".github/workflows/grade.yml"
+    assert run["event"] == "pull_request_target" and run["head_sha"] == repo.base_sha

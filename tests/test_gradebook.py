@@ -452,3 +452,12 @@ def test_plots_of_a_book_without_runs_say_so_instead_of_drawing_empty_axes(tmp_p
     plots = {p.id: p for p in all_plots(book_of(tmp_path, []))}
     assert NO_RUNS in plots["timeline"].alt and NO_RUNS in plots[f"leaderboard-{HW2}"].title
     assert all(p.data_uri.startswith("data:image/png;base64,") for p in plots.values())
+
+
+def test_a_teams_extension_moves_when_its_gap_becomes_missing(tmp_path: Path) -> None:
+    extended = [("team-beta", DEADLINE + timedelta(days=3))]
+    between = book_of(tmp_path / "a", [], extensions=extended, now=DEADLINE + timedelta(days=1))
+    flags = between.flags.set_index("github")
+    assert flags.loc["cy", HW2] == "extension; not due yet" and flags.loc["ann", HW2] == "missing"
+    after = book_of(tmp_path / "b", [], extensions=extended, now=DEADLINE + timedelta(days=4))
+    assert after.flags.set_index("github").loc["cy", HW2] == "extension; missing"

@@ -251,3 +251,22 @@ def test_an_override_above_the_maximum_needs_allow_over(course: dict[str, Path])
     assert meant.returncode == 0 and "set 105 points" in meant.stdout
     edge = grader(*base, "--points", "100", *policy_args(course))
     assert edge.returncode == 0  # the maximum itself is fine
+
+
+def test_a_course_end_without_a_utc_offset_and_a_non_number_override_are_clear_errors(
+    course: dict[str, Path], tmp_path: Path
+) -> None:
+    repo = tmp_path / "course-repo"
+    subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "new_course_repo.py"), str(repo), "--roster", str(course["roster"])],
+        check=True,
+        capture_output=True,
+    )
+    (repo / "course.yaml").write_text("schema: 1\nends: 2027-02-15T23:59:00\n")  # no offset: which zone?
+    grader("results", "import", str(course["results"]), "--db", str(course["db"]))
+    naive = grader("gradebook", "--db", str(course["db"]), "--out", str(tmp_path / "o"), cwd=repo)
+    assert naive.returncode == 2 and "ends" in naive.stderr and "Traceback" not in naive.stderr
+    base = ["results", "override", "--team", "team-beta", "--assignment", HW2, "--reason", "x", "--by", "prof"]
+    for bad in ("nan", "inf"):
+        done = grader(*base, "--points", bad, "--allow-over", *policy_args(course))
+        assert done.returncode == 2 and "a number of points" in done.stderr

@@ -134,3 +134,27 @@ def test_the_leaderboard_page_reads_well_in_a_browser(browser, tmp_path: Path) -
         assert seen["pageWidth"] <= seen["viewWidth"] + 1 and not seen["wide"], seen["wide"][:5]
         assert "team-gamma" in seen["text"] and "Ratios are against the course reference" in seen["text"]
         assert ("members" in seen["text"]) is (view == "private")  # names only in the staff view
+
+
+def test_a_regrade_that_fails_the_gate_takes_the_rank_away_everywhere(tmp_path: Path) -> None:
+    """The commit graded again replaces its earlier grading on the board as in the grade table: the
+    old passing grading of that commit cannot keep the team's rank."""
+    first = _entry("team-alpha", 1.5, 10)
+    regraded = _entry("team-alpha", 1.5, 10, gated=False).model_copy(
+        update={"started_at": first.started_at + timedelta(days=3)}
+    )  # same PR, commit and event; graded again later, below the gate now
+    db = tmp_path / "grades.sqlite"
+    with Store(db) as store:
+        store.migrate()
+        store.add_runs([(first, "file"), (_entry("team-beta", 1.2, 20), "file"), (regraded, "regrade")])
+    roster = tmp_path / "roster.yaml"
+    roster.write_text(yaml.safe_dump(ROSTER))
+    common = ["--db", str(db), "--roster", str(roster)]
+    grader("leaderboard", *common, "--view", "private", "--out", str(tmp_path / "board"), cwd=ROOT)
+    grader("gradebook", *common, "--out", str(tmp_path / "book"), "--formats", "csv", cwd=ROOT)
+    board = [
+        (r["rank"], r["team"]) for r in csv.DictReader((tmp_path / "board" / f"leaderboard-{FINAL}-private.csv").open())
+    ]
+    book = [(r["rank"], r["team"]) for r in csv.DictReader((tmp_path / "book" / f"leaderboard-{FINAL}.csv").open())]
+    assert board[:2] == [("1", "team-beta"), ("—", "team-alpha")]
+    assert book[:2] == [("1", "team-beta"), ("", "team-alpha")]

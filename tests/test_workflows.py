@@ -544,3 +544,37 @@ def test_a_grading_job_restores_the_set_up_and_never_saves_one() -> None:
     assert key_step["env"]["KEY"] == restore["with"]["key"]  # computed before the build, as grade.yml's
     assert save["with"]["key"] == "${{ steps.key.outputs.key }}" and save["with"]["path"] == restore["with"]["path"]
     assert build["permissions"] == {"contents": "read"}
+
+
+def test_the_grading_step_passes_a_cancel_on_to_the_grader(tmp_path: Path) -> None:
+    """GitHub's runner signals the step's shell on a cancel; the step's own script must hand the stop
+    to `grader check` so it can remove its container. Run here with a stand-in grader that records
+    the signal it gets."""
+    import os
+    import signal
+    import time
+
+    [step] = [s for s in steps(load()["jobs"]["grade"]) if "grader check" in s.get("run", "")]
+    base = tmp_path / "base"
+    (base / ".venv" / "bin").mkdir(parents=True)
+    stand_in = base / ".venv" / "bin" / "grader"
+    marker = tmp_path / "got"
+    stand_in.write_text(
+        f"#!{sys.executable}\nimport signal, sys, time\n"
+        f"def stop(n, f):\n    open({str(marker)!r}, 'w').write(str(n)); sys.exit(128 + n)\n"
+        "signal.signal(signal.SIGTERM, stop)\nsignal.signal(signal.SIGINT, stop)\ntime.sleep(60)\n"
+    )
+    stand_in.chmod(0o755)
+    env = {
+        **os.environ,
+        "FOLDER": "f",
+        "GRADER_IMAGE": "i",
+        "GITHUB_WORKSPACE": str(tmp_path),
+        "RUNNER_TEMP": str(tmp_path),
+    }
+    shell = subprocess.Popen(["bash", "-e", "-c", step["run"]], cwd=base, env=env, stdout=subprocess.PIPE, text=True)
+    time.sleep(1.5)
+    shell.send_signal(signal.SIGINT)  # what the runner sends first
+    out, _ = shell.communicate(timeout=30)
+    assert marker.read_text() == str(int(signal.SIGTERM)), "the grader never heard of the cancel"
+    assert shell.returncode == 128 + signal.SIGTERM and "exited with 143" in out

@@ -222,10 +222,20 @@ def check_tree(folder: str, tree: FolderTree | None, limits: PolicyLimits) -> li
                 "are accepted. Keep only the files submission.yaml names.",
             )
         )
+    odd = [w for w, e in files if e.lfs and e.size < 0]
+    if odd:
+        refusals.append(
+            refusal(
+                "lfs-pointer",
+                "These look like Git LFS pointers the grader cannot read (so their size is unknown): "
+                "commit them again with a current git-lfs, or without LFS.",
+                odd,
+            )
+        )
     big = [w for w, e in files if e.size > limits.max_file_mb * 2**20]
     if big:
         refusals.append(refusal("file-too-big", f"Files larger than {limits.max_file_mb:g} MB are not accepted.", big))
-    total = sum(e.size for _, e in files)
+    total = sum(max(e.size, 0) for _, e in files)
     if total > limits.max_total_mb * 2**20:
         refusals.append(
             refusal(

@@ -16,9 +16,10 @@ from github.PullRequest import PullRequest
 from github.Repository import Repository
 
 from grader.ci.admission import ChangedFile, FolderTree, TreeEntry
-from grader.contracts.lfs import MAX_POINTER_BYTES, parse_pointer
+from grader.contracts.lfs import MAX_POINTER_BYTES, looks_like_pointer, parse_pointer
 
 MAX_POINTER_READS = 64  # blobs read to find LFS pointers; the default max_files of a folder
+UNREADABLE_POINTER = -1  # the size of an LFS pointer that cannot be read: refused (check_tree)
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "PATCH", "DELETE"})
 
 
@@ -100,9 +101,10 @@ def _lfs_sizes(repo: Repository, listed: list, entries: list[TreeEntry], max_rea
         return entries
     out = list(entries)
     for i in small:
-        pointer = parse_pointer(base64.b64decode(repo.get_git_blob(listed[i].sha).content or ""))
-        if pointer is not None:
-            out[i] = replace(entries[i], size=pointer.size, lfs=True)
+        data = base64.b64decode(repo.get_git_blob(listed[i].sha).content or "")
+        if looks_like_pointer(data):
+            pointer = parse_pointer(data)
+            out[i] = replace(entries[i], size=pointer.size if pointer else UNREADABLE_POINTER, lfs=True)
     return out
 
 

@@ -68,7 +68,9 @@ def from_comments(source: Source) -> Batch:
 
 
 def from_artifacts(source: Source) -> Batch:
-    """The ``result.json`` in every unexpired artifact of that name."""
+    """The ``result.json`` in every unexpired artifact of that name that a grading uploaded."""
+    from github import GithubException
+
     batch = Batch()
     gh = client(source)
     repo = gh.get_repo(source.repository)
@@ -80,7 +82,7 @@ def from_artifacts(source: Source) -> Batch:
             continue
         try:
             batch.results += [(result, where) for result in artifact_results(gh, artifact, source.repository)]
-        except (InvalidResult, zipfile.BadZipFile, OSError) as exc:
+        except (InvalidResult, zipfile.BadZipFile, OSError, GithubException) as exc:
             batch.rejected.append(Rejection(where, str(exc)))
     return batch
 
@@ -94,13 +96,38 @@ def artifact_results(gh: Any, artifact: Any, repository: str) -> list[Result]:
 
     An artifact is bound to its result by **run id**, not by commit: for ``pull_request_target``
     and ``workflow_dispatch`` runs, GitHub's ``workflow_run.head_sha`` is the base branch's commit,
-    while the result names the PR head it graded (see ``bound_to_run``).
+    while the result names the PR head it graded (see ``bound_to_run``). And the run must be a
+    grading: grade.yml on ``pull_request_target``. Any workflow can upload an artifact of any name
+    (a PR's own ``pull_request`` workflow included), so the name proves nothing (``grading_run``).
+    One grading uploads one result.json; an artifact with more is refused whole.
     """
     if artifact.size_in_bytes > MAX_ARTIFACT_BYTES:
         raise InvalidResult(f"artifact is {artifact.size_in_bytes} bytes (limit {MAX_ARTIFACT_BYTES})")
     run_id = (artifact.raw_data.get("workflow_run") or {}).get("id")
-    blob = _download(gh, artifact.archive_download_url)
-    return [bound_to_run(_with_context(parse_result(text), repository, None), run_id) for text in _result_entries(blob)]
+    grading_run(gh, repository, run_id)
+    entries = list(_result_entries(_download(gh, artifact.archive_download_url)))
+    if len(entries) != 1:
+        raise InvalidResult(f"artifact holds {len(entries)} result.json files; a grading uploads one")
+    return [bound_to_run(_with_context(parse_result(entries[0]), repository, None), run_id)]
+
+
+GRADING_WORKFLOW = ".github/workflows/grade.yml"
+GRADING_EVENT = "pull_request_target"
+
+
+def grading_run(gh: Any, repository: str, run_id: object) -> None:
+    """The workflow run that uploaded an artifact must be grade.yml on ``pull_request_target``: the
+    base branch's grading, not a workflow a pull request brought along (which runs on its own
+    ``pull_request`` event and can upload any artifact name it likes)."""
+    if not isinstance(run_id, int) or isinstance(run_id, bool):
+        raise InvalidResult("the artifact names no workflow run, so nothing ties its result to a grading")
+    run = gh.get_repo(repository).get_workflow_run(run_id)
+    path = (run.raw_data.get("path") or "").split("@")[0]
+    if path != GRADING_WORKFLOW or run.raw_data.get("event") != GRADING_EVENT:
+        raise InvalidResult(
+            f"the artifact was uploaded by run {run_id} of {path or 'an unknown workflow'} on "
+            f"{run.raw_data.get('event')!r}, not by {GRADING_WORKFLOW} on {GRADING_EVENT}"
+        )
 
 
 def bound_to_run(result: Result, run_id: object) -> Result:

@@ -50,7 +50,7 @@ def published_runs(
             continue
         try:
             results = artifact_results(gh, artifact, repository)
-        except (InvalidResult, zipfile.BadZipFile, OSError) as exc:
+        except (InvalidResult, zipfile.BadZipFile, OSError, GithubException) as exc:
             (warn or _warn)(f"artifact {artifact.name} #{artifact.id} not counted: {exc}")
             continue  # an unreadable artifact is charged to nobody
         for result in results:

@@ -6,7 +6,14 @@ import argparse
 from pathlib import Path
 
 from grader import exitcodes
-from grader.commands.common import STAFF_EXIT_CODES, add_policy_options, db_path, existing_store, staff_command
+from grader.commands.common import (
+    STAFF_EXIT_CODES,
+    add_policy_options,
+    db_path,
+    existing_store,
+    sources,
+    staff_command,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -36,11 +43,13 @@ def run(args: argparse.Namespace) -> int:
     from grader.config.assignment import load_assignment
     from grader.config.roster import default_roster_path, load_roster
     from grader.gradebook.final import board_from_store, to_markdown, write
+    from grader.gradebook.load import board_run_ids, open_gradebook
 
     assignment = load_assignment(args.assignment, args.assignments)
     roster = load_roster(args.roster or default_roster_path())
     with existing_store(args) as store:
-        entries = board_from_store(store, assignment, roster)
+        book = open_gradebook(sources(args), store, with_metrics=False)
+        entries = board_from_store(store, assignment, roster, board_run_ids(book, assignment))
     source = f"store {db_path(args)}, roster {args.roster or default_roster_path()} ({len(roster.teams)} teams)"
     print(to_markdown(entries, assignment, args.view, source), end="")
     paths = write(entries, assignment, args.view, args.out, source)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from datetime import timedelta, timezone
@@ -223,6 +224,8 @@ def run_override(args: argparse.Namespace) -> int:
 
     assignment = _known_assignment(args)
     _known_team(args)
+    if args.points is not None and not math.isfinite(args.points):
+        raise UsageError("--points must be a number of points")
     if args.points is not None and args.points < 0:
         raise UsageError("--points must not be negative")
     ceiling = assignment.max_score + assignment.bonus_points

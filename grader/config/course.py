@@ -9,12 +9,19 @@ missing file means the defaults: the local child-process sandbox.
 from __future__ import annotations
 
 import os
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BeforeValidator, ConfigDict, Field, StringConstraints, ValidationError, field_validator
+from pydantic import (
+    AwareDatetime,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+)
 
 from grader.config.paths import REPO_ROOT
 from grader.contracts.base import Strict
@@ -87,9 +94,10 @@ class Course(Strict):
 
     schema_: Literal[1] = Field(1, alias="schema")
     runner: RunnerConfig = RunnerConfig()
-    ends: datetime | None = Field(
+    ends: AwareDatetime | None = Field(
         None,
-        description="when the course ends (ISO 8601 with offset): an assignment without a deadline is "
+        description="when the course ends (ISO 8601 with a UTC offset, e.g. 2027-02-15T23:59:00+01:00): an "
+        "assignment without a deadline is "
         "'missing' in the gradebook only after this, and never before",
     )
 

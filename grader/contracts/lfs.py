@@ -12,9 +12,11 @@ import re
 from dataclasses import dataclass
 
 PREFIX = b"version https://git-lfs.github.com/spec/v1"
+# git-lfs still reads pointers of its predecessors' versions, and smudges them like its own
+PREFIXES = (PREFIX, b"version https://hawser.github.com/spec/v1", b"version http://git-media.io/v/2")
 MAX_POINTER_BYTES = 1024  # the spec: "Pointer files must be stored in Git with a size of less than 1024 bytes"
 _OID = re.compile(rb"^oid sha256:([0-9a-f]{64})$", re.M)
-_SIZE = re.compile(rb"^size ([0-9]{1,15})$", re.M)
+_SIZE = re.compile(rb"^size ([0-9]+)$", re.M)
 
 
 @dataclass(frozen=True)
@@ -28,9 +30,15 @@ class Pointer:
         return f"{self.oid[0:2]}/{self.oid[2:4]}/{self.oid}"
 
 
+def looks_like_pointer(data: bytes) -> bool:
+    """Small and opening with a pointer's version line (any git-lfs can smudge): treat as a pointer,
+    whether or not the rest parses, so an odd one fails closed instead of passing as a tiny file."""
+    return len(data) < MAX_POINTER_BYTES and data.startswith(PREFIXES)
+
+
 def parse_pointer(data: bytes) -> Pointer | None:
-    """The pointer ``data`` is, or None when it is an ordinary file."""
-    if len(data) >= MAX_POINTER_BYTES or not data.startswith(PREFIX):
+    """The pointer ``data`` is, or None when it is not one that can be read (see ``looks_like_pointer``)."""
+    if not looks_like_pointer(data):
         return None
     oid, size = _OID.search(data), _SIZE.search(data)
     if oid is None or size is None:

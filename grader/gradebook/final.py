@@ -105,9 +105,16 @@ def rank(entries: list[Entry], roster: Roster | None, assignment: Assignment) ->
     return competing + sorted((e for e in teams if e.baseline), key=_key) + [reference]
 
 
-def board_from_store(store: Store, assignment: Assignment, roster: Roster | None) -> list[Entry]:
+def board_from_store(
+    store: Store, assignment: Assignment, roster: Roster | None, run_ids: list[int] | None = None
+) -> list[Entry]:
+    """The ranked board from the store's graded runs; ``run_ids`` narrows them to the ones the
+    gradebook lets count (a commit graded again replaces its earlier grading; past the cutoff is out)."""
     runs = store.runs_frame()
-    ids = runs.loc[(runs["assignment"] == assignment.id) & (runs["status"] == "graded"), "id"].tolist()
+    graded = (runs["assignment"] == assignment.id) & (runs["status"] == "graded")
+    if run_ids is not None:
+        graded &= runs["id"].isin(run_ids)
+    ids = runs.loc[graded, "id"].tolist()
     results = store.results(ids)
     entries = [replace(entry_of(r, assignment), run_id=run_id) for run_id, r in results.items()]
     return rank(entries, roster, assignment)

@@ -25,6 +25,13 @@ def load_assignments(root: Path | None) -> list[Assignment]:
     return [load_assignment(i, root) for i in list_assignment_ids(root)]
 
 
+def board_run_ids(book: Gradebook, assignment: Assignment) -> list[int]:
+    """The runs a leaderboard may take: graded, the latest grading of their commit, before the cutoff."""
+    runs = book.runs
+    keep = (runs["assignment"] == assignment.id) & runs["current"] & ~runs["past_cutoff"] & (runs["status"] == "graded")
+    return runs.loc[keep, "id"].astype(int).tolist()
+
+
 def course_end(sources: Sources) -> datetime | None:
     """``ends`` of the course repository's course.yaml (next to its assignments/), where it says."""
     from grader.config.course import COURSE_FILE, load_course
@@ -59,5 +66,7 @@ def open_gradebook(sources: Sources, store: Store, with_metrics: bool = True) ->
 
         for assignment in book.assignments:
             if assignment.score is not None and assignment.leaderboard is not None:
-                book.boards[assignment.id] = board_from_store(store, assignment, roster)
+                book.boards[assignment.id] = board_from_store(
+                    store, assignment, roster, board_run_ids(book, assignment)
+                )
     return book

@@ -106,11 +106,12 @@ def build_gradebook(
     overrides = overrides if overrides is not None else pd.DataFrame(columns=["team", "assignment", "points", "reason"])
     extensions = extensions if extensions is not None else pd.DataFrame(columns=["team", "assignment", "due", "reason"])
     runs = prepare_runs(runs, known, extensions, warnings, web_url)
-    grades = grade_teams(runs, known, overrides, extensions)
+    moment = now or datetime.now(timezone.utc)
+    grades = grade_teams(runs, known, overrides, extensions, moment, course_ends)
     stray = sorted(set(grades["team"]) - set(roster.teams))
     if stray:
         warnings.append(f"teams with runs but not in roster.yaml (not in the student table): {', '.join(stray)}")
-    due = {a.id: is_due(a, now or datetime.now(timezone.utc), course_ends) for a in assignments}
+    due = {a.id: is_due(a, moment, course_ends) for a in assignments}
     students, flags = student_table(grades, assignments, roster, due)
     staff = [name for name, team in roster.teams.items() if team.staff]
     return Gradebook(assignments, runs, grades, students, flags, warnings, rostered=list(roster.teams), staff=staff)
@@ -182,7 +183,12 @@ def pick_counted(runs: pd.DataFrame, known: dict[str, Assignment]) -> pd.Series:
 
 
 def grade_teams(
-    runs: pd.DataFrame, known: dict[str, Assignment], overrides: pd.DataFrame, extensions: pd.DataFrame
+    runs: pd.DataFrame,
+    known: dict[str, Assignment],
+    overrides: pd.DataFrame,
+    extensions: pd.DataFrame,
+    now: datetime | None = None,
+    course_ends: datetime | None = None,
 ) -> pd.DataFrame:
     counted = pick_counted(runs, known)
     runs.loc[counted.tolist(), "counted"] = True
@@ -231,6 +237,12 @@ def grade_teams(
     for column in ("run_id", "raw_score", "days_late", "points_lost", "final", "override_points"):
         grades[column] = pd.to_numeric(grades[column], errors="coerce").astype(float)  # empty merges give objects
     grades["score"] = grades["override_points"].where(grades["override_points"].notna(), grades["final"])
+    moment = now or datetime.now(timezone.utc)
+    extended = pd.to_datetime(grades["extension_due"], utc=True, format="ISO8601")
+    grades["due"] = [
+        moment >= until.to_pydatetime() if pd.notna(until) else is_due(known[assignment], moment, course_ends)
+        for assignment, until in zip(grades["assignment"], extended)
+    ]  # a team's own extension moves when its gap becomes "missing"
     grades["flags"] = [grade_flags(row) for row in grades.itertuples(index=False)]
     return grades[GRADE_COLUMNS].sort_values(keys, kind="stable").reset_index(drop=True)
 
@@ -250,7 +262,7 @@ def grade_flags(row: object) -> str:
     if row.late_runs_ignored:
         marks.append(f"{row.late_runs_ignored} run(s) past cutoff")
     if pd.isna(row.run_id) and pd.isna(row.override_points):
-        marks.append("no counted run" if row.runs else "missing")
+        marks.append("no counted run" if row.runs else ("missing" if row.due else NOT_DUE))
     if row.time_source == "graded":
         marks.append("no GitHub event time")
     return "; ".join(marks)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from grader.contracts.job import FileRef, Folder
-from grader.contracts.lfs import PREFIX as LFS_PREFIX
+from grader.contracts.lfs import PREFIXES as LFS_PREFIXES
 from grader.errors import SubmissionError
 from grader.intake import pt2
 from grader.intake.stored import StoredTensor, onnx_stored, pt2_stored, safetensors_stored
@@ -188,7 +188,7 @@ def sniff(path: Path, relpath: str, what: str) -> str:
     """Classify a file by its content; refuse pickles and LFS pointers outright."""
     with open(path, "rb") as handle:
         head = handle.read(64)
-    if head.startswith(LFS_PREFIX):
+    if head.startswith(LFS_PREFIXES):
         raise SubmissionError(
             f"{what} '{relpath}' is a Git LFS pointer, not the file itself.",
             "Run 'git lfs pull' (or enable LFS in the checkout: actions/checkout with lfs: true) "
@@ -425,7 +425,7 @@ def vet_search_log(root: Path, relpath: str, limit_mb: int) -> Artifact:
     _check_size(path, relpath, what, limit_mb)
     with open(path, "rb") as handle:
         head = handle.read(64)
-    if head.startswith(LFS_PREFIX) or head[:2] in PICKLE_PROTOCOL_BYTES:
+    if head.startswith(LFS_PREFIXES) or head[:2] in PICKLE_PROTOCOL_BYTES:
         sniff(path, relpath, what)  # raises the LFS / pickle message
     if head.startswith(SQLITE_HEADER):
         fmt = "sqlite"
