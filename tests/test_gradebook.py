@@ -461,3 +461,23 @@ def test_a_teams_extension_moves_when_its_gap_becomes_missing(tmp_path: Path) ->
     assert flags.loc["cy", HW2] == "extension; not due yet" and flags.loc["ann", HW2] == "missing"
     after = book_of(tmp_path / "b", [], extensions=extended, now=DEADLINE + timedelta(days=4))
     assert after.flags.set_index("github").loc["cy", HW2] == "extension; missing"
+
+
+def test_a_grading_with_points_pending_says_so_in_the_grade_cell(tmp_path: Path) -> None:
+    """A runner without the hardware leaves a check pending (its points out of the run's maximum):
+    the grade table must show it, so staff know to regrade, instead of a silent shortfall."""
+    book = book_of(tmp_path, [make_result(score=70, max_score=85, event_time=at(-timedelta(hours=1)))])
+    assert "15 points pending" in grade(book, "team-alpha")["flags"]
+    full = book_of(tmp_path / "b", [make_result(score=70, event_time=at(-timedelta(hours=1)))])
+    assert "pending" not in grade(full, "team-alpha")["flags"]
+
+
+def test_alternatives_of_one_course_item_must_be_worth_the_same() -> None:
+    from grader.commands.info import course_item_problems
+
+    final, service = load_assignment("final-project"), load_assignment("final-service")
+    assert course_item_problems([final, service]) == []
+    checks = [c.model_copy(update={"points": c.points / 2}) for c in service.checks]
+    halved = service.model_copy(update={"checks": checks})
+    [problem] = course_item_problems([final, halved])
+    assert "course item final-project" in problem and "must be worth the same" in problem

@@ -47,9 +47,11 @@ def run_assignments(args: argparse.Namespace) -> int:
     from grader.checks import validate
 
     failed = 0
+    loaded = []
     for assignment_id in ids:
         try:
-            checks = validate(load_assignment(assignment_id, root), root / assignment_id)
+            loaded.append(load_assignment(assignment_id, root))
+            checks = validate(loaded[-1], root / assignment_id)
         except ConfigError as exc:
             failed += 1
             print(f"invalid  {assignment_id}: {exc}", file=sys.stderr)
@@ -58,8 +60,24 @@ def run_assignments(args: argparse.Namespace) -> int:
     if not ids:
         print(f"grader: no assignments under {root}", file=sys.stderr)
         return exitcodes.USAGE
+    for problem in course_item_problems(loaded):
+        failed += 1
+        print(f"invalid  {problem}", file=sys.stderr)
     print(f"{len(ids) - failed} of {len(ids)} assignment(s) valid")
     return exitcodes.USAGE if failed else exitcodes.GRADED
+
+
+def course_item_problems(assignments: list) -> list[str]:
+    """Alternatives (a shared ``course_item``) must be worth the same: the gradebook keeps the
+    team's better one by points, counted once."""
+    maxima: dict[str, set[float]] = {}
+    for a in assignments:
+        maxima.setdefault(a.item, set()).add(a.max_score)
+    return [
+        f"course item {item}: its assignments are worth {sorted(worth)} points; alternatives must be worth the same"
+        for item, worth in maxima.items()
+        if len(worth) > 1
+    ]
 
 
 def run_schema(args: argparse.Namespace) -> int:

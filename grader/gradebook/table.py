@@ -218,8 +218,9 @@ def grade_teams(
                 "time_source",
                 "deadline",
                 "pr_url",
+                "max_score",
             ]
-        ].rename(columns={"id": "run_id", "score": "raw_score"}),
+        ].rename(columns={"id": "run_id", "score": "raw_score", "max_score": "run_max"}),
         on=["team", "assignment"],
         how="left",
     )
@@ -237,6 +238,10 @@ def grade_teams(
     for column in ("run_id", "raw_score", "days_late", "points_lost", "final", "override_points"):
         grades[column] = pd.to_numeric(grades[column], errors="coerce").astype(float)  # empty merges give objects
     grades["score"] = grades["override_points"].where(grades["override_points"].notna(), grades["final"])
+    full = grades["assignment"].map(lambda a: known[a].max_score)
+    run_max = pd.to_numeric(grades["run_max"], errors="coerce")
+    # a grading on a runner without the hardware (hw6's TensorRT) left points pending: say so, to regrade
+    grades["pending_points"] = (full - run_max).where((grades["status"] == "graded") & (full - run_max > 0.01))
     moment = now or datetime.now(timezone.utc)
     extended = pd.to_datetime(grades["extension_due"], utc=True, format="ISO8601")
     grades["due"] = [
@@ -257,6 +262,8 @@ def grade_flags(row: object) -> str:
         marks.append(f"{late}, superseded by the override" if pd.notna(row.override_points) else late)
     if pd.notna(row.extension_due):
         marks.append("extension")
+    if pd.notna(row.pending_points):
+        marks.append(f"{row.pending_points:g} points pending (needs hardware the runner lacked; regrade)")
     if row.error_runs:
         marks.append(f"{row.error_runs} error run(s)")
     if row.late_runs_ignored:
