@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from grader import exitcodes
 from grader.sandbox.docker import OWNER_ENV, OWNER_LABEL
 from tests import builders
 
@@ -136,7 +135,6 @@ def test_the_worker_keeps_its_own_deadline_inside_a_native_call() -> None:
         [sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "GRADER_DEADLINE_S": "1"}, timeout=25
     )
     assert done.returncode == -signal.SIGALRM and time.monotonic() - started < 15
-    assert exitcodes.STOPPED_BY_SIGNAL == 128
 
 
 def test_every_grading_container_carries_its_deadline_and_its_owner(monkeypatch: pytest.MonkeyPatch) -> None:

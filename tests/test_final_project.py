@@ -138,6 +138,12 @@ def board_store(tmp_path: Path) -> Path:
     return path
 
 
+def graded_ids(store: Store) -> list[int]:
+    """Every graded final-project run (these boards hold no regrades and nothing past a cutoff)."""
+    runs = store.runs_frame()
+    return runs.loc[(runs["assignment"] == FINAL) & (runs["status"] == "graded"), "id"].tolist()
+
+
 BOARD_ROSTER = """schema: 1
 teams:
   team-alpha: {members: [{github: ann}]}
@@ -158,7 +164,7 @@ def test_leaderboard_orders_by_score_breaks_ties_by_time_and_lists_gated_out_tea
     board_store: Path, board_roster: Path
 ) -> None:
     with Store(board_store) as store:
-        board = board_from_store(store, load_assignment(FINAL), load_roster(board_roster))
+        board = board_from_store(store, load_assignment(FINAL), load_roster(board_roster), graded_ids(store))
     rows = [(e.team, e.rank, e.baseline) for e in board]
     assert rows[:3] == [("team-beta", 1, False), ("team-alpha", 2, False), ("team-gamma", None, False)]
     assert rows[3] == ("course-staff", None, True) and rows[4][0] == "(course reference)"
@@ -168,7 +174,7 @@ def test_leaderboard_orders_by_score_breaks_ties_by_time_and_lists_gated_out_tea
 
 def test_public_view_hides_held_out_figures(board_store: Path) -> None:
     with Store(board_store) as store:
-        board = board_from_store(store, load_assignment(FINAL), None)
+        board = board_from_store(store, load_assignment(FINAL), None, graded_ids(store))
     public = list(csv.reader(to_csv(board, load_assignment(FINAL), "public").splitlines()))
     private = list(csv.reader(to_csv(board, load_assignment(FINAL), "private").splitlines()))
     assert not any("held-out" in h for h in public[0]) and any("held-out" in h for h in private[0])

@@ -130,10 +130,9 @@ def grading_run(gh: Any, repository: str, run_id: object) -> None:
         )
 
 
-def bound_to_run(result: Result, run_id: object) -> Result:
-    """``result`` if it names the workflow run that uploaded it; a copy from another run is refused."""
-    if not isinstance(run_id, int) or isinstance(run_id, bool):
-        raise InvalidResult("the artifact names no workflow run, so nothing ties its result to a grading")
+def bound_to_run(result: Result, run_id: int) -> Result:
+    """``result`` if it names the workflow run that uploaded it (a grading, as ``grading_run``
+    checked first); a copy from another run is refused."""
     if result.context.run_id != run_id:
         raise InvalidResult(f"result.json names workflow run {result.context.run_id}, but run {run_id} uploaded it")
     return result

@@ -105,17 +105,11 @@ def rank(entries: list[Entry], roster: Roster | None, assignment: Assignment) ->
     return competing + sorted((e for e in teams if e.baseline), key=_key) + [reference]
 
 
-def board_from_store(
-    store: Store, assignment: Assignment, roster: Roster | None, run_ids: list[int] | None = None
-) -> list[Entry]:
-    """The ranked board from the store's graded runs; ``run_ids`` narrows them to the ones the
-    gradebook lets count (a commit graded again replaces its earlier grading; past the cutoff is out)."""
-    runs = store.runs_frame()
-    graded = (runs["assignment"] == assignment.id) & (runs["status"] == "graded")
-    if run_ids is not None:
-        graded &= runs["id"].isin(run_ids)
-    ids = runs.loc[graded, "id"].tolist()
-    results = store.results(ids)
+def board_from_store(store: Store, assignment: Assignment, roster: Roster | None, run_ids: list[int]) -> list[Entry]:
+    """The ranked board of the graded runs ``run_ids``: the ones the gradebook lets count
+    (``grader.gradebook.load.board_run_ids``: the latest grading of a commit, nothing past the
+    cutoff), already read from the store with the gradebook, so only their results are read here."""
+    results = store.results(run_ids)
     entries = [replace(entry_of(r, assignment), run_id=run_id) for run_id, r in results.items()]
     return rank(entries, roster, assignment)
 
