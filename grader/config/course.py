@@ -89,11 +89,22 @@ class RunnerConfig(Strict):
     docker: DockerSettings = DockerSettings()
 
 
+class CourseMeasure(Strict):
+    """Course-wide measurement defaults; an assignment's own ``measure:`` overrides them."""
+
+    device: Literal["cpu", "cuda", "auto"] = Field(
+        "cpu",
+        description="where assignments that do not name a device run and time their models: cpu, cuda (a "
+        "machine without one leaves those figures pending) or auto (cuda where there is one)",
+    )
+
+
 class Course(Strict):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     schema_: Literal[1] = Field(1, alias="schema")
     runner: RunnerConfig = RunnerConfig()
+    measure: CourseMeasure = CourseMeasure()
     ends: AwareDatetime | None = Field(
         None,
         description="when the course ends (ISO 8601 with a UTC offset, e.g. 2027-02-15T23:59:00+01:00): an "

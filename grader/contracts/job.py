@@ -100,11 +100,15 @@ class HeldoutSpec(Strict):
 
 
 class DerivedSpec(Strict):
-    """A model the grader builds on the grading machine from a submitted one (engines do not travel)."""
+    """A model the grader builds on the grading machine from a submitted one (engines do not travel).
+
+    ``tensorrt``: an engine built from the ONNX file; ``onnxruntime-cuda``: the same ONNX file in
+    ONNX Runtime's CUDA provider, the fair partner to time an engine against on the same GPU.
+    """
 
     role: str
     source: str
-    runtime: Literal["tensorrt"]
+    runtime: Literal["tensorrt", "onnxruntime-cuda"]
     claim: str | None = Field(None, description="built only when the submission claims this key as true")
     max_batch: int = Field(256, ge=1)
     workspace_mb: int = Field(2048, ge=64)

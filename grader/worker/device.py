@@ -1,0 +1,127 @@
+"""Where the worker runs and times the models: the device the job asks for, as this machine allows.
+
+``measure.device`` is ``cpu``, ``cuda`` or ``auto``. A machine without an NVIDIA device node never
+touches CUDA at all (no CUDA library is initialised, no provider is asked), so a laptop grades
+``cuda`` assignments on the CPU and leaves the figures that need the GPU pending; ``auto`` then
+simply measures on the CPU. Where a GPU is there but the stack cannot use it (a CPU-only torch,
+onnxruntime without its CUDA provider), the plan says which part is missing, so the report can.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from grader.contracts.job import CudaSpec
+
+DEVICE_ROOT = Path("/dev")
+CPU_PROVIDERS = ["CPUExecutionProvider"]
+
+
+@dataclass(frozen=True)
+class DevicePlan:
+    """``wanted`` is the job's device, ``kind`` where models really run; ``reason`` says why a
+    wanted GPU is not used."""
+
+    wanted: str = "cpu"
+    kind: str = "cpu"
+    reason: str = ""
+    name: str = ""
+    cuda: CudaSpec = field(default_factory=CudaSpec)
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.kind == "cuda"
+
+    @property
+    def pending(self) -> bool:
+        """The job measures on CUDA and this machine cannot: device figures wait for the GPU runner."""
+        return self.wanted == "cuda" and self.kind != "cuda"
+
+    def describe(self) -> str:
+        if self.on_gpu:
+            return f"cuda:0 ({self.name})" if self.name else "cuda:0"
+        if self.wanted == "cpu":
+            return "cpu"
+        return f"cpu ({self.wanted} asked for: {self.reason})"
+
+
+CPU = DevicePlan()
+
+
+def has_nvidia_device(device_root: Path = DEVICE_ROOT) -> bool:
+    """The NVIDIA control node: without it there is no GPU to use, and nothing tries CUDA."""
+    return (device_root / "nvidiactl").exists()
+
+
+def plan_device(wanted: str | None, formats: set[str], cuda: CudaSpec, device_root: Path = DEVICE_ROOT) -> DevicePlan:
+    """The device the models run on; ``formats`` are the job's model formats (which runtimes must
+    reach the GPU)."""
+    wanted = wanted or "cpu"
+    if wanted == "cpu":
+        return CPU
+    if not has_nvidia_device(device_root):
+        return DevicePlan(wanted, "cpu", "no CUDA device on this machine", cuda=cuda)
+    missing = _missing_runtimes(formats, cuda)
+    if missing:
+        return DevicePlan(wanted, "cpu", missing, cuda=cuda)
+    return DevicePlan(wanted, "cuda", "", _device_name(), cuda)
+
+
+def _missing_runtimes(formats: set[str], cuda: CudaSpec) -> str:
+    """What of the stack cannot run these formats on the GPU ("" when all can)."""
+    if formats - {"onnx"}:
+        try:
+            import torch
+        except ImportError:
+            return "torch is not installed"
+        if not torch.cuda.is_available():
+            return f"this torch ({torch.__version__}) cannot use the GPU"
+    if "onnx" in formats:
+        try:
+            import onnxruntime
+        except ImportError:
+            return "onnxruntime is not installed"
+        provider = onnx_gpu_provider(cuda)
+        if provider not in onnxruntime.get_available_providers():
+            return f"this onnxruntime ({onnxruntime.__version__}) has no {provider} (install onnxruntime-gpu)"
+    return ""
+
+
+def onnx_gpu_provider(cuda: CudaSpec) -> str:
+    return "TensorrtExecutionProvider" if cuda.onnx_provider == "tensorrt" else "CUDAExecutionProvider"
+
+
+def onnx_providers(plan: DevicePlan, fp16: bool = False, int8: bool = False) -> list:
+    """ONNX Runtime's providers for ``plan``, best first, CPU last (for the nodes a GPU provider does
+    not take). The arena grows by what is asked, so its size is the model's peak device memory.
+    TensorRT's fp16 / int8 modes only where the file itself stores fp16 weights / Q-DQ nodes: the
+    grader never lowers a model's precision for it."""
+    if not plan.on_gpu:
+        return list(CPU_PROVIDERS)
+    cuda = ("CUDAExecutionProvider", {"device_id": 0, "arena_extend_strategy": "kSameAsRequested"})
+    if plan.cuda.onnx_provider != "tensorrt":
+        return [cuda, *CPU_PROVIDERS]
+    trt = (
+        "TensorrtExecutionProvider",
+        {"device_id": 0, "trt_fp16_enable": fp16, "trt_int8_enable": int8, "trt_engine_cache_enable": False},
+    )
+    return [trt, cuda, *CPU_PROVIDERS]
+
+
+def _device_name() -> str:
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    from grader.worker.gpu import nvidia_gpu_names
+
+    return ", ".join(nvidia_gpu_names())[:200]
+
+
+def synchronize() -> None:
+    """Wait for every kernel queued on the device (torch's streams; ONNX Runtime's ``Run`` waits for
+    its own before it returns)."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
