@@ -285,6 +285,7 @@ class Environment(Strict):
     gpu: str = Field("none", max_length=200)
     device: str = Field("cpu", max_length=300, description="where models ran and were timed, and why not on a GPU")
     device_pending: bool = Field(False, description="the assignment measures on CUDA and this machine could not")
+    device_reason: str = Field("", max_length=300, description="why a GPU the assignment asks for was not used")
     gpu_facts: GpuFacts | None = None
     sandbox: str = Field("", max_length=300)
     data: str = Field("", max_length=32, description="which evaluation split was used: 'public' or 'held-out'")

@@ -469,6 +469,7 @@ def environment(job: Job, device: DevicePlan = CPU, gpu: GpuFacts | None = None)
         gpu=gpu_name(),
         device=device.describe()[:300],
         device_pending=device.pending,
+        device_reason=device.reason[:300],
         gpu_facts=gpu,
         python=platform.python_version(),
         platform=platform.platform(),
@@ -685,7 +686,7 @@ class Session:
     def _pending_timing(self, pairs: list[Pair], solo: list[str], batches: list[int]) -> None:
         """No GPU here for an assignment that times on one: nothing is timed (CPU times would stand
         for GPU ones), every timed figure says it waits for the course's GPU runner."""
-        reason = f"measured on CUDA, and {self.device.reason}"
+        reason = f"timed on CUDA; {self.device.reason}"
         threads = self.spec.timing.threads
         for pair in pairs:
             self.obs.timing += [pending_pair(pair.reference, pair.candidate, b, threads, reason) for b in batches]
