@@ -128,7 +128,7 @@ def prepare(assignment: Assignment) -> list[BoundCheck]:
     return bound
 
 
-ROLE_PARAMS = ("model", "reference")  # parameters that name a model role of the assignment
+ROLE_PARAMS = ("model", "reference", "speed_reference")  # parameters that name a model role of the assignment
 
 
 def _unknown_roles(check: BoundCheck, assignment: Assignment) -> list[str]:
