@@ -117,3 +117,13 @@ def test_the_command_line_refuses_all_gpus_too(tmp_path: Path, monkeypatch: pyte
     with pytest.raises(UsageError, match="exactly one GPU"):
         runner_config(args)
     assert runner_config(argparse.Namespace(**{**vars(args), "gpus": "1,0"})).docker.gpus == ["1", "0"]
+
+
+def test_a_listed_uuid_this_host_does_not_know_is_requested_as_given(locks: Path) -> None:
+    from grader.sandbox.docker import gpu_plan
+
+    settings = DockerSettings(image="img", gpus=["GPU-0123-abcd"])
+    with gpu_plan(NVIDIA_ENGINE, settings, machine=MACHINE) as plan:
+        assert plan.requests == [request_for("GPU-0123-abcd")]
+        assert plan.summary == "GPU-0123-abcd passed through (one per grading)"
+    assert (locks / "gpu-GPU-0123-abcd.lock").exists()  # leased under its UUID, like any other

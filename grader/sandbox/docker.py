@@ -393,7 +393,7 @@ def gpu_plan(
     found = list_gpus() if machine is None else machine
     with lease(gpu_candidates(settings.gpus, found)) as gpu:
         request = DeviceRequest(device_ids=[gpu.docker_id], capabilities=[["gpu"]])
-        yield GpuPlan([request], f"{gpu.label()} passed through (one GPU per grading)", gpu)
+        yield GpuPlan([request], f"{gpu.label()} passed through (one per grading)", gpu)
 
 
 def _cpu_only(client: Any, settings: DockerSettings, wanted: bool) -> str:

@@ -64,7 +64,7 @@ class Gpu:
         return self.uuid or self.index
 
     def label(self) -> str:
-        return f"GPU {self.index}" if self.index else f"GPU {self.uuid}"
+        return f"GPU {self.index}" if self.index else str(self.uuid)
 
 
 def wants_gpu(job: Job) -> bool:
@@ -182,7 +182,9 @@ def _acquire(folder: Path, gpus: Sequence[Gpu], wait_s: float, poll_s: float) ->
 
 def _release(folder: Path, gpu: Gpu) -> None:
     with _HELD_LOCK:
-        held = _HELD[(str(folder), gpu.key)]
+        held = _HELD.get((str(folder), gpu.key))
+        if held is None:  # a forked child leaving its parent's block: the lease is the parent's to end
+            return
         held.count -= 1
         if held.count:
             return
