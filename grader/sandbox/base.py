@@ -83,13 +83,15 @@ class Sandboxes:
 @dataclass
 class Finished:
     """How a sandboxed command ended: its exit code, or the limit that stopped it; the tail of its
-    log; and, where it was asked to report, what it wrote on its output channel (capped)."""
+    log; where it was asked to report, what it wrote on its output channel (capped); and, where
+    the sandbox knows, how its memory was limited (the local one says; a container's is its cgroup)."""
 
     returncode: int
     stopped: Problem | None
     output_tail: str
     wall_s: float
     output: bytes | None = None
+    memory: str = ""
 
 
 def worker_command(python: str, job_path: str, out: str, folders: dict[str, str]) -> list[str]:
