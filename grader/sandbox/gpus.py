@@ -69,8 +69,8 @@ class Gpu:
 
 def wants_gpu(job: Job) -> bool:
     """Whether ``job`` needs a GPU: it measures on CUDA (``cuda``, or ``auto`` where there is one),
-    or it builds a TensorRT engine (which only a GPU can), whatever device it times on."""
-    return job.measure.device in ("cuda", "auto") or any(d.runtime == "tensorrt" for d in job.measure.derived)
+    or it builds a model on the GPU (a TensorRT engine, ONNX Runtime on CUDA), whatever device it times on."""
+    return job.measure.device in ("cuda", "auto") or bool(job.measure.derived)
 
 
 def list_gpus(device_root: Path = DEVICE_ROOT, driver: Path = DRIVER_GPUS) -> list[Gpu]:
