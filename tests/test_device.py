@@ -296,7 +296,7 @@ def test_half_precision_counts_only_where_the_assignment_says_so(tmp_path: Path)
         return result.points, result.message
 
     points, message = quantized({}, "fp16")
-    assert points == 0 and "Half-precision weights are not integer quantization" in message
+    assert points == 0 and "half-precision weights are not integer quantization" in message
     points, message = quantized({}, "int8")
     assert points == 0 and "0.0% of weight values are stored as integers" in message
     points, message = quantized({"half_precision": True}, "fp16")

@@ -66,7 +66,17 @@ def plan_device(wanted: str | None, formats: set[str], cuda: CudaSpec, device_ro
     missing = _missing_runtimes(formats, cuda)
     if missing:
         return DevicePlan(wanted, "cpu", missing, cuda=cuda)
+    _strict_fp32()
     return DevicePlan(wanted, "cuda", "", _device_name(), cuda)
+
+
+def _strict_fp32() -> None:
+    """torch on the GPU computes fp32 as fp32: cuDNN's TF32 convolutions (on by default) would time,
+    and compare, a lower precision than the file stores."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
 
 
 def _missing_runtimes(formats: set[str], cuda: CudaSpec) -> str:
@@ -100,7 +110,8 @@ def onnx_providers(plan: DevicePlan, fp16: bool = False, int8: bool = False) -> 
     grader never lowers a model's precision for it."""
     if not plan.on_gpu:
         return list(CPU_PROVIDERS)
-    cuda = ("CUDAExecutionProvider", {"device_id": 0, "arena_extend_strategy": "kSameAsRequested"})
+    # fp32 stays fp32: no TF32 (it would time, and compare, a lower precision than the file has)
+    cuda = ("CUDAExecutionProvider", {"device_id": 0, "arena_extend_strategy": "kSameAsRequested", "use_tf32": 0})
     if plan.cuda.onnx_provider != "tensorrt":
         return [cuda, *CPU_PROVIDERS]
     trt = (

@@ -174,15 +174,14 @@ def is_half(weight: TensorEvidence) -> bool:
     return not weight.quantized and ("float16" in dtype or "fp16" in dtype or "bf16" in dtype)
 
 
-def _half_claim_refused(claim: Any, params: QuantizedParams) -> Outcome | None:
+def _half_claim_note(claim: Any, params: QuantizedParams) -> str:
+    """A claim of fp16 where only integers count: the file decides the points, this says why."""
     if params.half_precision or str(claim).strip().lower() not in HALF_CLAIMS:
-        return None
-    return Outcome(
-        0.0,
-        f"You claimed {params.claim}: {claim}. Half-precision weights are not integer quantization, and this "
-        f"assignment counts only weights stored as integers of <= {params.max_bits} bits. Quantize to int8 "
-        "(e.g. onnxruntime.quantization.quantize_static); fp16 / bf16 count only where an assignment says so.",
-        {"claimed": str(claim)[:32]},
+        return ""
+    return (
+        f" You claimed {params.claim}: {claim}, but half-precision weights are not integer quantization: this "
+        f"assignment counts only weights stored as integers of <= {params.max_bits} bits (e.g. "
+        "onnxruntime.quantization.quantize_static); fp16 / bf16 count only where an assignment says so."
     )
 
 
@@ -193,9 +192,6 @@ def quantized(params: QuantizedParams, ctx: CheckContext) -> Outcome:
     role = params.model
     summary, evidence = ctx.summaries[role], ctx.observations.models[role].evidence
     claim = ctx.submission.claims.get(params.claim)
-    refused = _half_claim_refused(claim, params)
-    if refused is not None:
-        return refused
     bits_claim = None if str(claim).strip().lower() in HALF_CLAIMS else claimed_bits(claim)
     max_bits = min(bits_claim or 8, params.max_bits)
     half = sum(w.numel for w in evidence.weights if is_half(w)) if params.half_precision else 0
@@ -225,7 +221,7 @@ def quantized(params: QuantizedParams, ctx: CheckContext) -> Outcome:
         message += f" Still float: {', '.join(floats)}."
     if score < 1 and any("fake quantization" in n for n in evidence.notes):
         message += " Weights wrapped in QuantizeLinear/DequantizeLinear are still stored as float (fake quantization)."
-    return Outcome(score, message, facts)
+    return Outcome(score, message + _half_claim_note(claim, params), facts)
 
 
 class PrunedParams(Params):
