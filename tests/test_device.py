@@ -301,3 +301,105 @@ def test_half_precision_counts_only_where_the_assignment_says_so(tmp_path: Path)
     assert points == 0 and "0.0% of weight values are stored as integers" in message
     points, message = quantized({"half_precision": True}, "fp16")
     assert points == 25 and "or 16-bit floats" in message
+
+
+def int16_relu(path: Path) -> Path:
+    """An int16 Relu: valid ONNX with no CPU kernel in onnxruntime, and nothing to do with a GPU."""
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["input"], ["logits"])],
+        "int16",
+        [helper.make_tensor_value_info("input", TensorProto.INT16, ["batch", 10])],
+        [helper.make_tensor_value_info("logits", TensorProto.INT16, ["batch", 10])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    onnx.save(model, path)
+    return path
+
+
+def test_a_missing_cpu_kernel_without_16_bit_floats_keeps_the_usual_hint(tmp_path: Path) -> None:
+    from grader.contracts.job import ModelJob
+
+    path = int16_relu(tmp_path / "int16.onnx")
+    job = ModelJob(role="candidate", file={"folder": "submission", "path": "int16.onnx"}, format="onnx")
+    with pytest.raises(SubmissionError) as caught:
+        observe_model(job, path, 1, {"input": np.zeros((4, 10), np.int16)}, 4)
+    assert "Could not find an implementation" in caught.value.problem.message
+    assert "GPU" not in caught.value.problem.hint and "loads on your machine" in caught.value.problem.hint
+
+
+def test_a_worker_that_claims_no_gpu_when_it_was_given_one_is_not_believed() -> None:
+    from grader.contracts.observations import Estimate, Observations, TimingComparison
+    from grader.errors import WorkerError
+    from grader.grading.figures import model_figures
+    from grader.sandbox.base import parse_observations
+
+    claim = Observations(environment=Environment(device_pending=True, device_reason="no CUDA device on this machine"))
+    data = claim.model_dump_json().encode()
+    assert parse_observations(data, 0, "", "bubblewrap").environment.device_pending  # no GPU given: believed
+    with pytest.raises(WorkerError, match="no usable GPU although the sandbox passed it one"):
+        parse_observations(data, 0, "", "bubblewrap; GPU 0 passed through", gpu_passed=True)
+    # a "pending" figure from a worker that did not say it lacked the GPU, or one with a value, is judged as it is
+    timing = TimingComparison(
+        reference="baseline",
+        candidate="candidate",
+        batch_size=16,
+        threads=1,
+        rounds=0,
+        reference_ms=None,
+        candidate_ms=None,
+        speedup=Estimate(value=None, unit="x", pending=True),
+        reference_items_per_s=None,
+        candidate_items_per_s=None,
+    )
+    lying = Observations(timing=[timing])
+    assert not model_figures(lying, {}).values["candidate_vs_baseline.speedup_b16"].pending
+    with_value = timing.model_copy(update={"speedup": Estimate(value=0.5, unit="x", pending=True)})
+    honest = Observations(timing=[with_value], environment=Environment(device_pending=True))
+    assert not model_figures(honest, {}).values["candidate_vs_baseline.speedup_b16"].pending
+
+
+def test_an_engine_that_does_not_match_fails_even_while_its_speed_partner_is_unavailable(tmp_path: Path) -> None:
+    from grader.contracts.observations import DerivedStatus, FidelityComparison, Observations, OutputParity
+    from grader.grading.figures import model_figures
+    from grader.intake.manifest import Submission
+
+    hw6 = load_assignment("hw6-export")
+    mismatch = FidelityComparison(
+        reference="source",
+        candidate="tensorrt",
+        samples=8,
+        top1_agreement=0.5,
+        snr_db=5.0,
+        max_abs_error=3.0,
+        outputs=[
+            OutputParity(name="logits", shape=[8, 10], max_abs_error=3.0, max_rel_error=2.0, tolerance_ratio=3000)
+        ],
+    )
+    obs = Observations(
+        fidelity=[mismatch],
+        derived=[
+            DerivedStatus(
+                role="onnx_cuda", source="onnx", runtime="onnxruntime-cuda", status="unavailable", reason="x"
+            ),
+            DerivedStatus(role="tensorrt", source="onnx", runtime="tensorrt", status="built", version="11", build_s=1),
+        ],
+    )
+    figures = model_figures(obs, {})
+    one = hw6.model_copy(update={"checks": [c for c in hw6.checks if c.id == "tensorrt"]})
+    sub = Submission(schema=1, team="t", assignment="hw6-export", members=["octocat"], claims={"tensorrt": True})
+    [result] = evaluate(prepare(one), CheckContext(one, sub, obs, figures.values, figures.summaries))
+    assert not result.pending and result.points == 0
+    matching = mismatch.model_copy(
+        update={
+            "outputs": [
+                OutputParity(name="logits", shape=[8, 10], max_abs_error=0, max_rel_error=0, tolerance_ratio=0)
+            ],
+            "top1_agreement": 1.0,
+            "snr_db": 90.0,
+            "max_abs_error": 0.0,
+        }
+    )
+    obs = obs.model_copy(update={"fidelity": [matching]})
+    [result] = evaluate(prepare(one), CheckContext(one, sub, obs, model_figures(obs, {}).values, {}))
+    assert result.pending and "Pending: x" in result.message

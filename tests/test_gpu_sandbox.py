@@ -76,7 +76,7 @@ def probe(tmp_path: Path, device: str | None, dev: Path, code: str = PROBE, **li
     work = tmp_path / "work"
     work.mkdir(exist_ok=True)
     view = View(scratch=work / "scratch", readonly=(code_dir,))
-    done, sandbox = run_for_job(
+    done, sandbox, _ = run_for_job(
         job(device), [sys.executable, str(code_dir / "probe.py")], Limits(**limits), view, work, dev, tmp_path / "none"
     )
     return (json.loads(done.output) if done.output else {"stopped": done.stopped, "log": done.output_tail}), sandbox
@@ -204,7 +204,7 @@ FRESH = """
         print("lock on fd 3:", os.readlink("/proc/self/fd/3").endswith(".lock"), flush=True)
         job = Job(models=[], inputs=None, measure=MeasureSpec(device="cuda"))
         command = [sys.executable, "-c", "import os; os.write(3, b'reported')"]
-        done, _ = run_for_job(job, command, Limits(), View(scratch=work / "scratch"), work, dev)
+        done, _, _ = run_for_job(job, command, Limits(), View(scratch=work / "scratch"), work, dev)
     print("output:", done.output)
 """
 

@@ -257,7 +257,7 @@ def evaluate(checks: list[BoundCheck], ctx: CheckContext) -> list[CheckResult]:
             continue
         result = _result(check.spec, device_pending(check.spec, ctx) or check.rule.judge(check.params, ctx))
         results.append(result)
-        if check.spec.gate and result.status is not CheckStatus.PASS:
+        if check.spec.gate and result.status is not CheckStatus.PASS and not result.pending:
             gate_failed = check.spec.id
     return results
 

@@ -202,7 +202,20 @@ def model_figures(
         out.update(_parity_figures(key, f))
         if f.reference in obs.models and f.candidate in obs.models:  # built-here engines have no file
             out.update(_file_figures(key, obs, files, keys, (f.reference, f.candidate), summaries, accuracies))
-    return Figures(_with_score(out, score, obs.failure is None), summaries, staff_flags(obs, summaries))
+    values = _believed_pending(_with_score(out, score, obs.failure is None), obs)
+    return Figures(values, summaries, staff_flags(obs, summaries))
+
+
+def _believed_pending(values: dict[str, Estimate], obs: Observations) -> dict[str, Estimate]:
+    """A figure waits for the GPU runner only when it has no value and the worker could not use the
+    GPU the assignment names (the host refuses that claim where it passed the worker a GPU); any
+    other "pending" a worker reports is dropped, so the check judges the figure as it is."""
+    return {
+        name: figure.model_copy(update={"pending": False})
+        if figure.pending and (figure.value is not None or not obs.environment.device_pending)
+        else figure
+        for name, figure in values.items()
+    }
 
 
 def accuracy(predictions: list[int] | None, labels: list[int] | None) -> float | None:

@@ -131,16 +131,17 @@ def run_worker(
     """
     with engine_session(client) as client:
         ensure_image(client, settings)  # before the lease: a pull must not keep a GPU from other gradings
-        done, sandbox = _graded(job, limits, workdir, folders, settings, client)
+        done, sandbox, gpu_passed = _graded(job, limits, workdir, folders, settings, client)
     if done.stopped is not None:
         return stopped(done.stopped, sandbox)
-    return parse_observations(done.output, done.returncode, done.output_tail, sandbox)
+    return parse_observations(done.output, done.returncode, done.output_tail, sandbox, gpu_passed)
 
 
 def _graded(
     job: Job, limits: Limits, workdir: Path, folders: dict[str, Path], settings: DockerSettings, client: Any
-) -> tuple[Finished, str]:
-    """The worker's run, holding the job's GPU (if it wants one) until the container is gone."""
+) -> tuple[Finished, str, bool]:
+    """The worker's run, holding the job's GPU (if it wants one) until the container is gone; and
+    whether the container was handed a GPU."""
     with gpu_plan(client, settings, wants_gpu(job)) as gpus:
         sandbox = describe(settings, gpus)
         job_dir = workdir / "job"
@@ -160,7 +161,7 @@ def _graded(
             gpus=gpus,
             capture_output=True,
         )
-    return done, sandbox
+    return done, sandbox, bool(gpus.requests)
 
 
 def run_in_container(

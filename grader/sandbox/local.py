@@ -407,10 +407,10 @@ def run_worker(
         f"fd:{OUTPUT_FD}",
         {name: str(path) for name, path in mounted.items()},
     )
-    done, sandbox = run_for_job(job, command, limits, view, workdir, device_root)
+    done, sandbox, gpu = run_for_job(job, command, limits, view, workdir, device_root)
     if done.stopped is not None:
         return stopped(done.stopped, sandbox)
-    return parse_observations(done.output, done.returncode, done.output_tail, sandbox)
+    return parse_observations(done.output, done.returncode, done.output_tail, sandbox, gpu_passed=gpu is not None)
 
 
 def run_for_job(
@@ -421,17 +421,17 @@ def run_for_job(
     workdir: Path,
     device_root: Path = DEVICE_ROOT,
     driver: Path = DRIVER_GPUS,
-) -> tuple[Finished, str]:
+) -> tuple[Finished, str, Gpu | None]:
     """Run ``command`` for ``job`` as ``run_worker`` does (its report on fd 3): with one leased GPU
     passed through where the job wants one and the machine has one, held until it has ended.
-    Returns how it ended and the sandbox's description (which GPU; how memory was limited)."""
+    Returns how it ended, the sandbox's description (which GPU; how memory was limited) and the GPU."""
     kind = isolation()
     with gpu_for(job, device_root, driver) as gpu:
         if gpu is not None:
             view = gpu_view(view, gpu, device_root)
         env = gpu_env(gpu, kind)
         done = run_sandboxed(command, limits, view, workdir, job.measure.timing.threads, True, env)
-    return done, describe(kind, gpu, done.memory)
+    return done, describe(kind, gpu, done.memory), gpu
 
 
 def gpu_env(gpu: Gpu | None, kind: str) -> dict[str, str]:

@@ -19,6 +19,11 @@ DEVICE_ROOT = Path("/dev")
 CPU_PROVIDERS = ["CPUExecutionProvider"]
 
 
+class DeviceFailure(RuntimeError):
+    """The machine's GPU stack failed where the plan said it works: the grader's (or the runner's)
+    fault, never the student's, so it ends the grading as an error for staff."""
+
+
 @dataclass(frozen=True)
 class DevicePlan:
     """``wanted`` is the job's device, ``kind`` where models really run; ``reason`` says why a
@@ -66,8 +71,39 @@ def plan_device(wanted: str | None, formats: set[str], cuda: CudaSpec, device_ro
     missing = _missing_runtimes(formats, cuda)
     if missing:
         return DevicePlan(wanted, "cpu", missing, cuda=cuda)
+    plan = DevicePlan(wanted, "cuda", "", _device_name(), cuda)
+    broken = _warm_gpu(plan, formats)
+    if broken:
+        return DevicePlan(wanted, "cpu", broken, cuda=cuda)
     _strict_fp32()
-    return DevicePlan(wanted, "cuda", "", _device_name(), cuda)
+    return plan
+
+
+def _warm_gpu(plan: DevicePlan, formats: set[str]) -> str:
+    """Start each runtime on the GPU once, before any model is loaded: it proves the provider really
+    runs (a listed provider whose CUDA libraries do not load falls back to the CPU without an
+    error), and the start-up's memory is charged to no model. Returns what failed ("" if nothing)."""
+    if formats - {"onnx"}:
+        import torch
+
+        try:
+            torch.zeros(1, device="cuda").add_(1)
+            torch.cuda.synchronize()
+        except Exception as exc:  # noqa: BLE001 - a driver / toolkit mismatch is the finding
+            return f"torch cannot start CUDA here ({type(exc).__name__}: {str(exc)[:160]})"
+    if "onnx" in formats:
+        import onnxruntime
+
+        from grader.worker.session import identity_model
+
+        wanted = onnx_gpu_provider(plan.cuda)
+        try:
+            session = onnxruntime.InferenceSession(identity_model(), providers=onnx_providers(plan))
+        except Exception as exc:  # noqa: BLE001
+            return f"onnxruntime cannot start {wanted} here ({type(exc).__name__}: {str(exc)[:160]})"
+        if wanted not in session.get_providers():
+            return f"onnxruntime lists {wanted} but fell back to the CPU (its CUDA libraries did not load)"
+    return ""
 
 
 def _strict_fp32() -> None:

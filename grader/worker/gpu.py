@@ -9,6 +9,7 @@ warns on the checks that read timing figures.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -76,14 +77,22 @@ def facts_from_smi(fields: dict[str, str]) -> GpuFacts:
     )
 
 
+def leased_gpu() -> str:
+    """The GPU this grading was given: the UUID the local sandbox puts in ``CUDA_VISIBLE_DEVICES``
+    (NVML and nvidia-smi ignore that variable and count every GPU the driver shows), else the
+    first one (in a container, the only one passed in)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip()
+    return visible if visible.startswith(("GPU-", "MIG-")) else "0"
+
+
 def _smi_query() -> dict[str, str] | None:
-    """The first visible GPU's fields from ``nvidia-smi``, or ``None`` where it cannot answer."""
+    """The grading GPU's fields from ``nvidia-smi``, or ``None`` where it cannot answer."""
     smi = shutil.which("nvidia-smi")
     if smi is None:
         return None
     try:
         done = subprocess.run(
-            [smi, f"--query-gpu={SMI_FIELDS}", "--format=csv,noheader,nounits", "--id=0"],
+            [smi, f"--query-gpu={SMI_FIELDS}", "--format=csv,noheader,nounits", f"--id={leased_gpu()}"],
             capture_output=True,
             text=True,
             timeout=SMI_TIMEOUT_S,
@@ -103,7 +112,7 @@ def _nvml_query() -> dict[str, str] | None:
         return None
     try:
         pynvml.nvmlInit()
-        handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+        handle = _nvml_handle(pynvml)
         name = pynvml.nvmlDeviceGetName(handle)
         fields = {
             "name": name.decode() if isinstance(name, bytes) else str(name),
@@ -121,6 +130,13 @@ def _nvml_query() -> dict[str, str] | None:
         return {k: v.replace(",", " ") for k, v in fields.items()}
     except Exception:  # noqa: BLE001 - NVML missing or refusing: nvidia-smi is asked instead
         return None
+
+
+def _nvml_handle(pynvml: object):  # noqa: ANN202 - an NVML handle
+    gpu = leased_gpu()
+    if gpu.startswith(("GPU-", "MIG-")):
+        return pynvml.nvmlDeviceGetHandleByUUID(gpu)
+    return pynvml.nvmlDeviceGetHandleByIndex(int(gpu))
 
 
 def query() -> dict[str, str] | None:
@@ -169,6 +185,6 @@ def device_memory_used_mb() -> float | None:
         import pynvml
 
         pynvml.nvmlInit()
-        return pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(0)).used / 2**20
+        return pynvml.nvmlDeviceGetMemoryInfo(_nvml_handle(pynvml)).used / 2**20
     except Exception:  # noqa: BLE001 - no NVML: not measured
         return None

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from grader.contracts.observations import IOSpec, ModelEvidence
-from grader.worker.device import CPU, DevicePlan, onnx_gpu_provider, onnx_providers
+from grader.worker.device import CPU, DeviceFailure, DevicePlan, onnx_gpu_provider, onnx_providers
 from grader.worker.evidence.flops import MacCount
 
 Feeds = dict[str, np.ndarray]
@@ -126,7 +126,7 @@ def _load_onnx(path: Path, threads: int, device: DevicePlan = CPU) -> LoadedMode
     options.log_severity_level = 3
     session = ort.InferenceSession(str(path), options, providers=onnx_providers(device, *precision_asked(proto)))
     if device.on_gpu and onnx_gpu_provider(device.cuda) not in session.get_providers():
-        raise RuntimeError(
+        raise DeviceFailure(
             f"onnxruntime ran this model with {session.get_providers()} instead of {onnx_gpu_provider(device.cuda)}"
         )
     inputs = [IOSpec(name=i.name, shape=list(i.shape), dtype=i.type) for i in session.get_inputs()]
@@ -237,9 +237,11 @@ def _program_input_types(program: Any, names: list[str]) -> list[str] | None:
 
 
 def _to_gpu(program: Any) -> Any:
-    """An exported program moved to the GPU, constants included (``move_to_device_pass``)."""
-    from torch.export.passes import move_to_device_pass
-
+    """An exported program moved to the GPU, constants included (``move_to_device_pass``, torch >= 2.6)."""
+    try:
+        from torch.export.passes import move_to_device_pass
+    except ImportError:
+        raise DeviceFailure("this torch cannot move an exported program to the GPU (needs torch >= 2.6)") from None
     return move_to_device_pass(program, "cuda")
 
 

@@ -33,7 +33,7 @@ from grader.contracts.observations import (
 )
 from grader.contracts.problem import Problem, model_field
 from grader.errors import SubmissionError
-from grader.worker.device import CPU, DevicePlan, plan_device, synchronize
+from grader.worker.device import CPU, DeviceFailure, DevicePlan, plan_device, synchronize
 from grader.worker.evidence.flops import MacCount
 from grader.worker.measure import (
     kl_divergence,
@@ -204,17 +204,16 @@ def _call(model: LoadedModel, role: str, feeds: Feeds) -> list[np.ndarray]:
         ) from None
 
 
-GPU_ONLY_MARKERS = (
-    "could not find an implementation",  # onnxruntime: no CPU kernel for this op / type (fp16 Conv, ...)
-    "not_implemented",
-    "cuda",  # torch: a program exported with CUDA tensors or CUDA-only kernels
-)
+MISSING_KERNEL = ("could not find an implementation", "not_implemented")  # onnxruntime: no CPU kernel
 
 
-def gpu_only_hint(exc: BaseException, device: str) -> str:
-    """On a CPU grading, a failure that says the model needs a GPU gets a message saying so."""
+def gpu_only_hint(exc: BaseException, device: str, half_types: bool = False) -> str:
+    """On a CPU grading, a failure that says the model needs a GPU gets a message saying so: torch
+    naming CUDA, or onnxruntime missing a CPU kernel for a model that stores 16-bit floats (an int8
+    ConvInteger without a CPU kernel is not a GPU matter, and keeps the usual hint)."""
     text = str(exc).lower()
-    if device != "cpu" or not any(marker in text for marker in GPU_ONLY_MARKERS):
+    needs_gpu = "cuda" in text or (half_types and any(marker in text for marker in MISSING_KERNEL))
+    if device != "cpu" or not needs_gpu:
         return ""
     return (
         "The model seems to need a GPU (an operator or data type that only has a CUDA implementation, or "
@@ -247,6 +246,8 @@ def observe_model(
     started = time.perf_counter()
     try:
         model = load_model(path, job.format, threads, job.architecture, device)
+    except DeviceFailure:
+        raise
     except Exception as exc:  # noqa: BLE001
         if _is_allocation_failure(exc):
             raise MemoryError(str(exc)) from None
@@ -255,7 +256,7 @@ def observe_model(
                 kind="load",
                 field=model_field(job.role),
                 message=f"model '{job.role}' ('{job.display_name}') failed to load: {_short(exc)}",
-                hint=gpu_only_hint(exc, device.kind)
+                hint=gpu_only_hint(exc, device.kind, stores_half(path, job.format))
                 or "Check that the file loads on your machine with the format's own loader.",
             )
         ) from None
@@ -282,6 +283,22 @@ def observe_model(
         trusted=job.trusted,
     )
     return observation, model, outputs
+
+
+def stores_half(path: Path, fmt: str) -> bool:
+    """Does an ONNX file declare 16-bit float tensors (weights, inputs or outputs)? Read without its
+    external data: only the types matter."""
+    if fmt != "onnx":
+        return False
+    try:
+        import onnx
+
+        proto = onnx.load_model(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001 - unreadable: no GPU hint, the loader's own message stands
+        return False
+    half = {onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16}
+    declared = [v.type.tensor_type.elem_type for v in [*proto.graph.input, *proto.graph.output]]
+    return any(t.data_type in half for t in proto.graph.initializer) or any(t in half for t in declared)
 
 
 class GpuMemory:
@@ -551,10 +568,8 @@ def _preload(job: Job) -> None:
         import torch  # noqa: F401
 
 
-def _warm_onnxruntime() -> None:
-    """Create one trivial session so runtime set-up is not charged to the first model's memory."""
-    import onnx
-    import onnxruntime as ort
+def identity_model() -> bytes:
+    """A one-node ONNX model: enough to start a runtime, too small to cost anything."""
     from onnx import TensorProto, helper
 
     graph = helper.make_graph(
@@ -565,9 +580,15 @@ def _warm_onnxruntime() -> None:
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = min(model.ir_version, 9)
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return model.SerializeToString()
+
+
+def _warm_onnxruntime() -> None:
+    """Create one trivial session so runtime set-up is not charged to the first model's memory."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(identity_model(), providers=["CPUExecutionProvider"])
     session.run(None, {"x": np.zeros(1, np.float32)})
-    del onnx
 
 
 class Session:
@@ -585,6 +606,7 @@ class Session:
         self.arrays, _ = load_inputs(self.path(job.inputs), job.measure.max_samples)
         self.heldout_arrays: dict[str, np.ndarray] | None = None
         self.device = plan_device(job.measure.device, {m.format for m in job.models}, job.measure.cuda)
+        self.gpu: GpuFacts | None = None  # the GPU's facts, on a GPU (``observe`` fills them in)
 
     def path(self, ref: FileRef | None) -> Path | None:
         return None if ref is None else ref.resolve(self.folders)
@@ -663,6 +685,7 @@ class Session:
         pairs = [p for p in self.spec.compare if p.timed and self.available(p.reference, p.candidate)]
         solo = [r for r in self.spec.solo if self.available(r)]
         batches = self.spec.timing.batch_sizes
+        self.sample_gpu()
         if self.device.pending:
             self._pending_timing(pairs, solo, batches)
             return
@@ -682,6 +705,14 @@ class Session:
                 self.obs.solo_timing.append(
                     time_alone(role, self.loaded[role], arrays, untimed.get(role), batch, self.job, cap, feeds_for)
                 )
+
+    def sample_gpu(self) -> None:
+        """The GPU's clocks just before timing (the models loaded and run, so the GPU is busy, not
+        idle): held against the end of the run, a clock that moves while models are timed shows."""
+        if self.gpu is not None:
+            from grader.worker.gpu import gpu_state
+
+            self.gpu.start = gpu_state() or self.gpu.start
 
     def _pending_timing(self, pairs: list[Pair], solo: list[str], batches: list[int]) -> None:
         """No GPU here for an assignment that times on one: nothing is timed (CPU times would stand
@@ -779,6 +810,8 @@ def _onnx_on_cuda(spec: DerivedSpec, onnx_path: Path, threads: int) -> Derived:
     started = time.perf_counter()
     try:
         model = load_model(onnx_path, "onnx", threads, None, plan)
+    except DeviceFailure as exc:
+        return DerivedStatus(**base, status="unavailable", reason=f"ONNX Runtime on CUDA: {exc}"[:2000])
     except Exception as exc:  # noqa: BLE001 - the student's file in the CUDA provider
         if _is_allocation_failure(exc):
             raise MemoryError(str(exc)) from None
@@ -803,7 +836,7 @@ def observe(job: Job, folders: dict[str, Path]) -> Observations:
     try:
         _preload(job)
         session = Session(job, folders, obs)
-        gpu = _gpu_facts(session.device)
+        gpu = session.gpu = _gpu_facts(session.device)
         session.load_models()
         session.build_derived()
         session.probe()
@@ -813,6 +846,8 @@ def observe(job: Job, folders: dict[str, Path]) -> Observations:
         session.search_log()
     except SubmissionError as error:
         obs.failure = error.problem
+    except DeviceFailure:
+        raise  # the machine's GPU stack, not the student: the grading ends as an error for staff
     except MemoryError:
         obs.failure = Problem(
             kind="memory_limit",

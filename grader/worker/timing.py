@@ -235,7 +235,7 @@ def time_pair(
         prepare=prepare,
         collect=collect,
         settled=_pair_settled(decision, timing) if timing.stop == "verdict" else None,
-        **_warmup_time(job, device),
+        **_warmup_time(job, device, budget),
     )
     checked = [watches[r].verdict(untimed.get(r)) for r in (ref, cand)]
     ref_ms, cand_ms = float(np.median(times.reference_s)) * 1e3, float(np.median(times.candidate_s)) * 1e3
@@ -260,11 +260,14 @@ def time_pair(
     )
 
 
-def _warmup_time(job: Job, device: str) -> dict[str, float]:
-    """On a GPU, warm-up lasts until the clocks have settled (at least ``warmup_s``); none on the CPU."""
+def _warmup_time(job: Job, device: str, budget: float) -> dict[str, float]:
+    """On a GPU, warm-up lasts until the clocks have settled (at least ``warmup_s``); none on the CPU.
+    It never takes longer than the figure's own share of the timing budget, so a grading's time
+    stays within what the assignment's wall-time limit was set for."""
     if device != "cuda":
         return {}
-    return {"warmup_s": job.measure.cuda.warmup_s, "max_warmup_s": job.measure.cuda.max_warmup_s}
+    cuda = job.measure.cuda
+    return {"warmup_s": min(cuda.warmup_s, budget), "max_warmup_s": min(cuda.max_warmup_s, budget)}
 
 
 def pending_pair(ref: str, cand: str, batch: int, threads: int, reason: str) -> TimingComparison:
@@ -337,7 +340,7 @@ def time_alone(
         prepare=prepare,
         collect=lambda _: watch.collect(),
         settled=_solo_settled(timing) if timing.stop == "verdict" else None,
-        **_warmup_time(job, model.device),
+        **_warmup_time(job, model.device, budget),
     )
     latency = median_estimate(seconds, scale=1e3, unit="ms")
     latency = latency.model_copy(update={"note": stop_note(stopped, int(seconds.size), None, timing)})

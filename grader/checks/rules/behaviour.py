@@ -258,9 +258,6 @@ def derived_runtime(params: DerivedRuntimeParams, ctx: CheckContext) -> Outcome:
     matched = parity_outcome(comparison)
     facts.update(matched.evidence)
     timed_against = params.speed_reference or reference
-    partner = next((d for d in ctx.observations.derived if d.role == timed_against), None)
-    if partner is not None and partner.status == "unavailable":
-        return Outcome(None, f"Pending: {partner.reason}.", facts, pending=True)
     speed_key = f"{pair_key(timed_against, role)}.speedup_b{params.batch}"
     speedup = ctx.figures.get(speed_key)
     minimum = params.min_speedup
@@ -268,6 +265,9 @@ def derived_runtime(params: DerivedRuntimeParams, ctx: CheckContext) -> Outcome:
     built = f"Built with {status.runtime} {status.version} in {_fmt(status.build_s)} s ({status.reason})."
     if matched.fraction != 1.0:
         return Outcome(0.0, f"{built} {matched.message}", facts)
+    partner = next((d for d in ctx.observations.derived if d.role == timed_against), None)
+    if partner is not None and partner.status == "unavailable":  # it matches; only its speed waits
+        return Outcome(None, f"{built} {matched.message} Pending: {partner.reason}.", facts, pending=True)
     best = None if speedup is None or speedup.value is None else (speedup.high or speedup.value)
     if best is None or best < minimum:
         return Outcome(
