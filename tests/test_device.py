@@ -105,6 +105,7 @@ def test_hw2_on_cuda_without_a_gpu_leaves_only_the_speed_pending(tmp_path: Path)
     assert result.environment.device_pending and result.environment.gpu_facts is None
     comment = render_markdown(result)
     assert "speeds, latencies and GPU memory come only from the course's GPU runner" in comment
+    assert "pending (GPU runner)" in comment  # the figures' own cells say so too
 
 
 def test_hw2_on_auto_without_a_gpu_is_graded_on_the_cpu_in_full(tmp_path: Path) -> None:

@@ -57,6 +57,8 @@ def marker(result: Result) -> str:
 
 
 def fmt(estimate: Estimate | None) -> str:
+    if estimate is not None and estimate.pending:
+        return "pending (GPU runner)"
     if estimate is None or estimate.value is None:
         return "—"
     value = estimate.value
