@@ -94,8 +94,6 @@ def _warm_gpu(plan: DevicePlan, formats: set[str]) -> str:
     if "onnx" in formats:
         import onnxruntime
 
-        from grader.worker.session import identity_model
-
         wanted = onnx_gpu_provider(plan.cuda)
         try:
             session = onnxruntime.InferenceSession(identity_model(), providers=onnx_providers(plan))
@@ -164,6 +162,21 @@ def _device_name() -> str:
     from grader.worker.gpu import nvidia_gpu_names
 
     return ", ".join(nvidia_gpu_names())[:200]
+
+
+def identity_model() -> bytes:
+    """A one-node ONNX model: enough to start a runtime, too small to cost anything."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "warm",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = min(model.ir_version, 9)
+    return model.SerializeToString()
 
 
 def synchronize() -> None:

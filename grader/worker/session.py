@@ -33,7 +33,7 @@ from grader.contracts.observations import (
 )
 from grader.contracts.problem import Problem, model_field
 from grader.errors import SubmissionError
-from grader.worker.device import CPU, DeviceFailure, DevicePlan, plan_device, synchronize
+from grader.worker.device import CPU, DeviceFailure, DevicePlan, identity_model, plan_device, synchronize
 from grader.worker.evidence.flops import MacCount
 from grader.worker.measure import (
     kl_divergence,
@@ -566,21 +566,6 @@ def _preload(job: Job) -> None:
         _warm_onnxruntime()
     if formats - {"onnx"}:
         import torch  # noqa: F401
-
-
-def identity_model() -> bytes:
-    """A one-node ONNX model: enough to start a runtime, too small to cost anything."""
-    from onnx import TensorProto, helper
-
-    graph = helper.make_graph(
-        [helper.make_node("Identity", ["x"], ["y"])],
-        "warm",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = min(model.ir_version, 9)
-    return model.SerializeToString()
 
 
 def _warm_onnxruntime() -> None:
