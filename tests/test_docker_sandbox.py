@@ -18,7 +18,8 @@ import pytest
 from grader.config.course import DockerSettings
 from grader.contracts.job import Limits
 from grader.errors import WorkerError
-from grader.sandbox.docker import LABEL, engine_has_gpus, mounts, plan_gpus, run_in_container
+from grader.sandbox.docker import LABEL, engine_has_gpus, gpu_plan, mounts, run_in_container
+from grader.sandbox.gpus import LOCKS_ENV
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -258,12 +259,15 @@ def test_time_limit_kills_and_removes_the_container(docker_client, docker_settin
     assert worker_containers(docker_client) == []
 
 
-def test_gpu_request_reaches_the_engine(docker_client, docker_settings, tmp_path: Path) -> None:
+def test_gpu_request_reaches_the_engine(
+    docker_client, docker_settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     if engine_has_gpus(docker_client):
         pytest.skip("this engine can pass GPUs through; the refusal below is for engines that cannot")
-    assert plan_gpus(docker_client, docker_settings).requests == []  # auto: CPU only here
-    assert "CPU only" in plan_gpus(docker_client, docker_settings).summary
-    wants_gpu = docker_settings.model_copy(update={"gpus": "all"})
+    monkeypatch.setenv(LOCKS_ENV, str(tmp_path / "locks"))
+    with gpu_plan(docker_client, docker_settings) as plan:
+        assert plan.requests == [] and "CPU only" in plan.summary  # auto: CPU only here
+    wants_gpu = docker_settings.model_copy(update={"gpus": ["0"]})  # pinned: requested even so
     with pytest.raises(WorkerError, match="NVIDIA Container Toolkit"):
         run_python("print('ran')", wants_gpu, tmp_path)
     assert worker_containers(docker_client) == []

@@ -18,7 +18,11 @@ ROOT = Path(__file__).resolve().parent.parent
 LOCK = ROOT / "requirements.lock"
 SOURCES = ["grader", "tests", "reference", "benchmarks", "scripts", "assignments", "docker"]
 LOCAL = {"grader", "tests", "reference", "benchmarks", "scripts"}
-OPTIONAL = {"tensorrt", "tensorrt_bindings"}  # TensorRT: imported only on a GPU runner, inside a guard
+OPTIONAL = {
+    "tensorrt",
+    "tensorrt_bindings",
+    "pynvml",
+}  # TensorRT, NVML (nvidia-ml-py): only where installed, in a guard
 
 
 def normal(name: str) -> str:

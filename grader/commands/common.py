@@ -63,7 +63,11 @@ def add_runner_options(parser: argparse.ArgumentParser) -> None:
         "--image",
         help="grading image for --runner docker, e.g. ghcr.io/org/grader@sha256:... (implies --runner docker)",
     )
-    runner.add_argument("--gpus", help="for --runner docker: auto (default), all, none, or GPU ids like 0,1")
+    runner.add_argument(
+        "--gpus",
+        help="for --runner docker: the one GPU a grading that wants one gets (never several): auto (default, "
+        "a free one of this machine's), GPU ids like 0,1 (the first free one of those), or none (CPU only)",
+    )
     runner.add_argument(
         "--course", type=Path, help="course settings file (default: course.yaml of the checkout, or $GRADER_COURSE)"
     )
@@ -86,7 +90,9 @@ def runner_config(args: argparse.Namespace) -> RunnerConfig:
     if args.image:
         docker["image"] = args.image
     if args.gpus:
-        docker["gpus"] = args.gpus if args.gpus in ("auto", "all", "none") else args.gpus.split(",")
+        docker["gpus"] = (
+            args.gpus if args.gpus in ("auto", "all", "none") else args.gpus.split(",")
+        )  # all: refused, saying why
     if kind == "docker" and not docker["image"]:
         raise UsageError("--runner docker needs --image NAME@sha256:... (or runner.docker.image in course.yaml)")
     from pydantic import ValidationError

@@ -90,28 +90,29 @@ def probe_here() -> dict[str, Any]:
 def probe_in_image(config: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """The engine's facts and the stack probed inside the grading image, as a grading would start it."""
     from grader.contracts.job import Limits
-    from grader.sandbox.docker import engine, engine_has_gpus, plan_gpus, run_in_container
+    from grader.sandbox.docker import engine, engine_has_gpus, ensure_image, gpu_plan, run_in_container
 
     settings = config.docker
     client = engine()
     info = client.info()
-    gpus = plan_gpus(client, settings)
-    facts = {
-        "engine": f"Docker {client.version().get('Version', '?')} ({info.get('OperatingSystem', '?')})",
-        "runtimes": sorted((info.get("Runtimes") or {}).keys()),
-        "engine_gpus": engine_has_gpus(client),
-        "gpu_plan": gpus.summary,
-        "image": settings.image,
-    }
-    done = run_in_container(
-        ["python", "-m", "grader.worker.stack"],
-        settings,
-        Limits(wall_time_s=300),
-        {},
-        client=client,
-        gpus=gpus,
-        capture_output=True,
-    )
+    ensure_image(client, settings)
+    with gpu_plan(client, settings) as gpus:  # leased like a grading's: it waits for a busy GPU
+        facts = {
+            "engine": f"Docker {client.version().get('Version', '?')} ({info.get('OperatingSystem', '?')})",
+            "runtimes": sorted((info.get("Runtimes") or {}).keys()),
+            "engine_gpus": engine_has_gpus(client),
+            "gpu_plan": gpus.summary,
+            "image": settings.image,
+        }
+        done = run_in_container(
+            ["python", "-m", "grader.worker.stack"],
+            settings,
+            Limits(wall_time_s=300),
+            {},
+            client=client,
+            gpus=gpus,
+            capture_output=True,
+        )
     if done.stopped is not None or done.returncode != 0:
         raise WorkerError(f"the stack probe failed in {settings.image}: {done.output_tail.strip()[-500:]}")
     return facts, json.loads(done.output or b"{}")

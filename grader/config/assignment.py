@@ -10,12 +10,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from grader.config.paths import assignments_root, references_root  # noqa: F401  (re-exported)
 from grader.config.policy import Leaderboard, Policy
 from grader.config.scoring import ScoreFormula
 from grader.contracts.base import Strict
+from grader.contracts.figures import is_device_figure, named_metrics
 from grader.contracts.job import (  # noqa: F401  (re-exported: part of assignment.yaml)
     DerivedSpec,
     HeldoutSpec,
@@ -113,10 +114,18 @@ class CheckSpec(Strict):
     requires: list[str] = Field(
         [], description="checks (earlier in the list) that must not fail for this one to earn points, e.g. fidelity"
     )
+    _on_gpu: bool = PrivateAttr(False)  # set by Assignment: it reads figures measured on CUDA
+
+    @property
+    def device_figures(self) -> list[str]:
+        """The figures this check reads that depend on the device the models ran on."""
+        return [m for m in named_metrics(self.params) if is_device_figure(m)]
 
     @property
     def may_be_pending(self) -> bool:
-        return self.rule in HARDWARE_RULES
+        """A TensorRT check, or one that reads figures an assignment measures on CUDA: a machine
+        without the hardware leaves its points pending, and only these checks may say so."""
+        return self.rule in HARDWARE_RULES or self._on_gpu
 
     @field_validator("fix", "title")
     @classmethod
@@ -176,7 +185,13 @@ class Assignment(Strict):
         missing = sorted(set(self.leaderboard.ranked_if) - set(ids)) if self.leaderboard else []
         if missing:
             raise ValueError(f"leaderboard.ranked_if names unknown checks {missing}")
+        self.mark_gpu_checks()
         return self
+
+    def mark_gpu_checks(self) -> None:
+        """Which checks read figures measured on CUDA (``measure.device: cuda``), so may be pending."""
+        for check in self.checks:
+            check._on_gpu = self.measure.device == "cuda" and bool(check.device_figures)
 
     def ranking_checks(self) -> list[str]:
         """The checks an entry must pass to be ranked on the leaderboard: the gates and ``ranked_if``."""
@@ -216,7 +231,23 @@ def load_assignment(assignment_id: str, root: Path | None = None) -> Assignment:
         raise ConfigError(f"{path}: {exc}") from exc
     if assignment.id != assignment_id:
         raise ConfigError(f"{path}: id '{assignment.id}' differs from its folder name '{assignment_id}'")
-    return assignment
+    return with_course_device(assignment, root)
+
+
+def with_course_device(assignment: Assignment, root: Path) -> Assignment:
+    """An assignment that names no ``measure.device`` takes the course's: ``course.yaml`` of the course
+    repository its folder belongs to (``root``'s parent), else ``cpu``. Resolved here, once, so the
+    grading, the publisher (which pending checks it accepts) and the gradebook all read one device."""
+    if assignment.measure.device is not None:
+        return assignment
+    from grader.config.course import COURSE_FILE, load_course
+
+    course_file = root.resolve().parent / COURSE_FILE
+    device = load_course(course_file).measure.device if course_file.is_file() else "cpu"
+    measure = assignment.measure.model_copy(update={"device": device})
+    resolved = assignment.model_copy(update={"measure": measure, "checks": [c.model_copy() for c in assignment.checks]})
+    resolved.mark_gpu_checks()
+    return resolved
 
 
 def list_assignment_ids(root: Path | None = None) -> list[str]:

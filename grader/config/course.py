@@ -31,12 +31,17 @@ COURSE_FILE = "course.yaml"
 NOBODY = "65534:65534"
 
 
-# a GPU index (YAML reads ``[0, 1]`` as numbers) or a UUID such as GPU-8f5c...
+# a GPU index (YAML reads ``[0, 1]`` as numbers) or a UUID such as GPU-8f5c... (MIG-... for a MIG
+# slice); never a word such as ``all``, which the NVIDIA toolkit would read as every GPU
 GpuId = Annotated[
     str,
     BeforeValidator(lambda v: str(v) if isinstance(v, int) else v),
-    StringConstraints(pattern=r"^[A-Za-z0-9-]{1,64}$"),
+    StringConstraints(pattern=r"^([0-9]{1,4}|(GPU|MIG)-[A-Za-z0-9-]{1,60})$"),
 ]
+NO_ALL_GPUS = (
+    "gpus: all is no longer offered: one grading gets exactly one GPU, so that gradings never time "
+    "on a shared chip; use auto (a free one of this machine's) or a list such as [0, 1] to pin the choice"
+)
 
 
 class DockerSettings(Strict):
@@ -47,10 +52,11 @@ class DockerSettings(Strict):
     """
 
     image: str = Field("", description="the grading image, pinned by digest in CI (name@sha256:...)")
-    gpus: Literal["auto", "all", "none"] | list[GpuId] = Field(
+    gpus: Literal["auto", "none"] | list[GpuId] = Field(
         "auto",
-        description="auto: all GPUs when the engine can pass them through, else CPU only; "
-        "or a list of GPU indices / UUIDs",
+        description="the one GPU each grading that wants a GPU gets, leased so no other grading on this "
+        "machine times on it; auto: a free one of this machine's where the engine can pass one through, "
+        "else CPU only; a list of GPU indices / UUIDs: the first free one of those; none: CPU only",
     )
     cpus: float = Field(2.0, gt=0, description="CPU limit in cores (CFS quota)")
     cpuset: str | None = Field(None, pattern=r"^[0-9,-]+$", description="pin to these host CPUs, e.g. '2-3'")
@@ -67,6 +73,13 @@ class DockerSettings(Strict):
         "containers; none by default: a team's service runs its own "
         "code and must not see staff data",
     )
+
+    @field_validator("gpus", mode="before")
+    @classmethod
+    def _never_all(cls, value: object) -> object:
+        if value == "all" or (isinstance(value, list) and "all" in value):
+            raise ValueError(NO_ALL_GPUS)
+        return value
 
     @field_validator("user")
     @classmethod
@@ -89,11 +102,22 @@ class RunnerConfig(Strict):
     docker: DockerSettings = DockerSettings()
 
 
+class CourseMeasure(Strict):
+    """Course-wide measurement defaults; an assignment's own ``measure:`` overrides them."""
+
+    device: Literal["cpu", "cuda", "auto"] = Field(
+        "cpu",
+        description="where assignments that do not name a device run and time their models: cpu, cuda (a "
+        "machine without one leaves those figures pending) or auto (cuda where there is one)",
+    )
+
+
 class Course(Strict):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     schema_: Literal[1] = Field(1, alias="schema")
     runner: RunnerConfig = RunnerConfig()
+    measure: CourseMeasure = CourseMeasure()
     ends: AwareDatetime | None = Field(
         None,
         description="when the course ends (ISO 8601 with a UTC offset, e.g. 2027-02-15T23:59:00+01:00): an "

@@ -46,7 +46,8 @@ class ScoreFormula(Strict):
                 why = figure.note if figure is not None and figure.note else "not measured"
                 if value is not None:
                     why = f"it is {value:g}, and only a positive ratio has a log2"
-                return Estimate(value=None, note=f"{name} has no value: {why}")
+                pending = figure is not None and figure.pending  # it waits for the GPU runner: so does the score
+                return Estimate(value=None, note=f"{name} has no value: {why}", pending=pending)
             total += term.weight * (math.log2(value) if term.transform == "log2" else value)
         return Estimate(value=total)
 

@@ -11,10 +11,35 @@ reports and the gradebook read them, so the names are a contract: add, never ren
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 MB = 1024 * 1024
 SCORE_FIGURE = "leaderboard.score"
+
+# figures measured on the assignment's device: times, their ratios, and memory on the GPU
+DEVICE_FIGURE = re.compile(r"\.(speedup|latency_ms|throughput)_b\d+$|\.(gpu_peak_mb|transfer_ms_b\d+)$")
+
+
+def is_device_figure(name: str) -> bool:
+    """Does this figure depend on the device the models ran on (and so come only from the GPU runner
+    where an assignment measures on CUDA)? The score formula counts, as it is made of latencies."""
+    return name == SCORE_FIGURE or bool(DEVICE_FIGURE.search(name))
+
+
+def named_metrics(params: Any) -> Iterator[str]:
+    """Every figure name a check's ``params`` refer to (a ``metric`` key at any depth)."""
+    if isinstance(params, dict):
+        for key, value in params.items():
+            if key == "metric" and isinstance(value, str):
+                yield value
+            else:
+                yield from named_metrics(value)
+    elif isinstance(params, list):
+        for item in params:
+            yield from named_metrics(item)
 
 
 def role_key(role: str, name: str) -> str:

@@ -100,17 +100,45 @@ class HeldoutSpec(Strict):
 
 
 class DerivedSpec(Strict):
-    """A model the grader builds on the grading machine from a submitted one (engines do not travel)."""
+    """A model the grader builds on the grading machine from a submitted one (engines do not travel).
+
+    ``tensorrt``: an engine built from the ONNX file; ``onnxruntime-cuda``: the same ONNX file in
+    ONNX Runtime's CUDA provider, the fair partner to time an engine against on the same GPU.
+    """
 
     role: str
     source: str
-    runtime: Literal["tensorrt"]
+    runtime: Literal["tensorrt", "onnxruntime-cuda"]
     claim: str | None = Field(None, description="built only when the submission claims this key as true")
     max_batch: int = Field(256, ge=1)
     workspace_mb: int = Field(2048, ge=64)
 
 
+Device = Literal["cpu", "cuda", "auto"]
+
+
+class CudaSpec(Strict):
+    """How models are run and timed on a CUDA device (``device: cuda`` or ``auto`` on a GPU machine)."""
+
+    onnx_provider: Literal["cuda", "tensorrt"] = Field(
+        "cuda",
+        description="ONNX Runtime's CUDAExecutionProvider, or its TensorrtExecutionProvider (fp16 / int8 "
+        "enabled only where the file itself stores fp16 weights / Q-DQ nodes)",
+    )
+    warmup_s: float = Field(2.0, ge=0, le=60, description="least warm-up time, so the GPU's clocks settle")
+    max_warmup_s: float = Field(10.0, ge=0, le=120, description="warm-up ends here even if times still move")
+    clock_tolerance: float = Field(
+        0.05, gt=0, description="a move of the SM clock by more than this share during the run is warned about"
+    )
+
+
 class MeasureSpec(Strict):
+    device: Device | None = Field(
+        None,
+        description="where models are run and timed: cpu, cuda (figures pending on a machine without one) or "
+        "auto (cuda where there is one); unset: course.yaml's measure.device, else cpu",
+    )
+    cuda: CudaSpec = CudaSpec()
     compare: list[Pair] = []
     timing: TimingSpec = TimingSpec()
     solo: list[str] = Field([], description="roles timed alone at every timing batch size")

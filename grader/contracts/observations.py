@@ -27,6 +27,10 @@ class Estimate(Strict):
     high: float | None = None
     unit: str = ""
     note: str = Field("", max_length=1000, description="why there is no value, or what the value leaves out")
+    pending: bool = Field(
+        False,
+        description="not measured here: it needs hardware this machine lacks (the course's GPU runner measures it)",
+    )
 
 
 MAX_SAMPLES = 100_000  # predictions reported per model (the job asks for at most max_samples)
@@ -109,6 +113,9 @@ class ModelObservation(Strict):
         None, description="multiply-accumulates of one batch-1 inference (conv / matmul / gemm; FLOPs = 2 x MACs)"
     )
     macs_note: str = Field("", max_length=1000, description="how MACs were counted, or why they could not be")
+    device: str = Field("cpu", max_length=16, description="where it ran: cpu or cuda")
+    gpu_peak_mb: float | None = Field(None, description="device memory added by loading and one batch, on a GPU")
+    gpu_memory_note: str = Field("", max_length=300, description="how GPU memory was measured, or why it was not")
     trusted: bool = Field(False, description="a course reference model, not a file from the submission")
 
 
@@ -149,6 +156,11 @@ class TimingComparison(Strict):
     stopped: Literal["", "settled", "budget", "max_rounds"] = Field(
         "", description="settled: no more rounds could change the verdict; budget / max_rounds: the cap"
     )
+    device: str = Field("cpu", max_length=16, description="where both models ran and were timed: cpu or cuda")
+    reference_transfer_ms: float | None = Field(
+        None, description="on a GPU: median host-to-device input plus device-to-host output copy, outside the latency"
+    )
+    candidate_transfer_ms: float | None = None
 
 
 class OutputParity(Strict):
@@ -195,6 +207,8 @@ class SoloTiming(Strict):
     timed_outputs: list[TimedOutputs] = []
     note: str = Field("", max_length=1000)
     stopped: Literal["", "settled", "budget", "max_rounds"] = ""
+    device: str = Field("cpu", max_length=16)
+    transfer_ms: float | None = Field(None, description="on a GPU: median input and output copies, outside the latency")
 
 
 class BatchProbe(Strict):
@@ -236,6 +250,31 @@ class DerivedStatus(Strict):
     build_s: float | None = None
 
 
+class GpuState(Strict):
+    """Clocks, temperature and power of the GPU at one moment (start or end of the run)."""
+
+    sm_clock_mhz: int | None = None
+    memory_clock_mhz: int | None = None
+    temperature_c: int | None = None
+    power_w: float | None = None
+    throttle_reasons: str = Field("", max_length=32, description="NVML's active clock-throttle reasons (bit mask)")
+
+
+class GpuFacts(Strict):
+    """The GPU a grading ran on, as NVML / nvidia-smi describe it (bounded strings: they reach reports)."""
+
+    name: str = Field("", max_length=200)
+    uuid: str = Field("", max_length=64)
+    driver: str = Field("", max_length=32)
+    compute_capability: str = Field("", max_length=16)
+    memory_mb: int | None = None
+    persistence_mode: str = Field("", max_length=16)
+    max_sm_clock_mhz: int | None = None
+    start: GpuState | None = None
+    end: GpuState | None = None
+    clocks_moved: str = Field("", max_length=200, description="what moved beyond the tolerance during the run")
+
+
 class Environment(Strict):
     """Where a grading ran. Bounded: these strings reach reports, so a worker cannot use them to
     carry anything larger than a name out of the sandbox."""
@@ -244,6 +283,10 @@ class Environment(Strict):
     cores: int | None = None
     threads: int | None = None
     gpu: str = Field("none", max_length=200)
+    device: str = Field("cpu", max_length=300, description="where models ran and were timed, and why not on a GPU")
+    device_pending: bool = Field(False, description="the assignment measures on CUDA and this machine could not")
+    device_reason: str = Field("", max_length=300, description="why a GPU the assignment asks for was not used")
+    gpu_facts: GpuFacts | None = None
     sandbox: str = Field("", max_length=300)
     data: str = Field("", max_length=32, description="which evaluation split was used: 'public' or 'held-out'")
     python: str = Field("", max_length=64)

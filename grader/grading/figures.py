@@ -19,6 +19,7 @@ from grader.contracts.observations import (
     Estimate,
     FidelityComparison,
     ModelEvidence,
+    ModelObservation,
     Observations,
     TensorEvidence,
     TimedOutputs,
@@ -40,8 +41,8 @@ class Figures:
     flags: list[str] = field(default_factory=list)  # for staff (``grader.grading.flags``), never scored
 
 
-def _e(value: float | None, unit: str = "", note: str = "") -> Estimate:
-    return Estimate(value=value, unit=unit, note=note[:1000])
+def _e(value: float | None, unit: str = "", note: str = "", pending: bool = False) -> Estimate:
+    return Estimate(value=value, unit=unit, note=note[:1000], pending=pending and value is None)
 
 
 # --------------------------------------------------------------------------- evidence summaries
@@ -166,14 +167,21 @@ def model_figures(
         out[f"{role}.quantized_fraction"] = _e(s.quantized_fraction)
         out[f"{role}.sparsity"] = _e(s.sparsity)
         out[f"{role}.peak_rss_mb"] = _e(model.peak_rss_mb, "MiB")
+        if model.device == "cuda" or obs.environment.device_pending:
+            out[f"{role}.gpu_peak_mb"] = _gpu_memory(model, obs)
         out[f"{role}.accuracy"] = _e(accuracies[role], note=accuracy_note(role, model.top1, keys.team, "inputs.npz"))
         out[f"{role}.macs"] = _e(None if model.macs_per_sample is None else float(model.macs_per_sample))
         out[f"{role}.palettized_mb"] = _e(palettized_bytes(model.evidence) / MB, "MiB")
     for solo in obs.solo_timing:
         doubt = _timing_doubt(solo.timed_outputs)
         b = solo.batch_size
+        pending = solo.latency_ms.pending
         out[f"{solo.role}.latency_ms_b{b}"] = _e(None, "ms", doubt) if doubt else solo.latency_ms
-        out[f"{solo.role}.throughput_b{b}"] = _e(None if doubt else solo.items_per_s, "items/s", doubt or solo.note)
+        out[f"{solo.role}.throughput_b{b}"] = _e(
+            None if doubt else solo.items_per_s, "items/s", doubt or solo.note, pending
+        )
+        if solo.transfer_ms is not None:
+            out[f"{solo.role}.transfer_ms_b{b}"] = _e(solo.transfer_ms, "ms", TRANSFER_NOTE)
     heldout = {held.role: accuracy(held.top1, keys.heldout) for held in obs.heldout}
     for held in obs.heldout:
         why = held.error or accuracy_note(held.role, held.top1, keys.heldout, "the course's held-out data")
@@ -194,7 +202,20 @@ def model_figures(
         out.update(_parity_figures(key, f))
         if f.reference in obs.models and f.candidate in obs.models:  # built-here engines have no file
             out.update(_file_figures(key, obs, files, keys, (f.reference, f.candidate), summaries, accuracies))
-    return Figures(_with_score(out, score, obs.failure is None), summaries, staff_flags(obs, summaries))
+    values = _believed_pending(_with_score(out, score, obs.failure is None), obs)
+    return Figures(values, summaries, staff_flags(obs, summaries))
+
+
+def _believed_pending(values: dict[str, Estimate], obs: Observations) -> dict[str, Estimate]:
+    """A figure waits for the GPU runner only when it has no value and the worker could not use the
+    GPU the assignment names (the host refuses that claim where it passed the worker a GPU); any
+    other "pending" a worker reports is dropped, so the check judges the figure as it is."""
+    return {
+        name: figure.model_copy(update={"pending": False})
+        if figure.pending and (figure.value is not None or not obs.environment.device_pending)
+        else figure
+        for name, figure in values.items()
+    }
 
 
 def accuracy(predictions: list[int] | None, labels: list[int] | None) -> float | None:
@@ -238,13 +259,29 @@ def _timing_figures(t: TimingComparison) -> dict[str, Estimate]:
     b, why = t.batch_size, _timing_doubt(t.timed_outputs) or t.note
     doubted = bool(_timing_doubt(t.timed_outputs))
     speedup = _e(None, "x", why) if doubted else t.speedup
-    return {
-        f"{t.reference}.latency_ms_b{b}": _e(None if doubted else t.reference_ms, "ms", why),
-        f"{t.candidate}.latency_ms_b{b}": _e(None if doubted else t.candidate_ms, "ms", why),
-        f"{t.reference}.throughput_b{b}": _e(None if doubted else t.reference_items_per_s, "items/s", why),
-        f"{t.candidate}.throughput_b{b}": _e(None if doubted else t.candidate_items_per_s, "items/s", why),
+    pending = t.speedup.pending
+    out = {
+        f"{t.reference}.latency_ms_b{b}": _e(None if doubted else t.reference_ms, "ms", why, pending),
+        f"{t.candidate}.latency_ms_b{b}": _e(None if doubted else t.candidate_ms, "ms", why, pending),
+        f"{t.reference}.throughput_b{b}": _e(None if doubted else t.reference_items_per_s, "items/s", why, pending),
+        f"{t.candidate}.throughput_b{b}": _e(None if doubted else t.candidate_items_per_s, "items/s", why, pending),
         f"{pair_key(t.reference, t.candidate)}.speedup_b{b}": speedup,
     }
+    for role, transfer in ((t.reference, t.reference_transfer_ms), (t.candidate, t.candidate_transfer_ms)):
+        if transfer is not None:
+            out[f"{role}.transfer_ms_b{b}"] = _e(transfer, "ms", TRANSFER_NOTE)
+    return out
+
+
+TRANSFER_NOTE = "inputs to the GPU and outputs back, per batch: timed apart, not in the latency"
+
+
+def _gpu_memory(model: ModelObservation, obs: Observations) -> Estimate:
+    if model.gpu_peak_mb is not None:
+        return _e(model.gpu_peak_mb, "MiB", model.gpu_memory_note)
+    if obs.environment.device_pending:
+        return _e(None, "MiB", f"measured on CUDA; {obs.environment.device_reason}", pending=True)
+    return _e(None, "MiB", model.gpu_memory_note)
 
 
 def _with_score(values: dict[str, Estimate], score: ScoreFormula | None, complete: bool) -> dict[str, Estimate]:

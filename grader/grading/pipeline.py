@@ -270,12 +270,28 @@ def _finish(
 ) -> Grading:
     """Checks and result; ``notes`` are problems worth fixing that did not stop the grading."""
     ctx = CheckContext(known.assignment, known.submission, obs, figures.values, figures.summaries)
-    results = evaluate(checks, ctx)
+    results = warn_moving_clocks(evaluate(checks, ctx), checks, obs.environment)
     problems = ([obs.failure] if obs.failure else []) + list(notes)
     environment = obs.environment.model_copy(update={"data": data}) if data else obs.environment
     result = _result(known, "rejected" if obs.failure else "graded", results, problems, environment, figures.values)
     result = result.model_copy(update={"flags": figures.flags})
     return Grading(result, exitcodes.REJECTED if obs.failure else exitcodes.GRADED)
+
+
+def warn_moving_clocks(results: list[CheckResult], checks: list[BoundCheck], env: Environment) -> list[CheckResult]:
+    """A check that reads timing figures says so when the GPU's clocks moved during the run: the
+    interleaved ratio cancels most of a clock change, an absolute time does not."""
+    moved = env.gpu_facts.clocks_moved if env.gpu_facts is not None else ""
+    if not moved:
+        return results
+    timed = {check.spec.id for check in checks if check.spec.device_figures}
+    warning = (
+        f" Warning: the GPU's clocks moved during this run ({moved}); interleaved ratios cancel most of "
+        "that, absolute times do not. Staff can regrade on a steady GPU."
+    )
+    return [
+        r.model_copy(update={"message": r.message + warning}) if r.id in timed and not r.pending else r for r in results
+    ]
 
 
 def _result(

@@ -16,6 +16,8 @@ LABELS = {
     "params": "parameters",
     "macs": "multiply-accumulates per sample",
     "peak_rss_mb": "peak memory",
+    "gpu_peak_mb": "peak GPU memory",
+    "transfer_ms": "copies to and from the GPU (not in the latency)",
     "accuracy": "accuracy on your inputs",
     "heldout_accuracy": "held-out accuracy",
     "latency_ms": "latency",

@@ -13,6 +13,7 @@ from pathlib import Path
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup
 
+from grader.contracts.observations import Environment as RunEnvironment
 from grader.contracts.observations import Estimate
 from grader.contracts.result import CheckStatus, Result
 from grader.report import machine
@@ -56,6 +57,8 @@ def marker(result: Result) -> str:
 
 
 def fmt(estimate: Estimate | None) -> str:
+    if estimate is not None and estimate.pending:
+        return "pending (GPU runner)"
     if estimate is None or estimate.value is None:
         return "—"
     value = estimate.value
@@ -104,6 +107,28 @@ def pair_rows(result: Result) -> list[tuple[str, str]]:
     ]
 
 
+def device_summary(environment: RunEnvironment) -> str:
+    """Where the models ran, in one line: the device, and for a GPU what a reader needs to judge
+    its times (model, driver, clocks and temperature at the start and the end, persistence)."""
+    gpu = environment.gpu_facts
+    if gpu is None:
+        return environment.device
+    parts = [gpu.name or environment.gpu]
+    parts += [f"driver {gpu.driver}"] if gpu.driver else []
+    parts += [f"compute capability {gpu.compute_capability}"] if gpu.compute_capability else []
+    parts += [f"{gpu.memory_mb} MiB"] if gpu.memory_mb else []
+    parts += [f"persistence {gpu.persistence_mode}"] if gpu.persistence_mode else []
+    for moment, state in (("start", gpu.start), ("end", gpu.end)):
+        if state is not None:
+            parts.append(
+                f"{moment}: SM {state.sm_clock_mhz or '?'} MHz, memory {state.memory_clock_mhz or '?'} MHz, "
+                f"{state.temperature_c if state.temperature_c is not None else '?'} °C"
+            )
+    if gpu.clocks_moved:
+        parts.append(f"clocks moved: {gpu.clocks_moved}")
+    return f"{environment.device}: " + "; ".join(parts)
+
+
 def _environment(autoescape: bool) -> Environment:
     env = Environment(
         loader=PackageLoader("grader.report", "templates"),
@@ -114,7 +139,12 @@ def _environment(autoescape: bool) -> Environment:
         lstrip_blocks=True,
     )
     env.globals.update(
-        icon=lambda s: Markup(STATUS_ICON[s]), fmt=fmt, verdict=VERDICT, trusted=Markup, chart_uri=chart_data_uri
+        icon=lambda s: Markup(STATUS_ICON[s]),
+        fmt=fmt,
+        verdict=VERDICT,
+        trusted=Markup,
+        chart_uri=chart_data_uri,
+        device_summary=device_summary,
     )
     env.filters["md"] = md
     env.filters["jsontext"] = lambda value: json.dumps(value, ensure_ascii=False, default=str)  # plain str: escaped

@@ -83,13 +83,15 @@ class Sandboxes:
 @dataclass
 class Finished:
     """How a sandboxed command ended: its exit code, or the limit that stopped it; the tail of its
-    log; and, where it was asked to report, what it wrote on its output channel (capped)."""
+    log; where it was asked to report, what it wrote on its output channel (capped); and, where
+    the sandbox knows, how its memory was limited (the local one says; a container's is its cgroup)."""
 
     returncode: int
     stopped: Problem | None
     output_tail: str
     wall_s: float
     output: bytes | None = None
+    memory: str = ""
 
 
 def worker_command(python: str, job_path: str, out: str, folders: dict[str, str]) -> list[str]:
@@ -134,12 +136,16 @@ def stopped(failure: Problem, description: str) -> Observations:
     return Observations(failure=failure, environment={"sandbox": description})
 
 
-def parse_observations(data: bytes | None, returncode: int, output_tail: str, description: str) -> Observations:
+def parse_observations(
+    data: bytes | None, returncode: int, output_tail: str, description: str, gpu_passed: bool = False
+) -> Observations:
     """Parse what the worker reported as untrusted input: capped (by whoever read it), schema-checked.
 
     ``returncode`` < 0 means the worker died of that signal (a crashing runtime is the model's
     doing); any other non-zero code, or no output, is the grader's own fault. ``description`` is
-    where it ran, the host's own fact, recorded in the observations' environment.
+    where it ran, the host's own fact, recorded in the observations' environment. With
+    ``gpu_passed`` (the host handed the worker a GPU), a worker that says it had no GPU to time on
+    is not believed: its figures would otherwise wait as "pending" instead of being judged.
     """
     if returncode < 0:
         return stopped(
@@ -160,6 +166,13 @@ def parse_observations(data: bytes | None, returncode: int, output_tail: str, de
         observations = Observations.model_validate_json(data)
     except ValidationError as exc:
         raise WorkerError(f"worker output does not match the schema: {exc}") from None
+    if gpu_passed and observations.environment.device_pending:
+        reason = observations.environment.device_reason or "no reason given"
+        raise WorkerError(
+            f"the worker reports no usable GPU although the sandbox passed it one: {reason} "
+            "(check the grading image with grader doctor)",
+            output_tail,
+        )
     environment = observations.environment.model_copy(update={"sandbox": description})
     return observations.model_copy(update={"environment": environment})
 

@@ -6,9 +6,11 @@ while it runs and capped), parsed by the same ``grader.sandbox.base.parse_observ
 container gets no network, a read-only root with a small tmpfs at /tmp and no writable mount,
 no capabilities, no new privileges, an unprivileged user, private IPC, pid /
 memory (swap = memory) / CPU limits, no core dumps, explicit thread counts, an environment built
-from nothing (no host variable, so no token, reaches it) and the GPUs only where the engine can
-pass them through. On the wall-time limit it is killed; it is removed in every case, a cancelled
-grading included (``grader.cli`` turns SIGTERM into an exception, so the ``finally`` runs). Two
+from nothing (no host variable, so no token, reaches it) and, for a job that wants one, exactly one
+GPU, leased for the grading (``grader.sandbox.gpus``) so that no other grading on this host times
+on it, and only where the engine can pass it through. On the wall-time limit it is killed; it is
+removed in every case, a cancelled grading included (``grader.cli`` turns SIGTERM into an
+exception, so the ``finally`` runs; the GPU's lease ends there too). Two
 backstops hold where the host process is killed outright: the worker's own deadline inside the
 container, and the owner label the workflow's clean-up step removes by.
 
@@ -24,7 +26,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +48,7 @@ from grader.sandbox.base import (
     time_limit_failure,
     worker_command,
 )
+from grader.sandbox.gpus import Gpu, lease, list_gpus, wants_gpu
 
 CONTAINER_IN = "/grading/in"  # read-only folders by name: /grading/in/submission, /grading/in/references, ...
 CONTAINER_JOB = "/grading/job"  # the job file's folder, read-only
@@ -64,10 +67,11 @@ LimitFailure = Callable[[Limits], Problem]
 
 @dataclass
 class GpuPlan:
-    """Which GPUs the container gets, and the sentence the result's environment carries about it."""
+    """Which GPU the container gets (one, or none), and the sentence the result's environment carries."""
 
     requests: list[Any] = field(default_factory=list)
     summary: str = "CPU only"
+    gpu: Gpu | None = None
 
 
 class DockerSandbox:
@@ -126,7 +130,19 @@ def run_worker(
     hit yields observations holding only the failure; anything else broken raises ``WorkerError``.
     """
     with engine_session(client) as client:
-        gpus = plan_gpus(client, settings)
+        ensure_image(client, settings)  # before the lease: a pull must not keep a GPU from other gradings
+        done, sandbox, gpu_passed = _graded(job, limits, workdir, folders, settings, client)
+    if done.stopped is not None:
+        return stopped(done.stopped, sandbox)
+    return parse_observations(done.output, done.returncode, done.output_tail, sandbox, gpu_passed)
+
+
+def _graded(
+    job: Job, limits: Limits, workdir: Path, folders: dict[str, Path], settings: DockerSettings, client: Any
+) -> tuple[Finished, str, bool]:
+    """The worker's run, holding the job's GPU (if it wants one) until the container is gone; and
+    whether the container was handed a GPU."""
+    with gpu_plan(client, settings, wants_gpu(job)) as gpus:
         sandbox = describe(settings, gpus)
         job_dir = workdir / "job"
         job_dir.mkdir(exist_ok=True)
@@ -145,9 +161,7 @@ def run_worker(
             gpus=gpus,
             capture_output=True,
         )
-    if done.stopped is not None:
-        return stopped(done.stopped, sandbox)
-    return parse_observations(done.output, done.returncode, done.output_tail, sandbox)
+    return done, sandbox, bool(gpus.requests)
 
 
 def run_in_container(
@@ -165,23 +179,39 @@ def run_in_container(
 
     ``folders`` are mounted read-only by name; ``writable`` (container path -> host folder) are
     the only writable mounts (a service's socket folder). With ``capture_output`` the command's
-    stdout is the result, read while it runs and capped at ``MAX_OUTPUT_BYTES``.
+    stdout is the result, read while it runs and capped at ``MAX_OUTPUT_BYTES``. Without ``gpus``
+    (a plan its caller holds) it leases one GPU as ``settings`` allow, for this run.
     """
     with engine_session(client) as client:
         ensure_image(client, settings)
-        gpus = gpus or plan_gpus(client, settings)
-        check_readable(list(folders.values()), settings.user)
-        options = container_options(settings, limits, threads, mounts(folders, settings, writable=writable), gpus)
-        started = time.monotonic()
-        try:  # from before the create: a stop signal between create and start must not leave it behind
-            container = create_container(client, settings.image, command, options)
-            reader = _StdoutReader(container, limits) if capture_output else None
-            start_container(container, gpus)
-            stopped, returncode = wait_for_exit(container, limits, started)
-            tail = _logs_tail(container, stdout=not capture_output)  # with a report on stdout, the log is stderr
-            output = reader.result() if reader is not None else None
-        finally:
-            remove_named(client, options["name"])
+        with nullcontext(gpus) if gpus is not None else gpu_plan(client, settings) as plan:
+            return _run(command, settings, limits, folders, threads, client, plan, capture_output, writable)
+
+
+def _run(
+    command: list[str],
+    settings: DockerSettings,
+    limits: Limits,
+    folders: dict[str, Path],
+    threads: int,
+    client: Any,
+    gpus: GpuPlan,
+    capture_output: bool,
+    writable: dict[str, Path] | None,
+) -> Finished:
+    """One container, created, started, waited for and removed in every case."""
+    check_readable(list(folders.values()), settings.user)
+    options = container_options(settings, limits, threads, mounts(folders, settings, writable=writable), gpus)
+    started = time.monotonic()
+    try:  # from before the create: a stop signal between create and start must not leave it behind
+        container = create_container(client, settings.image, command, options)
+        reader = _StdoutReader(container, limits) if capture_output else None
+        start_container(container, gpus)
+        stopped, returncode = wait_for_exit(container, limits, started)
+        tail = _logs_tail(container, stdout=not capture_output)  # with a report on stdout, the log is stderr
+        output = reader.result() if reader is not None else None
+    finally:
+        remove_named(client, options["name"])
     return Finished(returncode, stopped, tail, time.monotonic() - started, output)
 
 
@@ -249,7 +279,7 @@ def container_options(
             Ulimit(name="nofile", soft=OPEN_FILES, hard=OPEN_FILES),
         ],
         "init": True,
-        "environment": {**worker_env(threads, gpu=bool(gpus.requests)), DEADLINE_ENV: deadline(limits)},
+        "environment": {**worker_env(threads, gpus.gpu), DEADLINE_ENV: deadline(limits)},
         "working_dir": "/tmp",
         "hostname": "grader-worker",
         "mounts": mount_list,
@@ -277,11 +307,12 @@ def deadline(limits: Limits) -> str:
     return str(int(limits.wall_time_s) + DEADLINE_GRACE_S)
 
 
-def worker_env(threads: int, gpu: bool) -> dict[str, str]:
+def worker_env(threads: int, gpu: Gpu | None) -> dict[str, str]:
     """The whole environment the worker sees (plus the image's own ENV): nothing of the host's.
 
-    Without a GPU request, ``NVIDIA_VISIBLE_DEVICES=void`` overrides the CUDA images' ``all``, so
-    an engine whose default runtime is NVIDIA's still hands the container no GPU.
+    ``NVIDIA_VISIBLE_DEVICES`` overrides the CUDA images' ``all``: ``void`` without a GPU, so an
+    engine whose default runtime is NVIDIA's still hands the container none; the one GPU of the
+    request with one, so that nothing reads the image's ``all`` as a request for every GPU.
     """
     env = {
         "HOME": "/tmp",
@@ -291,8 +322,7 @@ def worker_env(threads: int, gpu: bool) -> dict[str, str]:
         "PYTHONHASHSEED": "0",
         **thread_env(threads),
     }
-    if not gpu:
-        env["NVIDIA_VISIBLE_DEVICES"] = "void"
+    env["NVIDIA_VISIBLE_DEVICES"] = gpu.docker_id if gpu is not None else "void"
     return env
 
 
@@ -345,20 +375,50 @@ def ensure_image(client: Any, settings: DockerSettings) -> None:
         ) from None
 
 
-def plan_gpus(client: Any, settings: DockerSettings) -> GpuPlan:
-    """``DeviceRequest`` for all or the named GPUs; CPU only where none are wanted or none can be had."""
+@contextmanager
+def gpu_plan(
+    client: Any, settings: DockerSettings, wanted: bool = True, machine: list[Gpu] | None = None
+) -> Iterator[GpuPlan]:
+    """The GPU a container gets, leased until the block ends: exactly one, never all, so that no
+    two gradings on this host time on one chip; CPU only where none is wanted or none can be had.
+
+    ``auto`` takes a free one of this host's GPUs (``machine``, default ``list_gpus()``), a list
+    the first free one of those listed; while all are busy it waits (``grader.sandbox.gpus.lease``).
+    """
+    reason = _cpu_only(client, settings, wanted)
+    if reason:
+        yield GpuPlan(summary=f"CPU only ({reason})")
+        return
     from docker.types import DeviceRequest
 
-    wanted = settings.gpus
-    if wanted == "none":
-        return GpuPlan(summary="CPU only (GPUs not requested)")
-    if wanted == "auto" and not engine_has_gpus(client):
-        return GpuPlan(summary="CPU only (this Docker engine cannot pass a GPU through)")
-    if wanted in ("auto", "all"):
-        return GpuPlan([DeviceRequest(count=-1, capabilities=[["gpu"]])], "all GPUs passed through")
-    return GpuPlan(
-        [DeviceRequest(device_ids=list(wanted), capabilities=[["gpu"]])], f"GPU {', '.join(wanted)} passed through"
-    )
+    found = list_gpus() if machine is None else machine
+    with lease(gpu_candidates(settings.gpus, found)) as gpu:
+        request = DeviceRequest(device_ids=[gpu.docker_id], capabilities=[["gpu"]])
+        yield GpuPlan([request], f"{gpu.label()} passed through (one per grading)", gpu)
+
+
+def _cpu_only(client: Any, settings: DockerSettings, wanted: bool) -> str:
+    """Why the container gets no GPU, or '' when it gets one."""
+    if not wanted:
+        return "the job measures on the CPU"
+    if settings.gpus == "none":
+        return "GPUs not requested"
+    if settings.gpus == "auto" and not engine_has_gpus(client):
+        return "this Docker engine cannot pass a GPU through"
+    return ""
+
+
+def gpu_candidates(wanted: str | list[str], found: list[Gpu]) -> list[Gpu]:
+    """The GPUs one grading may take, in the order tried: ``auto``, this host's (GPU 0 where it
+    lists none although the engine has GPUs: an engine on another host); a list, those listed in
+    its order, by index or UUID as this host knows them (as given where it does not)."""
+    if wanted == "auto":
+        return found or [Gpu("0")]
+    picked = []
+    for ident in wanted:
+        known = next((gpu for gpu in found if ident in (gpu.index, gpu.uuid)), None)
+        picked.append(known or (Gpu(ident) if ident.isdigit() else Gpu("", ident)))
+    return picked
 
 
 def engine_has_gpus(client: Any) -> bool:

@@ -4,9 +4,9 @@ bubblewrap would, then becomes the command as nobody, with no capability.
 
 ``python -m grader.sandbox.enter SPEC_JSON -- COMMAND...``. The spec names the new root's mount
 point (an empty host folder), the read-only binds, the symlinks, the writable binds, the devices
-and the scratch tmpfs. Standard library only (ctypes for mount(2)): nothing of the grader is
-imported before the root is sealed. Mounts made here live in the private namespace only and go
-away with it; the host never sees them.
+(each a host node and its path under /dev) and the scratch tmpfs. Standard library only (ctypes
+for mount(2)): nothing of the grader is imported before the root is sealed. Mounts made here live
+in the private namespace only and go away with it; the host never sees them.
 """
 
 from __future__ import annotations
@@ -45,9 +45,11 @@ def place(root: str, path: str, directory: bool) -> str:
     return target
 
 
-def bind(root: str, path: str, readonly: bool, flags: int = MS_NOSUID | MS_NODEV) -> None:
-    target = place(root, path, os.path.isdir(path))
-    mount(path, target, None, MS_BIND)
+def bind(root: str, path: str, readonly: bool, flags: int = MS_NOSUID | MS_NODEV, source: str | None = None) -> None:
+    """``source`` (default: ``path`` itself) at ``path`` inside the new root."""
+    source = source or path
+    target = place(root, path, os.path.isdir(source))
+    mount(source, target, None, MS_BIND)
     mount(None, target, None, MS_REMOUNT | MS_BIND | flags | (MS_RDONLY if readonly else 0))
 
 
@@ -75,8 +77,8 @@ def build_root(spec: dict) -> str:
     for name in DEVICES:
         if os.path.exists(f"/dev/{name}"):
             bind(root, f"/dev/{name}", readonly=False, flags=MS_NOSUID)
-    for path in spec["devices"]:
-        bind(root, path, readonly=False, flags=MS_NOSUID)
+    for source, path in spec["devices"]:  # a GPU's nodes, each at /dev/<its name> (source: the host's node)
+        bind(root, path, readonly=False, flags=MS_NOSUID, source=source)
     for name, target in (
         ("fd", "/proc/self/fd"),
         ("stdin", "/proc/self/fd/0"),

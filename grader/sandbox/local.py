@@ -9,8 +9,14 @@ limit. Memory is limited by a memory cgroup where the machine allows one
 (``grader.sandbox.cgroup``: it counts shared memory and memfd pages too) and watched in any case
 over every process it starts (all of them stay its descendants inside its PID namespace,
 ``setsid`` or not; resident pages plus open memfd files), and when it ends the namespace ends
-with it, so nothing survives the grading. Its output comes back through a pipe, capped; its log through another,
-of which only the tail is kept.
+with it, so nothing survives the grading. Its output comes back through a pipe, capped; its log
+through another, of which only the tail is kept.
+
+A job that wants a GPU (``grader.sandbox.gpus.wants_gpu``) on a machine with an NVIDIA driver
+gets exactly one, leased for the grading so that no other grading on this host times on it: its
+node and the driver's control nodes, and no address-space limit (a CUDA context reserves far more
+than it uses), so its memory is held by the cgroup where there is one, else by the watch alone.
+The result's ``environment.sandbox`` says which GPU, and how memory was limited.
 
 Three mechanisms, strongest first: bubblewrap; the ``unshare`` fallback for root
 (``grader.sandbox.enter`` builds the same root); and a plain child process where neither works,
@@ -51,7 +57,8 @@ from grader.sandbox.base import (
     worker_command,
 )
 from grader.sandbox.cgroup import MemoryCgroup, memory_cgroup
-from grader.sandbox.view import SANDBOX_UID, View, drop_to_nobody, system_view
+from grader.sandbox.gpus import DEVICE_ROOT, DRIVER_GPUS, Gpu, gpu_for
+from grader.sandbox.view import SANDBOX_UID, View, drop_to_nobody, gpu_view, system_view
 
 WORKER_FILE_LIMIT_BYTES = 64 * 1024 * 1024
 ADDRESS_SPACE_SLACK_MB = 3072  # runtimes reserve virtual memory they never touch
@@ -99,13 +106,25 @@ def _works(cmd: list[str]) -> bool:
         return False
 
 
-def describe(kind: str) -> str:
-    return {
-        "bwrap": "bubblewrap: no network, minimal read-only root, private tmpfs scratch, no capabilities",
-        "unshare": "unshare: no network, minimal read-only root, private tmpfs scratch, no capabilities",
-        "none": "plain child process: NO network isolation and the host filesystem visible on this machine "
-        "(install bubblewrap)",
-    }[kind]
+ISOLATIONS = {
+    "bwrap": "bubblewrap: no network, minimal read-only root, private tmpfs scratch, no capabilities",
+    "unshare": "unshare: no network, minimal read-only root, private tmpfs scratch, no capabilities",
+    "none": "plain child process: NO network isolation and the host filesystem visible on this machine "
+    "(install bubblewrap)",
+}
+
+
+def describe(kind: str, gpu: Gpu | None = None, memory: str = "") -> str:
+    """Where it ran, as a result's ``environment.sandbox`` says (at most 300 characters): the
+    isolation, the GPU passed through if any, and how memory was limited where that is known."""
+    parts = [ISOLATIONS[kind]]
+    if gpu is not None and kind == "none":
+        parts.append(f"{gpu.label()} leased, but every GPU is reachable without a sandbox")
+    elif gpu is not None:
+        parts.append(f"{gpu.label()} passed through (/dev/{gpu.node}), no other")
+    if memory:
+        parts.append(f"memory: {memory}")
+    return "; ".join(parts)[:300]
 
 
 def _bwrap(view: View, command: list[str]) -> list[str]:
@@ -125,7 +144,7 @@ def _bwrap(view: View, command: list[str]) -> list[str]:
         args += ["--bind", str(path), str(path)]
     args += ["--proc", "/proc", "--ro-bind", "/proc/sys", "/proc/sys", "--dev", "/dev"]
     for path in view.devices:
-        args += ["--dev-bind", str(path), str(path)]
+        args += ["--dev-bind", str(path), f"/dev/{path.name}"]
     size = str(view.scratch_mb * 2**20)
     args += ["--perms", "01777", "--size", size, "--tmpfs", "/dev/shm"]
     args += ["--perms", "01777", "--size", size, "--tmpfs", str(view.scratch)]
@@ -136,7 +155,7 @@ def _bwrap(view: View, command: list[str]) -> list[str]:
 def _parents(binds: list[str], links: list[str], view: View) -> list[str]:
     """The folders above every bound path, made first and open to all (mode 0755): bwrap would
     make them 0700 as root, and the unprivileged sandbox user could not reach what is inside."""
-    targets = [*binds, *map(str, (*view.readonly, *view.writable, *view.devices, view.scratch))]
+    targets = [*binds, *map(str, (*view.readonly, *view.writable, view.scratch))]  # devices: under --dev
     folders = {str(parent) for t in targets for parent in Path(t).parents if str(parent) != "/"}
     args: list[str] = []
     for folder in sorted(folders, key=lambda f: (f.count("/"), f)):
@@ -151,7 +170,7 @@ def _unshare(view: View, root: Path, command: list[str]) -> list[str]:
         "system": [list(entry) for entry in system_view()],
         "readonly": [str(p) for p in view.readonly],
         "writable": [str(p) for p in view.writable],
-        "devices": [str(p) for p in view.devices],
+        "devices": [[str(p), f"/dev/{p.name}"] for p in view.devices],
         "scratch": str(view.scratch),
         "scratch_mb": view.scratch_mb,
         "cwd": str(view.workdir),
@@ -259,6 +278,13 @@ class Sandboxed:
             return scratch_failure(self.view.scratch_mb)
         return None
 
+    def memory_limits(self) -> str:
+        """How this process tree's memory is held, as the result says: with a device passed
+        through there is no address-space limit (``_limits``), so the cgroup is what holds it."""
+        if self.view.devices:
+            return "cgroup limit" if self.cgroup is not None else "RSS watch of the process tree (no cgroup here)"
+        return "address-space rlimit + cgroup limit + RSS watch" if self.cgroup else "address-space rlimit + RSS watch"
+
     def kill(self) -> None:
         kill_tree(self.proc)
         self.log.join(timeout=5)
@@ -328,10 +354,16 @@ def _child_setup(memory_mb: int, address_space: bool, out_fd: int | None, cgroup
 
 
 def run_sandboxed(
-    command: list[str], limits: Limits, view: View, workdir: Path, threads: int = 1, capture_output: bool = False
+    command: list[str],
+    limits: Limits,
+    view: View,
+    workdir: Path,
+    threads: int = 1,
+    capture_output: bool = False,
+    extra_env: dict[str, str] | None = None,
 ) -> Finished:
     """Run ``command`` isolated, limited and supervised until it ends or hits a limit."""
-    running = spawn_sandboxed(command, limits, view, workdir, threads, capture_output=capture_output)
+    running = spawn_sandboxed(command, limits, view, workdir, threads, extra_env, capture_output)
     try:
         stopped_by = _supervise(running)
     finally:
@@ -345,19 +377,21 @@ def run_sandboxed(
         running.log_tail(),
         time.monotonic() - running.started,
         output.data() if output is not None else None,
+        running.memory_limits(),
     )
 
 
-def run_worker(job: Job, limits: Limits, workdir: Path, folders: dict[str, Path]) -> Observations:
+def run_worker(
+    job: Job, limits: Limits, workdir: Path, folders: dict[str, Path], device_root: Path = DEVICE_ROOT
+) -> Observations:
     """A ``Sandbox``: run ``grader.worker`` on ``job`` in a child process and parse what it reports.
 
     The job file lies in a folder of its own, read-only to the worker like the job's folders
     (mounted at their own paths, so the worker is told those). A limit hit yields observations
     holding only the failure; a worker that breaks without a student-caused reason raises
-    ``WorkerError`` (the grader's fault).
+    ``WorkerError`` (the grader's fault). ``device_root`` is where the GPUs' nodes are found.
     """
     kind = isolation()
-    sandbox = describe(kind)
     if kind != "none" and drop_to_nobody():  # the worker runs as nobody: it must be able to read its files
         check_readable(list(folders.values()), f"{SANDBOX_UID}:{SANDBOX_UID}")
     job_dir = workdir / "job"
@@ -373,10 +407,42 @@ def run_worker(job: Job, limits: Limits, workdir: Path, folders: dict[str, Path]
         f"fd:{OUTPUT_FD}",
         {name: str(path) for name, path in mounted.items()},
     )
-    done = run_sandboxed(command, limits, view, workdir, job.measure.timing.threads, capture_output=True)
+    done, sandbox, gpu = run_for_job(job, command, limits, view, workdir, device_root)
     if done.stopped is not None:
         return stopped(done.stopped, sandbox)
-    return parse_observations(done.output, done.returncode, done.output_tail, sandbox)
+    return parse_observations(done.output, done.returncode, done.output_tail, sandbox, gpu_passed=gpu is not None)
+
+
+def run_for_job(
+    job: Job,
+    command: list[str],
+    limits: Limits,
+    view: View,
+    workdir: Path,
+    device_root: Path = DEVICE_ROOT,
+    driver: Path = DRIVER_GPUS,
+) -> tuple[Finished, str, Gpu | None]:
+    """Run ``command`` for ``job`` as ``run_worker`` does (its report on fd 3): with one leased GPU
+    passed through where the job wants one and the machine has one, held until it has ended.
+    Returns how it ended, the sandbox's description (which GPU; how memory was limited) and the GPU."""
+    kind = isolation()
+    with gpu_for(job, device_root, driver) as gpu:
+        if gpu is not None:
+            view = gpu_view(view, gpu, device_root)
+        env = gpu_env(gpu, kind)
+        done = run_sandboxed(command, limits, view, workdir, job.measure.timing.threads, True, env)
+    return done, describe(kind, gpu, done.memory), gpu
+
+
+def gpu_env(gpu: Gpu | None, kind: str) -> dict[str, str]:
+    """CUDA told which GPU is the grading's: by UUID where the driver said it (exact in any case);
+    else, in a plain child process (which sees every GPU), by index in PCI order. In a sandbox
+    without the UUID nothing is needed: the other GPUs' nodes are absent."""
+    if gpu is None:
+        return {}
+    if gpu.uuid:
+        return {"CUDA_VISIBLE_DEVICES": gpu.uuid}
+    return {"CUDA_DEVICE_ORDER": "PCI_BUS_ID", "CUDA_VISIBLE_DEVICES": gpu.index} if kind == "none" else {}
 
 
 def _supervise(running: Sandboxed) -> Problem | None:

@@ -39,10 +39,10 @@ from grader.sandbox.docker import (
     describe,
     engine_session,
     ensure_image,
+    gpu_plan,
     kill_container,
     labels,
     mounts,
-    plan_gpus,
     remove_named,
     start_container,
     wait_for_exit,
@@ -266,14 +266,15 @@ class DockerServiceHost:
         tag = f"{IMAGE_REPOSITORY}:{name}-{uuid.uuid4().hex[:12]}"
         with engine_session(None) as client:
             ensure_image(client, self.settings)
-            self.gpus = plan_gpus(client, self.settings)
             with build_context(folder, extra_files, self.settings.image) as context:
                 build_image(client, context, tag)
+            # one GPU for the grading's services: the reference and the team's, running side by
+            # side in this process, share the lease (grader.sandbox.gpus.lease)
             try:
-                with _running(
-                    client, self.settings, tag, command, limits, workdir, threads, name, self.gpus
-                ) as service:
-                    yield service
+                with gpu_plan(client, self.settings) as gpus:
+                    self.gpus = gpus
+                    with _running(client, self.settings, tag, command, limits, workdir, threads, name, gpus) as service:
+                        yield service
             finally:
                 remove_image(client, tag)
 

@@ -28,6 +28,8 @@ from grader.contracts.observations import Estimate, OutputParity
 
 BOOTSTRAP_SAMPLES = 2000
 SETTLE_EVERY = 4  # rounds between two looks at the interval (even: whole pair-rounds)
+WARM_WINDOW = 8  # GPU warm-up: the last rounds' median against the ones before
+WARM_STEADY = 0.03  # ... within 3%: clocks and caches have settled
 
 Settled = Callable[["PairedTimes"], bool]
 
@@ -52,20 +54,33 @@ def time_interleaved(
     min_rounds: int = 8,
     max_rounds: int = 400,
     prepare: Callable[[int], None] | None = None,
+    collect: Callable[[int], None] | None = None,
     settled: Settled | None = None,
+    warmup_s: float = 0.0,
+    max_warmup_s: float = 0.0,
 ) -> PairedTimes:
     """Alternate the two calls until ``settled`` says the figure is decided (checked every
     ``SETTLE_EVERY`` rounds once ``min_rounds`` are in), the budget is spent or ``max_rounds``.
 
     The order flips every round (A B, B A, ...) so neither model always runs on a cache the
     other just warmed. ``prepare(round)``, if given, runs before each round outside the clock
-    (it draws the round's inputs).
+    (it draws the round's inputs, and on a GPU copies them there); ``collect(round)`` after it,
+    outside the clock too (it fetches and keeps the answers). ``warmup_s`` (a GPU) extends the
+    warm-up until the round times are steady, at most ``max_warmup_s``.
     """
     prepare = prepare or (lambda _: None)
-    for number in range(warmup):
+    collect = collect or (lambda _: None)
+
+    def warm_round(number: int) -> float:
         prepare(number)
+        started = time.perf_counter()
         reference()
         candidate()
+        elapsed = time.perf_counter() - started
+        collect(number)
+        return elapsed
+
+    warmup = warm_up(warm_round, warmup, warmup_s, max_warmup_s)
     ref: list[float] = []
     cand: list[float] = []
     deadline = time.perf_counter() + budget_s
@@ -86,8 +101,29 @@ def time_interleaved(
         second()
         t2 = time.perf_counter()
         a, b = (t1 - t0, t2 - t1) if first is reference else (t2 - t1, t1 - t0)
+        collect(warmup + done)
         ref.append(a)
         cand.append(b)
+
+
+def warm_up(round_s: Callable[[int], float], rounds: int, least_s: float, most_s: float) -> int:
+    """Run ``rounds`` warm-up rounds, then, for at least ``least_s`` seconds, more until the last
+    ``WARM_WINDOW`` rounds' median is within ``WARM_STEADY`` of the window before (a GPU's clocks
+    ramp up over the first second or so), at most ``most_s``. Returns the rounds run."""
+    times = [round_s(number) for number in range(rounds)]
+    if least_s <= 0:
+        return rounds
+    started = time.perf_counter()
+    while True:
+        elapsed = time.perf_counter() - started
+        if elapsed >= max(most_s, least_s):
+            return len(times)
+        if elapsed >= least_s and len(times) >= 2 * WARM_WINDOW:
+            last = float(np.median(times[-WARM_WINDOW:]))
+            before = float(np.median(times[-2 * WARM_WINDOW : -WARM_WINDOW]))
+            if abs(last - before) <= WARM_STEADY * before:
+                return len(times)
+        times.append(round_s(len(times)))
 
 
 def pair_round_ratios(times: PairedTimes) -> np.ndarray:
@@ -197,7 +233,10 @@ def time_single(
     min_rounds: int = 8,
     max_rounds: int = 400,
     prepare: Callable[[int], None] | None = None,
+    collect: Callable[[int], None] | None = None,
     settled: Callable[[np.ndarray], bool] | None = None,
+    warmup_s: float = 0.0,
+    max_warmup_s: float = 0.0,
 ) -> tuple[np.ndarray, str]:
     """Seconds per call of one model alone, after warm-up, until ``settled`` (checked every
     ``SETTLE_EVERY`` calls after ``min_rounds``), the budget or ``max_rounds``; and why it stopped.
@@ -207,9 +246,17 @@ def time_single(
     compared across teams only through a reference model timed in the same run.
     """
     prepare = prepare or (lambda _: None)
-    for number in range(warmup):
+    collect = collect or (lambda _: None)
+
+    def warm_round(number: int) -> float:
         prepare(number)
+        started = time.perf_counter()
         call()
+        elapsed = time.perf_counter() - started
+        collect(number)
+        return elapsed
+
+    warmup = warm_up(warm_round, warmup, warmup_s, max_warmup_s)
     times: list[float] = []
     deadline = time.perf_counter() + budget_s
     while True:
@@ -225,6 +272,7 @@ def time_single(
         t0 = time.perf_counter()
         call()
         times.append(time.perf_counter() - t0)
+        collect(warmup + done)
 
 
 def median_estimate(samples: np.ndarray, *, scale: float = 1.0, unit: str = "", seed: int = 0) -> Estimate:

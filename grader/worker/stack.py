@@ -43,9 +43,13 @@ def probe() -> dict[str, Any]:
         facts["tensorrt"] = None
     except Exception as exc:  # noqa: BLE001 - installed but cannot load its libraries
         facts["tensorrt_error"] = f"{type(exc).__name__}: {exc}"[:300]
+    from grader.worker.gpu import gpu_facts
     from grader.worker.session import nvidia_driver
 
     facts["nvidia_driver"] = nvidia_driver() or None
+    gpu = gpu_facts() if facts.get("cuda_available") else None
+    if gpu is not None:  # what every GPU grading records: model, driver, clocks, persistence mode
+        facts["gpu_facts"] = gpu.model_dump(exclude_none=True)
     return facts
 
 

@@ -28,7 +28,7 @@ from grader.worker.measure import (
     time_interleaved,
     time_single,
 )
-from grader.worker.runtime import LoadedModel
+from grader.worker.runtime import LoadedModel, Staged
 
 NOISE = 1e-3  # of each float input's standard deviation
 MIN_AGREEMENT = 0.9  # timed vs untimed top-1 answers of the same model on the same rows
@@ -69,23 +69,40 @@ class Draws:
 
 
 class Watch:
-    """A model's first output in every timed round (up to a bound), with the rows it answered."""
+    """A model's answers in every timed round (up to a bound), with the rows they answer.
+
+    ``prepare`` stages the round's batch (on a GPU: copied to the device), outside the clock;
+    the timed ``__call__`` is the model's call alone (on a GPU: on device-resident inputs, until
+    the device is done); ``collect`` fetches and keeps the answers afterwards, outside the clock,
+    and records how long the copies to and from the device took.
+    """
 
     def __init__(self, role: str, model: LoadedModel, draws: Draws, feeds_for: FeedsFor) -> None:
         self.role, self.model, self.draws, self.feeds_for = role, model, draws, feeds_for
         self.kept: list[tuple[np.ndarray, np.ndarray]] = []
         self.elements = 0
-        self.feeds: Feeds = {}
+        self.staged: Staged | None = None
+        self.transfers_s: list[float] = []
 
     def prepare(self) -> None:
         rows = np.arange(self.draws.batch)
-        self.feeds = self.feeds_for(self.model, self.role, self.draws.noisy, rows)
+        self.staged = self.model.stage(self.feeds_for(self.model, self.role, self.draws.noisy, rows))
 
     def __call__(self) -> None:
-        answer = rows_of(self.model.run(self.feeds))
+        assert self.staged is not None
+        self.staged.call()
+
+    def collect(self) -> None:
+        assert self.staged is not None
+        answer = rows_of(self.staged.fetch())
+        if self.staged.h2d_s is not None and self.staged.d2h_s is not None:
+            self.transfers_s.append(self.staged.h2d_s + self.staged.d2h_s)
         if self.elements + answer.size <= KEEP_ELEMENTS:
             self.kept.append((self.draws.index.copy(), answer))
             self.elements += answer.size
+
+    def transfer_ms(self) -> float | None:
+        return float(np.median(self.transfers_s)) * 1e3 if self.transfers_s else None
 
     def verdict(self, untimed: np.ndarray | None) -> TimedOutputs:
         return check_timed_outputs(self.role, self.kept, untimed)
@@ -196,11 +213,16 @@ def time_pair(
         )
     draws = Draws(arrays, batch, seed=batch)
     watches = {r: Watch(r, models[r], draws, feeds_for) for r in (ref, cand)}
+    device = "cuda" if "cuda" in (models[ref].device, models[cand].device) else "cpu"
 
     def prepare(_: int) -> None:
         draws.next()
         for watch in watches.values():
             watch.prepare()
+
+    def collect(_: int) -> None:
+        for watch in watches.values():
+            watch.collect()
 
     decision = next((d for d in timing.decisions if d.figure == f"{pair_key(ref, cand)}.speedup_b{batch}"), None)
     times = time_interleaved(
@@ -211,7 +233,9 @@ def time_pair(
         min_rounds=timing.min_rounds,
         max_rounds=timing.max_rounds,
         prepare=prepare,
+        collect=collect,
         settled=_pair_settled(decision, timing) if timing.stop == "verdict" else None,
+        **_warmup_time(job, device, budget),
     )
     checked = [watches[r].verdict(untimed.get(r)) for r in (ref, cand)]
     ref_ms, cand_ms = float(np.median(times.reference_s)) * 1e3, float(np.median(times.candidate_s)) * 1e3
@@ -230,6 +254,50 @@ def time_pair(
         candidate_items_per_s=batch / cand_ms * 1e3,
         timed_outputs=checked,
         stopped=times.stopped,
+        device=device,
+        reference_transfer_ms=watches[ref].transfer_ms(),
+        candidate_transfer_ms=watches[cand].transfer_ms(),
+    )
+
+
+def _warmup_time(job: Job, device: str, budget: float) -> dict[str, float]:
+    """On a GPU, warm-up lasts until the clocks have settled (at least ``warmup_s``); none on the CPU.
+    It never takes longer than the figure's own share of the timing budget, so a grading's time
+    stays within what the assignment's wall-time limit was set for."""
+    if device != "cuda":
+        return {}
+    cuda = job.measure.cuda
+    return {"warmup_s": min(cuda.warmup_s, budget), "max_warmup_s": min(cuda.max_warmup_s, budget)}
+
+
+def pending_pair(ref: str, cand: str, batch: int, threads: int, reason: str) -> TimingComparison:
+    """A pair the assignment times on CUDA, on a machine that cannot: its figures wait for the GPU runner."""
+    return TimingComparison(
+        reference=ref,
+        candidate=cand,
+        batch_size=batch,
+        threads=threads,
+        rounds=0,
+        reference_ms=None,
+        candidate_ms=None,
+        speedup=Estimate(value=None, unit="x", note=reason, pending=True),
+        reference_items_per_s=None,
+        candidate_items_per_s=None,
+        note=reason,
+        device="cuda",
+    )
+
+
+def pending_solo(role: str, batch: int, threads: int, reason: str) -> SoloTiming:
+    return SoloTiming(
+        role=role,
+        batch_size=batch,
+        threads=threads,
+        rounds=0,
+        latency_ms=Estimate(value=None, unit="ms", note=reason, pending=True),
+        items_per_s=None,
+        note=reason,
+        device="cuda",
     )
 
 
@@ -270,7 +338,9 @@ def time_alone(
         min_rounds=timing.min_rounds,
         max_rounds=timing.max_rounds,
         prepare=prepare,
+        collect=lambda _: watch.collect(),
         settled=_solo_settled(timing) if timing.stop == "verdict" else None,
+        **_warmup_time(job, model.device, budget),
     )
     latency = median_estimate(seconds, scale=1e3, unit="ms")
     latency = latency.model_copy(update={"note": stop_note(stopped, int(seconds.size), None, timing)})
@@ -283,6 +353,8 @@ def time_alone(
         items_per_s=batch / max(latency.value or 0.0, 1e-9) * 1e3,
         timed_outputs=[watch.verdict(untimed)],
         stopped=stopped,
+        device=model.device,
+        transfer_ms=watch.transfer_ms(),
     )
 
 

@@ -42,6 +42,11 @@ class DerivedRuntimeParams(Params):
     claim: str | None = Field(None, description="built only when the submission claims this key as true")
     batch: int = Field(1, ge=1, description="the batch size whose speedup is judged")
     min_speedup: float = Field(1.0, gt=0)
+    speed_reference: str | None = Field(
+        None,
+        description="the role the engine is timed against (default: reference), e.g. the same ONNX file in "
+        "ONNX Runtime's CUDA provider, so both run on the same GPU with device-resident inputs",
+    )
 
 
 def _probe(ctx: CheckContext, role: str) -> BatchProbe | None:
@@ -252,19 +257,23 @@ def derived_runtime(params: DerivedRuntimeParams, ctx: CheckContext) -> Outcome:
         return Outcome(0.0, f"'{role}' was built but could not be compared with '{reference}'.", facts)
     matched = parity_outcome(comparison)
     facts.update(matched.evidence)
-    speed_key = f"{pair_key(reference, role)}.speedup_b{params.batch}"
+    timed_against = params.speed_reference or reference
+    speed_key = f"{pair_key(timed_against, role)}.speedup_b{params.batch}"
     speedup = ctx.figures.get(speed_key)
     minimum = params.min_speedup
     facts[speed_key] = speedup.model_dump(exclude_none=True) if speedup else None
     built = f"Built with {status.runtime} {status.version} in {_fmt(status.build_s)} s ({status.reason})."
     if matched.fraction != 1.0:
         return Outcome(0.0, f"{built} {matched.message}", facts)
+    partner = next((d for d in ctx.observations.derived if d.role == timed_against), None)
+    if partner is not None and partner.status == "unavailable":  # it matches; only its speed waits
+        return Outcome(None, f"{built} {matched.message} Pending: {partner.reason}.", facts, pending=True)
     best = None if speedup is None or speedup.value is None else (speedup.high or speedup.value)
     if best is None or best < minimum:
         return Outcome(
             0.5,
-            f"{built} {matched.message} Speedup over '{reference}' "
+            f"{built} {matched.message} Speedup over '{timed_against}' "
             f"{_fmt(speedup.value if speedup else None)}x, needs >= {minimum:g}x.",
             facts,
         )
-    return Outcome(1.0, f"{built} {matched.message} Speedup over '{reference}' {_fmt(speedup.value)}x.", facts)
+    return Outcome(1.0, f"{built} {matched.message} Speedup over '{timed_against}' {_fmt(speedup.value)}x.", facts)

@@ -11,6 +11,7 @@ from pydantic import Field, model_validator
 from grader.checks.engine import CheckContext, Outcome, Params, register
 from grader.checks.shared import favourable, fmt, largest_float_weights, layer_sparsity, linear
 from grader.contracts.figures import pair_key
+from grader.contracts.observations import TensorEvidence
 
 
 @register("loads")
@@ -157,19 +158,53 @@ class QuantizedParams(Params):
     max_bits: int = Field(8, ge=1, le=8)
     full: float = Field(0.9, ge=0, le=1, description="share of weight elements stored as integers for full marks")
     zero: float = Field(0.5, ge=0, le=1)
+    half_precision: bool = Field(
+        False,
+        description="fp16 / bf16 weights count as compressed too (an assignment that compresses for the GPU); "
+        "off: only integers of <= max_bits count, and a claim of fp16 is not int8",
+    )
+
+
+HALF_CLAIMS = {"fp16", "float16", "half", "bf16", "bfloat16"}
+
+
+def is_half(weight: TensorEvidence) -> bool:
+    """Stored in 16-bit floating point (the file's own dtype, not a cast the graph adds later)."""
+    dtype = weight.stored_dtype.lower()
+    return not weight.quantized and ("float16" in dtype or "fp16" in dtype or "bf16" in dtype)
+
+
+def _half_claim_note(claim: Any, params: QuantizedParams) -> str:
+    """A claim of fp16 where only integers count: the file decides the points, this says why."""
+    if params.half_precision or str(claim).strip().lower() not in HALF_CLAIMS:
+        return ""
+    return (
+        f" You claimed {params.claim}: {claim}, but half-precision weights are not integer quantization: this "
+        f"assignment counts only weights stored as integers of <= {params.max_bits} bits (e.g. "
+        "onnxruntime.quantization.quantize_static); fp16 / bf16 count only where an assignment says so."
+    )
 
 
 @register("quantized", QuantizedParams)
 def quantized(params: QuantizedParams, ctx: CheckContext) -> Outcome:
-    """Share of weight elements *stored* as integers of <= the claimed bits (fake Q/DQ counts as float)."""
+    """Share of weight elements *stored* as integers of <= the claimed bits (fake Q/DQ counts as float);
+    with ``half_precision``, fp16 / bf16 weights count as well."""
     role = params.model
     summary, evidence = ctx.summaries[role], ctx.observations.models[role].evidence
-    bits_claim = claimed_bits(ctx.submission.claims.get(params.claim))
+    claim = ctx.submission.claims.get(params.claim)
+    bits_claim = None if str(claim).strip().lower() in HALF_CLAIMS else claimed_bits(claim)
     max_bits = min(bits_claim or 8, params.max_bits)
-    fraction = summary.quantized_fraction
-    floats = [f"{w.name} ({w.stored_dtype}, {w.numel:,} values)" for w in largest_float_weights(evidence, 3)]
+    half = sum(w.numel for w in evidence.weights if is_half(w)) if params.half_precision else 0
+    fraction = (summary.quantized_elements + half) / summary.weight_elements if summary.weight_elements else 0.0
+    stored = "integers of <= 8 bits or 16-bit floats" if params.half_precision else "integers of <= 8 bits"
+    floats = [
+        f"{w.name} ({w.stored_dtype}, {w.numel:,} values)"
+        for w in largest_float_weights(evidence, 6)
+        if not (params.half_precision and is_half(w))
+    ][:3]
     facts = {
         "quantized_fraction": round(fraction, 4),
+        "half_precision_elements": half,
         "quantized_elements": summary.quantized_elements,
         "weight_elements": summary.weight_elements,
         "stored_bits": summary.min_quantized_bits,
@@ -178,9 +213,7 @@ def quantized(params: QuantizedParams, ctx: CheckContext) -> Outcome:
         "notes": evidence.notes,
     }
     score = linear(fraction, params.full, params.zero)
-    message = (
-        f"{fraction:.1%} of weight values are stored as integers of <= 8 bits (needs {params.full:.0%} for full marks)."
-    )
+    message = f"{fraction:.1%} of weight values are stored as {stored} (needs {params.full:.0%} for full marks)."
     if summary.min_quantized_bits and summary.min_quantized_bits > max_bits:
         score = 0.0
         message = f"You claimed {max_bits}-bit weights, but the file stores {summary.min_quantized_bits}-bit integers."
@@ -188,7 +221,7 @@ def quantized(params: QuantizedParams, ctx: CheckContext) -> Outcome:
         message += f" Still float: {', '.join(floats)}."
     if score < 1 and any("fake quantization" in n for n in evidence.notes):
         message += " Weights wrapped in QuantizeLinear/DequantizeLinear are still stored as float (fake quantization)."
-    return Outcome(score, message, facts)
+    return Outcome(score, message + _half_claim_note(claim, params), facts)
 
 
 class PrunedParams(Params):
