@@ -157,7 +157,7 @@ def _onnx_stage(session: Any, outputs: list[str]) -> Callable[[Feeds], Staged]:
         for name in outputs:
             binding.bind_output(name, "cuda", 0)
 
-        def call() -> None:
+        def call(_inputs: dict = values) -> None:  # the bound device inputs live as long as the call
             session.run_with_iobinding(binding)
             binding.synchronize_outputs()
 

@@ -821,7 +821,7 @@ def observe(job: Job, folders: dict[str, Path]) -> Observations:
     try:
         _preload(job)
         session = Session(job, folders, obs)
-        gpu = session.gpu = _gpu_facts(session.device)
+        gpu = session.gpu = _gpu_facts(session.device, job)
         session.load_models()
         session.build_derived()
         session.probe()
@@ -852,10 +852,13 @@ def observe(job: Job, folders: dict[str, Path]) -> Observations:
     return obs
 
 
-def _gpu_facts(device: DevicePlan) -> GpuFacts | None:
+def _gpu_facts(device: DevicePlan, job: Job) -> GpuFacts | None:
+    """The GPU's facts where models run on it: all of them (``device: cuda``), or the ones the grader
+    builds there (hw6's engine and its ONNX Runtime partner) on a machine with an NVIDIA device."""
+    from grader.worker.device import has_nvidia_device
     from grader.worker.gpu import gpu_facts
 
-    return gpu_facts() if device.on_gpu else None
+    return gpu_facts() if device.on_gpu or (job.measure.derived and has_nvidia_device()) else None
 
 
 def _gpu_end(facts: GpuFacts | None, job: Job) -> GpuFacts | None:
