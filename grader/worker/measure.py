@@ -177,12 +177,14 @@ def batch_means_interval(logs: np.ndarray) -> tuple[float, float, float]:
     return centre, centre - half, centre + half
 
 
-def ratio_estimate(times: PairedTimes, seed: int = 0) -> Estimate:  # noqa: ARG001 - kept for callers
+def ratio_estimate(times: PairedTimes, seed: int = 0, session_noise: float = 0.0) -> Estimate:  # noqa: ARG001
     """Speedup = reference time / candidate time: the geometric mean over pair-rounds (preempted
-    rounds dropped), with a batch-means 95% t-interval."""
+    rounds dropped), with a batch-means 95% t-interval; ``session_noise`` (a relative standard
+    deviation between sessions) is added to its half-width in quadrature."""
     logs = without_preempted(np.log(pair_round_ratios(times)))
     centre, low, high = batch_means_interval(logs)
-    return Estimate(value=math.exp(centre), low=math.exp(low), high=math.exp(high), unit="x")
+    half = math.hypot(high - centre, 1.96 * math.log1p(session_noise))
+    return Estimate(value=math.exp(centre), low=math.exp(centre - half), high=math.exp(centre + half), unit="x")
 
 
 def rss_mb() -> float:
