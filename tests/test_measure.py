@@ -220,6 +220,21 @@ def test_a_model_slow_half_the_time_is_timed_as_slow() -> None:
     assert ratio_estimate(slow).value > 3.0  # counted, not dropped: the mean sees them
 
 
+def test_session_noise_widens_the_interval_by_what_more_rounds_cannot_narrow() -> None:
+    """A perfectly steady 2x: no within-run spread at all, so the interval is the session noise
+    alone (1.96 relative deviations each way); with noise in the rounds too, the two add in
+    quadrature (wider than either, narrower than their sum)."""
+    steady = PairedTimes(np.full(40, 2e-3), np.full(40, 1e-3))
+    alone = ratio_estimate(steady, session_noise=0.02)
+    assert alone.value == pytest.approx(2.0)
+    assert alone.low == pytest.approx(2.0 / 1.02**1.96) and alone.high == pytest.approx(2.0 * 1.02**1.96)
+    noisy = _paired(60, 2.0, 0.05, 3)
+    within, both = ratio_estimate(noisy), ratio_estimate(noisy, session_noise=0.02)
+    w, n, s = np.log(within.high / within.value), np.log(both.high / both.value), 1.96 * np.log(1.02)
+    assert max(w, s) < n < w + s
+    assert both.value == within.value
+
+
 # --------------------------------------------------------------------------- fidelity
 
 
