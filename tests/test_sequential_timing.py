@@ -102,3 +102,22 @@ def test_a_ranked_speedup_is_timed_until_precise_as_well_as_decided() -> None:
     scored = TimingDecision(figure="a_vs_b.speedup_b64", full=1.3, zero=1.0, points=10)
     assert _pair_settled(scored, spec)(times)  # 3x against a 1.3x bar: decided
     assert not _pair_settled(scored.model_copy(update={"ranked": True}), spec)(times)  # not within 2% yet
+
+
+def test_session_noise_never_keeps_a_precise_figure_timing() -> None:
+    """Session noise is in the interval the check reads, but more rounds cannot narrow it: a ranked
+    figure whose rounds are steady is precise, whatever the noise floor, and a figure near its
+    threshold stays open while the floor still spans points."""
+    from grader.contracts.job import TimingSpec
+    from grader.worker.measure import PairedTimes
+    from grader.worker.timing import _pair_settled
+
+    rng = np.random.default_rng(1)
+    candidate = 1e-3 * rng.lognormal(0, 0.005, 64)
+    steady = PairedTimes(3.0 * candidate * rng.lognormal(0, 0.005, 64), candidate)  # ~3x, +-0.5% per round
+    spec = TimingSpec(rel_width=0.02, session_noise=0.05)  # the floor alone is ~20% wide
+    ranked = TimingDecision(figure="a_vs_b.speedup_b64", full=1.3, zero=1.0, points=10, ranked=True)
+    assert _pair_settled(ranked, spec)(steady)
+    on_threshold = TimingDecision(figure="a_vs_b.speedup_b64", full=3.05, zero=2.5, points=10)
+    assert not _pair_settled(on_threshold, spec)(steady)  # the floor spans points: the favourable end decides
+    assert _pair_settled(on_threshold, TimingSpec(rel_width=0.02))(steady)  # without it, decided (below full)

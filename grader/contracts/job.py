@@ -58,6 +58,14 @@ class TimingSpec(Strict):
     max_rounds: int = 400
     precision_points: float = Field(0.25, gt=0, description="points a decided check may still differ by")
     rel_width: float = Field(0.05, gt=0, description="interval width / median at which a figure is precise enough")
+    session_noise: float = Field(
+        0.0,
+        ge=0,
+        le=0.2,
+        description="relative spread of a speedup between two sessions of the same files (the A/A gradings "
+        "of benchmarks/timing.py measure it): added to every speedup's interval, so that a rerun, which "
+        "places the models afresh, cannot flip a verdict near a threshold; more rounds cannot shrink it",
+    )
     stop: Literal["verdict", "budget"] = Field(
         "verdict", description="verdict: stop once settled; budget: always spend the cap (benchmarks)"
     )

@@ -247,7 +247,7 @@ def time_pair(
         rounds=times.rounds,
         reference_ms=ref_ms,
         candidate_ms=cand_ms,
-        speedup=ratio_estimate(times).model_copy(
+        speedup=ratio_estimate(times, session_noise=timing.session_noise).model_copy(
             update={"note": stop_note(times.stopped, times.rounds, decision, timing)}
         ),
         reference_items_per_s=batch / ref_ms * 1e3,
@@ -371,11 +371,12 @@ def _pair_settled(decision: TimingDecision | None, timing: TimingSpec):  # noqa:
     shown or ranked, when its interval is that narrow."""
 
     def settled(times: PairedTimes) -> bool:
-        estimate = ratio_estimate(times)
+        within = ratio_estimate(times)  # what more rounds can still narrow
+        estimate = ratio_estimate(times, session_noise=timing.session_noise)  # what the check reads
         low, high, value = estimate.low, estimate.high, estimate.value
-        if low is None or high is None or not value:
+        if low is None or high is None or not value or within.low is None or within.high is None:
             return False
-        precise = high - low <= timing.rel_width * value
+        precise = within.high - within.low <= timing.rel_width * value
         if decision is None:  # shown or ranked, not scored: precise enough to compare
             return precise
         gap = abs(decision_points(decision, high) - decision_points(decision, low))
@@ -396,7 +397,7 @@ def _solo_settled(timing: TimingSpec):  # noqa: ANN202
 def stop_note(stopped: str, rounds: int, decision: TimingDecision | None, timing: TimingSpec) -> str:
     """How many rounds the figure took and why timing stopped, for the report."""
     if stopped == "settled":
-        why = f"the 95% interval is within {timing.rel_width:.0%} of the median"
+        why = f"the 95% interval is within {timing.rel_width:.0%} of the figure"
         if decision is not None:
             why = "both ends of the 95% interval give the same points" + (f", and {why}" if decision.ranked else "")
         return f"{rounds} timed rounds; stopped once settled: {why}"
