@@ -177,7 +177,7 @@ def batch_means_interval(logs: np.ndarray) -> tuple[float, float, float]:
     return centre, centre - half, centre + half
 
 
-def ratio_estimate(times: PairedTimes, seed: int = 0, session_noise: float = 0.0) -> Estimate:  # noqa: ARG001
+def ratio_estimate(times: PairedTimes, session_noise: float = 0.0) -> Estimate:
     """Speedup = reference time / candidate time: the geometric mean over pair-rounds (preempted
     rounds dropped), with a batch-means 95% t-interval; ``session_noise`` (a relative standard
     deviation between sessions) is added to its half-width in quadrature."""

@@ -308,11 +308,11 @@ class GpuMemory:
     one grading holds the GPU alone)."""
 
     def __init__(self, fmt: str) -> None:
-        import torch
-
-        self.torch = fmt != "onnx"
+        self.torch = fmt != "onnx"  # an ONNX-only grading on a GPU need not have torch at all
         synchronize()
         if self.torch:
+            import torch
+
             self.before = torch.cuda.memory_allocated()
             torch.cuda.reset_peak_memory_stats()
         else:
@@ -321,10 +321,10 @@ class GpuMemory:
             self.before = device_memory_used_mb()
 
     def peak(self) -> tuple[float | None, str]:
-        import torch
-
         synchronize()
         if self.torch:
+            import torch
+
             return (torch.cuda.max_memory_allocated() - self.before) / 2**20, "torch.cuda.max_memory_allocated"
         from grader.worker.gpu import device_memory_used_mb
 
