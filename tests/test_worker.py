@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import io
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from grader.contracts.job import Job, MeasureSpec, Pair, ProbeSpec, TimingSpec
+from grader.worker.memory import HEADER, NOT_FORKED, Forked, measure_in_fork, parse_answer
 from grader.worker.runtime import load_model
 from grader.worker.session import batch_probe, compare_outputs, count_macs, feeds_for, run_all
 from grader.worker.timing import time_alone
@@ -75,3 +78,64 @@ def test_macs_of_a_frozen_batch_model_are_per_sample(exported, tmp_path: Path) -
     dynamic = load_model(exported["dynamic"], "onnx", threads=1)
     per_sample = count_macs(dynamic, "onnx", exported["arrays"]).macs
     assert per_sample and count_macs(frozen, "onnx", exported["arrays"]).macs == per_sample
+
+
+def _forked_run(path: Path, arrays: dict[str, np.ndarray], batch: int):
+    def load_and_run(first_batch_done):
+        model = load_model(path, "onnx", threads=1)
+        return run_all(model, "baseline", arrays, batch, first_batch_done)
+
+    return measure_in_fork(load_and_run)
+
+
+@pytest.mark.parametrize("kind", ["dynamic", "fixed"])
+def test_the_fork_sends_back_the_outputs_the_worker_would_compute(exported, kind) -> None:
+    """The untimed answers come from the fork that measured the peak; they must be the ones the
+    worker computes itself, for a dynamic batch and for one frozen to 1 (padded chunks)."""
+    arrays = exported["arrays"]
+    forked = _forked_run(exported[kind], arrays, 64)
+    here = run_all(load_model(exported[kind], "onnx", threads=1), "baseline", arrays, 64)
+    assert forked.peak_mb is not None and forked.peak_mb > 0
+    assert forked.outputs is not None and len(forked.outputs) == len(here)
+    for sent, computed in zip(forked.outputs, here):
+        assert sent.shape == computed.shape == (arrays["input"].shape[0], 10) and sent.dtype == computed.dtype
+        np.testing.assert_allclose(sent, computed, rtol=1e-5, atol=1e-6)
+
+
+def test_the_peak_is_read_after_the_first_batch_so_the_answers_kept_do_not_count() -> None:
+    def load_and_run(first_batch_done):
+        held = np.ones(16 << 20 >> 3)  # 16 MiB, held at the first batch
+        first_batch_done()
+        return [held, np.ones(128 << 20 >> 3)]  # 128 MiB of answers made afterwards
+
+    forked = measure_in_fork(load_and_run)
+    assert forked.peak_mb is not None and 12 <= forked.peak_mb < 64
+    assert [o.nbytes for o in forked.outputs] == [16 << 20, 128 << 20]
+
+
+def test_a_fork_that_fails_or_cannot_send_its_answers_leaves_them_to_the_worker() -> None:
+    def fails(first_batch_done):
+        raise RuntimeError("the model crashed")
+
+    def objects(first_batch_done):
+        first_batch_done()
+        return [np.array([{"label": 1}], dtype=object)]  # an sklearn ZipMap's list of dicts
+
+    assert measure_in_fork(fails) == NOT_FORKED
+    unsent = measure_in_fork(objects)
+    assert unsent.peak_mb is not None and unsent.outputs is None
+
+
+def test_a_truncated_or_malformed_answer_keeps_only_what_can_be_trusted() -> None:
+    header = json.dumps({"peak_mb": 12.5, "outputs": 2}).encode()
+    arrays = io.BytesIO()
+    for array in (np.arange(6.0).reshape(3, 2), np.arange(3)):
+        np.lib.format.write_array(arrays, array, allow_pickle=False)
+    whole = HEADER.pack(len(header)) + header + arrays.getvalue()
+    complete = parse_answer(whole)
+    assert complete.peak_mb == 12.5 and [o.shape for o in complete.outputs] == [(3, 2), (3,)]
+    assert parse_answer(whole[:-5]) == Forked(12.5)  # cut short: the peak, not half the outputs
+    assert parse_answer(whole + b"x") == Forked(12.5)  # trailing bytes: not what was sent
+    assert parse_answer(whole[:6]) == NOT_FORKED and parse_answer(b"") == NOT_FORKED
+    bad = b'{"peak_mb": "much"}'
+    assert parse_answer(HEADER.pack(len(bad)) + bad) == NOT_FORKED
