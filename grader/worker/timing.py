@@ -391,8 +391,8 @@ def precise_width(timing: TimingSpec) -> float:
     precise: ``rel_width``, or the width of the session noise's own part of the interval where that
     is wider. Past that point more rounds narrow the interval the report shows by under a third
     (the two parts add in quadrature), at the price of rounds that grow as the inverse square of the
-    width: on a machine whose calls vary by 10%, hw2's batch-64 figure needed about 120 rounds for
-    6% and about 70 for the 7.8% of its 2% session noise."""
+    width: where calls vary by 10% (this project's shared 2-core machines), hw2's batch-64 figure
+    takes about 120 rounds to reach 6%, so about 70 for the 7.8% of its 2% session noise."""
     return max(timing.rel_width, 2 * 1.96 * math.log1p(timing.session_noise))
 
 
