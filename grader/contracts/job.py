@@ -45,8 +45,8 @@ class TimingSpec(Strict):
     Timing stops, after ``min_rounds``, as soon as both ends of a figure's 95% interval give the
     same points to within ``precision_points`` (for a figure a check scores, ``decisions``), or
     the interval's width is under ``rel_width`` of the figure (for a figure only reported or
-    ranked; its within-run width, compared with ``rel_width`` or the session noise's own width
-    where that is wider); at the latest at ``max_rounds`` or when its share of ``budget_s`` is spent.
+    ranked; the width this run's rounds make, without ``session_noise``, which no number of rounds
+    narrows); at the latest at ``max_rounds`` or when its share of ``budget_s`` is spent.
     A figure still open at the cap is decided by the check's documented rule (the favourable end
     of the interval), and the report says it stopped at the cap.
     """
@@ -61,8 +61,8 @@ class TimingSpec(Strict):
     rel_width: float = Field(
         0.05,
         gt=0,
-        description="interval width / median at which a figure is precise enough (or the session noise's "
-        "width, 2 x 1.96 x session_noise, where that is wider)",
+        description="within-run interval width / figure at which a shown or ranked figure is precise enough "
+        "(below the session noise's own width, 2 x 1.96 x session_noise, more rounds buy little)",
     )
     session_noise: float = Field(
         0.0,

@@ -12,7 +12,6 @@ not timed at this one, and the comparison says so.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -377,23 +376,13 @@ def _pair_settled(decision: TimingDecision | None, timing: TimingSpec):  # noqa:
         low, high, value = estimate.low, estimate.high, estimate.value
         if low is None or high is None or not value or within.low is None or within.high is None:
             return False
-        precise = within.high - within.low <= precise_width(timing) * value
+        precise = within.high - within.low <= timing.rel_width * value
         if decision is None:  # shown or ranked, not scored: precise enough to compare
             return precise
         gap = abs(decision_points(decision, high) - decision_points(decision, low))
         return gap <= timing.precision_points and (precise or not decision.ranked)
 
     return settled
-
-
-def precise_width(timing: TimingSpec) -> float:
-    """The within-run interval width (relative to the figure) at which a shown or ranked speedup is
-    precise: ``rel_width``, or the width of the session noise's own part of the interval where that
-    is wider. Past that point more rounds narrow the interval the report shows by under a third
-    (the two parts add in quadrature), at the price of rounds that grow as the inverse square of the
-    width: where calls vary by 10% (this project's shared 2-core machines), hw2's batch-64 figure
-    takes about 120 rounds to reach 6%, so about 70 for the 7.8% of its 2% session noise."""
-    return max(timing.rel_width, 2 * 1.96 * math.log1p(timing.session_noise))
 
 
 def _solo_settled(timing: TimingSpec):  # noqa: ANN202
@@ -408,11 +397,8 @@ def _solo_settled(timing: TimingSpec):  # noqa: ANN202
 def stop_note(stopped: str, rounds: int, decision: TimingDecision | None, timing: TimingSpec) -> str:
     """How many rounds the figure took and why timing stopped, for the report."""
     if stopped == "settled":
-        width = precise_width(timing)
         part = "this run's part of the 95% interval" if timing.session_noise else "the 95% interval"
-        why = f"{part} is within {width:.1%} of the figure"
-        if width > timing.rel_width:
-            why += ", as wide as the session noise in it (more rounds cannot narrow that)"
+        why = f"{part} is within {timing.rel_width:.1%} of the figure"
         if decision is not None:
             why = "both ends of the 95% interval give the same points" + (f", and {why}" if decision.ranked else "")
         return f"{rounds} timed rounds; stopped once settled: {why}"
