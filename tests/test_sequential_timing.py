@@ -133,3 +133,7 @@ def test_the_stop_note_says_which_part_of_the_interval_was_precise() -> None:
     noisy = stop_note("settled", 48, ranked, TimingSpec(rel_width=0.078, session_noise=0.02))
     assert "same points, and this run's part of the 95% interval is within 7.8% of the figure" in noisy
     assert "the 95% interval is within 6.0% of the figure" in stop_note("settled", 48, None, TimingSpec(rel_width=0.06))
+    solo = stop_note("settled", 48, None, TimingSpec(rel_width=0.06, session_noise=0.02), paired=False)
+    assert (
+        "the 95% interval is within 6.0%" in solo and "this run's part" not in solo
+    )  # a latency holds no session noise

@@ -6,11 +6,13 @@ model; the child (a copy of the worker as it is then, with the runtimes imported
 loaded) resets its high-water mark, loads the model, runs the first batch and notes how far its
 resident memory rose. Every model is measured from the same state, whatever the order.
 
-The child then runs the rest of the inputs and sends its answers back with the peak, so the
-worker does not run every input a second time (on hw2's reference that was a third of the
-loading phase). The peak is read after the first batch, as before, so holding the answers does
-not count against the model. A child that fails, or whose answers cannot be sent as plain
-arrays, sends none: the worker then runs the inputs itself, and reports any failure properly.
+The child then runs the rest of the inputs and sends its answers back, so the worker does not run
+every input a second time (on hw2's reference that was a third of the loading phase). The pipe
+carries length-prefixed JSON messages: the peak, sent as soon as the first batch has run, then
+either the answers (a count, then that many ``.npy`` arrays) or the problem a later batch raised
+(the worker reports it as its own, without running the model again). Answers the caller will not
+take (``send_if`` on the first batch: arrays of Python objects, or too large to be worth a copy)
+are not computed at all. Whatever the child fails to send, the worker measures or runs itself.
 """
 
 from __future__ import annotations
@@ -27,39 +29,50 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from grader.contracts.problem import Problem
+from grader.errors import SubmissionError
 from grader.worker.measure import peak_rss_mb, reset_peak_rss, rss_mb
 
 TIMEOUT_S = 300.0
-HEADER = struct.Struct("<Q")  # the length of the JSON header that comes first on the pipe
+HEADER = struct.Struct("<Q")  # the length of each JSON message on the pipe
 READ_BYTES = 1 << 20
 
-# ``load_and_run(first_batch_done)``: load, run every input (calling ``first_batch_done`` once the
-# first batch has run) and return the outputs, one array per model output
-LoadAndRun = Callable[[Callable[[], None]], list[np.ndarray]]
+# ``load_and_run(first_batch_done)``: load, run every input (calling ``first_batch_done`` with the
+# first batch's outputs once it has run) and return the outputs, one array per model output
+FirstBatchDone = Callable[[list[np.ndarray]], None]
+LoadAndRun = Callable[[FirstBatchDone], list[np.ndarray]]
 
 
 @dataclass(frozen=True)
 class Forked:
-    """What the child measured: the peak in MiB, and the outputs where it could send them."""
+    """What the child measured: the peak in MiB, the outputs where it sent them, and the problem a
+    later batch raised where one did."""
 
     peak_mb: float | None
     outputs: list[np.ndarray] | None = None
+    problem: Problem | None = None
 
 
 NOT_FORKED = Forked(None)  # nothing measured in a child: all is measured in-process
 
 
-def measure_in_fork(load_and_run: LoadAndRun, timeout_s: float = TIMEOUT_S) -> Forked:
+class _Unsent(Exception):
+    """The first batch says the answers are not to be sent: stop the child there."""
+
+
+def measure_in_fork(
+    load_and_run: LoadAndRun, send_if: Callable[[list[np.ndarray]], bool], timeout_s: float = TIMEOUT_S
+) -> Forked:
     """The MiB ``load_and_run`` adds at its peak (up to its first batch), in a forked child, and
-    the outputs it gave; ``Forked(None)`` where the child fails or the platform cannot fork (the
-    caller then measures and runs in-process)."""
+    the outputs it gave where ``send_if`` takes the first batch's; ``NOT_FORKED`` where the child
+    fails before its first batch or the platform cannot fork (the caller then does it all)."""
     if not hasattr(os, "fork"):
         return NOT_FORKED
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: measure, report, leave without running any cleanup
         os.close(read)
-        _child(load_and_run, write)
+        _child(load_and_run, send_if, write)
         os._exit(0)
     os.close(write)
     try:
@@ -68,30 +81,31 @@ def measure_in_fork(load_and_run: LoadAndRun, timeout_s: float = TIMEOUT_S) -> F
         os.close(read)
 
 
-def _child(load_and_run: LoadAndRun, write: int) -> None:
-    peak: list[float] = []
+def _child(load_and_run: LoadAndRun, send_if: Callable[[list[np.ndarray]], bool], write: int) -> None:
+    with os.fdopen(write, "wb", closefd=False) as channel:
 
-    def first_batch_done() -> None:
-        if not peak:
-            peak.append(max(peak_rss_mb() - before, 0.0))
+        def first_batch_done(first: list[np.ndarray]) -> None:
+            _message(channel, {"peak_mb": max(peak_rss_mb() - before, 0.0)})
+            channel.flush()  # the peak is the parent's even if a later batch kills this child
+            if not (all(isinstance(o, np.ndarray) and not o.dtype.hasobject for o in first) and send_if(first)):
+                raise _Unsent
 
-    try:
-        reset_peak_rss()
-        before = rss_mb()
-        outputs = load_and_run(first_batch_done)
-    except BaseException:  # noqa: BLE001 - the in-process load reports the failure properly
-        return
-    if not peak:
-        return
-    sendable = all(isinstance(o, np.ndarray) and not o.dtype.hasobject for o in outputs)
-    header = json.dumps({"peak_mb": peak[0], "outputs": len(outputs) if sendable else None}).encode()
-    try:
-        with os.fdopen(write, "wb", closefd=False) as channel:
-            channel.write(HEADER.pack(len(header)) + header)
-            for output in outputs if sendable else []:
+        try:
+            reset_peak_rss()
+            before = rss_mb()
+            outputs = load_and_run(first_batch_done)
+            _message(channel, {"outputs": len(outputs)})
+            for output in outputs:
                 np.lib.format.write_array(_Writes(channel), output, allow_pickle=False)
-    except BaseException:  # noqa: BLE001 - a broken pipe: the parent parses what it has, or nothing
-        return
+        except SubmissionError as error:  # a later batch failed: the parent need not run it again
+            _message(channel, {"problem": error.problem.model_dump(mode="json")})
+        except BaseException:  # noqa: BLE001 - not sent, or a load that failed: the parent does it itself
+            return
+
+
+def _message(channel: io.BufferedWriter, value: dict) -> None:
+    data = json.dumps(value).encode()
+    channel.write(HEADER.pack(len(data)) + data)
 
 
 class _Writes:
@@ -102,22 +116,39 @@ class _Writes:
         self.write = channel.write
 
 
-def parse_answer(data: bytes) -> Forked:
-    """The child's answer: a header with the peak and the number of outputs, then the arrays. A
-    truncated or malformed answer keeps what can be trusted (the peak), never half the outputs."""
-    if len(data) < HEADER.size:
-        return Forked(None)
-    (length,) = HEADER.unpack_from(data)
+def _read_message(stream: io.BytesIO) -> dict | None:
+    raw = stream.read(HEADER.size)
+    if len(raw) < HEADER.size:
+        return None
+    (length,) = HEADER.unpack(raw)
+    body = stream.read(length)
     try:
-        header = json.loads(data[HEADER.size : HEADER.size + length])
-        peak = float(header["peak_mb"])
-        count = header["outputs"]
-    except (ValueError, KeyError, TypeError):
-        return Forked(None)
-    if not isinstance(count, int) or count <= 0:
-        return Forked(peak)
+        value = json.loads(body) if len(body) == length else None
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def parse_answer(data: bytes) -> Forked:
+    """The child's answer: the peak, then the outputs or a problem. A truncated or malformed answer
+    keeps what can be trusted (the peak), never half the outputs."""
     stream = io.BytesIO(data)
-    stream.seek(HEADER.size + length)
+    first = _read_message(stream)
+    try:
+        peak = float(first["peak_mb"]) if first is not None else None
+    except (KeyError, TypeError, ValueError):
+        peak = None
+    if peak is None:
+        return NOT_FORKED
+    second = _read_message(stream)
+    if second is not None and "problem" in second:
+        try:
+            return Forked(peak, problem=Problem.model_validate(second["problem"]))
+        except ValueError:
+            return Forked(peak)
+    count = second.get("outputs") if second is not None else None
+    if not isinstance(count, int) or isinstance(count, bool) or count <= 0:
+        return Forked(peak)
     try:
         outputs = [np.lib.format.read_array(stream, allow_pickle=False) for _ in range(count)]
     except (ValueError, OSError, EOFError):
@@ -128,18 +159,21 @@ def parse_answer(data: bytes) -> Forked:
 def _read_answer(read: int, pid: int, timeout_s: float) -> bytes:
     deadline = time.monotonic() + timeout_s
     chunks: list[bytes] = []
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            os.kill(pid, signal.SIGKILL)  # a model that hangs: the in-process load meets the time limit
-            chunks = []
-            break
-        ready, _, _ = select.select([read], [], [], remaining)
-        if not ready:
-            continue
-        chunk = os.read(read, READ_BYTES)
-        if not chunk:
-            break
-        chunks.append(chunk)
-    os.waitpid(pid, 0)
-    return b"".join(chunks)
+    try:
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                os.kill(pid, signal.SIGKILL)  # a model that hangs: the in-process load meets the time limit
+                return b"".join(chunks)  # the peak, if it came; never half the outputs (parse_answer)
+            ready, _, _ = select.select([read], [], [], remaining)
+            if not ready:
+                continue
+            chunk = os.read(read, READ_BYTES)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+    except BaseException:
+        os.kill(pid, signal.SIGKILL)  # the parent itself ran out (of memory): never leave the child running
+        raise
+    finally:
+        os.waitpid(pid, 0)
