@@ -1,6 +1,8 @@
 """Benchmark: verdict-driven timing (issue #18), measured in one run on this machine.
 
 Prints one table:
+- the machine's own noise: one bare onnxruntime call at batch 64, how much it varies, and the
+  rounds that variation costs a precise ratio;
 - the hw2 reference solution, one grading: median wall time over ``--runs`` gradings;
 - the spread of its speedup over those gradings, (max - min) / median, at batch 64 and batch 1;
 - a speedup placed 2% above the full-marks threshold (the threshold moved to the measured
@@ -53,6 +55,32 @@ def grade_once(folder: str, root: str | None = None) -> dict:
     }
 
 
+def machine_noise(calls: int = 60) -> tuple[float, float]:
+    """How much the machine itself makes one call vary: the hw2 baseline alone in bare onnxruntime
+    (one thread, the same batch of 64 every call), no grader at all. Returns the standard deviation
+    of log call time, and the rounds an interleaved ratio of two models that vary as much then
+    needs for a within-run 95% interval 6% wide: a pair-round's log ratio (two rounds' ratios of
+    two calls each, averaged) varies by that same sd, and 8 batch means' half-width is
+    2.365 sd / sqrt(pair-rounds) (a lower bound: the int8 candidate varied more than this)."""
+    import numpy as np
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(SOLUTION / "baseline.onnx"), options, providers=["CPUExecutionProvider"])
+    with np.load(SOLUTION / "inputs.npz") as archive:
+        feeds = {session.get_inputs()[0].name: archive["input"][:64].astype(np.float32)}
+    for _ in range(5):
+        session.run(None, feeds)
+    seconds = []
+    for _ in range(calls):
+        started = time.perf_counter()
+        session.run(None, feeds)
+        seconds.append(time.perf_counter() - started)
+    sd = float(np.std(np.log(seconds)))
+    return sd, 2 * (2.365 * sd / 0.03) ** 2
+
+
 def spread(values: list[float]) -> float:
     return (max(values) - min(values)) / statistics.median(values)
 
@@ -98,6 +126,13 @@ def main() -> int:
     rows: list[tuple[str, str]] = []
     with tempfile.TemporaryDirectory(prefix="timing-bench-") as tmp:
         work = Path(tmp)
+        noise, rounds = machine_noise()
+        rows.append(
+            (
+                "this machine: bare onnxruntime, one call at batch 64, sd of log time",
+                f"{noise:.1%} (a 6%-wide ratio then takes about {rounds:.0f} rounds)",
+            )
+        )
         runs = [grade_once(str(SOLUTION)) for _ in range(args.runs)]
         for i, run in enumerate(runs):
             print(f"run {i + 1}: {run['wall']:.1f} s, b64 {run['b64'][0]:.2f}x ({run['b64'][3]})", flush=True)

@@ -121,3 +121,19 @@ def test_session_noise_never_keeps_a_precise_figure_timing() -> None:
     on_threshold = TimingDecision(figure="a_vs_b.speedup_b64", full=3.05, zero=2.5, points=10)
     assert not _pair_settled(on_threshold, spec)(steady)  # the floor spans points: the favourable end decides
     assert _pair_settled(on_threshold, TimingSpec(rel_width=0.02))(steady)  # without it, decided (below full)
+
+
+def test_the_stop_note_says_which_part_of_the_interval_was_precise() -> None:
+    """With session noise in the interval, only this run's part of it narrows with rounds: the
+    note says that part is what reached rel_width."""
+    from grader.contracts.job import TimingSpec
+    from grader.worker.timing import stop_note
+
+    ranked = TimingDecision(figure="a_vs_b.speedup_b64", full=1.3, zero=1.0, points=10, ranked=True)
+    noisy = stop_note("settled", 48, ranked, TimingSpec(rel_width=0.078, session_noise=0.02))
+    assert "same points, and this run's part of the 95% interval is within 7.8% of the figure" in noisy
+    assert "the 95% interval is within 6.0% of the figure" in stop_note("settled", 48, None, TimingSpec(rel_width=0.06))
+    solo = stop_note("settled", 48, None, TimingSpec(rel_width=0.06, session_noise=0.02), paired=False)
+    assert (
+        "the 95% interval is within 6.0%" in solo and "this run's part" not in solo
+    )  # a latency holds no session noise

@@ -45,7 +45,8 @@ class TimingSpec(Strict):
     Timing stops, after ``min_rounds``, as soon as both ends of a figure's 95% interval give the
     same points to within ``precision_points`` (for a figure a check scores, ``decisions``), or
     the interval's width is under ``rel_width`` of the figure (for a figure only reported or
-    ranked); at the latest at ``max_rounds`` or when its share of ``budget_s`` is spent.
+    ranked; the width this run's rounds make, without ``session_noise``, which no number of rounds
+    narrows); at the latest at ``max_rounds`` or when its share of ``budget_s`` is spent.
     A figure still open at the cap is decided by the check's documented rule (the favourable end
     of the interval), and the report says it stopped at the cap.
     """
@@ -57,7 +58,12 @@ class TimingSpec(Strict):
     min_rounds: int = Field(16, ge=2, description="rounds before the first look: 8 A B + B A pairs")
     max_rounds: int = 400
     precision_points: float = Field(0.25, gt=0, description="points a decided check may still differ by")
-    rel_width: float = Field(0.05, gt=0, description="interval width / median at which a figure is precise enough")
+    rel_width: float = Field(
+        0.05,
+        gt=0,
+        description="within-run interval width / figure at which a shown or ranked figure is precise enough "
+        "(below the session noise's own width, 2 x 1.96 x session_noise, more rounds buy little)",
+    )
     session_noise: float = Field(
         0.0,
         ge=0,

@@ -15,6 +15,7 @@ import signal
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -45,7 +46,7 @@ from grader.worker.measure import (
     snr_db,
     top1_agreement,
 )
-from grader.worker.memory import peak_memory_mb
+from grader.worker.memory import NOT_FORKED, Forked, measure_in_fork
 from grader.worker.runtime import Feeds, LoadedModel, load_model
 from grader.worker.searchlog import observe_search_log
 from grader.worker.timing import pending_pair, pending_solo, rows_of, time_alone, time_pair
@@ -132,8 +133,16 @@ def feeds_for(model: LoadedModel, role: str, arrays: dict[str, np.ndarray], inde
     return feeds
 
 
-def run_all(model: LoadedModel, role: str, arrays: dict[str, np.ndarray], batch: int) -> list[np.ndarray]:
-    """Outputs for every sample, in chunks (padding the last one when the batch size is frozen)."""
+def run_all(
+    model: LoadedModel,
+    role: str,
+    arrays: dict[str, np.ndarray],
+    batch: int,
+    first_batch_done: Callable[[list[np.ndarray]], None] = lambda _: None,
+) -> list[np.ndarray]:
+    """Outputs for every sample, in chunks (padding the last one when the batch size is frozen);
+    ``first_batch_done`` is called with the first chunk's outputs once it has run (where a model's
+    peak is read)."""
     total = next(iter(arrays.values())).shape[0]
     fixed = model.fixed_batch()
     step = fixed or batch
@@ -164,6 +173,8 @@ def run_all(model: LoadedModel, role: str, arrays: dict[str, np.ndarray], batch:
                 )
             )
         chunks.append([o[:keep] for o in outputs])
+        if len(chunks) == 1:
+            first_batch_done(chunks[0])
     try:
         return [np.concatenate([c[i] for c in chunks]) for i in range(len(chunks[0]))]
     except ValueError:
@@ -177,6 +188,8 @@ def run_all(model: LoadedModel, role: str, arrays: dict[str, np.ndarray], batch:
             )
         ) from None
 
+
+SEND_LIMIT_MB = 256  # the fork's answers are sent back only under this size (``Session._in_fork``)
 
 ALLOCATION_FAILURES = ("bad_alloc", "failed to allocate", "out of memory", "cannot allocate memory")
 
@@ -235,11 +248,12 @@ def observe_model(
     threads: int,
     arrays: dict[str, np.ndarray],
     batch: int,
-    peak_mb: float | None = None,
+    forked: Forked = NOT_FORKED,
     device: DevicePlan = CPU,
 ) -> tuple[ModelObservation, LoadedModel, list[np.ndarray]]:
-    """Load, run every input, gather evidence. ``peak_mb`` is the peak memory measured for this
-    model in a fresh copy of the worker (``grader.worker.memory``); without it, measured here."""
+    """Load, run every input, gather evidence. ``forked`` is what a fresh copy of the worker
+    measured for this model (``grader.worker.memory``): its peak memory and its outputs on every
+    input; whatever it lacks is measured here."""
     reset_peak_rss()
     before = rss_mb()
     gpu = GpuMemory(job.format) if device.on_gpu else None
@@ -261,8 +275,12 @@ def observe_model(
             )
         ) from None
     load_s = time.perf_counter() - started
-    outputs = run_all(model, job.role, arrays, batch)
-    peak = peak_mb if peak_mb is not None else max(peak_rss_mb() - before, 0.0)
+    if forked.problem is not None:  # a later batch failed in the fork: the same failure here
+        raise fault(forked.problem)
+    outputs = forked.outputs
+    if outputs is None or not answers_agree(outputs, run_all(model, job.role, _first_rows(arrays), batch)):
+        outputs = run_all(model, job.role, arrays, batch)
+    peak = forked.peak_mb if forked.peak_mb is not None else max(peak_rss_mb() - before, 0.0)
     gpu_peak, gpu_note = gpu.peak() if gpu is not None else (None, "")
     macs = count_macs(model, job.role, arrays)
     observation = ModelObservation(
@@ -283,6 +301,33 @@ def observe_model(
         trusted=job.trusted,
     )
     return observation, model, outputs
+
+
+CHECKED_ROWS = 32  # rows of the fork's answers the worker recomputes with the model it times
+
+
+def _first_rows(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {name: array[:CHECKED_ROWS] for name, array in arrays.items()}
+
+
+def answers_agree(forked: list[np.ndarray], here: list[np.ndarray]) -> bool:
+    """Do the fork's answers start with the ones the worker's own session gives on the first rows?
+    The worker times its own session, so the untimed answers it holds the timed ones against must
+    be that session's: where they are not (beyond a batch size's rounding), it runs every input
+    itself, as it did before the fork sent answers."""
+    if len(forked) != len(here):
+        return False
+    for sent, computed in zip(forked, here):
+        sent = sent[: computed.shape[0]]
+        if sent.shape != computed.shape or sent.dtype != computed.dtype:
+            return False
+        if np.issubdtype(sent.dtype, np.floating):
+            scale = float(np.max(np.abs(sent), initial=0.0))
+            if not np.allclose(computed, sent, rtol=1e-3, atol=1e-4 * scale + 1e-7, equal_nan=True):
+                return False
+        elif not np.array_equal(sent, computed):
+            return False
+    return True
 
 
 def stores_half(path: Path, fmt: str) -> bool:
@@ -600,9 +645,9 @@ class Session:
         return all(r in self.loaded for r in roles)
 
     def load_models(self) -> None:
-        # each model's peak in a fresh fork, before anything is loaded here; not on a GPU, where a
-        # fork cannot use the CUDA context, so the peak is measured in-process as each model loads
-        peaks = {m.role: None if self.device.on_gpu else self._peak_memory(m) for m in self.job.models}
+        # each model's peak (and its outputs) in a fresh fork, before anything is loaded here; not on
+        # a GPU, where a fork cannot use the CUDA context, so all is measured in-process
+        forks = {m.role: NOT_FORKED if self.device.on_gpu else self._in_fork(m) for m in self.job.models}
         for model_job in self.job.models:
             try:
                 observation, model, outputs = observe_model(
@@ -611,7 +656,7 @@ class Session:
                     self.threads,
                     self.arrays,
                     self.spec.fidelity_batch_size,
-                    peaks[model_job.role],
+                    forks[model_job.role],
                     self.device,
                 )
             except SubmissionError as error:
@@ -622,15 +667,22 @@ class Session:
             self.obs.models[model_job.role] = observation
             self.loaded[model_job.role], self.outputs[model_job.role] = model, outputs
 
-    def _peak_memory(self, model_job: ModelJob) -> float | None:
-        path, batch = self.path(model_job.file), self.spec.fidelity_batch_size
-        index = np.arange(min(batch, next(iter(self.arrays.values())).shape[0]))
+    def _in_fork(self, model_job: ModelJob) -> Forked:
+        path = self.path(model_job.file)
 
-        def load_and_run() -> None:
+        total = next(iter(self.arrays.values())).shape[0]
+
+        def load_and_run(first_batch_done: Callable[[list[np.ndarray]], None]) -> list[np.ndarray]:
             model = load_model(path, model_job.format, self.threads, model_job.architecture, self.device)
-            model.run(feeds_for(model, model_job.role, self.arrays, index))
+            return run_all(model, model_job.role, self.arrays, self.spec.fidelity_batch_size, first_batch_done)
 
-        return peak_memory_mb(load_and_run)
+        def worth_sending(first: list[np.ndarray]) -> bool:
+            """Answers of all inputs under ``SEND_LIMIT_MB`` (estimated from the first batch): larger ones
+            would sit in the fork, the pipe and the worker at once, so the worker computes them itself."""
+            rows = max(1, first[0].shape[0]) if first and first[0].ndim else 1
+            return sum(o.nbytes for o in first) / rows * total <= SEND_LIMIT_MB * 2**20
+
+        return measure_in_fork(load_and_run, worth_sending)
 
     def build_derived(self) -> None:
         """Models the grader builds itself (a TensorRT engine from the ONNX file), on this machine."""

@@ -343,7 +343,7 @@ def time_alone(
         **_warmup_time(job, model.device, budget),
     )
     latency = median_estimate(seconds, scale=1e3, unit="ms")
-    latency = latency.model_copy(update={"note": stop_note(stopped, int(seconds.size), None, timing)})
+    latency = latency.model_copy(update={"note": stop_note(stopped, int(seconds.size), None, timing, paired=False)})
     return SoloTiming(
         role=role,
         batch_size=batch,
@@ -394,10 +394,14 @@ def _solo_settled(timing: TimingSpec):  # noqa: ANN202
     return settled
 
 
-def stop_note(stopped: str, rounds: int, decision: TimingDecision | None, timing: TimingSpec) -> str:
-    """How many rounds the figure took and why timing stopped, for the report."""
+def stop_note(
+    stopped: str, rounds: int, decision: TimingDecision | None, timing: TimingSpec, paired: bool = True
+) -> str:
+    """How many rounds the figure took and why timing stopped, for the report (``paired``: a
+    speedup, whose interval also holds the session noise; a solo latency's does not)."""
     if stopped == "settled":
-        why = f"the 95% interval is within {timing.rel_width:.0%} of the figure"
+        part = "this run's part of the 95% interval" if timing.session_noise and paired else "the 95% interval"
+        why = f"{part} is within {timing.rel_width:.1%} of the figure"
         if decision is not None:
             why = "both ends of the 95% interval give the same points" + (f", and {why}" if decision.ranked else "")
         return f"{rounds} timed rounds; stopped once settled: {why}"
