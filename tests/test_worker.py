@@ -241,3 +241,22 @@ def test_a_model_that_fails_on_a_later_batch_is_reported_as_without_the_fork(tmp
             observe_model(job, path, 1, arrays, 256, given)
         messages.append(raised.value.problem.message)
     assert messages[0] == messages[1] and "model 'candidate' failed to run" in messages[0]
+
+
+def test_whatever_escapes_the_fork_ends_it_there(monkeypatch, tmp_path: Path) -> None:
+    """A broken pipe at the child's last flush must end the child, never return into the worker's
+    own code (a second worker writing observations)."""
+    from grader.worker import memory
+
+    def broken(*_args) -> None:
+        raise BrokenPipeError("the parent went away")
+
+    monkeypatch.setattr(memory, "_child", broken)
+    parent = os.getpid()
+    try:
+        result = measure_in_fork(lambda first_batch_done: [], _always)
+    finally:
+        if os.getpid() != parent:  # the fork came back here: say so and leave, as a regression would
+            (tmp_path / "escaped").write_text("the fork ran the caller's code")
+            os._exit(0)
+    assert result == NOT_FORKED and not (tmp_path / "escaped").exists()

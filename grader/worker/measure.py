@@ -183,8 +183,17 @@ def ratio_estimate(times: PairedTimes, session_noise: float = 0.0) -> Estimate:
     deviation between sessions) is added to its half-width in quadrature."""
     logs = without_preempted(np.log(pair_round_ratios(times)))
     centre, low, high = batch_means_interval(logs)
-    half = math.hypot(high - centre, 1.96 * math.log1p(session_noise))
-    return Estimate(value=math.exp(centre), low=math.exp(centre - half), high=math.exp(centre + half), unit="x")
+    within = Estimate(value=math.exp(centre), low=math.exp(low), high=math.exp(high), unit="x")
+    return with_session_noise(within, session_noise)
+
+
+def with_session_noise(within: Estimate, session_noise: float) -> Estimate:
+    """A within-run ratio estimate widened by ``session_noise``, in quadrature on the log scale."""
+    if not session_noise or within.value is None or within.high is None:
+        return within
+    centre = math.log(within.value)
+    half = math.hypot(math.log(within.high) - centre, 1.96 * math.log1p(session_noise))
+    return within.model_copy(update={"low": math.exp(centre - half), "high": math.exp(centre + half)})
 
 
 def rss_mb() -> float:

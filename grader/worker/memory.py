@@ -71,9 +71,11 @@ def measure_in_fork(
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: measure, report, leave without running any cleanup
-        os.close(read)
-        _child(load_and_run, send_if, write)
-        os._exit(0)
+        try:
+            os.close(read)
+            _child(load_and_run, send_if, write)
+        finally:  # whatever escapes (a broken pipe at the last flush), never the worker's own code
+            os._exit(0)
     os.close(write)
     try:
         return parse_answer(_read_answer(read, pid, timeout_s))

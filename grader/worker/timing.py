@@ -27,6 +27,7 @@ from grader.worker.measure import (
     snr_db,
     time_interleaved,
     time_single,
+    with_session_noise,
 )
 from grader.worker.runtime import LoadedModel, Staged
 
@@ -372,7 +373,7 @@ def _pair_settled(decision: TimingDecision | None, timing: TimingSpec):  # noqa:
 
     def settled(times: PairedTimes) -> bool:
         within = ratio_estimate(times)  # what more rounds can still narrow
-        estimate = ratio_estimate(times, session_noise=timing.session_noise)  # what the check reads
+        estimate = with_session_noise(within, timing.session_noise)  # what the check reads
         low, high, value = estimate.low, estimate.high, estimate.value
         if low is None or high is None or not value or within.low is None or within.high is None:
             return False
