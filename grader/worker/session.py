@@ -49,7 +49,7 @@ from grader.worker.measure import (
 from grader.worker.memory import NOT_FORKED, Forked, measure_in_fork
 from grader.worker.runtime import Feeds, LoadedModel, load_model
 from grader.worker.searchlog import observe_search_log
-from grader.worker.timing import pending_pair, pending_solo, rows_of, time_alone, time_pair
+from grader.worker.timing import pending_pair, pending_solo, plan_alone, plan_pair, rows_of, time_planned
 
 ORT_DTYPES = {
     "tensor(float)": np.float32,
@@ -728,20 +728,22 @@ class Session:
             return
         arrays, untimed = self._timing_inputs({r for p in pairs for r in (p.reference, p.candidate)} | set(solo))
         # one equal share of the budget per timed figure: each share is that figure's cap, so a
-        # figure that cannot settle never takes more than before, and one that settles ends sooner
+        # figure that cannot settle never takes more than before, and one that settles ends sooner;
+        # the figures take turns, so each one's rounds are spread over the whole timing
         cap = self.spec.timing.budget_s / max(1, len(batches) * (len(pairs) + len(solo)))
-        for pair in pairs:
-            for batch in batches:
-                self.obs.timing.append(
-                    time_pair(
-                        pair.reference, pair.candidate, self.loaded, arrays, untimed, batch, self.job, cap, feeds_for
-                    )
-                )
-        for role in solo:
-            for batch in batches:
-                self.obs.solo_timing.append(
-                    time_alone(role, self.loaded[role], arrays, untimed.get(role), batch, self.job, cap, feeds_for)
-                )
+        planned_pairs = [
+            plan_pair(p.reference, p.candidate, self.loaded, arrays, untimed, batch, self.job, cap, feeds_for)
+            for p in pairs
+            for batch in batches
+        ]
+        planned_solo = [
+            plan_alone(role, self.loaded[role], arrays, untimed.get(role), batch, self.job, cap, feeds_for)
+            for role in solo
+            for batch in batches
+        ]
+        figures = time_planned(planned_pairs + planned_solo)
+        self.obs.timing += figures[: len(planned_pairs)]
+        self.obs.solo_timing += figures[len(planned_pairs) :]
 
     def sample_gpu(self) -> None:
         """The GPU's clocks just before timing (the models loaded and run, so the GPU is busy, not
