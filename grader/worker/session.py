@@ -8,6 +8,7 @@ treats the output file as untrusted and validates it.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import platform
 import re
@@ -50,6 +51,9 @@ from grader.worker.memory import NOT_FORKED, Forked, measure_in_fork
 from grader.worker.runtime import Feeds, LoadedModel, load_model
 from grader.worker.searchlog import observe_search_log
 from grader.worker.timing import pending_pair, pending_solo, plan_alone, plan_pair, rows_of, time_planned
+
+JOB_WAIT_S = 600.0  # a worker started early gives up on a host that never sends its job
+JOB_POLL_S = 0.005
 
 ORT_DTYPES = {
     "tensor(float)": np.float32,
@@ -613,8 +617,10 @@ def _preload(job: Job) -> None:
         import torch  # noqa: F401
 
 
+@functools.cache
 def _warm_onnxruntime() -> None:
-    """Create one trivial session so runtime set-up is not charged to the first model's memory."""
+    """Create one trivial session so runtime set-up is not charged to the first model's memory
+    (once: a worker started early has done it while it waited for its job)."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(identity_model(), providers=["CPUExecutionProvider"])
@@ -938,9 +944,26 @@ def parse_args(argv: list[str]) -> tuple[Path, str, dict[str, Path]]:
         metavar="NAME=PATH",
         help="where the folder the job calls NAME is mounted",
     )
+    parser.add_argument(
+        "--wait-for-job",
+        action="store_true",
+        help="started before the job is ready: warm the runtime, then wait for the job file to appear",
+    )
     args = parser.parse_args(argv)
     folders = dict(item.split("=", 1) for item in args.folder)
-    return args.job, args.out, {name: Path(path) for name, path in folders.items()}
+    return args.job, args.out, {name: Path(path) for name, path in folders.items()}, args.wait_for_job
+
+
+def wait_for_job(path: Path, limit_s: float = JOB_WAIT_S) -> bool:
+    """Warm the runtime, then wait until the host has written the job (it renames the finished
+    file into place, so one that exists is whole). False if none came within ``limit_s``."""
+    _warm_onnxruntime()
+    deadline = time.monotonic() + limit_s
+    while not path.exists():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(JOB_POLL_S)
+    return True
 
 
 def open_output(spec: str) -> BinaryIO:
@@ -969,7 +992,10 @@ def arm_deadline(env: dict[str, str] | os._Environ = os.environ) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     arm_deadline()
-    job_path, out, folders = parse_args(sys.argv[1:] if argv is None else argv)
+    job_path, out, folders, wait = parse_args(sys.argv[1:] if argv is None else argv)
+    if wait and not wait_for_job(job_path):
+        print(f"no job at {job_path} within {JOB_WAIT_S:.0f} s", file=sys.stderr)
+        return 75
     with open_output(out) as channel:
         job = Job.model_validate_json(job_path.read_text())
         try:
