@@ -66,8 +66,29 @@ def measure_in_fork(
     """The MiB ``load_and_run`` adds at its peak (up to its first batch), in a forked child, and
     the outputs it gave where ``send_if`` takes the first batch's; ``NOT_FORKED`` where the child
     fails before its first batch or the platform cannot fork (the caller then does it all)."""
+    return measure_in_forks([(load_and_run, send_if)], timeout_s)[0]
+
+
+def measure_in_forks(
+    work: list[tuple[LoadAndRun, Callable[[list[np.ndarray]], bool]]], timeout_s: float = TIMEOUT_S
+) -> list[Forked]:
+    """``measure_in_fork`` for several models at once, one child each, all forked before any runs
+    (so each starts from the same state) and running side by side: a child's high-water mark is
+    its own, so its peak is the same whatever runs next to it; only the time differs."""
     if not hasattr(os, "fork"):
-        return NOT_FORKED
+        return [NOT_FORKED for _ in work]
+    started: list[tuple[int, int]] = []
+    try:
+        for load_and_run, send_if in work:
+            started.append(_fork(load_and_run, send_if))
+    except BaseException:
+        for read, pid in started:
+            _end(read, pid)
+        raise
+    return [parse_answer(answer) for answer in _read_answers(started, timeout_s)]
+
+
+def _fork(load_and_run: LoadAndRun, send_if: Callable[[list[np.ndarray]], bool]) -> tuple[int, int]:
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: measure, report, leave without running any cleanup
@@ -77,10 +98,13 @@ def measure_in_fork(
         finally:  # whatever escapes (a broken pipe at the last flush), never the worker's own code
             os._exit(0)
     os.close(write)
-    try:
-        return parse_answer(_read_answer(read, pid, timeout_s))
-    finally:
-        os.close(read)
+    return read, pid
+
+
+def _end(read: int, pid: int) -> None:
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    os.close(read)
 
 
 def _child(load_and_run: LoadAndRun, send_if: Callable[[list[np.ndarray]], bool], write: int) -> None:
@@ -158,24 +182,32 @@ def parse_answer(data: bytes) -> Forked:
     return Forked(peak, outputs if stream.tell() == len(data) else None)
 
 
-def _read_answer(read: int, pid: int, timeout_s: float) -> bytes:
+def _read_answers(started: list[tuple[int, int]], timeout_s: float) -> list[bytes]:
+    """Every child's answer, read as they come (a pipe left unread would stall its child); each
+    child reaped. A child still running at the deadline (a model that hangs) is killed with what
+    it sent so far (the peak, if it came; never half the outputs: ``parse_answer``)."""
     deadline = time.monotonic() + timeout_s
-    chunks: list[bytes] = []
+    chunks: dict[int, list[bytes]] = {read: [] for read, _ in started}
+    open_reads = set(chunks)
     try:
-        while True:
+        while open_reads:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                os.kill(pid, signal.SIGKILL)  # a model that hangs: the in-process load meets the time limit
-                return b"".join(chunks)  # the peak, if it came; never half the outputs (parse_answer)
-            ready, _, _ = select.select([read], [], [], remaining)
-            if not ready:
-                continue
-            chunk = os.read(read, READ_BYTES)
-            if not chunk:
-                return b"".join(chunks)
-            chunks.append(chunk)
+                break
+            ready, _, _ = select.select(sorted(open_reads), [], [], remaining)
+            for read in ready:
+                chunk = os.read(read, READ_BYTES)
+                if chunk:
+                    chunks[read].append(chunk)
+                else:
+                    open_reads.discard(read)
     except BaseException:
-        os.kill(pid, signal.SIGKILL)  # the parent itself ran out (of memory): never leave the child running
+        for read, pid in started:  # the parent itself ran out (of memory): never leave a child running
+            _end(read, pid)
         raise
-    finally:
+    for read, pid in started:
+        if read in open_reads:
+            os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
+        os.close(read)
+    return [b"".join(chunks[read]) for read, _ in started]

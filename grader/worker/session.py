@@ -47,11 +47,12 @@ from grader.worker.measure import (
     snr_db,
     top1_agreement,
 )
-from grader.worker.memory import NOT_FORKED, Forked, measure_in_fork
+from grader.worker.memory import NOT_FORKED, Forked, measure_in_fork, measure_in_forks
 from grader.worker.runtime import Feeds, LoadedModel, load_model
 from grader.worker.searchlog import observe_search_log
 from grader.worker.timing import pending_pair, pending_solo, plan_alone, plan_pair, rows_of, time_planned
 
+SIDE_BY_SIDE_BYTES = 64 * 2**20  # models whose files add up to this are measured in forks side by side
 JOB_WAIT_S = 600.0  # a worker started early gives up on a host that never sends its job
 JOB_POLL_S = 0.005
 
@@ -617,6 +618,20 @@ def _preload(job: Job) -> None:
         import torch  # noqa: F401
 
 
+def _files_bytes(folders: set[Path], most: int = 1000) -> int:
+    """What the files in ``folders`` (not below them) add up to: each model with its external data,
+    whatever that is named, and anything next to it (counted too: an upper bound is what matters)."""
+    total = 0
+    for folder in folders:
+        with os.scandir(folder) as entries:
+            for count, entry in enumerate(entries):
+                if count >= most:
+                    return SIDE_BY_SIDE_BYTES + 1  # too many to count: take them for large
+                if entry.is_file(follow_symlinks=False):
+                    total += entry.stat(follow_symlinks=False).st_size
+    return total
+
+
 @functools.cache
 def _warm_onnxruntime() -> None:
     """Create one trivial session so runtime set-up is not charged to the first model's memory
@@ -653,7 +668,7 @@ class Session:
     def load_models(self) -> None:
         # each model's peak (and its outputs) in a fresh fork, before anything is loaded here; not on
         # a GPU, where a fork cannot use the CUDA context, so all is measured in-process
-        forks = {m.role: NOT_FORKED if self.device.on_gpu else self._in_fork(m) for m in self.job.models}
+        forks = {m.role: NOT_FORKED for m in self.job.models} if self.device.on_gpu else self._in_forks()
         for model_job in self.job.models:
             try:
                 observation, model, outputs = observe_model(
@@ -673,7 +688,17 @@ class Session:
             self.obs.models[model_job.role] = observation
             self.loaded[model_job.role], self.outputs[model_job.role] = model, outputs
 
-    def _in_fork(self, model_job: ModelJob) -> Forked:
+    def _in_forks(self) -> dict[str, Forked]:
+        """Every model's fork; side by side where this worker has a core for each and the models
+        are small (each fork's own peak is the same either way, but the sandbox's memory limit
+        counts them together), else one after another."""
+        models = self.job.models
+        folders = {path.parent for m in models if (path := self.path(m.file)) is not None}
+        if len(os.sched_getaffinity(0)) >= len(models) > 1 and _files_bytes(folders) <= SIDE_BY_SIDE_BYTES:
+            return dict(zip([m.role for m in models], measure_in_forks([self._fork_work(m) for m in models])))
+        return {m.role: measure_in_fork(*self._fork_work(m)) for m in models}
+
+    def _fork_work(self, model_job: ModelJob) -> tuple[Callable, Callable[[list[np.ndarray]], bool]]:
         path = self.path(model_job.file)
 
         total = next(iter(self.arrays.values())).shape[0]
@@ -688,7 +713,7 @@ class Session:
             rows = max(1, first[0].shape[0]) if first and first[0].ndim else 1
             return sum(o.nbytes for o in first) / rows * total <= SEND_LIMIT_MB * 2**20
 
-        return measure_in_fork(load_and_run, worth_sending)
+        return load_and_run, worth_sending
 
     def build_derived(self) -> None:
         """Models the grader builds itself (a TensorRT engine from the ONNX file), on this machine."""
