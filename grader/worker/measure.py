@@ -26,6 +26,7 @@ import resource
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -38,8 +39,6 @@ T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365} 
 SETTLE_EVERY = 4  # rounds between two looks at the interval (even: whole pair-rounds)
 WARM_WINDOW = 8  # GPU warm-up: the last rounds' median against the ones before
 WARM_STEADY = 0.03  # ... within 3%: clocks and caches have settled
-
-Settled = Callable[["PairedTimes"], bool]
 
 
 @dataclass
@@ -208,34 +207,10 @@ def run_in_turns(clocks: list[Clock]) -> None:
         clock.turn(warm_first=len(clocks) > 1)
 
 
-def time_interleaved(
-    reference: Callable[[], object],
-    candidate: Callable[[], object],
-    *,
-    budget_s: float,
-    warmup: int = 3,
-    min_rounds: int = 8,
-    max_rounds: int = 400,
-    prepare: Callable[[int], None] | None = None,
-    collect: Callable[[int], None] | None = None,
-    settled: Settled | None = None,
-    warmup_s: float = 0.0,
-    max_warmup_s: float = 0.0,
-) -> PairedTimes:
+def time_interleaved(reference: Callable[[], object], candidate: Callable[[], object], **options: Any) -> PairedTimes:
     """One pair timed by itself, interleaved (A B, B A, ...) until settled, the budget or
-    ``max_rounds`` (see ``Clock``)."""
-    clock = Clock(
-        (reference, candidate),
-        budget_s=budget_s,
-        warmup=warmup,
-        min_rounds=min_rounds,
-        max_rounds=max_rounds,
-        prepare=prepare,
-        collect=collect,
-        settled=settled,
-        warmup_s=warmup_s,
-        max_warmup_s=max_warmup_s,
-    )
+    ``max_rounds``; ``options`` are ``Clock``'s (``budget_s`` is required)."""
+    clock = Clock((reference, candidate), **options)
     run_in_turns([clock])
     result = clock.result()
     assert isinstance(result, PairedTimes)
@@ -396,38 +371,15 @@ def accuracy(logits: np.ndarray, labels: np.ndarray) -> float | None:
     return float(np.mean(logits.argmax(-1) == labels.reshape(-1)))
 
 
-def time_single(
-    call: Callable[[], object],
-    *,
-    budget_s: float,
-    warmup: int = 3,
-    min_rounds: int = 8,
-    max_rounds: int = 400,
-    prepare: Callable[[int], None] | None = None,
-    collect: Callable[[int], None] | None = None,
-    settled: Callable[[np.ndarray], bool] | None = None,
-    warmup_s: float = 0.0,
-    max_warmup_s: float = 0.0,
-) -> tuple[np.ndarray, str]:
+def time_single(call: Callable[[], object], **options: Any) -> tuple[np.ndarray, str]:
     """Seconds per call of one model alone, after warm-up, until settled, the budget or
-    ``max_rounds`` (see ``Clock``); and why it stopped.
+    ``max_rounds`` (``options`` are ``Clock``'s, ``budget_s`` required); and why it stopped.
 
     For figures that have no partner to be interleaved with (a team's hw1 baseline). Absolute
     times drift between machines and processes, so they are reported with an interval and
     compared across teams only through a reference model timed in the same run.
     """
-    clock = Clock(
-        (call,),
-        budget_s=budget_s,
-        warmup=warmup,
-        min_rounds=min_rounds,
-        max_rounds=max_rounds,
-        prepare=prepare,
-        collect=collect,
-        settled=settled,
-        warmup_s=warmup_s,
-        max_warmup_s=max_warmup_s,
-    )
+    clock = Clock((call,), **options)
     run_in_turns([clock])
     return np.array(clock.seconds[0]), clock.stopped or "budget"
 
