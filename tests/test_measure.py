@@ -224,9 +224,28 @@ def test_a_figures_budget_counts_its_own_rounds_not_the_others() -> None:
 
 def test_turn_rounds_gives_cheaper_figures_longer_turns() -> None:
     assert turn_rounds(0.1, 0.1) == 2  # the slowest: one A B + B A pair per turn
-    assert turn_rounds(0.001, 0.1) == 20  # 10% of the slowest's pair-round
-    assert turn_rounds(1e-7, 0.1) == 64  # bounded
+    assert turn_rounds(0.002, 0.1) == 10  # 10% of the slowest's pair-round
+    assert turn_rounds(1e-7, 0.1) == 16  # bounded
     assert turn_rounds(0.0, 0.1) == 2 and all(turn_rounds(r, 1.0) % 2 == 0 for r in (0.3, 0.03, 0.003))
+
+
+def test_a_turns_warm_up_round_goes_in_the_order_of_its_first_timed_round() -> None:
+    """Whichever model the turn times first follows the other model's call, in every turn."""
+    log: list[str] = []
+    clock = Clock((_logged(log, "R"), _logged(log, "C")), budget_s=60.0, warmup=0, min_rounds=2, max_rounds=8)
+    for _ in range(4):
+        clock.turn(2, warm_first=True)
+    turns = ["".join(log[i : i + 6]) for i in range(0, len(log), 6)]  # a warm-up round and two timed ones
+    assert turns == ["RCRCCR", "CRCRRC", "RCRCCR", "CRCRRC"]
+
+
+def test_a_figure_timed_alone_at_its_round_cap_says_so_even_if_settled() -> None:
+    """Only a figure kept from settling (a cheap one while others ran) reads its interval at the cap."""
+    times = time_interleaved(lambda: None, lambda: None, budget_s=60.0, max_rounds=20, settled=lambda _: True)
+    assert times.stopped == "settled" and times.rounds == 8  # min_rounds, then its first look
+    capped = Clock((lambda: None, lambda: None), budget_s=60.0, min_rounds=40, max_rounds=20, settled=lambda _: True)
+    capped.turn()
+    assert capped.stopped == "max_rounds"
 
 
 def test_a_figure_at_its_round_cap_is_settled_if_its_interval_says_so() -> None:

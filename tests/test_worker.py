@@ -152,24 +152,36 @@ def _holding(mib: int, answer: float):  # noqa: ANN202
     def load_and_run(first_batch_done):
         held = np.full(mib << 20 >> 3, answer)
         first_batch_done([held[:4]])
-        time.sleep(0.3)  # still running while the other child measures
+        time.sleep(1.0)  # the rest of the inputs: the other child measures meanwhile, or waits
         return [held[:4]]
 
     return load_and_run
 
 
-def test_forks_side_by_side_each_read_their_own_peak_and_answers() -> None:
-    """A child's high-water mark is its own: 96 MiB next to 32 MiB reads as it does alone."""
+def _timed_forks(work, overlap_mb: float) -> tuple[list[Forked], float]:  # noqa: ANN001
     started = time.perf_counter()
-    big, small = measure_in_forks([(_holding(96, 1.0), _always), (_holding(32, 2.0), _always)])
-    together = time.perf_counter() - started
+    forked = measure_in_forks(work, overlap_mb=overlap_mb)
+    return forked, time.perf_counter() - started
+
+
+def test_a_small_first_peak_lets_the_next_fork_run_beside_it_and_each_reads_its_own() -> None:
+    """A child's high-water mark is its own: 96 MiB next to 32 MiB reads as each does alone."""
+    (big, small), together = _timed_forks([(_holding(96, 1.0), _always), (_holding(32, 2.0), _always)], 1024)
     assert big.peak_mb is not None and 90 <= big.peak_mb < 150
     assert small.peak_mb is not None and 28 <= small.peak_mb < 60
     assert big.outputs is not None and small.outputs is not None
     assert float(big.outputs[0][0]) == 1.0 and float(small.outputs[0][0]) == 2.0  # each its own answers
-    assert together < 0.3 + 0.3  # side by side, not one after the other (each sleeps 0.3 s)
+    assert together < 1.6  # side by side: each child sleeps 1 s after its first batch
     alone = measure_in_fork(_holding(32, 2.0), _always)
     assert alone.peak_mb is not None and abs(alone.peak_mb - small.peak_mb) < 16
+
+
+def test_a_first_peak_over_the_overlap_bound_makes_the_next_fork_wait() -> None:
+    (big, small), one_by_one = _timed_forks([(_holding(96, 1.0), _always), (_holding(32, 2.0), _always)], 64)
+    assert one_by_one >= 2.0  # 96 MiB is over 64: the second child started after the first ended
+    assert big.outputs is not None and small.outputs is not None and small.peak_mb is not None
+    _, overlapped = _timed_forks([(_holding(32, 2.0), _always), (_holding(96, 1.0), _always)], 64)
+    assert overlapped < 1.6  # 32 MiB first: under the bound, so the 96 MiB one ran beside it
 
 
 def test_a_hanging_fork_is_killed_at_the_deadline_and_the_others_answer_kept() -> None:

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from grader.contracts.job import Job, Limits
+from grader.contracts.job import NO_JOB_EXIT, Job, Limits
 from grader.contracts.observations import Observations
 from grader.contracts.problem import Problem
 from grader.errors import WorkerError
@@ -465,6 +465,8 @@ class EarlyWorker:
             raise
         running.started = time.monotonic()
         done = supervised(running)
+        if done.returncode == NO_JOB_EXIT and not done.output:  # it stopped waiting just as the job came
+            return run_worker(job, self.limits, self.workdir, folders)
         sandbox = describe(isolation(), None, done.memory)
         if done.stopped is not None:
             return stopped(done.stopped, sandbox)

@@ -92,6 +92,7 @@ class Clock:
         self.turns = 0
         self.numbered = 0  # rounds run so far, warm-up included (what prepare and collect are told)
         self.last_round_s = 0.0
+        self.held_back = False  # some turn was not allowed to settle (see run_in_turns)
 
     @property
     def rounds(self) -> int:
@@ -111,12 +112,12 @@ class Clock:
         """The untimed warm-up rounds, before the figure's first turn."""
         self.warmup = warm_up(lambda _: self._warm_round(), self.warmup, self.warmup_s, self.max_warmup_s)
 
-    def _warm_round(self) -> float:
-        """One untimed round; returns how long its calls took."""
+    def _warm_round(self, flipped: bool = False) -> float:
+        """One untimed round (in reverse order if ``flipped``); returns how long its calls took."""
         started = time.perf_counter()
         self.prepare(self.numbered)
         t0 = time.perf_counter()
-        for call in self.calls:
+        for call in reversed(self.calls) if flipped else self.calls:
             call()
         elapsed = time.perf_counter() - t0
         self.collect(self.numbered)
@@ -126,8 +127,9 @@ class Clock:
 
     def _stop(self, spent_s: float, may_settle: bool = True) -> str | None:
         done = self.rounds
-        if done >= self.max_rounds:  # a cheap figure kept timing while others ran may be settled by then
-            return "settled" if self.settled is not None and self.settled(self.result()) else "max_rounds"
+        if done >= self.max_rounds:  # a cheap figure kept from settling while others ran may be by now
+            settled = self.held_back and self.settled is not None and self.settled(self.result())
+            return "settled" if settled else "max_rounds"
         if done >= self.min_rounds:
             if spent_s >= self.budget_s:
                 return "budget"
@@ -143,7 +145,11 @@ class Clock:
         alternate which model goes first, so a turn's first call (the coldest) is neither's edge."""
         started = time.perf_counter()
         if warm_first and self.stopped is None:
-            self._warm_round()
+            # in the order of the turn's first round: whichever model goes first follows the other
+            # one's call, in every turn, so the warm-up gives neither an edge
+            self._warm_round(flipped=(self.rounds + self.turns) % 2 == 1)
+        if not may_settle:
+            self.held_back = True
         run = 0
         while rounds is None or run < rounds:
             self.stopped = self._stop(self.spent_s + time.perf_counter() - started, may_settle)
@@ -168,7 +174,7 @@ class Clock:
 
 
 TURN_SHARE = 0.1  # a faster figure's turn takes about this share of the slowest figure's pair-round
-MAX_TURN_ROUNDS = 64
+MAX_TURN_ROUNDS = 16  # a far cheaper figure then reaches max_rounds (400) after 25 turns, not after the first few
 
 
 def turn_rounds(round_s: float, slowest_s: float) -> int:
@@ -187,12 +193,14 @@ def run_in_turns(clocks: list[Clock]) -> None:
     machine's state at that moment: on a 2-core VM, ten stretches of 100 batch-1 rounds of the
     hw2 reference read 2.73x to 3.02x, with 95% intervals that exclude each other. In turns, a
     cheap figure's rounds are spread over the whole timing, so its interval (batch means over
-    time) sees that drift and its figure averages it, at no cost in rounds: a figure whose turn
-    comes while another still runs gets about ``TURN_SHARE`` of the slowest one's time per turn,
-    and the last figure left runs to its end at once. Such a cheap figure does not settle while a
-    slower one still runs: its turns cost little, and stopping in the first of them would time it
-    in one short stretch again (a quiet second reads a narrow interval around that second's
-    figure). A figure's budget counts its own rounds only.
+    time) sees that drift and its figure averages it: a figure much cheaper than the slowest gets
+    about ``TURN_SHARE`` of the slowest one's time per turn (more than one pair of rounds), and
+    does not settle while a slower one still runs: its turns cost little, and stopping after the
+    first of them would time it in one short stretch again (a quiet second reads a narrow interval
+    around that second's figure). A figure within 10x of the slowest gets one pair per turn, as
+    the slowest does, and may settle like it, after ``min_rounds`` pairs spread over as many turns
+    (as long a stretch as the slowest's own). The last figure left runs to its end at once. A
+    figure's budget counts its own rounds only.
     """
     for clock in clocks:
         clock.warm()

@@ -22,7 +22,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from grader.contracts.job import DerivedSpec, FileRef, Job, ModelJob, Pair, ProbeSpec
+from grader.contracts.job import NO_JOB_EXIT, DerivedSpec, FileRef, Job, ModelJob, Pair, ProbeSpec
 from grader.contracts.observations import (
     BatchProbe,
     DerivedStatus,
@@ -47,12 +47,12 @@ from grader.worker.measure import (
     snr_db,
     top1_agreement,
 )
-from grader.worker.memory import NOT_FORKED, Forked, measure_in_fork, measure_in_forks
+from grader.worker.memory import NOT_FORKED, Forked, measure_in_forks
 from grader.worker.runtime import Feeds, LoadedModel, load_model
 from grader.worker.searchlog import observe_search_log
 from grader.worker.timing import pending_pair, pending_solo, plan_alone, plan_pair, rows_of, time_planned
 
-SIDE_BY_SIDE_BYTES = 64 * 2**20  # models whose files add up to this are measured in forks side by side
+OVERLAP_PEAK_MB = 128.0  # a model's fork that peaked at most this lets the next model's start beside it
 JOB_WAIT_S = 600.0  # a worker started early gives up on a host that never sends its job
 JOB_POLL_S = 0.005
 
@@ -618,20 +618,6 @@ def _preload(job: Job) -> None:
         import torch  # noqa: F401
 
 
-def _files_bytes(folders: set[Path], most: int = 1000) -> int:
-    """What the files in ``folders`` (not below them) add up to: each model with its external data,
-    whatever that is named, and anything next to it (counted too: an upper bound is what matters)."""
-    total = 0
-    for folder in folders:
-        with os.scandir(folder) as entries:
-            for count, entry in enumerate(entries):
-                if count >= most:
-                    return SIDE_BY_SIDE_BYTES + 1  # too many to count: take them for large
-                if entry.is_file(follow_symlinks=False):
-                    total += entry.stat(follow_symlinks=False).st_size
-    return total
-
-
 @functools.cache
 def _warm_onnxruntime() -> None:
     """Create one trivial session so runtime set-up is not charged to the first model's memory
@@ -689,14 +675,13 @@ class Session:
             self.loaded[model_job.role], self.outputs[model_job.role] = model, outputs
 
     def _in_forks(self) -> dict[str, Forked]:
-        """Every model's fork; side by side where this worker has a core for each and the models
-        are small (each fork's own peak is the same either way, but the sandbox's memory limit
-        counts them together), else one after another."""
-        models = self.job.models
-        folders = {path.parent for m in models if (path := self.path(m.file)) is not None}
-        if len(os.sched_getaffinity(0)) >= len(models) > 1 and _files_bytes(folders) <= SIDE_BY_SIDE_BYTES:
-            return dict(zip([m.role for m in models], measure_in_forks([self._fork_work(m) for m in models])))
-        return {m.role: measure_in_fork(*self._fork_work(m)) for m in models}
+        """Every model's fork, from the worker as it is before any model is loaded. Where it has a
+        second core, a model whose peak (after its first batch) is small lets the next one's fork
+        start while it runs the rest of the inputs (``OVERLAP_PEAK_MB``: the most this adds to
+        what the sandbox's memory limit sees at once)."""
+        overlap = OVERLAP_PEAK_MB if len(os.sched_getaffinity(0)) >= 2 else 0.0
+        forked = measure_in_forks([self._fork_work(m) for m in self.job.models], overlap_mb=overlap)
+        return dict(zip([m.role for m in self.job.models], forked))
 
     def _fork_work(self, model_job: ModelJob) -> tuple[Callable, Callable[[list[np.ndarray]], bool]]:
         path = self.path(model_job.file)
@@ -957,8 +942,9 @@ def _gpu_end(facts: GpuFacts | None, job: Job) -> GpuFacts | None:
     return facts
 
 
-def parse_args(argv: list[str]) -> tuple[Path, str, dict[str, Path]]:
-    """``JOB OUT [--folder NAME=PATH ...]``: the sandbox says where it mounted each folder."""
+def parse_args(argv: list[str]) -> tuple[Path, str, dict[str, Path], bool]:
+    """``JOB OUT [--folder NAME=PATH ...] [--wait-for-job]``: the sandbox says where it mounted each
+    folder, and whether the job file is still to come."""
     parser = argparse.ArgumentParser(prog="python -m grader.worker", description="The sandboxed worker.")
     parser.add_argument("job", type=Path, help="the host's job file (JSON)")
     parser.add_argument("out", help="where to write the observations (JSON): fd:N for an inherited pipe, or a path")
@@ -1020,7 +1006,7 @@ def main(argv: list[str] | None = None) -> int:
     job_path, out, folders, wait = parse_args(sys.argv[1:] if argv is None else argv)
     if wait and not wait_for_job(job_path):
         print(f"no job at {job_path} within {JOB_WAIT_S:.0f} s", file=sys.stderr)
-        return 75
+        return NO_JOB_EXIT
     with open_output(out) as channel:
         job = Job.model_validate_json(job_path.read_text())
         try:
