@@ -87,16 +87,22 @@ def machine_noise(calls: int = 60) -> tuple[float, float]:
 
 def consistency(runs: list[dict], name: str) -> tuple[float, float]:
     """Of a real pair's gradings: the share of 95% intervals that cover the median figure, and the
-    session noise they show (the sd of log figures between gradings, less the part each grading's
-    own interval explains: its half-width minus the session noise it already holds, over 1.96)."""
+    session noise they show: the sd of log figures between gradings, less the part each grading's
+    own rounds explain (its within-run standard error: the interval's half-width, less the session
+    noise's part 1.96 x log(1 + session_noise) in quadrature, over the t quantile of its batch
+    means, ``T_975[BATCHES - 1]``)."""
     import math
+
+    from grader.worker.measure import BATCHES, T_975
 
     logs = [math.log(r[name][0]) for r in runs]
     centre = statistics.median(logs)
     covered = sum(1 for r in runs if r[name][1] <= math.exp(centre) <= r[name][2]) / len(runs)
-    within = [((math.log(r[name][2]) - math.log(r[name][1])) / 2 / 1.96) ** 2 for r in runs]
-    session = hw2_session_noise()
-    own = [max(0.0, w - math.log1p(session) ** 2) for w in within]  # each interval's rounds alone
+    session_half = 1.96 * math.log1p(hw2_session_noise())
+    own = []
+    for r in runs:
+        half = (math.log(r[name][2]) - math.log(r[name][1])) / 2
+        own.append(max(0.0, half**2 - session_half**2) / T_975[BATCHES - 1] ** 2)
     excess = statistics.variance(logs) - statistics.fmean(own)
     return covered, math.sqrt(max(0.0, excess))
 
