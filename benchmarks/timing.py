@@ -7,11 +7,15 @@ Prints one table:
 - the spread of its speedup over those gradings, (max - min) / median, at batch 64 and batch 1;
 - a speedup placed 2% above the full-marks threshold (the threshold moved to the measured
   median / 1.02): how many of ``--reruns`` gradings give the modal verdict;
+- consistency of a real pair: the hw2 reference (int8 against fp32) graded ``--consistency``
+  times, one after another; how many of its 95% intervals cover the median over all of them, and
+  how much the figures vary between gradings beyond what each grading's own rounds explain (the
+  session noise that hw2's ``session_noise`` must cover);
 - A/A coverage: the same fp32 model as baseline and candidate, graded ``--aa`` times in parallel
   pinned gradings (one per core): how often each 95% interval covers 1.0;
 - throughput: the wall time of those ``--aa`` gradings, scaled to 100 submissions.
 
-Run: .venv/bin/python benchmarks/timing.py [--runs 5] [--reruns 10] [--aa 100]
+Run: .venv/bin/python benchmarks/timing.py [--runs 5] [--reruns 10] [--consistency 20] [--aa 100]
 """
 
 from __future__ import annotations
@@ -81,6 +85,33 @@ def machine_noise(calls: int = 60) -> tuple[float, float]:
     return sd, 2 * (2.365 * sd / 0.03) ** 2
 
 
+def consistency(runs: list[dict], name: str) -> tuple[float, float]:
+    """Of a real pair's gradings: the share of 95% intervals that cover the median figure, and the
+    session noise they show: the sd of log figures between gradings, less the part each grading's
+    own rounds explain (its within-run standard error: the interval's half-width, less the session
+    noise's part 1.96 x log(1 + session_noise) in quadrature, over the t quantile of its batch
+    means, ``T_975[BATCHES - 1]``)."""
+    import math
+
+    from grader.worker.measure import BATCHES, T_975
+
+    logs = [math.log(r[name][0]) for r in runs]
+    centre = statistics.median(logs)
+    covered = sum(1 for r in runs if r[name][1] <= math.exp(centre) <= r[name][2]) / len(runs)
+    session_half = 1.96 * math.log1p(hw2_session_noise())
+    own = []
+    for r in runs:
+        half = (math.log(r[name][2]) - math.log(r[name][1])) / 2
+        own.append(max(0.0, half**2 - session_half**2) / T_975[BATCHES - 1] ** 2)
+    excess = statistics.variance(logs) - statistics.fmean(own)
+    return covered, math.sqrt(max(0.0, excess))
+
+
+def hw2_session_noise() -> float:
+    config = yaml.safe_load((ROOT / "assignments" / HW2 / "assignment.yaml").read_text())
+    return float(config["measure"]["timing"].get("session_noise", 0.0))
+
+
 def spread(values: list[float]) -> float:
     return (max(values) - min(values)) / statistics.median(values)
 
@@ -117,6 +148,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--reruns", type=int, default=10)
+    parser.add_argument("--consistency", type=int, default=20)
     parser.add_argument("--aa", type=int, default=100)
     parser.add_argument("--jobs", type=int, default=len(os.sched_getaffinity(0)))
     args = parser.parse_args()
@@ -151,6 +183,16 @@ def main() -> int:
         modal = max(set(verdicts), key=verdicts.count)
         print(f"near threshold (full at {median_b64 / 1.02:.3f}x): points {verdicts}", flush=True)
         rows.append(("a speedup placed 2% from a threshold, same verdict", f"{verdicts.count(modal)} / {args.reruns}"))
+        real = runs + [grade_once(str(SOLUTION)) for _ in range(max(0, args.consistency - len(runs)))]
+        for name in ("b64", "b1"):
+            covered, session = consistency(real, name)
+            print(f"real pair {name}: {[round(r[name][0], 3) for r in real]}", flush=True)
+            rows.append(
+                (
+                    f"real pair, {name}: intervals covering the median of {len(real)} gradings; session noise",
+                    f"{covered:.0%}; {session:.1%} (hw2 allows {hw2_session_noise():.0%})",
+                )
+            )
         folder = aa_folder(work)
         started = time.perf_counter()
         with pool(args.jobs) as executor:

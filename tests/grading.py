@@ -14,10 +14,10 @@ from grader.sandbox.base import Sandbox, Sandboxes, ServiceHost
 
 def local_sandboxes() -> Sandboxes:
     """The local sandbox and service host (a module-level factory: a regrade's pool takes it along)."""
-    from grader.sandbox.local import run_worker
+    from grader.sandbox.local import run_worker, start_early
     from grader.sandbox.service_local import LocalServiceHost
 
-    return Sandboxes(run_worker, LocalServiceHost())
+    return Sandboxes(run_worker, LocalServiceHost(), start_early)
 
 
 def grade(
@@ -30,7 +30,8 @@ def grade(
     store: Path | None = None,
 ) -> Grading:
     local = local_sandboxes()
-    sandboxes = Sandboxes(runner or local.worker, service_host or local.services)
+    # a runner of the test's own is what runs the worker: no early start around it
+    sandboxes = Sandboxes(runner or local.worker, service_host or local.services, None if runner else local.early)
     run_count = None
     if store is not None:
         from grader.records.runlimit import StoredRunCount

@@ -11,6 +11,7 @@ import pytest
 
 from grader.intake.artifacts import gzip_size
 from grader.worker.measure import (
+    Clock,
     PairedTimes,
     accuracy,
     block_bootstrap_median,
@@ -23,10 +24,12 @@ from grader.worker.measure import (
     ratio_estimate,
     reset_peak_rss,
     rss_mb,
+    run_in_turns,
     snr_db,
     time_interleaved,
     time_single,
     top1_agreement,
+    turn_rounds,
 )
 
 # --------------------------------------------------------------------------- ratio_estimate
@@ -152,6 +155,107 @@ def test_time_interleaved_says_which_cap_stopped_it() -> None:
         "max_rounds"
     )
     assert time_interleaved(lambda: None, lambda: None, budget_s=0.0, min_rounds=4, settled=never).stopped == "budget"
+
+
+# --------------------------------------------------------------------------- figures in turns
+
+
+def _logged(log: list[str], name: str, delay_s: float = 0.0):  # noqa: ANN202
+    def call() -> None:
+        log.append(name)
+        if delay_s:
+            time.sleep(delay_s)
+
+    return call
+
+
+def test_a_cheap_figure_takes_its_turns_across_the_whole_of_a_slow_ones_timing() -> None:
+    log: list[str] = []
+    slow = Clock(
+        (_logged(log, "S", 0.004), _logged(log, "s", 0.004)), budget_s=60.0, warmup=0, min_rounds=40, max_rounds=40
+    )
+    cheap = Clock((_logged(log, "C"), _logged(log, "c")), budget_s=60.0, warmup=0, min_rounds=8, max_rounds=4000)
+    settled_looks: list[int] = []
+
+    def settled(times: PairedTimes) -> bool:
+        settled_looks.append(times.rounds)
+        return True  # precise at once: still no stop while the slow figure runs
+
+    cheap.settled = settled
+    run_in_turns([slow, cheap])
+    assert slow.rounds == 40 and slow.stopped == "max_rounds"
+    order = "".join(name for name in log if name in "SC")  # each round's reference call
+    slow_at = [i for i, name in enumerate(order) if name == "S"]
+    cheap_at = [i for i, name in enumerate(order) if name == "C"]
+    # the cheap figure's rounds fall between the slow one's, from its first round to its last
+    assert cheap_at[0] < slow_at[2] and cheap_at[-1] > slow_at[-2]
+    assert sum(1 for a, b in zip(slow_at, slow_at[1:]) if any(a < c < b for c in cheap_at)) >= 15
+    assert cheap.stopped == "settled" and settled_looks == [cheap.rounds]  # it looked once, after the slow one
+    assert turn_rounds(cheap.round_s, slow.round_s) > 2
+
+
+def test_turns_alternate_which_model_goes_first() -> None:
+    """Turns hold whole A B + B A pairs, and the first call of a turn (on the coldest cache) goes to
+    the reference in one turn and to the candidate in the next."""
+    log: list[str] = []
+    clock = Clock((_logged(log, "R"), _logged(log, "C")), budget_s=60.0, warmup=0, min_rounds=2, max_rounds=8)
+    for _ in range(4):
+        clock.turn(2)
+    rounds = ["".join(log[i : i + 2]) for i in range(0, len(log), 2)]
+    assert rounds == ["RC", "CR", "CR", "RC", "RC", "CR", "CR", "RC"]
+    assert clock.result().rounds == 8
+
+
+def test_a_figures_budget_counts_its_own_rounds_not_the_others() -> None:
+    slow = Clock(
+        (_logged([], "S", 0.01), _logged([], "s", 0.01)), budget_s=0.5, warmup=1, min_rounds=4, max_rounds=10_000
+    )
+    cheap = Clock(
+        (_logged([], "C", 0.0005), _logged([], "c", 0.0005)), budget_s=0.1, warmup=1, min_rounds=4, max_rounds=10_000
+    )
+    started = time.perf_counter()
+    run_in_turns([slow, cheap])
+    elapsed = time.perf_counter() - started
+    assert slow.stopped == cheap.stopped == "budget"
+    assert 0.1 <= cheap.spent_s < 0.1 + 0.05 and 0.5 <= slow.spent_s < 0.5 + 0.1
+    assert elapsed >= slow.spent_s + cheap.spent_s  # taken in turns, one after the other's
+    assert elapsed < 0.6 + 0.5  # both budgets, warm-ups, slack for a busy CI
+
+
+def test_turn_rounds_gives_cheaper_figures_longer_turns() -> None:
+    assert turn_rounds(0.1, 0.1) == 2  # the slowest: one A B + B A pair per turn
+    assert turn_rounds(0.002, 0.1) == 10  # 10% of the slowest's pair-round
+    assert turn_rounds(1e-7, 0.1) == 16  # bounded
+    assert turn_rounds(0.0, 0.1) == 2 and all(turn_rounds(r, 1.0) % 2 == 0 for r in (0.3, 0.03, 0.003))
+
+
+def test_a_turns_warm_up_round_goes_in_the_order_of_its_first_timed_round() -> None:
+    """Whichever model the turn times first follows the other model's call, in every turn."""
+    log: list[str] = []
+    clock = Clock((_logged(log, "R"), _logged(log, "C")), budget_s=60.0, warmup=0, min_rounds=2, max_rounds=8)
+    for _ in range(4):
+        clock.turn(2, warm_first=True)
+    turns = ["".join(log[i : i + 6]) for i in range(0, len(log), 6)]  # a warm-up round and two timed ones
+    assert turns == ["RCRCCR", "CRCRRC", "RCRCCR", "CRCRRC"]
+
+
+def test_a_figure_timed_alone_at_its_round_cap_says_so_even_if_settled() -> None:
+    """Only a figure kept from settling (a cheap one while others ran) reads its interval at the cap."""
+    times = time_interleaved(lambda: None, lambda: None, budget_s=60.0, max_rounds=20, settled=lambda _: True)
+    assert times.stopped == "settled" and times.rounds == 8  # min_rounds, then its first look
+    capped = Clock((lambda: None, lambda: None), budget_s=60.0, min_rounds=40, max_rounds=20, settled=lambda _: True)
+    capped.turn()
+    assert capped.stopped == "max_rounds"
+
+
+def test_a_figure_at_its_round_cap_is_settled_if_its_interval_says_so() -> None:
+    clock = Clock((lambda: None, lambda: None), budget_s=60.0, warmup=0, min_rounds=4, max_rounds=12)
+    clock.settled = lambda times: times.rounds >= 12
+    clock.turn(4, may_settle=False)
+    clock.turn(8, may_settle=False)
+    assert clock.stopped is None
+    clock.turn()
+    assert clock.stopped == "settled" and clock.rounds == 12
 
 
 def test_pair_rounds_cancel_an_edge_for_whoever_runs_first() -> None:

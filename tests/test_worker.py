@@ -6,6 +6,7 @@ import io
 import json
 import os
 import signal
+import time
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ import pytest
 from grader.contracts.job import Job, MeasureSpec, ModelJob, Pair, ProbeSpec, TimingSpec
 from grader.contracts.problem import Problem
 from grader.errors import SubmissionError
-from grader.worker.memory import HEADER, NOT_FORKED, Forked, measure_in_fork, parse_answer
+from grader.worker.memory import HEADER, NOT_FORKED, Forked, measure_in_fork, measure_in_forks, parse_answer
 from grader.worker.runtime import load_model
 from grader.worker.session import (
     CHECKED_ROWS,
@@ -145,6 +146,55 @@ def test_the_peak_is_read_after_the_first_batch_so_the_answers_kept_do_not_count
     forked = measure_in_fork(load_and_run, _always)
     assert forked.peak_mb is not None and 60 <= forked.peak_mb < 120
     assert [o.nbytes for o in forked.outputs] == [64 << 20, 128 << 20]
+
+
+def _holding(mib: int, answer: float):  # noqa: ANN202
+    def load_and_run(first_batch_done):
+        held = np.full(mib << 20 >> 3, answer)
+        first_batch_done([held[:4]])
+        time.sleep(1.0)  # the rest of the inputs: the other child measures meanwhile, or waits
+        return [held[:4]]
+
+    return load_and_run
+
+
+def _timed_forks(work, overlap_mb: float) -> tuple[list[Forked], float]:  # noqa: ANN001
+    started = time.perf_counter()
+    forked = measure_in_forks(work, overlap_mb=overlap_mb)
+    return forked, time.perf_counter() - started
+
+
+def test_a_small_first_peak_lets_the_next_fork_run_beside_it_and_each_reads_its_own() -> None:
+    """A child's high-water mark is its own: 96 MiB next to 32 MiB reads as each does alone."""
+    (big, small), together = _timed_forks([(_holding(96, 1.0), _always), (_holding(32, 2.0), _always)], 1024)
+    assert big.peak_mb is not None and 90 <= big.peak_mb < 150
+    assert small.peak_mb is not None and 28 <= small.peak_mb < 60
+    assert big.outputs is not None and small.outputs is not None
+    assert float(big.outputs[0][0]) == 1.0 and float(small.outputs[0][0]) == 2.0  # each its own answers
+    assert together < 1.6  # side by side: each child sleeps 1 s after its first batch
+    alone = measure_in_fork(_holding(32, 2.0), _always)
+    assert alone.peak_mb is not None and abs(alone.peak_mb - small.peak_mb) < 16
+
+
+def test_a_first_peak_over_the_overlap_bound_makes_the_next_fork_wait() -> None:
+    (big, small), one_by_one = _timed_forks([(_holding(96, 1.0), _always), (_holding(32, 2.0), _always)], 64)
+    assert one_by_one >= 2.0  # 96 MiB is over 64: the second child started after the first ended
+    assert big.outputs is not None and small.outputs is not None and small.peak_mb is not None
+    _, overlapped = _timed_forks([(_holding(32, 2.0), _always), (_holding(96, 1.0), _always)], 64)
+    assert overlapped < 1.6  # 32 MiB first: under the bound, so the 96 MiB one ran beside it
+
+
+def test_a_hanging_fork_is_killed_at_the_deadline_and_the_others_answer_kept() -> None:
+    def hangs(first_batch_done):
+        first_batch_done([np.ones(4)])
+        time.sleep(60)
+        return [np.ones(4)]
+
+    started = time.perf_counter()
+    stuck, fine = measure_in_forks([(hangs, _always), (_holding(8, 3.0), _always)], timeout_s=1.5)
+    assert time.perf_counter() - started < 5
+    assert stuck.peak_mb is not None and stuck.outputs is None  # the peak came; the answers never did
+    assert fine.outputs is not None and float(fine.outputs[0][0]) == 3.0
 
 
 def test_a_fork_that_fails_or_is_not_to_send_its_answers_leaves_them_to_the_worker(tmp_path: Path) -> None:

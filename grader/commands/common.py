@@ -114,10 +114,10 @@ def sandboxes(config: RunnerConfig) -> Sandboxes:
         from grader.sandbox.service_docker import DockerServiceHost
 
         return Sandboxes(DockerSandbox(config.docker), DockerServiceHost(config.docker))
-    from grader.sandbox.local import run_worker
+    from grader.sandbox.local import run_worker, start_early
     from grader.sandbox.service_local import LocalServiceHost
 
-    return Sandboxes(run_worker, LocalServiceHost())
+    return Sandboxes(run_worker, LocalServiceHost(), start_early)
 
 
 def db_path(args: argparse.Namespace) -> Path:

@@ -18,6 +18,9 @@ from grader.contracts.base import Strict
 Folder = Literal["submission", "references", "heldout", "vetted"]
 
 
+NO_JOB_EXIT = 75  # a worker started before its job (``--wait-for-job``) that waited in vain exits with this
+
+
 class Limits(Strict):
     wall_time_s: float = 180
     memory_mb: int = 4096

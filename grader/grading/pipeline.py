@@ -21,6 +21,7 @@ mistake becomes ``rejected`` with problems that say what to fix, the grader's ow
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import re
 import tempfile
@@ -50,7 +51,7 @@ from grader.intake.artifacts import Artifact, sha256_file, stage
 from grader.intake.isolated import vet_isolated
 from grader.intake.manifest import MANIFEST_NAME, Submission, load_manifest
 from grader.intake.submission import file_hashes, vet_references
-from grader.sandbox.base import Sandboxes
+from grader.sandbox.base import EarlyWorker, Sandboxes
 
 LOG_IN_RESULT = 1500  # characters of a broken sandbox's log kept in the result
 
@@ -129,9 +130,13 @@ def _grade(
     _enforce_run_limit(known, run_count)
     if assignment.service is not None:
         return _grade_service(known, checks, sandboxes)
-    with tempfile.TemporaryDirectory(prefix="grader-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="grader-") as tmp, contextlib.ExitStack() as stack:
         work = Path(tmp)
         vetted = _folder(work / "vetted")
+        sandbox_dir = _folder(work / "sandbox", mode=0o700)
+        early = _start_early(sandboxes, assignment, work, sandbox_dir)
+        if early is not None:
+            stack.callback(early.close)
         progress("checking the files (formats, sizes, what they store)")
         found = vet_isolated(known.folder, root, assignment, vetted)
         known.files = file_hashes(known.folder, found.artifacts)
@@ -139,15 +144,33 @@ def _grade(
         found = dataclasses.replace(found, artifacts=stage(found.artifacts, known.folder, vetted))
         references = vet_references(assignment)
         plan = build_job(known.folder, found.artifacts, assignment, submission, references, work)
-        sandbox_dir = _folder(work / "sandbox", mode=0o700)
         progress("running the models in the sandbox (loading, comparing outputs, timing)")
-        obs = sandboxes.worker(plan.job, assignment.limits, sandbox_dir, plan.folders)
+        if early is not None:
+            obs = early.run(plan.job, plan.folders)
+        else:
+            obs = sandboxes.worker(plan.job, assignment.limits, sandbox_dir, plan.folders)
     progress("scoring the checks")
     if obs.failure is None and (problems := contradictions(obs, {a.role: a.stored for a in found.artifacts})):
         raise SubmissionError.of(problems)
     files = {a.role: ModelFiles(a.files, a.size_bytes, a.gzip_bytes) for a in [*found.artifacts, *references]}
     keys = AnswerKeys(team=found.labels, heldout=plan.heldout_labels)
     return _finish(known, checks, obs, model_figures(obs, files, keys, assignment.score), data=plan.data)
+
+
+def _start_early(sandboxes: Sandboxes, assignment: Assignment, work: Path, sandbox_dir: Path) -> EarlyWorker | None:
+    """The worker started now, before the files are vetted, where the sandbox can and the job will
+    be a CPU one: it mounts the folders that job will read (the course's references only where
+    the assignment grades against some; the held-out inputs' folder, still empty, where it uses
+    them), and waits there for its job."""
+    measure = assignment.measure
+    if sandboxes.early is None or measure.device != "cpu" or measure.derived:
+        return None
+    folders = {"vetted": work / "vetted"}
+    if assignment.references:
+        folders["references"] = references_root().resolve()
+    if measure.heldout is not None:
+        folders["heldout"] = _folder(work / "heldout")
+    return sandboxes.early(assignment.limits, sandbox_dir, folders, measure.timing.threads)
 
 
 def _folder(path: Path, mode: int = 0o755) -> Path:
@@ -209,9 +232,8 @@ def build_job(
             raise ConfigError(
                 f"held-out data {found.host_path} is missing. Build the references with: python -m reference.build"
             )
-        labels = without_labels(
-            found.host_path, _folder(work / "heldout") / "inputs.npz", assignment.measure.max_samples
-        )
+        heldout_dir = work / "heldout" if (work / "heldout").is_dir() else _folder(work / "heldout")
+        labels = without_labels(found.host_path, heldout_dir / "inputs.npz", assignment.measure.max_samples)
         heldout, data = FileRef(folder="heldout", path="inputs.npz"), found.split
         folders["heldout"] = work / "heldout"
     job = Job(

@@ -72,12 +72,31 @@ class ServiceHost(Protocol):
     def describe(self) -> str: ...
 
 
+class EarlyWorker(Protocol):
+    """A worker started before its job is ready (see ``EarlyStart``)."""
+
+    def run(self, job: Job, folders: dict[str, Path]) -> Observations: ...
+
+    def close(self) -> None: ...
+
+
+class EarlyStart(Protocol):
+    """Start a CPU worker that waits for its job, with the folders it will read (some still empty)
+    mounted: it imports its runtimes while the host vets the files. ``run`` then does what the
+    ``Sandbox`` would have done with the job (a job it does not fit runs in a worker of its own);
+    ``close`` always stops it."""
+
+    def __call__(self, limits: Limits, workdir: Path, folders: dict[str, Path], threads: int) -> EarlyWorker: ...
+
+
 @dataclass(frozen=True)
 class Sandboxes:
-    """Where one grading runs untrusted code: the model worker's sandbox and the service host."""
+    """Where one grading runs untrusted code: the model worker's sandbox and the service host;
+    ``early``, where the sandbox can start its worker before the job is ready."""
 
     worker: Sandbox
     services: ServiceHost
+    early: EarlyStart | None = None
 
 
 @dataclass

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from grader.contracts.job import Job, Limits
+from grader.contracts.job import NO_JOB_EXIT, Job, Limits
 from grader.contracts.observations import Observations
 from grader.contracts.problem import Problem
 from grader.errors import WorkerError
@@ -57,7 +57,7 @@ from grader.sandbox.base import (
     worker_command,
 )
 from grader.sandbox.cgroup import MemoryCgroup, memory_cgroup
-from grader.sandbox.gpus import DEVICE_ROOT, DRIVER_GPUS, Gpu, gpu_for
+from grader.sandbox.gpus import DEVICE_ROOT, DRIVER_GPUS, Gpu, gpu_for, wants_gpu
 from grader.sandbox.view import SANDBOX_UID, View, drop_to_nobody, gpu_view, system_view
 
 WORKER_FILE_LIMIT_BYTES = 64 * 1024 * 1024
@@ -363,7 +363,11 @@ def run_sandboxed(
     extra_env: dict[str, str] | None = None,
 ) -> Finished:
     """Run ``command`` isolated, limited and supervised until it ends or hits a limit."""
-    running = spawn_sandboxed(command, limits, view, workdir, threads, extra_env, capture_output)
+    return supervised(spawn_sandboxed(command, limits, view, workdir, threads, extra_env, capture_output))
+
+
+def supervised(running: Sandboxed) -> Finished:
+    """Supervise a started process until it ends or hits a limit, then always kill what is left."""
     try:
         stopped_by = _supervise(running)
     finally:
@@ -391,12 +395,25 @@ def run_worker(
     holding only the failure; a worker that breaks without a student-caused reason raises
     ``WorkerError`` (the grader's fault). ``device_root`` is where the GPUs' nodes are found.
     """
-    kind = isolation()
-    if kind != "none" and drop_to_nobody():  # the worker runs as nobody: it must be able to read its files
+    _check_readable(folders)
+    job_dir, view, command = _worker_setup(limits, workdir, folders)
+    (job_dir / JOB_FILE).write_text(job.model_dump_json())
+    done, sandbox, gpu = run_for_job(job, command, limits, view, workdir, device_root)
+    if done.stopped is not None:
+        return stopped(done.stopped, sandbox)
+    return parse_observations(done.output, done.returncode, done.output_tail, sandbox, gpu_passed=gpu is not None)
+
+
+def _check_readable(folders: dict[str, Path]) -> None:
+    if isolation() != "none" and drop_to_nobody():  # the worker runs as nobody: it must be able to read its files
         check_readable(list(folders.values()), f"{SANDBOX_UID}:{SANDBOX_UID}")
+
+
+def _worker_setup(limits: Limits, workdir: Path, folders: dict[str, Path]) -> tuple[Path, View, list[str]]:
+    """The worker's job folder (read-only to it, like the job's folders, which are mounted at their
+    own paths so the worker is told those), its view of the machine and its command line."""
     job_dir = workdir / "job"
     job_dir.mkdir(mode=0o755, exist_ok=True)
-    (job_dir / JOB_FILE).write_text(job.model_dump_json())
     mounted = {name: Path(path).resolve() for name, path in folders.items()}
     view = View(
         scratch=workdir / "scratch", scratch_mb=limits.scratch_mb, readonly=(job_dir.resolve(), *mounted.values())
@@ -407,10 +424,63 @@ def run_worker(
         f"fd:{OUTPUT_FD}",
         {name: str(path) for name, path in mounted.items()},
     )
-    done, sandbox, gpu = run_for_job(job, command, limits, view, workdir, device_root)
-    if done.stopped is not None:
-        return stopped(done.stopped, sandbox)
-    return parse_observations(done.output, done.returncode, done.output_tail, sandbox, gpu_passed=gpu is not None)
+    return job_dir, view, command
+
+
+class EarlyWorker:
+    """A CPU worker started before its job exists, so that its imports and the runtime's warm-up
+    (about 0.7 s) run while the host still vets the files on the other core. It waits for its job
+    file (``--wait-for-job``); nothing of the submission is in its folders until the host has
+    vetted and staged it there, and its limits hold from the start (the wall-time limit from the
+    moment it has its job). ``run`` hands it the job; ``close`` stops it whatever happened."""
+
+    def __init__(self, limits: Limits, workdir: Path, folders: dict[str, Path], threads: int) -> None:
+        self.limits, self.workdir, self.threads = limits, workdir, threads
+        self.folders = {name: Path(path).resolve() for name, path in folders.items()}
+        self.job_dir, view, command = _worker_setup(limits, workdir, self.folders)
+        self.running: Sandboxed | None = spawn_sandboxed(
+            [*command, "--wait-for-job"], limits, view, workdir, threads, capture_output=True
+        )
+
+    def run(self, job: Job, folders: dict[str, Path]) -> Observations:
+        """What the worker observes on ``job``; a job this worker was not started for (one that
+        wants a GPU, other threads, or a folder it has not mounted) runs in a worker of its own."""
+        running, self.running = self.running, None
+        fits = (
+            not wants_gpu(job)
+            and job.measure.timing.threads == self.threads
+            and all(self.folders.get(name) == Path(path).resolve() for name, path in folders.items())
+        )
+        if running is None or not fits or not running.alive():
+            if running is not None:
+                running.kill()
+            return run_worker(job, self.limits, self.workdir, folders)
+        try:
+            _check_readable(folders)
+            part = self.job_dir / f"{JOB_FILE}.part"
+            part.write_text(job.model_dump_json())
+            part.rename(self.job_dir / JOB_FILE)  # whole, or not there: the worker reads it once it appears
+        except BaseException:
+            running.kill()
+            raise
+        running.started = time.monotonic()
+        done = supervised(running)
+        if done.returncode == NO_JOB_EXIT and not done.output:  # it stopped waiting just as the job came
+            return run_worker(job, self.limits, self.workdir, folders)
+        sandbox = describe(isolation(), None, done.memory)
+        if done.stopped is not None:
+            return stopped(done.stopped, sandbox)
+        return parse_observations(done.output, done.returncode, done.output_tail, sandbox)
+
+    def close(self) -> None:
+        if self.running is not None:
+            self.running.kill()
+            self.running = None
+
+
+def start_early(limits: Limits, workdir: Path, folders: dict[str, Path], threads: int) -> EarlyWorker:
+    """An ``EarlyStart`` for the local sandbox."""
+    return EarlyWorker(limits, workdir, folders, threads)
 
 
 def run_for_job(
@@ -453,7 +523,10 @@ def _supervise(running: Sandboxed) -> Problem | None:
         if problem is not None:
             kill_tree(running.proc)
             return problem
-        time.sleep(POLL_S)
+        try:
+            running.proc.wait(timeout=POLL_S)  # back at once when it ends
+        except subprocess.TimeoutExpired:
+            pass
     if running.proc.returncode == -signal.SIGKILL:
         return memory_failure(running.limits)  # the kernel's OOM killer is the only other sender of SIGKILL
     if running.cgroup is not None and running.cgroup.oom_killed():

@@ -14,7 +14,8 @@ batches, so the drift of a shared machine (neighbouring rounds are alike) stays 
 batch instead of passing for independent evidence. On A/A gradings (the same model twice) this
 interval covers 1.0 as often as it says (``benchmarks/timing.py``), where a bootstrap of the
 median fell short. Timing is sequential: after ``min_rounds`` it stops as soon as ``settled``
-says the interval can no longer change the verdict, or at the cap.
+says the interval can no longer change the verdict, or at the cap. A session's figures take turns
+on the machine (``run_in_turns``), so that none is timed in one short stretch of it.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import resource
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -38,8 +40,6 @@ SETTLE_EVERY = 4  # rounds between two looks at the interval (even: whole pair-r
 WARM_WINDOW = 8  # GPU warm-up: the last rounds' median against the ones before
 WARM_STEADY = 0.03  # ... within 3%: clocks and caches have settled
 
-Settled = Callable[["PairedTimes"], bool]
-
 
 @dataclass
 class PairedTimes:
@@ -52,65 +52,177 @@ class PairedTimes:
         return int(self.reference_s.size)
 
 
-def time_interleaved(
-    reference: Callable[[], object],
-    candidate: Callable[[], object],
-    *,
-    budget_s: float,
-    warmup: int = 3,
-    min_rounds: int = 8,
-    max_rounds: int = 400,
-    prepare: Callable[[int], None] | None = None,
-    collect: Callable[[int], None] | None = None,
-    settled: Settled | None = None,
-    warmup_s: float = 0.0,
-    max_warmup_s: float = 0.0,
-) -> PairedTimes:
-    """Alternate the two calls until ``settled`` says the figure is decided (checked every
-    ``SETTLE_EVERY`` rounds once ``min_rounds`` are in), the budget is spent or ``max_rounds``.
+class Clock:
+    """One figure's timed rounds, run a turn at a time, so that several figures can take turns on
+    the machine (``run_in_turns``) instead of each being timed in one stretch.
 
-    The order flips every round (A B, B A, ...) so neither model always runs on a cache the
-    other just warmed. ``prepare(round)``, if given, runs before each round outside the clock
-    (it draws the round's inputs, and on a GPU copies them there); ``collect(round)`` after it,
-    outside the clock too (it fetches and keeps the answers). ``warmup_s`` (a GPU) extends the
-    warm-up until the round times are steady, at most ``max_warmup_s``.
+    ``calls`` are one round's models: a reference and a candidate, whose order flips every round
+    (A B, B A, ...) so neither always runs on a cache the other just warmed, or one model alone.
+    ``prepare(number)``, if given, runs before each round outside the clock (it draws the round's
+    inputs, and on a GPU copies them there); ``collect(number)`` after it, outside the clock too
+    (it fetches and keeps the answers). After ``min_rounds`` the figure stops as soon as
+    ``settled`` says so (looked at every ``SETTLE_EVERY`` rounds), once its own rounds have taken
+    ``budget_s``, or at ``max_rounds``; ``stopped`` then says which. ``warmup_s`` (a GPU) extends
+    the warm-up until the round times are steady, at most ``max_warmup_s``.
     """
-    prepare = prepare or (lambda _: None)
-    collect = collect or (lambda _: None)
 
-    def warm_round(number: int) -> float:
-        prepare(number)
+    def __init__(
+        self,
+        calls: tuple[Callable[[], object], ...],
+        *,
+        budget_s: float,
+        warmup: int = 3,
+        min_rounds: int = 8,
+        max_rounds: int = 400,
+        prepare: Callable[[int], None] | None = None,
+        collect: Callable[[int], None] | None = None,
+        settled: Callable[..., bool] | None = None,
+        warmup_s: float = 0.0,
+        max_warmup_s: float = 0.0,
+    ) -> None:
+        self.calls = calls
+        self.budget_s, self.warmup, self.min_rounds, self.max_rounds = budget_s, warmup, min_rounds, max_rounds
+        self.prepare = prepare or (lambda _: None)
+        self.collect = collect or (lambda _: None)
+        self.settled = settled
+        self.warmup_s, self.max_warmup_s = warmup_s, max_warmup_s
+        self.seconds: list[list[float]] = [[] for _ in calls]
+        self.stopped: str | None = None
+        self.spent_s = 0.0  # this figure's own timed rounds (with their inputs drawn and answers kept)
+        self.turns = 0
+        self.numbered = 0  # rounds run so far, warm-up included (what prepare and collect are told)
+        self.last_round_s = 0.0
+        self.held_back = False  # some turn was not allowed to settle (see run_in_turns)
+
+    @property
+    def rounds(self) -> int:
+        return len(self.seconds[0])
+
+    @property
+    def round_s(self) -> float:
+        """What one of its rounds costs, inputs drawn and answers kept included."""
+        return self.spent_s / self.rounds if self.rounds else self.last_round_s
+
+    def result(self) -> PairedTimes | np.ndarray:
+        if len(self.calls) == 2:
+            return PairedTimes(np.array(self.seconds[0]), np.array(self.seconds[1]), self.stopped or "budget")
+        return np.array(self.seconds[0])
+
+    def warm(self) -> None:
+        """The untimed warm-up rounds, before the figure's first turn."""
+        self.warmup = warm_up(lambda _: self._warm_round(), self.warmup, self.warmup_s, self.max_warmup_s)
+
+    def _warm_round(self, flipped: bool = False) -> float:
+        """One untimed round (in reverse order if ``flipped``); returns how long its calls took."""
         started = time.perf_counter()
-        reference()
-        candidate()
-        elapsed = time.perf_counter() - started
-        collect(number)
+        self.prepare(self.numbered)
+        t0 = time.perf_counter()
+        for call in reversed(self.calls) if flipped else self.calls:
+            call()
+        elapsed = time.perf_counter() - t0
+        self.collect(self.numbered)
+        self.numbered += 1
+        self.last_round_s = time.perf_counter() - started
         return elapsed
 
-    warmup = warm_up(warm_round, warmup, warmup_s, max_warmup_s)
-    ref: list[float] = []
-    cand: list[float] = []
-    deadline = time.perf_counter() + budget_s
-    while True:
-        done = len(ref)
-        if done >= max_rounds:
-            return PairedTimes(np.array(ref), np.array(cand), "max_rounds")
-        if done >= min_rounds:
-            if time.perf_counter() >= deadline:
-                return PairedTimes(np.array(ref), np.array(cand), "budget")
-            if settled is not None and done % SETTLE_EVERY == 0 and settled(PairedTimes(np.array(ref), np.array(cand))):
-                return PairedTimes(np.array(ref), np.array(cand), "settled")
-        prepare(warmup + done)
-        first, second = (reference, candidate) if done % 2 == 0 else (candidate, reference)
-        t0 = time.perf_counter()
-        first()
-        t1 = time.perf_counter()
-        second()
-        t2 = time.perf_counter()
-        a, b = (t1 - t0, t2 - t1) if first is reference else (t2 - t1, t1 - t0)
-        collect(warmup + done)
-        ref.append(a)
-        cand.append(b)
+    def _stop(self, spent_s: float, may_settle: bool = True) -> str | None:
+        done = self.rounds
+        if done >= self.max_rounds:  # a cheap figure kept from settling while others ran may be by now
+            settled = self.held_back and self.settled is not None and self.settled(self.result())
+            return "settled" if settled else "max_rounds"
+        if done >= self.min_rounds:
+            if spent_s >= self.budget_s:
+                return "budget"
+            looks = may_settle and self.settled is not None and done % SETTLE_EVERY == 0
+            if looks and self.settled(self.result()):
+                return "settled"
+        return None
+
+    def turn(self, rounds: int | None = None, *, warm_first: bool = False, may_settle: bool = True) -> None:
+        """Up to ``rounds`` timed rounds (all it takes to stop, if None); ``warm_first``: one untimed
+        round before them, for a turn that follows other figures' rounds on a cold cache;
+        ``may_settle``: whether this turn looks at ``settled`` (the caps always apply). Turns
+        alternate which model goes first, so a turn's first call (the coldest) is neither's edge."""
+        started = time.perf_counter()
+        if warm_first and self.stopped is None:
+            # in the order of the turn's first round: whichever model goes first follows the other
+            # one's call, in every turn, so the warm-up gives neither an edge
+            self._warm_round(flipped=(self.rounds + self.turns) % 2 == 1)
+        if not may_settle:
+            self.held_back = True
+        run = 0
+        while rounds is None or run < rounds:
+            self.stopped = self._stop(self.spent_s + time.perf_counter() - started, may_settle)
+            if self.stopped is not None:
+                break
+            self._timed_round((self.rounds + self.turns) % 2 == 1)
+            run += 1
+        self.turns += 1
+        self.spent_s += time.perf_counter() - started
+
+    def _timed_round(self, flipped: bool) -> None:
+        self.prepare(self.numbered)
+        order = range(len(self.calls) - 1, -1, -1) if flipped else range(len(self.calls))
+        marks = [time.perf_counter()]
+        for index in order:
+            self.calls[index]()
+            marks.append(time.perf_counter())
+        for position, index in enumerate(order):
+            self.seconds[index].append(marks[position + 1] - marks[position])
+        self.collect(self.numbered)
+        self.numbered += 1
+
+
+TURN_SHARE = 0.1  # a faster figure's turn takes about this share of the slowest figure's pair-round
+MAX_TURN_ROUNDS = 16  # a far cheaper figure then reaches max_rounds (400) after 25 turns, not after the first few
+
+
+def turn_rounds(round_s: float, slowest_s: float) -> int:
+    """Rounds in one turn of a figure whose rounds take ``round_s``: an even number (whole A B +
+    B A pairs), two for the slowest figure, more for faster ones so that each of their turns takes
+    about ``TURN_SHARE`` of the slowest's."""
+    if round_s <= 0 or slowest_s <= 0:
+        return 2
+    return min(MAX_TURN_ROUNDS, 2 * max(1, math.ceil(round(TURN_SHARE * slowest_s / round_s, 6))))
+
+
+def run_in_turns(clocks: list[Clock]) -> None:
+    """Warm every figure up, then give them turns in rotation until each has stopped.
+
+    Figures timed one after another are each timed in one stretch, and a short stretch reads the
+    machine's state at that moment: on a 2-core VM, ten stretches of 100 batch-1 rounds of the
+    hw2 reference read 2.73x to 3.02x, with 95% intervals that exclude each other. In turns, a
+    cheap figure's rounds are spread over the whole timing, so its interval (batch means over
+    time) sees that drift and its figure averages it: a figure much cheaper than the slowest gets
+    about ``TURN_SHARE`` of the slowest one's time per turn (more than one pair of rounds), and
+    does not settle while a slower one still runs: its turns cost little, and stopping after the
+    first of them would time it in one short stretch again (a quiet second reads a narrow interval
+    around that second's figure). A figure within 10x of the slowest gets one pair per turn, as
+    the slowest does, and may settle like it, after ``min_rounds`` pairs spread over as many turns
+    (as long a stretch as the slowest's own). The last figure left runs to its end at once. A
+    figure's budget counts its own rounds only.
+    """
+    for clock in clocks:
+        clock.warm()
+    live = [clock for clock in clocks if clock.stopped is None]
+    while len(live) > 1:
+        slowest = max(clock.round_s for clock in live)
+        for clock in live:
+            rounds = turn_rounds(clock.round_s, slowest)
+            clock.turn(rounds, warm_first=rounds > 2, may_settle=rounds == 2)
+        live = [clock for clock in live if clock.stopped is None]
+    for clock in live:
+        clock.turn(warm_first=len(clocks) > 1)
+
+
+def time_interleaved(reference: Callable[[], object], candidate: Callable[[], object], **options: Any) -> PairedTimes:
+    """One pair timed by itself, interleaved (A B, B A, ...) until settled, the budget or
+    ``max_rounds``; ``options`` are ``Clock``'s (``budget_s`` is required)."""
+    clock = Clock((reference, candidate), **options)
+    run_in_turns([clock])
+    result = clock.result()
+    assert isinstance(result, PairedTimes)
+    return result
 
 
 def warm_up(round_s: Callable[[int], float], rounds: int, least_s: float, most_s: float) -> int:
@@ -267,54 +379,17 @@ def accuracy(logits: np.ndarray, labels: np.ndarray) -> float | None:
     return float(np.mean(logits.argmax(-1) == labels.reshape(-1)))
 
 
-def time_single(
-    call: Callable[[], object],
-    *,
-    budget_s: float,
-    warmup: int = 3,
-    min_rounds: int = 8,
-    max_rounds: int = 400,
-    prepare: Callable[[int], None] | None = None,
-    collect: Callable[[int], None] | None = None,
-    settled: Callable[[np.ndarray], bool] | None = None,
-    warmup_s: float = 0.0,
-    max_warmup_s: float = 0.0,
-) -> tuple[np.ndarray, str]:
-    """Seconds per call of one model alone, after warm-up, until ``settled`` (checked every
-    ``SETTLE_EVERY`` calls after ``min_rounds``), the budget or ``max_rounds``; and why it stopped.
+def time_single(call: Callable[[], object], **options: Any) -> tuple[np.ndarray, str]:
+    """Seconds per call of one model alone, after warm-up, until settled, the budget or
+    ``max_rounds`` (``options`` are ``Clock``'s, ``budget_s`` required); and why it stopped.
 
     For figures that have no partner to be interleaved with (a team's hw1 baseline). Absolute
     times drift between machines and processes, so they are reported with an interval and
     compared across teams only through a reference model timed in the same run.
     """
-    prepare = prepare or (lambda _: None)
-    collect = collect or (lambda _: None)
-
-    def warm_round(number: int) -> float:
-        prepare(number)
-        started = time.perf_counter()
-        call()
-        elapsed = time.perf_counter() - started
-        collect(number)
-        return elapsed
-
-    warmup = warm_up(warm_round, warmup, warmup_s, max_warmup_s)
-    times: list[float] = []
-    deadline = time.perf_counter() + budget_s
-    while True:
-        done = len(times)
-        if done >= max_rounds:
-            return np.array(times), "max_rounds"
-        if done >= min_rounds:
-            if time.perf_counter() >= deadline:
-                return np.array(times), "budget"
-            if settled is not None and done % SETTLE_EVERY == 0 and settled(np.array(times)):
-                return np.array(times), "settled"
-        prepare(warmup + done)
-        t0 = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - t0)
-        collect(warmup + done)
+    clock = Clock((call,), **options)
+    run_in_turns([clock])
+    return np.array(clock.seconds[0]), clock.stopped or "budget"
 
 
 def median_estimate(samples: np.ndarray, *, scale: float = 1.0, unit: str = "", seed: int = 0) -> Estimate:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import select
 import signal
@@ -66,21 +67,118 @@ def measure_in_fork(
     """The MiB ``load_and_run`` adds at its peak (up to its first batch), in a forked child, and
     the outputs it gave where ``send_if`` takes the first batch's; ``NOT_FORKED`` where the child
     fails before its first batch or the platform cannot fork (the caller then does it all)."""
+    return measure_in_forks([(load_and_run, send_if)], timeout_s)[0]
+
+
+def measure_in_forks(
+    work: list[tuple[LoadAndRun, Callable[[list[np.ndarray]], bool]]],
+    timeout_s: float = TIMEOUT_S,
+    overlap_mb: float = 0.0,
+) -> list[Forked]:
+    """``measure_in_fork`` for several models, one child each, every one forked from the worker as
+    it is before any model is loaded. A child whose peak (sent after its first batch) is at most
+    ``overlap_mb`` lets the next one start while it runs its remaining batches: a child's
+    high-water mark is its own, so the peaks read the same either way, and the sandbox's memory
+    limit, which counts the children together, meets at most that much more than one at a time.
+    A larger peak, or none, and the next child waits until this one has ended."""
     if not hasattr(os, "fork"):
-        return NOT_FORKED
+        return [NOT_FORKED for _ in work]
+    children: list[_Child] = []
+    try:
+        for number, (load_and_run, send_if) in enumerate(work):
+            if number:  # the next child starts once the one before has ended or peaked low enough
+                _read_until(children, lambda newest=children[-1]: newest.done or newest.peak_at_most(overlap_mb))
+            children.append(_Child(*_fork(load_and_run, send_if, [c.read for c in children]), timeout_s))
+        _read_until(children, lambda: all(c.done for c in children))
+    except BaseException:
+        for child in children:  # the worker itself ran out (of memory): never leave a child running
+            child.end(kill=True)
+        raise
+    for child in children:
+        child.end(kill=not child.closed)  # one still running at its deadline (a model that hangs)
+    return [parse_answer(child.data()) for child in children]
+
+
+class _Child:
+    """A forked child as the worker reads it: its pipe, what came so far, its own deadline."""
+
+    def __init__(self, read: int, pid: int, timeout_s: float) -> None:
+        self.read, self.pid = read, pid
+        self.deadline = time.monotonic() + timeout_s
+        self.chunks: list[bytes] = []
+        self.done = False  # its pipe closed, or its deadline passed
+        self.closed = self.timed_out = False
+        self.peak: float | None = None
+        self.ended = False
+
+    def data(self) -> bytes:
+        return b"".join(self.chunks)
+
+    def peak_at_most(self, mb: float) -> bool:
+        """Whether its first message (the peak) has come, and says at most ``mb``."""
+        if self.peak is None and sum(len(c) for c in self.chunks[:4]) >= HEADER.size:
+            first = _read_message(io.BytesIO(b"".join(self.chunks[:4])))  # one message: a few bytes
+            try:
+                self.peak = float(first["peak_mb"]) if first is not None else None
+            except (KeyError, TypeError, ValueError):
+                self.peak = math.inf  # not a peak: the next child waits for this one to end
+        return mb > 0 and self.peak is not None and self.peak <= mb
+
+    def end(self, kill: bool) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        if kill:
+            os.kill(self.pid, signal.SIGKILL)
+        os.waitpid(self.pid, 0)
+        os.close(self.read)
+
+
+def _read_until(children: list[_Child], enough: Callable[[], bool]) -> None:
+    """Read every open child's pipe as it comes (a pipe left unread would stall its child) until
+    ``enough`` holds or none is open; a child past its deadline counts as done with what it sent
+    (the peak, if it came; never half the outputs: ``parse_answer``)."""
+    while not enough():
+        now = time.monotonic()
+        for child in children:
+            if not child.done and now >= child.deadline:
+                child.done = child.timed_out = True
+        running = [c for c in children if not c.done]
+        if not running:
+            return
+        wait = min(c.deadline for c in running) - now
+        ready, _, _ = select.select([c.read for c in running], [], [], max(wait, 0.0))
+        for child in running:
+            if child.read in ready:
+                chunk = os.read(child.read, READ_BYTES)
+                if chunk:
+                    child.chunks.append(chunk)
+                else:
+                    child.done = child.closed = True
+
+
+def _fork(
+    load_and_run: LoadAndRun, send_if: Callable[[list[np.ndarray]], bool], siblings: list[int]
+) -> tuple[int, int]:
+    """A child started on ``load_and_run``; ``siblings`` are the read ends of the children still
+    running, which this one closes (they are not its to hold open)."""
     read, write = os.pipe()
-    pid = os.fork()
+    try:
+        pid = os.fork()
+    except BaseException:
+        os.close(read)
+        os.close(write)
+        raise
     if pid == 0:  # the child: measure, report, leave without running any cleanup
         try:
             os.close(read)
+            for sibling in siblings:
+                os.close(sibling)
             _child(load_and_run, send_if, write)
         finally:  # whatever escapes (a broken pipe at the last flush), never the worker's own code
             os._exit(0)
     os.close(write)
-    try:
-        return parse_answer(_read_answer(read, pid, timeout_s))
-    finally:
-        os.close(read)
+    return read, pid
 
 
 def _child(load_and_run: LoadAndRun, send_if: Callable[[list[np.ndarray]], bool], write: int) -> None:
@@ -156,26 +254,3 @@ def parse_answer(data: bytes) -> Forked:
     except (ValueError, OSError, EOFError):
         return Forked(peak)
     return Forked(peak, outputs if stream.tell() == len(data) else None)
-
-
-def _read_answer(read: int, pid: int, timeout_s: float) -> bytes:
-    deadline = time.monotonic() + timeout_s
-    chunks: list[bytes] = []
-    try:
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                os.kill(pid, signal.SIGKILL)  # a model that hangs: the in-process load meets the time limit
-                return b"".join(chunks)  # the peak, if it came; never half the outputs (parse_answer)
-            ready, _, _ = select.select([read], [], [], remaining)
-            if not ready:
-                continue
-            chunk = os.read(read, READ_BYTES)
-            if not chunk:
-                return b"".join(chunks)
-            chunks.append(chunk)
-    except BaseException:
-        os.kill(pid, signal.SIGKILL)  # the parent itself ran out (of memory): never leave the child running
-        raise
-    finally:
-        os.waitpid(pid, 0)

@@ -8,6 +8,7 @@ treats the output file as untrusted and validates it.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import platform
 import re
@@ -21,7 +22,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from grader.contracts.job import DerivedSpec, FileRef, Job, ModelJob, Pair, ProbeSpec
+from grader.contracts.job import NO_JOB_EXIT, DerivedSpec, FileRef, Job, ModelJob, Pair, ProbeSpec
 from grader.contracts.observations import (
     BatchProbe,
     DerivedStatus,
@@ -46,10 +47,14 @@ from grader.worker.measure import (
     snr_db,
     top1_agreement,
 )
-from grader.worker.memory import NOT_FORKED, Forked, measure_in_fork
+from grader.worker.memory import NOT_FORKED, Forked, measure_in_forks
 from grader.worker.runtime import Feeds, LoadedModel, load_model
 from grader.worker.searchlog import observe_search_log
-from grader.worker.timing import pending_pair, pending_solo, rows_of, time_alone, time_pair
+from grader.worker.timing import pending_pair, pending_solo, plan_alone, plan_pair, rows_of, time_planned
+
+OVERLAP_PEAK_MB = 128.0  # a model's fork that peaked at most this lets the next model's start beside it
+JOB_WAIT_S = 600.0  # a worker started early gives up on a host that never sends its job
+JOB_POLL_S = 0.005
 
 ORT_DTYPES = {
     "tensor(float)": np.float32,
@@ -613,8 +618,10 @@ def _preload(job: Job) -> None:
         import torch  # noqa: F401
 
 
+@functools.cache
 def _warm_onnxruntime() -> None:
-    """Create one trivial session so runtime set-up is not charged to the first model's memory."""
+    """Create one trivial session so runtime set-up is not charged to the first model's memory
+    (once: a worker started early has done it while it waited for its job)."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(identity_model(), providers=["CPUExecutionProvider"])
@@ -647,7 +654,7 @@ class Session:
     def load_models(self) -> None:
         # each model's peak (and its outputs) in a fresh fork, before anything is loaded here; not on
         # a GPU, where a fork cannot use the CUDA context, so all is measured in-process
-        forks = {m.role: NOT_FORKED if self.device.on_gpu else self._in_fork(m) for m in self.job.models}
+        forks = {m.role: NOT_FORKED for m in self.job.models} if self.device.on_gpu else self._in_forks()
         for model_job in self.job.models:
             try:
                 observation, model, outputs = observe_model(
@@ -667,7 +674,16 @@ class Session:
             self.obs.models[model_job.role] = observation
             self.loaded[model_job.role], self.outputs[model_job.role] = model, outputs
 
-    def _in_fork(self, model_job: ModelJob) -> Forked:
+    def _in_forks(self) -> dict[str, Forked]:
+        """Every model's fork, from the worker as it is before any model is loaded. Where it has a
+        second core, a model whose peak (after its first batch) is small lets the next one's fork
+        start while it runs the rest of the inputs (``OVERLAP_PEAK_MB``: the most this adds to
+        what the sandbox's memory limit sees at once)."""
+        overlap = OVERLAP_PEAK_MB if len(os.sched_getaffinity(0)) >= 2 else 0.0
+        forked = measure_in_forks([self._fork_work(m) for m in self.job.models], overlap_mb=overlap)
+        return dict(zip([m.role for m in self.job.models], forked))
+
+    def _fork_work(self, model_job: ModelJob) -> tuple[Callable, Callable[[list[np.ndarray]], bool]]:
         path = self.path(model_job.file)
 
         total = next(iter(self.arrays.values())).shape[0]
@@ -682,7 +698,7 @@ class Session:
             rows = max(1, first[0].shape[0]) if first and first[0].ndim else 1
             return sum(o.nbytes for o in first) / rows * total <= SEND_LIMIT_MB * 2**20
 
-        return measure_in_fork(load_and_run, worth_sending)
+        return load_and_run, worth_sending
 
     def build_derived(self) -> None:
         """Models the grader builds itself (a TensorRT engine from the ONNX file), on this machine."""
@@ -728,20 +744,22 @@ class Session:
             return
         arrays, untimed = self._timing_inputs({r for p in pairs for r in (p.reference, p.candidate)} | set(solo))
         # one equal share of the budget per timed figure: each share is that figure's cap, so a
-        # figure that cannot settle never takes more than before, and one that settles ends sooner
+        # figure that cannot settle never takes more than before, and one that settles ends sooner;
+        # the figures take turns, so each one's rounds are spread over the whole timing
         cap = self.spec.timing.budget_s / max(1, len(batches) * (len(pairs) + len(solo)))
-        for pair in pairs:
-            for batch in batches:
-                self.obs.timing.append(
-                    time_pair(
-                        pair.reference, pair.candidate, self.loaded, arrays, untimed, batch, self.job, cap, feeds_for
-                    )
-                )
-        for role in solo:
-            for batch in batches:
-                self.obs.solo_timing.append(
-                    time_alone(role, self.loaded[role], arrays, untimed.get(role), batch, self.job, cap, feeds_for)
-                )
+        planned_pairs = [
+            plan_pair(p.reference, p.candidate, self.loaded, arrays, untimed, batch, self.job, cap, feeds_for)
+            for p in pairs
+            for batch in batches
+        ]
+        planned_solo = [
+            plan_alone(role, self.loaded[role], arrays, untimed.get(role), batch, self.job, cap, feeds_for)
+            for role in solo
+            for batch in batches
+        ]
+        figures = time_planned(planned_pairs + planned_solo)
+        self.obs.timing += figures[: len(planned_pairs)]
+        self.obs.solo_timing += figures[len(planned_pairs) :]
 
     def sample_gpu(self) -> None:
         """The GPU's clocks just before timing (the models loaded and run, so the GPU is busy, not
@@ -924,8 +942,9 @@ def _gpu_end(facts: GpuFacts | None, job: Job) -> GpuFacts | None:
     return facts
 
 
-def parse_args(argv: list[str]) -> tuple[Path, str, dict[str, Path]]:
-    """``JOB OUT [--folder NAME=PATH ...]``: the sandbox says where it mounted each folder."""
+def parse_args(argv: list[str]) -> tuple[Path, str, dict[str, Path], bool]:
+    """``JOB OUT [--folder NAME=PATH ...] [--wait-for-job]``: the sandbox says where it mounted each
+    folder, and whether the job file is still to come."""
     parser = argparse.ArgumentParser(prog="python -m grader.worker", description="The sandboxed worker.")
     parser.add_argument("job", type=Path, help="the host's job file (JSON)")
     parser.add_argument("out", help="where to write the observations (JSON): fd:N for an inherited pipe, or a path")
@@ -936,9 +955,26 @@ def parse_args(argv: list[str]) -> tuple[Path, str, dict[str, Path]]:
         metavar="NAME=PATH",
         help="where the folder the job calls NAME is mounted",
     )
+    parser.add_argument(
+        "--wait-for-job",
+        action="store_true",
+        help="started before the job is ready: warm the runtime, then wait for the job file to appear",
+    )
     args = parser.parse_args(argv)
     folders = dict(item.split("=", 1) for item in args.folder)
-    return args.job, args.out, {name: Path(path) for name, path in folders.items()}
+    return args.job, args.out, {name: Path(path) for name, path in folders.items()}, args.wait_for_job
+
+
+def wait_for_job(path: Path, limit_s: float = JOB_WAIT_S) -> bool:
+    """Warm the runtime, then wait until the host has written the job (it renames the finished
+    file into place, so one that exists is whole). False if none came within ``limit_s``."""
+    _warm_onnxruntime()
+    deadline = time.monotonic() + limit_s
+    while not path.exists():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(JOB_POLL_S)
+    return True
 
 
 def open_output(spec: str) -> BinaryIO:
@@ -967,7 +1003,10 @@ def arm_deadline(env: dict[str, str] | os._Environ = os.environ) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     arm_deadline()
-    job_path, out, folders = parse_args(sys.argv[1:] if argv is None else argv)
+    job_path, out, folders, wait = parse_args(sys.argv[1:] if argv is None else argv)
+    if wait and not wait_for_job(job_path):
+        print(f"no job at {job_path} within {JOB_WAIT_S:.0f} s", file=sys.stderr)
+        return NO_JOB_EXIT
     with open_output(out) as channel:
         job = Job.model_validate_json(job_path.read_text())
         try:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -21,12 +22,12 @@ from grader.contracts.figures import pair_key
 from grader.contracts.job import Job, TimingDecision, TimingSpec
 from grader.contracts.observations import Estimate, SoloTiming, TimedOutputs, TimingComparison
 from grader.worker.measure import (
+    Clock,
     PairedTimes,
     median_estimate,
     ratio_estimate,
+    run_in_turns,
     snr_db,
-    time_interleaved,
-    time_single,
     with_session_noise,
 )
 from grader.worker.runtime import LoadedModel, Staged
@@ -184,6 +185,21 @@ def _fixed_batch_note(models: dict[str, LoadedModel], batch: int) -> str:
     )
 
 
+@dataclass
+class Planned:
+    """A figure made ready to time: its clock (None when it is not timed at all) and what turns the
+    clock's rounds into the figure, once every figure of the session has had its turns."""
+
+    clock: Clock | None
+    finish: Callable[[], Any]
+
+
+def time_planned(planned: list[Planned]) -> list[Any]:
+    """Every planned figure timed in turns (``measure.run_in_turns``), then each one's figure."""
+    run_in_turns([p.clock for p in planned if p.clock is not None])
+    return [p.finish() for p in planned]
+
+
 def time_pair(
     ref: str,
     cand: str,
@@ -195,23 +211,26 @@ def time_pair(
     budget: float,
     feeds_for: FeedsFor,
 ) -> TimingComparison:
+    """One pair timed by itself (see ``plan_pair``)."""
+    return time_planned([plan_pair(ref, cand, models, arrays, untimed, batch, job, budget, feeds_for)])[0]
+
+
+def plan_pair(
+    ref: str,
+    cand: str,
+    models: dict[str, LoadedModel],
+    arrays: dict[str, np.ndarray],
+    untimed: dict[str, np.ndarray | None],
+    batch: int,
+    job: Job,
+    budget: float,
+    feeds_for: FeedsFor,
+) -> Planned:
     """Reference and candidate interleaved on fresh batches, their timed answers checked."""
     timing = job.measure.timing
     note = _fixed_batch_note({ref: models[ref], cand: models[cand]}, batch)
     if note:
-        return TimingComparison(
-            reference=ref,
-            candidate=cand,
-            batch_size=batch,
-            threads=timing.threads,
-            rounds=0,
-            reference_ms=None,
-            candidate_ms=None,
-            speedup=Estimate(value=None, unit="x", note=note),
-            reference_items_per_s=None,
-            candidate_items_per_s=None,
-            note=note,
-        )
+        return Planned(None, lambda: _untimed_pair(ref, cand, batch, timing.threads, note))
     draws = Draws(arrays, batch, seed=batch)
     watches = {r: Watch(r, models[r], draws, feeds_for) for r in (ref, cand)}
     device = "cuda" if "cuda" in (models[ref].device, models[cand].device) else "cpu"
@@ -226,9 +245,8 @@ def time_pair(
             watch.collect()
 
     decision = next((d for d in timing.decisions if d.figure == f"{pair_key(ref, cand)}.speedup_b{batch}"), None)
-    times = time_interleaved(
-        watches[ref],
-        watches[cand],
+    clock = Clock(
+        (watches[ref], watches[cand]),
         budget_s=budget,
         warmup=timing.warmup,
         min_rounds=timing.min_rounds,
@@ -238,26 +256,48 @@ def time_pair(
         settled=_pair_settled(decision, timing) if timing.stop == "verdict" else None,
         **_warmup_time(job, device, budget),
     )
-    checked = [watches[r].verdict(untimed.get(r)) for r in (ref, cand)]
-    ref_ms, cand_ms = float(np.median(times.reference_s)) * 1e3, float(np.median(times.candidate_s)) * 1e3
+
+    def finish() -> TimingComparison:
+        times = clock.result()
+        assert isinstance(times, PairedTimes)
+        checked = [watches[r].verdict(untimed.get(r)) for r in (ref, cand)]
+        ref_ms, cand_ms = float(np.median(times.reference_s)) * 1e3, float(np.median(times.candidate_s)) * 1e3
+        return TimingComparison(
+            reference=ref,
+            candidate=cand,
+            batch_size=batch,
+            threads=timing.threads,
+            rounds=times.rounds,
+            reference_ms=ref_ms,
+            candidate_ms=cand_ms,
+            speedup=ratio_estimate(times, session_noise=timing.session_noise).model_copy(
+                update={"note": stop_note(times.stopped, times.rounds, decision, timing)}
+            ),
+            reference_items_per_s=batch / ref_ms * 1e3,
+            candidate_items_per_s=batch / cand_ms * 1e3,
+            timed_outputs=checked,
+            stopped=times.stopped,
+            device=device,
+            reference_transfer_ms=watches[ref].transfer_ms(),
+            candidate_transfer_ms=watches[cand].transfer_ms(),
+        )
+
+    return Planned(clock, finish)
+
+
+def _untimed_pair(ref: str, cand: str, batch: int, threads: int, note: str) -> TimingComparison:
     return TimingComparison(
         reference=ref,
         candidate=cand,
         batch_size=batch,
-        threads=timing.threads,
-        rounds=times.rounds,
-        reference_ms=ref_ms,
-        candidate_ms=cand_ms,
-        speedup=ratio_estimate(times, session_noise=timing.session_noise).model_copy(
-            update={"note": stop_note(times.stopped, times.rounds, decision, timing)}
-        ),
-        reference_items_per_s=batch / ref_ms * 1e3,
-        candidate_items_per_s=batch / cand_ms * 1e3,
-        timed_outputs=checked,
-        stopped=times.stopped,
-        device=device,
-        reference_transfer_ms=watches[ref].transfer_ms(),
-        candidate_transfer_ms=watches[cand].transfer_ms(),
+        threads=threads,
+        rounds=0,
+        reference_ms=None,
+        candidate_ms=None,
+        speedup=Estimate(value=None, unit="x", note=note),
+        reference_items_per_s=None,
+        candidate_items_per_s=None,
+        note=note,
     )
 
 
@@ -312,18 +352,35 @@ def time_alone(
     budget: float,
     feeds_for: FeedsFor,
 ) -> SoloTiming:
+    """One model timed by itself, with no other figure taking turns (see ``plan_alone``)."""
+    return time_planned([plan_alone(role, model, arrays, untimed, batch, job, budget, feeds_for)])[0]
+
+
+def plan_alone(
+    role: str,
+    model: LoadedModel,
+    arrays: dict[str, np.ndarray],
+    untimed: np.ndarray | None,
+    batch: int,
+    job: Job,
+    budget: float,
+    feeds_for: FeedsFor,
+) -> Planned:
     """One model timed by itself (hw1's latency and throughput), on fresh batches, checked."""
     timing = job.measure.timing
     note = _fixed_batch_note({role: model}, batch)
     if note:
-        return SoloTiming(
-            role=role,
-            batch_size=batch,
-            threads=timing.threads,
-            rounds=0,
-            latency_ms=Estimate(value=None, unit="ms", note=note),
-            items_per_s=None,
-            note=note,
+        return Planned(
+            None,
+            lambda: SoloTiming(
+                role=role,
+                batch_size=batch,
+                threads=timing.threads,
+                rounds=0,
+                latency_ms=Estimate(value=None, unit="ms", note=note),
+                items_per_s=None,
+                note=note,
+            ),
         )
     draws = Draws(arrays, batch, seed=batch)
     watch = Watch(role, model, draws, feeds_for)
@@ -332,8 +389,8 @@ def time_alone(
         draws.next()
         watch.prepare()
 
-    seconds, stopped = time_single(
-        watch,
+    clock = Clock(
+        (watch,),
         budget_s=budget,
         warmup=timing.warmup,
         min_rounds=timing.min_rounds,
@@ -343,20 +400,25 @@ def time_alone(
         settled=_solo_settled(timing) if timing.stop == "verdict" else None,
         **_warmup_time(job, model.device, budget),
     )
-    latency = median_estimate(seconds, scale=1e3, unit="ms")
-    latency = latency.model_copy(update={"note": stop_note(stopped, int(seconds.size), None, timing, paired=False)})
-    return SoloTiming(
-        role=role,
-        batch_size=batch,
-        threads=timing.threads,
-        rounds=int(seconds.size),
-        latency_ms=latency,
-        items_per_s=batch / max(latency.value or 0.0, 1e-9) * 1e3,
-        timed_outputs=[watch.verdict(untimed)],
-        stopped=stopped,
-        device=model.device,
-        transfer_ms=watch.transfer_ms(),
-    )
+
+    def finish() -> SoloTiming:
+        seconds, stopped = np.array(clock.seconds[0]), clock.stopped or "budget"
+        latency = median_estimate(seconds, scale=1e3, unit="ms")
+        latency = latency.model_copy(update={"note": stop_note(stopped, int(seconds.size), None, timing, paired=False)})
+        return SoloTiming(
+            role=role,
+            batch_size=batch,
+            threads=timing.threads,
+            rounds=int(seconds.size),
+            latency_ms=latency,
+            items_per_s=batch / max(latency.value or 0.0, 1e-9) * 1e3,
+            timed_outputs=[watch.verdict(untimed)],
+            stopped=stopped,
+            device=model.device,
+            transfer_ms=watch.transfer_ms(),
+        )
+
+    return Planned(clock, finish)
 
 
 def decision_points(decision: TimingDecision, value: float) -> float:
