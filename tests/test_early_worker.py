@@ -62,16 +62,20 @@ def temp_here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-def test_an_early_worker_gives_the_verdicts_a_late_one_gives(reference_paths, temp_here: Path) -> None:
-    seen: list[list[int]] = []
+def watched(under: Path, seen: list[list[int]]):  # noqa: ANN201
+    """The local sandboxes, whose early start also notes the workers it left waiting under ``under``."""
 
     def watching(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202 - the real start, and what it started
         worker = start_early(*args, **kwargs)
-        seen.append(waiting_workers(temp_here))
+        seen.append(waiting_workers(under))
         return worker
 
-    sandboxes = local_sandboxes()
-    early = pipeline.grade(SOLUTION, dataclasses.replace(sandboxes, early=watching))
+    return dataclasses.replace(local_sandboxes(), early=watching)
+
+
+def test_an_early_worker_gives_the_verdicts_a_late_one_gives(reference_paths, temp_here: Path) -> None:
+    seen: list[list[int]] = []
+    early = pipeline.grade(SOLUTION, watched(temp_here, seen))
     late = grade(SOLUTION, runner=run_worker)
     assert early.exit_code == late.exit_code == exitcodes.GRADED, early.result.problems
     assert [(c.id, c.status, c.points) for c in early.result.checks] == [
@@ -86,9 +90,11 @@ def test_a_rejected_submission_stops_the_early_worker(temp_here: Path) -> None:
     folder = temp_here / "broken"
     shutil.copytree(SOLUTION, folder)
     (folder / "compressed.onnx").write_bytes(b"version https://git-lfs.github.com/spec/v1\noid sha256:" + b"0" * 64)
-    grading = grade(folder)
+    seen: list[list[int]] = []
+    grading = pipeline.grade(folder, watched(temp_here, seen))
     assert grading.exit_code == exitcodes.REJECTED
-    assert _gone(waiting_workers(temp_here))
+    assert len(seen) == 1 and len(seen[0]) >= 1  # a worker was started before the files were vetted
+    assert _gone(seen[0]) and not waiting_workers(temp_here)
 
 
 def test_closing_an_early_worker_that_never_got_a_job_ends_it(tmp_path: Path) -> None:

@@ -28,7 +28,7 @@ from grader.worker.session import (
     observe_model,
     run_all,
 )
-from grader.worker.timing import time_alone
+from grader.worker.timing import plan_alone, time_planned
 from tests import builders
 
 
@@ -65,7 +65,7 @@ def test_solo_timing_reports_latency_with_an_interval_and_throughput(exported) -
     model = load_model(exported["dynamic"], "onnx", threads=1)
     job = Job(models=[], inputs=None, measure=MeasureSpec(timing=TimingSpec(budget_s=0.2, warmup=1, min_rounds=5)))
     untimed = run_all(model, "baseline", exported["arrays"], 64)[0]
-    timing = time_alone("baseline", model, exported["arrays"], untimed, 16, job, 0.2, feeds_for)
+    (timing,) = time_planned([plan_alone("baseline", model, exported["arrays"], untimed, 16, job, 0.2, feeds_for)])
     assert timing.batch_size == 16 and timing.rounds >= 5
     (checked,) = timing.timed_outputs
     assert checked.consistent and checked.rounds_checked >= 5 and checked.snr_db > 40

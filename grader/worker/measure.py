@@ -204,7 +204,7 @@ def run_in_turns(clocks: list[Clock]) -> None:
     """
     for clock in clocks:
         clock.warm()
-    live = [clock for clock in clocks if clock.stopped is None]
+    live = list(clocks)
     while len(live) > 1:
         slowest = max(clock.round_s for clock in live)
         for clock in live:

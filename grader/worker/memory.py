@@ -79,7 +79,8 @@ def measure_in_forks(
     it is before any model is loaded. A child whose peak (sent after its first batch) is at most
     ``overlap_mb`` lets the next one start while it runs its remaining batches: a child's
     high-water mark is its own, so the peaks read the same either way, and the sandbox's memory
-    limit, which counts the children together, meets at most that much more than one at a time.
+    limit, which counts the children together, meets at most that much more than one at a time
+    (and the answers that child holds until it has sent them, under the caller's ``send_if``).
     A larger peak, or none, and the next child waits until this one has ended."""
     if not hasattr(os, "fork"):
         return [NOT_FORKED for _ in work]
@@ -107,7 +108,7 @@ class _Child:
         self.deadline = time.monotonic() + timeout_s
         self.chunks: list[bytes] = []
         self.done = False  # its pipe closed, or its deadline passed
-        self.closed = self.timed_out = False
+        self.closed = False  # its pipe closed: it ended by itself
         self.peak: float | None = None
         self.ended = False
 
@@ -142,7 +143,7 @@ def _read_until(children: list[_Child], enough: Callable[[], bool]) -> None:
         now = time.monotonic()
         for child in children:
             if not child.done and now >= child.deadline:
-                child.done = child.timed_out = True
+                child.done = True
         running = [c for c in children if not c.done]
         if not running:
             return

@@ -200,21 +200,6 @@ def time_planned(planned: list[Planned]) -> list[Any]:
     return [p.finish() for p in planned]
 
 
-def time_pair(
-    ref: str,
-    cand: str,
-    models: dict[str, LoadedModel],
-    arrays: dict[str, np.ndarray],
-    untimed: dict[str, np.ndarray | None],
-    batch: int,
-    job: Job,
-    budget: float,
-    feeds_for: FeedsFor,
-) -> TimingComparison:
-    """One pair timed by itself (see ``plan_pair``)."""
-    return time_planned([plan_pair(ref, cand, models, arrays, untimed, batch, job, budget, feeds_for)])[0]
-
-
 def plan_pair(
     ref: str,
     cand: str,
@@ -340,20 +325,6 @@ def pending_solo(role: str, batch: int, threads: int, reason: str) -> SoloTiming
         note=reason,
         device="cuda",
     )
-
-
-def time_alone(
-    role: str,
-    model: LoadedModel,
-    arrays: dict[str, np.ndarray],
-    untimed: np.ndarray | None,
-    batch: int,
-    job: Job,
-    budget: float,
-    feeds_for: FeedsFor,
-) -> SoloTiming:
-    """One model timed by itself, with no other figure taking turns (see ``plan_alone``)."""
-    return time_planned([plan_alone(role, model, arrays, untimed, batch, job, budget, feeds_for)])[0]
 
 
 def plan_alone(
