@@ -258,6 +258,19 @@ def test_a_figure_at_its_round_cap_is_settled_if_its_interval_says_so() -> None:
     assert clock.stopped == "settled" and clock.rounds == 12
 
 
+def test_a_verdict_that_cannot_close_stops_the_figure_as_open() -> None:
+    """``settled`` may say why it stops: "open" is a stop of its own (the report words it so), as
+    at the round cap for a figure that was held back; "" goes on, as False does."""
+    answers = iter(["", "", "open"])
+    times = time_interleaved(lambda: None, lambda: None, budget_s=60.0, min_rounds=4, settled=lambda _: next(answers))
+    assert times.stopped == "open" and times.rounds == 12  # looks at 4, 8 and 12 rounds
+    clock = Clock((lambda: None, lambda: None), budget_s=60.0, warmup=0, min_rounds=4, max_rounds=12)
+    clock.settled = lambda times: "open" if times.rounds >= 12 else ""
+    clock.turn(12, may_settle=False)
+    clock.turn()
+    assert clock.stopped == "open" and clock.rounds == 12
+
+
 def test_pair_rounds_cancel_an_edge_for_whoever_runs_first() -> None:
     """Equal models, but the first call of every round runs 20% slower (a cold cache)."""
     rounds = 40

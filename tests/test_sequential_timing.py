@@ -123,6 +123,55 @@ def test_session_noise_never_keeps_a_precise_figure_timing() -> None:
     assert _pair_settled(on_threshold, TimingSpec(rel_width=0.02))(steady)  # without it, decided (below full)
 
 
+def _steady_ratio(seed: int, ratio: float, per_round: float, rounds: int = 64):  # noqa: ANN202
+    from grader.worker.measure import PairedTimes
+
+    rng = np.random.default_rng(seed)
+    candidate = 1e-3 * rng.lognormal(0, per_round, rounds)
+    return PairedTimes(ratio * candidate * rng.lognormal(0, per_round, rounds), candidate)
+
+
+def test_a_verdict_the_session_noise_keeps_open_stops_once_this_runs_part_is_narrow() -> None:
+    """On a threshold, the session noise alone spans points whatever the rounds: the figure stops
+    "open" once this run's part of its interval is under ``open_width``, and not before; a clear
+    verdict still settles, and without ``open_width`` an open one goes on to the cap."""
+    from grader.contracts.job import TimingSpec
+    from grader.worker.measure import ratio_estimate
+    from grader.worker.timing import _pair_settled
+
+    spec = TimingSpec(rel_width=0.118, session_noise=0.03, open_width=0.059)
+    on_threshold = TimingDecision(figure="a_vs_b.speedup_b64", full=1.3, zero=1.0, points=10, ranked=True)
+    steady = _steady_ratio(2, 1.0, 0.01)  # an A/A pair, +-1% per round: this run's part is ~1% wide
+    assert _pair_settled(on_threshold, spec)(steady) == "open"
+    noisy = _steady_ratio(3, 1.0, 0.3)  # +-30% per round: this run's part is far wider than 5.9%
+    within = ratio_estimate(noisy)
+    assert within.high - within.low > 0.2 * within.value
+    assert _pair_settled(on_threshold, spec)(noisy) == ""
+    assert _pair_settled(on_threshold, spec)(_steady_ratio(4, 3.0, 0.01)) == "settled"  # 3x: full points either end
+    assert _pair_settled(on_threshold, spec.model_copy(update={"open_width": None}))(steady) == ""
+    assert _pair_settled(None, spec)(steady) == "settled"  # shown, not scored: precise is all it needs
+
+
+def test_a_threshold_speedup_stops_open_and_is_scored_by_its_favourable_end(reference_paths, tmp_path: Path) -> None:
+    """An A/A pair on hw2's zero-points end, with an ``open_width`` that any 16 rounds reach (an
+    A/A pair's 16-round interval is ~10-20% wide here; 60% leaves a margin no machine crosses):
+    it stops at its first look, says why, and gets the points of the top of its interval."""
+    folder = tmp_path / "same"
+    shutil.copytree(SOLUTION, folder)
+    shutil.copy(SOLUTION / "baseline.onnx", folder / "compressed.onnx")
+    grading = grade(folder, _root(tmp_path, open_width=0.6, rel_width=0.6, min_rounds=16))
+    assert grading.exit_code == exitcodes.GRADED
+    estimate = grading.result.metrics["candidate_vs_baseline.speedup_b64"]
+    assert estimate.note.startswith(
+        "16 timed rounds; stopped once this run's part of the 95% interval was within 60.0%"
+    )
+    speedup = check_of(grading.result, "speedup")
+    assert "the verdict was still open, so the favourable end of the interval decides" in speedup.message
+    decision = TimingDecision(figure="candidate_vs_baseline.speedup_b64", full=1.3, zero=1.0, points=10)
+    assert speedup.points == pytest.approx(decision_points(decision, estimate.high), abs=0.01)
+    assert speedup.points > 0  # the interval's top is above 1.0: an A/A pair's favourable end earns a little
+
+
 def test_the_stop_note_says_which_part_of_the_interval_was_precise() -> None:
     """With session noise in the interval, only this run's part of it narrows with rounds: the
     note says that part is what reached rel_width."""
@@ -133,6 +182,9 @@ def test_the_stop_note_says_which_part_of_the_interval_was_precise() -> None:
     noisy = stop_note("settled", 48, ranked, TimingSpec(rel_width=0.078, session_noise=0.02))
     assert "same points, and this run's part of the 95% interval is within 7.8% of the figure" in noisy
     assert "the 95% interval is within 6.0% of the figure" in stop_note("settled", 48, None, TimingSpec(rel_width=0.06))
+    opened = stop_note("open", 36, ranked, TimingSpec(rel_width=0.118, session_noise=0.03, open_width=0.059))
+    assert opened.startswith("36 timed rounds; stopped once this run's part of the 95% interval was within 5.9%")
+    assert "the 3% session noise" in opened and "under 0.7%" in opened and "favourable end" in opened
     solo = stop_note("settled", 48, None, TimingSpec(rel_width=0.06, session_noise=0.02), paired=False)
     assert (
         "the 95% interval is within 6.0%" in solo and "this run's part" not in solo

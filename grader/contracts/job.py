@@ -50,8 +50,11 @@ class TimingSpec(Strict):
     the interval's width is under ``rel_width`` of the figure (for a figure only reported or
     ranked; the width this run's rounds make, without ``session_noise``, which no number of rounds
     narrows); at the latest at ``max_rounds`` or when its share of ``budget_s`` is spent.
-    A figure still open at the cap is decided by the check's documented rule (the favourable end
-    of the interval), and the report says it stopped at the cap.
+    A scored figure whose verdict is still open once this run's part of its interval is under
+    ``open_width`` stops there too: the session noise then spans points that no number of rounds
+    can close, and more rounds would only move the interval's favourable end by a fraction of a
+    percent. A figure still open when it stops is decided by the check's documented rule (the
+    favourable end of the interval), and the report says why it stopped.
     """
 
     threads: int = 1
@@ -66,6 +69,13 @@ class TimingSpec(Strict):
         gt=0,
         description="within-run interval width / figure at which a shown or ranked figure is precise enough "
         "(below the session noise's own width, 2 x 1.96 x session_noise, more rounds buy little)",
+    )
+    open_width: float | None = Field(
+        None,
+        gt=0,
+        description="within-run interval width / figure at which a scored speedup whose verdict the session "
+        "noise keeps open stops (well below the session noise's own width, 2 x 1.96 x session_noise, more "
+        "rounds move the favourable end by little); None: such a figure is timed to the cap",
     )
     session_noise: float = Field(
         0.0,

@@ -12,6 +12,7 @@ not timed at this one, and the comparison says so.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -402,28 +403,34 @@ def decision_points(decision: TimingDecision, value: float) -> float:
 def _pair_settled(decision: TimingDecision | None, timing: TimingSpec):  # noqa: ANN202
     """A scored speedup is settled when both ends of its interval give the same points (and, if a
     leaderboard ranks it, the interval is narrower than ``rel_width`` of it); one that is only
-    shown or ranked, when its interval is that narrow."""
+    shown or ranked, when its interval is that narrow. A scored speedup that is not settled once
+    this run's part of its interval is under ``open_width`` stops "open": what still spans points
+    is then mostly the session noise, which no number of rounds narrows (the favourable end
+    decides, as at the cap)."""
 
-    def settled(times: PairedTimes) -> bool:
+    def settled(times: PairedTimes) -> str:
         within = ratio_estimate(times)  # what more rounds can still narrow
         estimate = with_session_noise(within, timing.session_noise)  # what the check reads
         low, high, value = estimate.low, estimate.high, estimate.value
         if low is None or high is None or not value or within.low is None or within.high is None:
-            return False
-        precise = within.high - within.low <= timing.rel_width * value
+            return ""
+        width = within.high - within.low
+        precise = width <= timing.rel_width * value
         if decision is None:  # shown or ranked, not scored: precise enough to compare
-            return precise
+            return "settled" if precise else ""
         gap = abs(decision_points(decision, high) - decision_points(decision, low))
-        return gap <= timing.precision_points and (precise or not decision.ranked)
+        if gap <= timing.precision_points and (precise or not decision.ranked):
+            return "settled"
+        return "open" if timing.open_width is not None and width <= timing.open_width * value else ""
 
     return settled
 
 
 def _solo_settled(timing: TimingSpec):  # noqa: ANN202
-    def settled(seconds: np.ndarray) -> bool:
+    def settled(seconds: np.ndarray) -> str:
         estimate = median_estimate(seconds)
         assert estimate.low is not None and estimate.high is not None and estimate.value is not None
-        return estimate.high - estimate.low <= timing.rel_width * estimate.value
+        return "settled" if estimate.high - estimate.low <= timing.rel_width * estimate.value else ""
 
     return settled
 
@@ -439,6 +446,14 @@ def stop_note(
         if decision is not None:
             why = "both ends of the 95% interval give the same points" + (f", and {why}" if decision.ranked else "")
         return f"{rounds} timed rounds; stopped once settled: {why}"
+    if stopped == "open" and timing.open_width is not None:
+        return (
+            f"{rounds} timed rounds; stopped once this run's part of the 95% interval was within "
+            f"{timing.open_width:.1%} of the figure: the rest of the interval is the {timing.session_noise:.0%} "
+            f"session noise, which more rounds cannot narrow, and it spans more than {timing.precision_points:g} "
+            "points here, so more rounds would only have moved the favourable end by under "
+            f"{open_move(timing):.1%}; the verdict was still open, so the favourable end of the interval decides"
+        )
     cap = "its share of the timing budget" if stopped == "budget" else f"the {timing.max_rounds}-round cap"
     if timing.stop == "budget":
         return f"{rounds} timed rounds, the whole budget (sequential stopping is off)"
@@ -448,3 +463,12 @@ def stop_note(
         else "; the interval is what the rounds allowed (the favourable end decides a check)"
     )
     return f"{rounds} timed rounds; stopped at {cap}{open_verdict}"
+
+
+def open_move(timing: TimingSpec) -> float:
+    """How much closer to the figure the favourable end of a speedup's interval could come, from
+    an "open" stop to endless rounds: its half-width on the log scale goes from the session noise's
+    part and this run's (``open_width``, in quadrature) to the session noise's part alone."""
+    session = 1.96 * math.log1p(timing.session_noise)
+    within = math.asinh((timing.open_width or 0.0) / 2)  # the half-width of a width on the log scale
+    return math.expm1(math.hypot(session, within) - session)
