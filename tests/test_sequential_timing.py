@@ -152,6 +152,18 @@ def test_a_verdict_the_session_noise_keeps_open_stops_once_this_runs_part_is_nar
     assert _pair_settled(None, spec)(steady) == "settled"  # shown, not scored: precise is all it needs
 
 
+def test_open_width_needs_session_noise() -> None:
+    """Without session noise, rounds can always close a verdict: an assignment that asks to stop one
+    open is refused when it is validated."""
+    from pydantic import ValidationError
+
+    from grader.contracts.job import TimingSpec
+
+    with pytest.raises(ValidationError, match="open_width needs session_noise"):
+        TimingSpec(open_width=0.05)
+    assert TimingSpec(open_width=0.05, session_noise=0.02).open_width == 0.05
+
+
 def test_a_threshold_speedup_stops_open_and_is_scored_by_its_favourable_end(reference_paths, tmp_path: Path) -> None:
     """An A/A pair on hw2's zero-points end, with an ``open_width`` that any 16 rounds reach (an
     A/A pair's 16-round interval is ~10-20% wide here; 60% leaves a margin no machine crosses):
@@ -184,7 +196,8 @@ def test_the_stop_note_says_which_part_of_the_interval_was_precise() -> None:
     assert "the 95% interval is within 6.0% of the figure" in stop_note("settled", 48, None, TimingSpec(rel_width=0.06))
     opened = stop_note("open", 36, ranked, TimingSpec(rel_width=0.118, session_noise=0.03, open_width=0.059))
     assert opened.startswith("36 timed rounds; stopped once this run's part of the 95% interval was within 5.9%")
-    assert "the 3% session noise" in opened and "under 0.7%" in opened and "favourable end" in opened
+    assert "still spanning more than 0.25 points: most of it is the 3% session noise" in opened
+    assert "under 0.7% closer to the figure" in opened and opened.endswith("the favourable end of the interval decides")
     solo = stop_note("settled", 48, None, TimingSpec(rel_width=0.06, session_noise=0.02), paired=False)
     assert (
         "the 95% interval is within 6.0%" in solo and "this run's part" not in solo

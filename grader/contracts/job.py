@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from grader.contracts.base import Strict
 
@@ -94,6 +94,15 @@ class TimingSpec(Strict):
         description="where timed batches are drawn from: the team's inputs.npz, or the course's held-out "
         "inputs (the final project: a team's own inputs could be chosen to trigger a shortcut)",
     )
+
+    @model_validator(mode="after")
+    def _open_needs_session_noise(self) -> TimingSpec:
+        if self.open_width is not None and not self.session_noise:
+            raise ValueError(
+                "open_width needs session_noise: without it, more rounds can always close a verdict, "
+                "so timing must not stop it open"
+            )
+        return self
 
 
 class Pair(Strict):

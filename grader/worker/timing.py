@@ -449,10 +449,11 @@ def stop_note(
     if stopped == "open" and timing.open_width is not None:
         return (
             f"{rounds} timed rounds; stopped once this run's part of the 95% interval was within "
-            f"{timing.open_width:.1%} of the figure: the rest of the interval is the {timing.session_noise:.0%} "
-            f"session noise, which more rounds cannot narrow, and it spans more than {timing.precision_points:g} "
-            "points here, so more rounds would only have moved the favourable end by under "
-            f"{open_move(timing):.1%}; the verdict was still open, so the favourable end of the interval decides"
+            f"{timing.open_width:.1%} of the figure with the interval still spanning more than "
+            f"{timing.precision_points:g} points: most of it is the {timing.session_noise:.0%} session noise, which "
+            "more rounds cannot narrow, so they could only bring its favourable end under "
+            f"{open_move(timing):.1%} closer to the figure; the verdict was still open, so the favourable end of "
+            "the interval decides"
         )
     cap = "its share of the timing budget" if stopped == "budget" else f"the {timing.max_rounds}-round cap"
     if timing.stop == "budget":
