@@ -63,11 +63,14 @@ def grade_once(folder: str, root: str | None = None) -> dict:
 
 
 def stop_of(note: str) -> str:
-    """Why a figure's timing stopped, from its note: settled, open (the session noise keeps the
-    verdict open, and this run's part of the interval was narrow) or cap."""
-    if "stopped once settled" in note:
-        return "settled"
-    return "open" if "stopped once this run's part" in note else "cap"
+    """Why a figure's timing stopped, from its note (the words ``stop_note`` begins it with):
+    settled, open (the session noise keeps the verdict open, and this run's part of the interval
+    was narrow) or cap."""
+    from grader.worker import timing
+
+    settled = getattr(timing, "STOPPED_SETTLED", "stopped once settled")
+    opened = getattr(timing, "STOPPED_OPEN", "stopped open")  # versions before the open stop have none
+    return "settled" if settled in note else "open" if opened in note else "cap"
 
 
 def machine_noise(calls: int = 60) -> tuple[float, float]:

@@ -8,6 +8,7 @@ file, unchanged. The measurement specs are the parts of ``assignment.yaml`` the 
 
 from __future__ import annotations
 
+import math
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
@@ -50,11 +51,13 @@ class TimingSpec(Strict):
     the interval's width is under ``rel_width`` of the figure (for a figure only reported or
     ranked; the width this run's rounds make, without ``session_noise``, which no number of rounds
     narrows); at the latest at ``max_rounds`` or when its share of ``budget_s`` is spent.
-    A scored figure whose verdict is still open once this run's part of its interval is under
-    ``open_width`` stops there too: the session noise then spans points that no number of rounds
-    can close, and more rounds would only move the interval's favourable end by a fraction of a
-    percent. A figure still open when it stops is decided by the check's documented rule (the
-    favourable end of the interval), and the report says why it stopped.
+    A scored figure whose check reads the favourable end stops "open" once this run's part of its
+    interval is under ``open_width`` while the session noise's part alone spans more than
+    ``precision_points``: no number of rounds narrows that part, so the verdict would stay open to
+    the cap. Its interval then counts this run's part as at least ``open_width`` wide, so that
+    more rounds could only narrow the favourable side by a bounded share of the figure (hw2: 0.6%,
+    at most 0.25 points). A figure still open when it stops is decided by the check's documented
+    rule (the favourable end of the interval), and the report says why it stopped.
     """
 
     threads: int = 1
@@ -74,8 +77,8 @@ class TimingSpec(Strict):
         None,
         gt=0,
         description="within-run interval width / figure at which a scored speedup whose verdict the session "
-        "noise keeps open stops (well below the session noise's own width, 2 x 1.96 x session_noise, more "
-        "rounds move the favourable end by little); None: such a figure is timed to the cap",
+        "noise alone keeps open stops, counting this run's part as at least this wide (at most rel_width and "
+        "the session noise's own width, 2 x 1.96 x session_noise); None: such a figure is timed to the cap",
     )
     session_noise: float = Field(
         0.0,
@@ -97,10 +100,21 @@ class TimingSpec(Strict):
 
     @model_validator(mode="after")
     def _open_needs_session_noise(self) -> TimingSpec:
-        if self.open_width is not None and not self.session_noise:
+        """An open stop means the session noise's part keeps the verdict open: there must be one,
+        and this run's part must be the smaller (and no wider than a ranked figure needs)."""
+        if self.open_width is None:
+            return self
+        if not self.session_noise:
             raise ValueError(
                 "open_width needs session_noise: without it, more rounds can always close a verdict, "
                 "so timing must not stop it open"
+            )
+        noise_width = 2 * math.sinh(1.96 * math.log1p(self.session_noise))
+        if self.open_width > min(self.rel_width, noise_width):
+            raise ValueError(
+                f"open_width {self.open_width:g} must be at most rel_width ({self.rel_width:g}) and the session "
+                f"noise's own width ({noise_width:.3f}, 2 x 1.96 x session_noise): wider, a figure would stop "
+                "open before it is precise, or while this run's part is most of its interval"
             )
         return self
 

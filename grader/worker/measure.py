@@ -141,7 +141,9 @@ class Clock:
     def _verdict(self) -> str:
         """What ``settled`` says of the rounds so far: "settled", "open", or "" (go on)."""
         verdict = self.settled(self.result()) if self.settled is not None else ""
-        return verdict if isinstance(verdict, str) else "settled" if verdict else ""
+        verdict = verdict if isinstance(verdict, str) else "settled" if verdict else ""
+        assert verdict in ("", "settled", "open"), f"settled answered {verdict!r}"
+        return verdict
 
     def turn(self, rounds: int | None = None, *, warm_first: bool = False, may_settle: bool = True) -> None:
         """Up to ``rounds`` timed rounds (all it takes to stop, if None); ``warm_first``: one untimed
@@ -294,13 +296,17 @@ def batch_means_interval(logs: np.ndarray) -> tuple[float, float, float]:
     return centre, centre - half, centre + half
 
 
-def ratio_estimate(times: PairedTimes, session_noise: float = 0.0) -> Estimate:
+def ratio_estimate(times: PairedTimes, session_noise: float = 0.0, min_half: float = 0.0) -> Estimate:
     """Speedup = reference time / candidate time: the geometric mean over pair-rounds (preempted
-    rounds dropped), with a batch-means 95% t-interval; ``session_noise`` (a relative standard
-    deviation between sessions) is added to its half-width in quadrature."""
+    rounds dropped), with a batch-means 95% t-interval, whose half-width on the log scale is at
+    least ``min_half`` (a figure that stopped once its interval looked that narrow: the look
+    itself is noisy, and a stop on a width that read low must not narrow the verdict's end);
+    ``session_noise`` (a relative standard deviation between sessions) is added to its half-width
+    in quadrature."""
     logs = without_preempted(np.log(pair_round_ratios(times)))
     centre, low, high = batch_means_interval(logs)
-    within = Estimate(value=math.exp(centre), low=math.exp(low), high=math.exp(high), unit="x")
+    half = max((high - low) / 2, min_half)
+    within = Estimate(value=math.exp(centre), low=math.exp(centre - half), high=math.exp(centre + half), unit="x")
     return with_session_noise(within, session_noise)
 
 
