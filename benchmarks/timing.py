@@ -13,6 +13,8 @@ Prints one table:
   session noise that hw2's ``session_noise`` must cover);
 - A/A coverage: the same fp32 model as baseline and candidate, graded ``--aa`` times in parallel
   pinned gradings (one per core): how often each 95% interval covers 1.0;
+- how those A/A gradings stopped timing (the ratio sits on hw2's zero-points threshold, so the
+  session noise keeps its verdict open), and the points they got;
 - throughput: the wall time of those ``--aa`` gradings, scaled to 100 submissions.
 
 Run: .venv/bin/python benchmarks/timing.py [--runs 5] [--reruns 10] [--consistency 20] [--aa 100]
@@ -58,6 +60,17 @@ def grade_once(folder: str, root: str | None = None) -> dict:
         "points": speedup.points,
         **{name: (e.value, e.low, e.high, e.note) for name, e in figures.items()},
     }
+
+
+def stop_of(note: str) -> str:
+    """Why a figure's timing stopped, from its note (the words ``stop_note`` begins it with):
+    settled, open (the session noise keeps the verdict open, and this run's part of the interval
+    was narrow) or cap."""
+    from grader.worker import timing
+
+    settled = getattr(timing, "STOPPED_SETTLED", "stopped once settled")
+    opened = getattr(timing, "STOPPED_OPEN", "stopped open")  # versions before the open stop have none
+    return "settled" if settled in note else "open" if opened in note else "cap"
 
 
 def machine_noise(calls: int = 60) -> tuple[float, float]:
@@ -205,6 +218,15 @@ def main() -> int:
         for name in ("b64", "b1"):
             covered = sum(1 for r in aa if r[name][1] is not None and r[name][1] <= 1.0 <= r[name][2])
             rows.append((f"A/A interval coverage of 1.0, {name}, over {args.aa} gradings", f"{covered / args.aa:.0%}"))
+        stops = [stop_of(r["b64"][3]) for r in aa]
+        rounds = statistics.median(int(r["b64"][3].split()[0]) for r in aa)
+        rows.append(
+            (
+                "A/A b64 (a verdict the noise keeps open): stopped settled / open / at the cap; median rounds",
+                " / ".join(str(stops.count(s)) for s in ("settled", "open", "cap")) + f"; {rounds:.0f}",
+            )
+        )
+        rows.append(("A/A speedup points, median (0 to 10)", f"{statistics.median(r['points'] for r in aa):.2f}"))
         rows.append(
             (
                 f"100 hw2 submissions regraded, {args.jobs} pinned job(s) ({args.aa} A/A gradings scaled)",

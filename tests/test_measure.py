@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import math
 import time
 from pathlib import Path
 
@@ -256,6 +257,38 @@ def test_a_figure_at_its_round_cap_is_settled_if_its_interval_says_so() -> None:
     assert clock.stopped is None
     clock.turn()
     assert clock.stopped == "settled" and clock.rounds == 12
+
+
+def test_a_verdict_that_cannot_close_stops_the_figure_as_open() -> None:
+    """``settled`` may say why it stops: "open" is a stop of its own (the report words it so), as
+    at the round cap for a figure that was held back; "" goes on, as False does."""
+    answers = iter(["", "", "open"])
+    times = time_interleaved(lambda: None, lambda: None, budget_s=60.0, min_rounds=4, settled=lambda _: next(answers))
+    assert times.stopped == "open" and times.rounds == 12  # looks at 4, 8 and 12 rounds
+    clock = Clock((lambda: None, lambda: None), budget_s=60.0, warmup=0, min_rounds=4, max_rounds=12)
+    clock.settled = lambda times: "open" if times.rounds >= 12 else ""
+    clock.turn(12, may_settle=False)
+    clock.turn()
+    assert clock.stopped == "open" and clock.rounds == 12
+    typo = Clock((lambda: None, lambda: None), budget_s=60.0, warmup=0, min_rounds=4, settled=lambda _: "setled")
+    with pytest.raises(AssertionError, match="setled"):
+        typo.turn()  # a stop reason the report cannot word fails at once, not after all the timing
+
+
+def test_a_stopped_open_interval_is_at_least_as_wide_as_it_looked() -> None:
+    """The look that stops a figure open reads a noisy width: its interval counts this run's part
+    as at least ``min_half`` wide, so a look that read low does not narrow the verdict's end."""
+    rng = np.random.default_rng(5)
+    candidate = 1e-3 * rng.lognormal(0, 0.01, 32)
+    times = PairedTimes(candidate * rng.lognormal(0, 0.01, 32), candidate)
+    plain = ratio_estimate(times)
+    floored = ratio_estimate(times, min_half=0.05)
+    assert math.log(plain.high / plain.value) < 0.05
+    assert floored.value == plain.value
+    assert math.log(floored.high / floored.value) == pytest.approx(0.05)
+    assert math.log(floored.value / floored.low) == pytest.approx(0.05)
+    wide = ratio_estimate(times, min_half=0.001)  # a floor under its own width changes nothing
+    assert (wide.low, wide.high) == pytest.approx((plain.low, plain.high))
 
 
 def test_pair_rounds_cancel_an_edge_for_whoever_runs_first() -> None:

@@ -4,6 +4,7 @@ says so; a figure on a threshold is timed to the cap and decided by the document
 
 from __future__ import annotations
 
+import math
 import shutil
 from pathlib import Path
 
@@ -123,6 +124,111 @@ def test_session_noise_never_keeps_a_precise_figure_timing() -> None:
     assert _pair_settled(on_threshold, TimingSpec(rel_width=0.02))(steady)  # without it, decided (below full)
 
 
+def _steady_ratio(seed: int, ratio: float, per_round: float, rounds: int = 64):  # noqa: ANN202
+    from grader.worker.measure import PairedTimes
+
+    rng = np.random.default_rng(seed)
+    candidate = 1e-3 * rng.lognormal(0, per_round, rounds)
+    return PairedTimes(ratio * candidate * rng.lognormal(0, per_round, rounds), candidate)
+
+
+def _times_with(centre: float, half: float):  # noqa: ANN202
+    """Paired times whose speedup is ``centre`` with a within-run 95% half-width of ``half`` on the
+    log scale: 8 batches of 4 pair-rounds, half of them ``delta`` above the centre, half below."""
+    from grader.worker.measure import BATCHES, T_975, PairedTimes
+
+    delta = half * math.sqrt(BATCHES) / T_975[BATCHES - 1] / math.sqrt(BATCHES / (BATCHES - 1))
+    units = np.repeat([math.log(centre) + delta * (1 if j % 2 else -1) for j in range(BATCHES)], 4)
+    ratios = np.exp(np.repeat(units, 2))  # both rounds of a pair-round alike
+    candidate = np.full(ratios.size, 1e-3)
+    return PairedTimes(candidate * ratios, candidate)
+
+
+def test_the_constructed_times_have_the_interval_asked_for() -> None:
+    from grader.worker.measure import ratio_estimate
+
+    within = ratio_estimate(_times_with(1.1, 0.02))
+    assert within.value == pytest.approx(1.1, rel=1e-9)
+    assert math.log(within.high / within.value) == pytest.approx(0.02, rel=1e-6)
+
+
+def test_a_verdict_the_session_noise_keeps_open_stops_once_this_runs_part_is_narrow() -> None:
+    """On a threshold, the session noise alone spans points whatever the rounds: the figure stops
+    "open" once this run's part of its interval is under ``open_width``, and not before; a clear
+    verdict still settles, and without ``open_width`` an open one goes on to the cap."""
+    from grader.contracts.job import TimingSpec
+    from grader.worker.timing import _pair_settled
+
+    spec = TimingSpec(rel_width=0.118, session_noise=0.03, open_width=0.052)  # hw2's
+    narrow, wide = math.asinh(0.050 / 2), math.asinh(0.056 / 2)  # 5.0% and 5.6% wide
+    ranked = TimingDecision(figure="a_vs_b.speedup_b64", full=1.3, zero=1.0, points=10, ranked=True)
+    settled = _pair_settled(ranked, spec)
+    assert settled(_times_with(1.0, narrow)) == "open"  # an A/A pair on the zero-points end
+    assert settled(_times_with(1.15, narrow)) == "open"  # midway
+    assert settled(_times_with(1.0, wide)) == ""  # this run's part still wider than open_width
+    assert settled(_times_with(3.0, narrow)) == "settled"  # 3x: full points at either end
+    assert _pair_settled(ranked, spec.model_copy(update={"open_width": None}))(_times_with(1.0, narrow)) == ""
+    assert _pair_settled(None, spec)(_times_with(1.0, narrow)) == "settled"  # shown, not scored: precise suffices
+    strict = ranked.model_copy(update={"favourable": False})  # a check that reads the figure itself
+    assert _pair_settled(strict, spec)(_times_with(1.0, narrow)) == ""  # more rounds do move its verdict
+
+
+def test_a_verdict_more_rounds_could_close_does_not_stop_open() -> None:
+    """At 0.948x the session noise alone spans 0.15 points (its top end 1.0045x), under the 0.25 a
+    verdict may differ by: more rounds can settle it, so it must not stop open, though with this
+    run's part it still spans more (0.33 points) and that part is under ``open_width``."""
+    from grader.contracts.job import TimingSpec
+    from grader.worker.timing import _pair_settled, decision_points
+
+    spec = TimingSpec(rel_width=0.118, session_noise=0.03, open_width=0.052)
+    decision = TimingDecision(figure="a_vs_b.speedup_b64", full=1.3, zero=1.0, points=10)
+    session = 1.96 * math.log1p(0.03)
+    assert decision_points(decision, 0.948 * math.exp(session)) < 0.2
+    assert decision_points(decision, 0.948 * math.exp(math.hypot(session, 0.025))) > 0.3
+    assert _pair_settled(decision, spec)(_times_with(0.948, 0.025)) == ""
+    assert _pair_settled(decision, spec)(_times_with(0.948, 0.005)) == "settled"  # more rounds did close it
+
+
+def test_open_width_is_bounded_by_the_session_noise_and_rel_width() -> None:
+    """An open stop means the session noise keeps the verdict open: an assignment without it, or
+    one whose ``open_width`` is wider than the noise's part or than ``rel_width``, is refused."""
+    from pydantic import ValidationError
+
+    from grader.contracts.job import TimingSpec
+
+    with pytest.raises(ValidationError, match="open_width needs session_noise"):
+        TimingSpec(open_width=0.05)
+    with pytest.raises(ValidationError, match="must be at most rel_width"):
+        TimingSpec(open_width=0.2, session_noise=0.01, rel_width=0.3)  # the noise's part is 3.9% wide
+    with pytest.raises(ValidationError, match="must be at most rel_width"):
+        TimingSpec(open_width=0.06, session_noise=0.03, rel_width=0.05)
+    assert TimingSpec(open_width=0.05, session_noise=0.02, rel_width=0.078).open_width == 0.05
+
+
+def test_a_threshold_speedup_stops_open_and_is_scored_by_its_favourable_end(reference_paths, tmp_path: Path) -> None:
+    """An A/A pair on hw2's zero-points end, with a 20% session noise and an ``open_width`` of 60%,
+    which any 16 rounds reach (an A/A pair's 16-round interval is ~10-20% wide here: a margin no
+    machine crosses): it stops at its first look, says why, counts this run's part as at least
+    60% wide, and gets the points of the top of its interval."""
+    folder = tmp_path / "same"
+    shutil.copytree(SOLUTION, folder)
+    shutil.copy(SOLUTION / "baseline.onnx", folder / "compressed.onnx")
+    root = _root(tmp_path, session_noise=0.2, open_width=0.6, rel_width=0.6, min_rounds=16)
+    grading = grade(folder, root)
+    assert grading.exit_code == exitcodes.GRADED
+    estimate = grading.result.metrics["candidate_vs_baseline.speedup_b64"]
+    assert estimate.note.startswith(
+        "16 timed rounds; stopped open once this run's part of the 95% interval was within 60.0%"
+    )
+    floor = math.hypot(1.96 * math.log1p(0.2), math.asinh(0.3))  # both parts' half-widths, on the log scale
+    assert math.log(estimate.high / estimate.value) >= floor - 1e-9
+    speedup = check_of(grading.result, "speedup")
+    assert "the verdict was still open, so the favourable end of the interval decides" in speedup.message
+    decision = TimingDecision(figure="candidate_vs_baseline.speedup_b64", full=1.3, zero=1.0, points=10)
+    assert speedup.points == pytest.approx(decision_points(decision, estimate.high), abs=0.01)
+    assert speedup.points > 0  # the interval's top is above 1.0: an A/A pair's favourable end earns some
+
+
 def test_the_stop_note_says_which_part_of_the_interval_was_precise() -> None:
     """With session noise in the interval, only this run's part of it narrows with rounds: the
     note says that part is what reached rel_width."""
@@ -133,6 +239,10 @@ def test_the_stop_note_says_which_part_of_the_interval_was_precise() -> None:
     noisy = stop_note("settled", 48, ranked, TimingSpec(rel_width=0.078, session_noise=0.02))
     assert "same points, and this run's part of the 95% interval is within 7.8% of the figure" in noisy
     assert "the 95% interval is within 6.0% of the figure" in stop_note("settled", 48, None, TimingSpec(rel_width=0.06))
+    opened = stop_note("open", 36, ranked, TimingSpec(rel_width=0.118, session_noise=0.03, open_width=0.052))
+    assert opened.startswith("36 timed rounds; stopped open once this run's part of the 95% interval was within 5.2%")
+    assert "while the 3% session noise alone spans more than 0.25 points" in opened
+    assert "by at most 0.6% of the figure" in opened and opened.endswith("the favourable end of the interval decides")
     solo = stop_note("settled", 48, None, TimingSpec(rel_width=0.06, session_noise=0.02), paired=False)
     assert (
         "the 95% interval is within 6.0%" in solo and "this run's part" not in solo

@@ -8,10 +8,11 @@ file, unchanged. The measurement specs are the parts of ``assignment.yaml`` the 
 
 from __future__ import annotations
 
+import math
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from grader.contracts.base import Strict
 
@@ -50,8 +51,13 @@ class TimingSpec(Strict):
     the interval's width is under ``rel_width`` of the figure (for a figure only reported or
     ranked; the width this run's rounds make, without ``session_noise``, which no number of rounds
     narrows); at the latest at ``max_rounds`` or when its share of ``budget_s`` is spent.
-    A figure still open at the cap is decided by the check's documented rule (the favourable end
-    of the interval), and the report says it stopped at the cap.
+    A scored figure whose check reads the favourable end stops "open" once this run's part of its
+    interval is under ``open_width`` while the session noise's part alone spans more than
+    ``precision_points``: no number of rounds narrows that part, so the verdict would stay open to
+    the cap. Its interval then counts this run's part as at least ``open_width`` wide, so that
+    more rounds could only narrow the favourable side by a bounded share of the figure (hw2: 0.6%,
+    at most 0.25 points). A figure still open when it stops is decided by the check's documented
+    rule (the favourable end of the interval), and the report says why it stopped.
     """
 
     threads: int = 1
@@ -66,6 +72,13 @@ class TimingSpec(Strict):
         gt=0,
         description="within-run interval width / figure at which a shown or ranked figure is precise enough "
         "(below the session noise's own width, 2 x 1.96 x session_noise, more rounds buy little)",
+    )
+    open_width: float | None = Field(
+        None,
+        gt=0,
+        description="within-run interval width / figure at which a scored speedup whose verdict the session "
+        "noise alone keeps open stops, counting this run's part as at least this wide (at most rel_width and "
+        "the session noise's own width, 2 x 1.96 x session_noise); None: such a figure is timed to the cap",
     )
     session_noise: float = Field(
         0.0,
@@ -84,6 +97,26 @@ class TimingSpec(Strict):
         description="where timed batches are drawn from: the team's inputs.npz, or the course's held-out "
         "inputs (the final project: a team's own inputs could be chosen to trigger a shortcut)",
     )
+
+    @model_validator(mode="after")
+    def _open_needs_session_noise(self) -> TimingSpec:
+        """An open stop means the session noise's part keeps the verdict open: there must be one,
+        and this run's part must be the smaller (and no wider than a ranked figure needs)."""
+        if self.open_width is None:
+            return self
+        if not self.session_noise:
+            raise ValueError(
+                "open_width needs session_noise: without it, more rounds can always close a verdict, "
+                "so timing must not stop it open"
+            )
+        noise_width = 2 * math.sinh(1.96 * math.log1p(self.session_noise))
+        if self.open_width > min(self.rel_width, noise_width):
+            raise ValueError(
+                f"open_width {self.open_width:g} must be at most rel_width ({self.rel_width:g}) and the session "
+                f"noise's own width ({noise_width:.3f}, 2 x 1.96 x session_noise): wider, a figure would stop "
+                "open before it is precise, or while this run's part is most of its interval"
+            )
+        return self
 
 
 class Pair(Strict):

@@ -153,8 +153,11 @@ class TimingComparison(Strict):
     candidate_items_per_s: float | None
     timed_outputs: list[TimedOutputs] = []
     note: str = Field("", max_length=1000)
-    stopped: Literal["", "settled", "budget", "max_rounds"] = Field(
-        "", description="settled: no more rounds could change the verdict; budget / max_rounds: the cap"
+    stopped: Literal["", "settled", "open", "budget", "max_rounds"] = Field(
+        "",
+        description="settled: no more rounds could change the verdict; open: the session noise keeps it open "
+        "whatever the rounds, and this run's part of the interval was under open_width; budget / max_rounds: "
+        "the cap",
     )
     device: str = Field("cpu", max_length=16, description="where both models ran and were timed: cpu or cuda")
     reference_transfer_ms: float | None = Field(
@@ -206,7 +209,7 @@ class SoloTiming(Strict):
     items_per_s: float | None
     timed_outputs: list[TimedOutputs] = []
     note: str = Field("", max_length=1000)
-    stopped: Literal["", "settled", "budget", "max_rounds"] = ""
+    stopped: Literal["", "settled", "budget", "max_rounds"] = ""  # a latency is never "open": nothing scores it
     device: str = Field("cpu", max_length=16)
     transfer_ms: float | None = Field(None, description="on a GPU: median input and output copies, outside the latency")
 

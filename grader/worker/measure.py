@@ -45,7 +45,7 @@ WARM_STEADY = 0.03  # ... within 3%: clocks and caches have settled
 class PairedTimes:
     reference_s: np.ndarray
     candidate_s: np.ndarray
-    stopped: str = "budget"  # settled | budget | max_rounds
+    stopped: str = "budget"  # settled | open | budget | max_rounds
 
     @property
     def rounds(self) -> int:
@@ -62,7 +62,9 @@ class Clock:
     inputs, and on a GPU copies them there); ``collect(number)`` after it, outside the clock too
     (it fetches and keeps the answers). After ``min_rounds`` the figure stops as soon as
     ``settled`` says so (looked at every ``SETTLE_EVERY`` rounds), once its own rounds have taken
-    ``budget_s``, or at ``max_rounds``; ``stopped`` then says which. ``warmup_s`` (a GPU) extends
+    ``budget_s``, or at ``max_rounds``; ``stopped`` then says which. ``settled`` answers True (or
+    "settled") to stop with the verdict decided, "open" to stop with it open that no more rounds
+    could close, and False or "" to go on. ``warmup_s`` (a GPU) extends
     the warm-up until the round times are steady, at most ``max_warmup_s``.
     """
 
@@ -76,7 +78,7 @@ class Clock:
         max_rounds: int = 400,
         prepare: Callable[[int], None] | None = None,
         collect: Callable[[int], None] | None = None,
-        settled: Callable[..., bool] | None = None,
+        settled: Callable[..., bool | str] | None = None,
         warmup_s: float = 0.0,
         max_warmup_s: float = 0.0,
     ) -> None:
@@ -128,15 +130,20 @@ class Clock:
     def _stop(self, spent_s: float, may_settle: bool = True) -> str | None:
         done = self.rounds
         if done >= self.max_rounds:  # a cheap figure kept from settling while others ran may be by now
-            settled = self.held_back and self.settled is not None and self.settled(self.result())
-            return "settled" if settled else "max_rounds"
+            return (self._verdict() if self.held_back else "") or "max_rounds"
         if done >= self.min_rounds:
             if spent_s >= self.budget_s:
                 return "budget"
-            looks = may_settle and self.settled is not None and done % SETTLE_EVERY == 0
-            if looks and self.settled(self.result()):
-                return "settled"
+            if may_settle and done % SETTLE_EVERY == 0:
+                return self._verdict() or None
         return None
+
+    def _verdict(self) -> str:
+        """What ``settled`` says of the rounds so far: "settled", "open", or "" (go on)."""
+        verdict = self.settled(self.result()) if self.settled is not None else ""
+        verdict = verdict if isinstance(verdict, str) else "settled" if verdict else ""
+        assert verdict in ("", "settled", "open"), f"settled answered {verdict!r}"
+        return verdict
 
     def turn(self, rounds: int | None = None, *, warm_first: bool = False, may_settle: bool = True) -> None:
         """Up to ``rounds`` timed rounds (all it takes to stop, if None); ``warm_first``: one untimed
@@ -289,13 +296,17 @@ def batch_means_interval(logs: np.ndarray) -> tuple[float, float, float]:
     return centre, centre - half, centre + half
 
 
-def ratio_estimate(times: PairedTimes, session_noise: float = 0.0) -> Estimate:
+def ratio_estimate(times: PairedTimes, session_noise: float = 0.0, min_half: float = 0.0) -> Estimate:
     """Speedup = reference time / candidate time: the geometric mean over pair-rounds (preempted
-    rounds dropped), with a batch-means 95% t-interval; ``session_noise`` (a relative standard
-    deviation between sessions) is added to its half-width in quadrature."""
+    rounds dropped), with a batch-means 95% t-interval, whose half-width on the log scale is at
+    least ``min_half`` (a figure that stopped once its interval looked that narrow: the look
+    itself is noisy, and a stop on a width that read low must not narrow the verdict's end);
+    ``session_noise`` (a relative standard deviation between sessions) is added to its half-width
+    in quadrature."""
     logs = without_preempted(np.log(pair_round_ratios(times)))
     centre, low, high = batch_means_interval(logs)
-    within = Estimate(value=math.exp(centre), low=math.exp(low), high=math.exp(high), unit="x")
+    half = max((high - low) / 2, min_half)
+    within = Estimate(value=math.exp(centre), low=math.exp(centre - half), high=math.exp(centre + half), unit="x")
     return with_session_noise(within, session_noise)
 
 

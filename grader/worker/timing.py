@@ -12,6 +12,7 @@ not timed at this one, and the comparison says so.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +34,8 @@ from grader.worker.measure import (
 from grader.worker.runtime import LoadedModel, Staged
 
 NOISE = 1e-3  # of each float input's standard deviation
+STOPPED_SETTLED = "stopped once settled"  # how a stop note begins, after its rounds (benchmarks/ reads it)
+STOPPED_OPEN = "stopped open once this run's part of the 95% interval was within"
 MIN_AGREEMENT = 0.9  # timed vs untimed top-1 answers of the same model on the same rows
 MIN_SNR_DB = 20.0  # timed vs untimed outputs: far below int8 or batch-size effects (>= 30 dB)
 KEEP_ELEMENTS = 4_000_000  # timed outputs kept for the check, per model
@@ -247,6 +250,8 @@ def plan_pair(
         assert isinstance(times, PairedTimes)
         checked = [watches[r].verdict(untimed.get(r)) for r in (ref, cand)]
         ref_ms, cand_ms = float(np.median(times.reference_s)) * 1e3, float(np.median(times.candidate_s)) * 1e3
+        floor = open_half(timing) if times.stopped == "open" else 0.0  # the width it stopped on, at least
+        speedup = ratio_estimate(times, session_noise=timing.session_noise, min_half=floor)
         return TimingComparison(
             reference=ref,
             candidate=cand,
@@ -255,9 +260,7 @@ def plan_pair(
             rounds=times.rounds,
             reference_ms=ref_ms,
             candidate_ms=cand_ms,
-            speedup=ratio_estimate(times, session_noise=timing.session_noise).model_copy(
-                update={"note": stop_note(times.stopped, times.rounds, decision, timing)}
-            ),
+            speedup=speedup.model_copy(update={"note": stop_note(times.stopped, times.rounds, decision, timing)}),
             reference_items_per_s=batch / ref_ms * 1e3,
             candidate_items_per_s=batch / cand_ms * 1e3,
             timed_outputs=checked,
@@ -402,28 +405,41 @@ def decision_points(decision: TimingDecision, value: float) -> float:
 def _pair_settled(decision: TimingDecision | None, timing: TimingSpec):  # noqa: ANN202
     """A scored speedup is settled when both ends of its interval give the same points (and, if a
     leaderboard ranks it, the interval is narrower than ``rel_width`` of it); one that is only
-    shown or ranked, when its interval is that narrow."""
+    shown or ranked, when its interval is that narrow. A scored speedup whose check reads the
+    favourable end stops "open" once this run's part of its interval is under ``open_width``
+    while the session noise's part alone still spans points: no number of rounds narrows that
+    part, so the verdict would stay open to the cap."""
 
-    def settled(times: PairedTimes) -> bool:
+    def settled(times: PairedTimes) -> str:
         within = ratio_estimate(times)  # what more rounds can still narrow
         estimate = with_session_noise(within, timing.session_noise)  # what the check reads
         low, high, value = estimate.low, estimate.high, estimate.value
         if low is None or high is None or not value or within.low is None or within.high is None:
-            return False
-        precise = within.high - within.low <= timing.rel_width * value
+            return ""
+        width = within.high - within.low
+        precise = width <= timing.rel_width * value
         if decision is None:  # shown or ranked, not scored: precise enough to compare
-            return precise
-        gap = abs(decision_points(decision, high) - decision_points(decision, low))
-        return gap <= timing.precision_points and (precise or not decision.ranked)
+            return "settled" if precise else ""
+        if _points_gap(decision, low, high) <= timing.precision_points and (precise or not decision.ranked):
+            return "settled"
+        if timing.open_width is None or not decision.favourable or width > timing.open_width * value:
+            return ""
+        session = 1.96 * math.log1p(timing.session_noise)
+        noise_alone = _points_gap(decision, value * math.exp(-session), value * math.exp(session))
+        return "open" if noise_alone > timing.precision_points else ""
 
     return settled
 
 
+def _points_gap(decision: TimingDecision, low: float, high: float) -> float:
+    return abs(decision_points(decision, high) - decision_points(decision, low))
+
+
 def _solo_settled(timing: TimingSpec):  # noqa: ANN202
-    def settled(seconds: np.ndarray) -> bool:
+    def settled(seconds: np.ndarray) -> str:
         estimate = median_estimate(seconds)
         assert estimate.low is not None and estimate.high is not None and estimate.value is not None
-        return estimate.high - estimate.low <= timing.rel_width * estimate.value
+        return "settled" if estimate.high - estimate.low <= timing.rel_width * estimate.value else ""
 
     return settled
 
@@ -438,7 +454,16 @@ def stop_note(
         why = f"{part} is within {timing.rel_width:.1%} of the figure"
         if decision is not None:
             why = "both ends of the 95% interval give the same points" + (f", and {why}" if decision.ranked else "")
-        return f"{rounds} timed rounds; stopped once settled: {why}"
+        return f"{rounds} timed rounds; {STOPPED_SETTLED}: {why}"
+    if stopped == "open" and timing.open_width is not None:
+        return (
+            f"{rounds} timed rounds; {STOPPED_OPEN} {timing.open_width:.1%} of the figure, while the "
+            f"{timing.session_noise * 100:g}% session noise alone spans more than {timing.precision_points:g} points: "
+            "no number of rounds narrows that part, and more rounds could narrow the interval's favourable "
+            f"side by at most {math.ceil(open_move(timing) * 1000) / 10:g}% of the figure (this run's part "
+            f"counts as at least {timing.open_width:.1%} wide); the verdict was still open, so the favourable "
+            "end of the interval decides"
+        )
     cap = "its share of the timing budget" if stopped == "budget" else f"the {timing.max_rounds}-round cap"
     if timing.stop == "budget":
         return f"{rounds} timed rounds, the whole budget (sequential stopping is off)"
@@ -448,3 +473,16 @@ def stop_note(
         else "; the interval is what the rounds allowed (the favourable end decides a check)"
     )
     return f"{rounds} timed rounds; stopped at {cap}{open_verdict}"
+
+
+def open_half(timing: TimingSpec) -> float:
+    """The half-width, on the log scale, of an interval ``open_width`` of its figure wide."""
+    return math.asinh((timing.open_width or 0.0) / 2)
+
+
+def open_move(timing: TimingSpec) -> float:
+    """How far the favourable end of an "open" speedup's interval lies beyond where endless rounds
+    would put it, as a share of the figure: its half-width is the session noise's part and this
+    run's (at least ``open_width``) in quadrature, against the session noise's part alone."""
+    session = 1.96 * math.log1p(timing.session_noise)
+    return math.exp(math.hypot(session, open_half(timing))) - math.exp(session)
