@@ -22,6 +22,12 @@ Folder = Literal["submission", "references", "heldout", "vetted"]
 NO_JOB_EXIT = 75  # a worker started before its job (``--wait-for-job``) that waited in vain exits with this
 
 
+def session_half(session_noise: float) -> float:
+    """The half-width, on the log scale, that ``session_noise`` (a relative sd between sessions)
+    adds to a speedup's 95% interval: what no number of rounds in one grading can narrow."""
+    return 1.96 * math.log1p(session_noise)
+
+
 class Limits(Strict):
     wall_time_s: float = 180
     memory_mb: int = 4096
@@ -109,7 +115,7 @@ class TimingSpec(Strict):
                 "open_width needs session_noise: without it, more rounds can always close a verdict, "
                 "so timing must not stop it open"
             )
-        noise_width = 2 * math.sinh(1.96 * math.log1p(self.session_noise))
+        noise_width = 2 * math.sinh(session_half(self.session_noise))
         if self.open_width > min(self.rel_width, noise_width):
             raise ValueError(
                 f"open_width {self.open_width:g} must be at most rel_width ({self.rel_width:g}) and the session "

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from grader.contracts.job import session_half
 from grader.contracts.observations import Estimate, OutputParity
 
 BOOTSTRAP_SAMPLES = 2000
@@ -315,7 +316,7 @@ def with_session_noise(within: Estimate, session_noise: float) -> Estimate:
     if not session_noise or within.value is None or within.high is None:
         return within
     centre = math.log(within.value)
-    half = math.hypot(math.log(within.high) - centre, 1.96 * math.log1p(session_noise))
+    half = math.hypot(math.log(within.high) - centre, session_half(session_noise))
     return within.model_copy(update={"low": math.exp(centre - half), "high": math.exp(centre + half)})
 
 

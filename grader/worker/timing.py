@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from grader.contracts.figures import pair_key
-from grader.contracts.job import Job, TimingDecision, TimingSpec
+from grader.contracts.job import Job, TimingDecision, TimingSpec, session_half
 from grader.contracts.observations import Estimate, SoloTiming, TimedOutputs, TimingComparison
 from grader.worker.measure import (
     Clock,
@@ -424,7 +424,7 @@ def _pair_settled(decision: TimingDecision | None, timing: TimingSpec):  # noqa:
             return "settled"
         if timing.open_width is None or not decision.favourable or width > timing.open_width * value:
             return ""
-        session = 1.96 * math.log1p(timing.session_noise)
+        session = session_half(timing.session_noise)
         noise_alone = _points_gap(decision, value * math.exp(-session), value * math.exp(session))
         return "open" if noise_alone > timing.precision_points else ""
 
@@ -484,5 +484,5 @@ def open_move(timing: TimingSpec) -> float:
     """How far the favourable end of an "open" speedup's interval lies beyond where endless rounds
     would put it, as a share of the figure: its half-width is the session noise's part and this
     run's (at least ``open_width``) in quadrature, against the session noise's part alone."""
-    session = 1.96 * math.log1p(timing.session_noise)
+    session = session_half(timing.session_noise)
     return math.exp(math.hypot(session, open_half(timing))) - math.exp(session)
