@@ -8,7 +8,9 @@ Prints one table:
 - a speedup placed 2% above the full-marks threshold (the threshold moved to the measured
   median / 1.02): how many of ``--reruns`` gradings give the modal verdict;
 - consistency of a real pair: the hw2 reference (int8 against fp32) graded ``--consistency``
-  times, one after another; how many of its 95% intervals cover the median over all of them, and
+  times, one after another; how much its figure varies (sd of the log figure) and the spread of
+  each ``--runs`` of them in a row (what the spread row above is one draw of); how many of its
+  95% intervals cover the median over all of them, and
   how much the figures vary between gradings beyond what each grading's own rounds explain (the
   session noise that hw2's ``session_noise`` must cover);
 - A/A coverage: the same fp32 model as baseline and candidate, graded ``--aa`` times in parallel
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import math
 import os
 import shutil
 import statistics
@@ -209,6 +212,15 @@ def main() -> int:
         for name in ("b64", "b1"):
             covered, session = consistency(real, name)
             print(f"real pair {name}: {[round(r[name][0], 3) for r in real]}", flush=True)
+            figures = [r[name][0] for r in real]
+            blocks = [figures[i : i + args.runs] for i in range(0, len(figures) - args.runs + 1, args.runs)]
+            rows.append(
+                (
+                    f"real pair, {name}: sd of the log figure over {len(real)} gradings; spread of each {args.runs}",
+                    f"{statistics.stdev(math.log(f) for f in figures):.2%}; "
+                    + ", ".join(f"{spread(b):.1%}" for b in blocks),
+                )
+            )
             rows.append(
                 (
                     f"real pair, {name}: intervals covering the median of {len(real)} gradings; session noise",

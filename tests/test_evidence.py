@@ -448,6 +448,33 @@ def test_float_noise_around_a_few_centres_is_counted_exactly_but_diagnosed() -> 
     assert noisy.distinct_within_noise == 16
 
 
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64, np.int8, np.uint8, np.int32])
+def test_counts_from_one_sort_equal_np_unique_and_the_merged_count_of_a_fresh_sort(dtype: type) -> None:
+    """The distinct count comes from the values sorted once, as the merged count does: it must read
+    exactly as np.unique does, with NaNs (one value), -0.0 next to 0.0, infinities and repeats."""
+    from grader.worker.evidence.tensors import NOISE_RELATIVE, _sorted_floats, distinct_count, distinct_within_noise
+
+    rng = np.random.default_rng(1)
+    floating = np.issubdtype(dtype, np.floating)
+    cases = [rng.normal(0, 1, 3000) if floating else rng.integers(-100, 100, 3000), np.zeros(7), np.arange(1)]
+    if floating:
+        cases += [
+            np.array([np.nan, 0.0, -0.0, 1.0, np.nan, np.inf, -np.inf, np.inf, 1.0]),
+            np.array([np.nan, np.nan]),
+            np.linspace(-1, 1, 16)[rng.integers(0, 16, 2000)] + rng.normal(0, 1e-7, 2000),
+        ]
+    for case in cases:
+        values = np.asarray(case).astype(dtype).reshape(-1, 1)
+        ordered = _sorted_floats(values)
+        assert (ordered is not None) == floating
+        assert distinct_count(values, ordered) == np.unique(values).size
+        if floating:
+            wide = np.sort(values.astype(np.float64).reshape(-1))
+            step = float(np.abs(wide).max()) * NOISE_RELATIVE
+            fresh = int(np.count_nonzero(np.diff(wide) > step)) + 1 if step and np.isfinite(step) else None
+            assert distinct_within_noise(values, ordered) == distinct_within_noise(values) == fresh
+
+
 def test_palettized_size_is_log2_k_bits_per_weight_plus_the_codebook() -> None:
     from grader.grading.figures import palettized_bytes
 
