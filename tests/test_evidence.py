@@ -461,6 +461,7 @@ def test_counts_from_one_sort_equal_np_unique_and_the_merged_count_of_a_fresh_so
         cases += [
             np.array([np.nan, 0.0, -0.0, 1.0, np.nan, np.inf, -np.inf, np.inf, 1.0]),
             np.array([np.nan, np.nan]),
+            np.append(np.linspace(-1, 1, 300), np.nan),  # > 256 distinct with a NaN and no inf: no merged count
             np.linspace(-1, 1, 16)[rng.integers(0, 16, 2000)] + rng.normal(0, 1e-7, 2000),
         ]
     for case in cases:

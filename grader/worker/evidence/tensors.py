@@ -85,6 +85,8 @@ def distinct_within_noise(values: np.ndarray, ordered: np.ndarray | None = None)
     if not np.issubdtype(values.dtype, np.floating) or not values.size:
         return None
     ordered = np.sort(values.reshape(-1)) if ordered is None else ordered
+    if np.isnan(ordered[-1]):  # numpy sorts NaNs last: with one, the largest magnitude is NaN, as before
+        return None
     step = max(abs(float(ordered[0])), abs(float(ordered[-1]))) * NOISE_RELATIVE
     if step == 0 or not np.isfinite(step):
         return None
